@@ -1,0 +1,1 @@
+//! DNS: a blocking facade over hickory-resolver.

@@ -1,0 +1,1 @@
+//! A threaded test MX that records what it receives.
