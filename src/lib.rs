@@ -4,7 +4,9 @@
 
 pub mod certgen;
 pub mod config;
+pub mod dial;
 pub mod dns;
+pub mod protocol;
 pub mod smtp;
 pub mod testmx;
 pub mod tls;

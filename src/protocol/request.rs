@@ -1,0 +1,536 @@
+//! Parsing and rendering of the MTA's requests (sans-I/O).
+//!
+//! A request is one line: a verb, then for `CONNECT` space-separated `key=value` parameters.
+//! See `docs/PROTOCOL.md` for the grammar; every rule there is enforced here.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// The protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line accepted, CRLF included.
+pub const MAX_REQUEST_LINE: usize = 2048;
+
+/// A request from the MTA in the proxy's command state.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `AUTH <version> <secret>`
+    Auth { version: u32, secret: Vec<u8> },
+    /// `CONNECT key=value ...`
+    Connect(ConnectRequest),
+    /// `NOOP`
+    Noop,
+    /// `QUIT`
+    Quit,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Auth { version, .. } => {
+                write!(f, "Auth {{ version: {version}, secret: <redacted> }}")
+            }
+            Request::Connect(c) => write!(f, "Connect({c:?})"),
+            Request::Noop => write!(f, "Noop"),
+            Request::Quit => write!(f, "Quit"),
+        }
+    }
+}
+
+/// Where the MTA wants to go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// `host=` an IP literal.
+    Ip(IpAddr),
+    /// `host=` a host name (A/AAAA lookup).
+    Host(String),
+    /// `domain=` a mail domain (MX lookup).
+    Domain(String),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Ip(ip) => write!(f, "{ip}"),
+            Destination::Host(h) => write!(f, "{h}"),
+            Destination::Domain(d) => write!(f, "domain {d}"),
+        }
+    }
+}
+
+/// TLS policy toward the MX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered; any certificate.
+    Opportunistic,
+    /// STARTTLS must succeed; any certificate.
+    Required,
+    /// STARTTLS must succeed and the certificate must verify for the TLS name.
+    Verify,
+}
+
+impl TlsPolicy {
+    /// The word used in the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Required => "required",
+            TlsPolicy::Verify => "verify",
+        }
+    }
+
+    fn parse(v: &str) -> Option<TlsPolicy> {
+        Some(match v {
+            "none" => TlsPolicy::None,
+            "opportunistic" => TlsPolicy::Opportunistic,
+            "required" => TlsPolicy::Required,
+            "verify" => TlsPolicy::Verify,
+            _ => return None,
+        })
+    }
+}
+
+/// A `CONNECT` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectRequest {
+    /// `source=`: the source IP to bind (required).
+    pub source: IpAddr,
+    /// `host=` or `domain=` (exactly one required).
+    pub dest: Destination,
+    /// `port=` (default 25).
+    pub port: u16,
+    /// `ehlo=`: the name to send in EHLO/HELO (required).
+    pub ehlo: String,
+    /// `tls=` (default `opportunistic`).
+    pub tls: TlsPolicy,
+    /// `tls_name=`: SNI and verification name (default: the MX host name when known).
+    pub tls_name: Option<String>,
+    /// `tls_fallback=yes`: after a failed opportunistic handshake, reconnect once in plaintext.
+    pub tls_fallback: bool,
+    /// `smtps=yes|no`: implicit TLS (default: yes when port is 465).
+    pub smtps: bool,
+    /// `reuse=yes`: the MTA accepts a reused connection and lets the proxy keep this one.
+    pub reuse: bool,
+    /// `reuse_max_messages=N`: do not keep the connection once it has carried N messages.
+    pub reuse_max_messages: Option<u64>,
+}
+
+impl ConnectRequest {
+    /// A request with the defaults for everything optional.
+    pub fn new(source: IpAddr, dest: Destination, ehlo: &str) -> ConnectRequest {
+        ConnectRequest {
+            source,
+            dest,
+            port: 25,
+            ehlo: ehlo.to_string(),
+            tls: TlsPolicy::Opportunistic,
+            tls_name: None,
+            tls_fallback: false,
+            smtps: false,
+            reuse: false,
+            reuse_max_messages: None,
+        }
+    }
+
+    /// The request line, CRLF included (what a client sends).
+    pub fn to_line(&self) -> String {
+        let dest = match &self.dest {
+            Destination::Ip(ip) => format!("host={ip}"),
+            Destination::Host(h) => format!("host={h}"),
+            Destination::Domain(d) => format!("domain={d}"),
+        };
+        let mut s = format!(
+            "CONNECT source={} {dest} port={} ehlo={} tls={}",
+            self.source,
+            self.port,
+            self.ehlo,
+            self.tls.as_str()
+        );
+        if let Some(n) = &self.tls_name {
+            s.push_str(&format!(" tls_name={n}"));
+        }
+        if self.tls_fallback {
+            s.push_str(" tls_fallback=yes");
+        }
+        if self.smtps != (self.port == 465) {
+            s.push_str(if self.smtps {
+                " smtps=yes"
+            } else {
+                " smtps=no"
+            });
+        }
+        if self.reuse {
+            s.push_str(" reuse=yes");
+        }
+        if let Some(n) = self.reuse_max_messages {
+            s.push_str(&format!(" reuse_max_messages={n}"));
+        }
+        s.push_str("\r\n");
+        s
+    }
+}
+
+/// A request that does not follow the protocol; the text goes to the MTA in a 500 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError(pub String);
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, RequestError> {
+    Err(RequestError(msg.into()))
+}
+
+/// Strip the line ending; refuse control characters and non-ASCII bytes.
+fn line_text(line: &[u8]) -> Result<&str, RequestError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() + 2 > MAX_REQUEST_LINE {
+        return err(format!(
+            "request line longer than {MAX_REQUEST_LINE} octets"
+        ));
+    }
+    if line.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        return err("request contains control characters or non-ASCII octets");
+    }
+    std::str::from_utf8(line).map_err(|_| RequestError("request is not ASCII".into()))
+}
+
+/// A host name: letters, digits, hyphens, dots; labels 1-63; total at most 253; optional final dot.
+pub fn is_valid_hostname(name: &str) -> bool {
+    let n = name.strip_suffix('.').unwrap_or(name);
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// An EHLO argument: a host name or an address literal `[1.2.3.4]` / `[IPv6:...]`.
+fn is_valid_ehlo(name: &str) -> bool {
+    if let Some(lit) = name.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        let ip = lit.strip_prefix("IPv6:").unwrap_or(lit);
+        return ip.parse::<IpAddr>().is_ok();
+    }
+    is_valid_hostname(name)
+}
+
+fn yes_no(key: &str, v: &str) -> Result<bool, RequestError> {
+    match v {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => err(format!("{key}: expected yes or no, got {v:?}")),
+    }
+}
+
+/// Parse one request line (with or without its line ending).
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    let text = line_text(line)?;
+    let (verb, rest) = match text.split_once(' ') {
+        Some((v, r)) => (v, r),
+        None => (text, ""),
+    };
+    match verb.to_ascii_uppercase().as_str() {
+        "AUTH" => {
+            let (version, secret) = rest
+                .split_once(' ')
+                .ok_or_else(|| RequestError("usage: AUTH <version> <secret>".into()))?;
+            let version: u32 = version
+                .parse()
+                .map_err(|_| RequestError(format!("AUTH: bad protocol version {version:?}")))?;
+            if secret.is_empty() || secret.contains(' ') {
+                return err("usage: AUTH <version> <secret> (the secret contains no spaces)");
+            }
+            Ok(Request::Auth {
+                version,
+                secret: secret.as_bytes().to_vec(),
+            })
+        }
+        "CONNECT" => parse_connect(rest).map(Request::Connect),
+        "NOOP" if rest.is_empty() => Ok(Request::Noop),
+        "QUIT" if rest.is_empty() => Ok(Request::Quit),
+        "NOOP" | "QUIT" => err(format!("{verb} takes no parameters")),
+        "" => err("empty request"),
+        _ => err(format!(
+            "unknown request {:?}; expected AUTH, CONNECT, NOOP or QUIT",
+            verb.chars().take(32).collect::<String>()
+        )),
+    }
+}
+
+fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
+    let mut source = None;
+    let mut host = None;
+    let mut domain = None;
+    let mut port = None;
+    let mut ehlo = None;
+    let mut tls = None;
+    let mut tls_name = None;
+    let mut tls_fallback = None;
+    let mut smtps = None;
+    let mut reuse = None;
+    let mut reuse_max = None;
+    for word in params.split(' ').filter(|w| !w.is_empty()) {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| RequestError(format!("CONNECT: expected key=value, got {word:?}")))?;
+        let key_lc = key.to_ascii_lowercase();
+        let slot_is_set = match key_lc.as_str() {
+            "source" => source.replace(value).is_some(),
+            "host" => host.replace(value).is_some(),
+            "domain" => domain.replace(value).is_some(),
+            "port" => port.replace(value).is_some(),
+            "ehlo" => ehlo.replace(value).is_some(),
+            "tls" => tls.replace(value).is_some(),
+            "tls_name" => tls_name.replace(value).is_some(),
+            "tls_fallback" => tls_fallback.replace(value).is_some(),
+            "smtps" => smtps.replace(value).is_some(),
+            "reuse" => reuse.replace(value).is_some(),
+            "reuse_max_messages" => reuse_max.replace(value).is_some(),
+            _ => return err(format!("CONNECT: unknown parameter {key:?}")),
+        };
+        if slot_is_set {
+            return err(format!("CONNECT: parameter {key_lc} given twice"));
+        }
+    }
+    let source = source.ok_or_else(|| RequestError("CONNECT: source= is required".into()))?;
+    let source: IpAddr = source
+        .parse()
+        .map_err(|_| RequestError(format!("CONNECT: source={source:?} is not an IP address")))?;
+    let dest = match (host, domain) {
+        (Some(h), None) => match h.parse::<IpAddr>() {
+            Ok(ip) => Destination::Ip(ip),
+            Err(_) if is_valid_hostname(h) => Destination::Host(h.to_ascii_lowercase()),
+            Err(_) => {
+                return err(format!(
+                    "CONNECT: host={h:?} is neither an IP address nor a host name"
+                ))
+            }
+        },
+        (None, Some(d)) if is_valid_hostname(d) => Destination::Domain(d.to_ascii_lowercase()),
+        (None, Some(d)) => return err(format!("CONNECT: domain={d:?} is not a valid domain")),
+        (Some(_), Some(_)) => return err("CONNECT: give host= or domain=, not both"),
+        (None, None) => return err("CONNECT: host= or domain= is required"),
+    };
+    let port: u16 = match port {
+        None => 25,
+        Some(p) => match p.parse() {
+            Ok(n) if n > 0 => n,
+            _ => return err(format!("CONNECT: port={p:?} is not a port number")),
+        },
+    };
+    let ehlo = ehlo.ok_or_else(|| RequestError("CONNECT: ehlo= is required".into()))?;
+    if !is_valid_ehlo(ehlo) {
+        return err(format!(
+            "CONNECT: ehlo={ehlo:?} is not a host name or address literal"
+        ));
+    }
+    let tls = match tls {
+        None => TlsPolicy::Opportunistic,
+        Some(v) => TlsPolicy::parse(v).ok_or_else(|| {
+            RequestError(format!(
+                "CONNECT: tls={v:?}; expected none, opportunistic, required or verify"
+            ))
+        })?,
+    };
+    if let Some(n) = tls_name {
+        if !is_valid_hostname(n) {
+            return err(format!("CONNECT: tls_name={n:?} is not a host name"));
+        }
+    }
+    let reuse_max_messages = match reuse_max {
+        None => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return err(format!(
+                    "CONNECT: reuse_max_messages={v:?} is not a positive number"
+                ))
+            }
+        },
+    };
+    Ok(ConnectRequest {
+        source,
+        dest,
+        port,
+        ehlo: ehlo.to_string(),
+        tls,
+        tls_name: tls_name.map(|n| n.trim_end_matches('.').to_ascii_lowercase()),
+        tls_fallback: tls_fallback
+            .map(|v| yes_no("tls_fallback", v))
+            .transpose()?
+            .unwrap_or(false),
+        smtps: smtps
+            .map(|v| yes_no("smtps", v))
+            .transpose()?
+            .unwrap_or(port == 465),
+        reuse: reuse
+            .map(|v| yes_no("reuse", v))
+            .transpose()?
+            .unwrap_or(false),
+        reuse_max_messages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_auth_noop_quit() {
+        assert_eq!(
+            parse_request(b"AUTH 1 s3cret\r\n").unwrap(),
+            Request::Auth {
+                version: 1,
+                secret: b"s3cret".to_vec()
+            }
+        );
+        assert_eq!(parse_request(b"noop\r\n").unwrap(), Request::Noop);
+        assert_eq!(parse_request(b"QUIT").unwrap(), Request::Quit);
+        assert!(parse_request(b"AUTH s3cret\r\n").is_err());
+        assert!(parse_request(b"AUTH 1 a b\r\n").is_err());
+        assert!(parse_request(b"QUIT now\r\n").is_err());
+        assert!(parse_request(b"HELO x\r\n")
+            .unwrap_err()
+            .0
+            .contains("unknown request"));
+        assert!(parse_request(b"\r\n").is_err());
+        assert!(parse_request(b"NOOP\x00\r\n").is_err());
+        let secret_debug = format!("{:?}", parse_request(b"AUTH 1 topsecret").unwrap());
+        assert!(!secret_debug.contains("topsecret"));
+    }
+
+    #[test]
+    fn parses_connect_with_defaults() {
+        let r = parse_request(b"CONNECT source=127.0.0.2 host=127.0.0.1 ehlo=mta.example.com\r\n")
+            .unwrap();
+        let Request::Connect(c) = r else { panic!() };
+        assert_eq!(c.source, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.dest, Destination::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.port, 25);
+        assert_eq!(c.tls, TlsPolicy::Opportunistic);
+        assert!(!c.reuse && !c.smtps && !c.tls_fallback);
+    }
+
+    #[test]
+    fn round_trips_every_parameter() {
+        let mut c = ConnectRequest::new(
+            "::1".parse().unwrap(),
+            Destination::Domain("example.com".into()),
+            "[IPv6:::1]",
+        );
+        c.port = 465;
+        c.tls = TlsPolicy::Verify;
+        c.tls_name = Some("mx.example.com".into());
+        c.tls_fallback = true;
+        c.smtps = true;
+        c.reuse = true;
+        c.reuse_max_messages = Some(100);
+        assert_eq!(
+            parse_request(c.to_line().as_bytes()).unwrap(),
+            Request::Connect(c.clone())
+        );
+        c.smtps = false;
+        assert!(c.to_line().contains("smtps=no"));
+        assert_eq!(
+            parse_request(c.to_line().as_bytes()).unwrap(),
+            Request::Connect(c)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_connects_precisely() {
+        let cases: &[(&str, &str)] = &[
+            ("CONNECT host=127.0.0.1 ehlo=a", "source= is required"),
+            (
+                "CONNECT source=x host=127.0.0.1 ehlo=a",
+                "not an IP address",
+            ),
+            (
+                "CONNECT source=127.0.0.1 ehlo=a",
+                "host= or domain= is required",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=a domain=b ehlo=a",
+                "not both",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1",
+                "ehlo= is required",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a port=0",
+                "port",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a port=70000",
+                "port",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a tls=maybe",
+                "tls=",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a colour=blue",
+                "unknown parameter",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a ehlo=b",
+                "given twice",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a reuse=maybe",
+                "yes or no",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a reuse_max_messages=0",
+                "positive",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=bad..name ehlo=a",
+                "neither an IP",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=[1.2.3]",
+                "ehlo=",
+            ),
+            (
+                "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a novalue",
+                "key=value",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = parse_request(line.as_bytes()).unwrap_err();
+            assert!(e.0.contains(want), "{line}: {e}");
+        }
+        let long = format!("CONNECT {}", "x".repeat(MAX_REQUEST_LINE));
+        assert!(parse_request(long.as_bytes())
+            .unwrap_err()
+            .0
+            .contains("longer"));
+    }
+
+    #[test]
+    fn smtps_defaults_to_port_465() {
+        let Request::Connect(c) =
+            parse_request(b"CONNECT source=127.0.0.1 host=127.0.0.1 port=465 ehlo=a").unwrap()
+        else {
+            panic!()
+        };
+        assert!(c.smtps);
+    }
+}
