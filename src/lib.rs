@@ -2,11 +2,16 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod bufconn;
 pub mod certgen;
+pub mod client;
 pub mod config;
 pub mod dial;
 pub mod dns;
+pub mod mx;
 pub mod protocol;
+pub mod server;
+pub mod session;
 pub mod smtp;
 pub mod testmx;
 pub mod tls;

@@ -1,0 +1,256 @@
+//! The I/O driver of the set-up sequence: dial, then perform [`Setup`]'s actions on a
+//! [`BufConn`], mapping every failure to the protocol's [`FailureReply`].
+
+use super::setup::{Action, Phase, Setup, SetupFailure};
+use super::{MxConnection, MxStream, MxTimeouts};
+use crate::bufconn::{BufConn, ReadError};
+use crate::dial::{dial, DialError};
+use crate::protocol::{ConnectRequest, Failure, FailureReply, TlsPolicy};
+use crate::smtp::{Reply, ReplyLimits};
+use crate::tls::{CertPolicy, MxTlsConnector, TlsError};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Everything the driver needs besides the request.
+#[derive(Clone)]
+pub struct MxSettings {
+    pub tls: MxTlsConnector,
+    pub timeouts: MxTimeouts,
+    pub reply_limits: ReplyLimits,
+}
+
+fn raw_lines(reply: &Reply) -> Vec<Vec<u8>> {
+    // Keep the code: "554 5.7.1 go away" rather than the text alone.
+    reply
+        .raw()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .collect()
+}
+
+fn dial_failure(e: DialError) -> FailureReply {
+    let f = match &e {
+        DialError::SourceNotLocal { .. } => Failure::SourceNotLocal,
+        DialError::FamilyMismatch { .. } => Failure::DestinationNotPermitted,
+        DialError::Refused { .. } => Failure::ConnectRefused,
+        DialError::Timeout { .. } => Failure::ConnectTimeout,
+        DialError::Network { .. } => Failure::NetworkError,
+    };
+    FailureReply::new(f, e.to_string())
+}
+
+fn read_failure(stage: &str, e: ReadError) -> FailureReply {
+    FailureReply::new(Failure::MxSetupFailed, format!("{stage}: {e}"))
+}
+
+fn tls_failure(e: &TlsError, policy: TlsPolicy) -> FailureReply {
+    let verify_problem = matches!(e, TlsError::Handshake(d) if d.contains("certificate") || d.contains("trust anchors"));
+    let f = if policy == TlsPolicy::Verify && verify_problem {
+        Failure::TlsVerifyFailed
+    } else {
+        Failure::TlsFailed
+    };
+    FailureReply::new(f, e.to_string())
+}
+
+/// Whether a failed attempt is worth another address (connection-level failures).
+pub fn try_next_address(f: &FailureReply) -> bool {
+    matches!(
+        f.failure,
+        Failure::ConnectRefused
+            | Failure::ConnectTimeout
+            | Failure::NetworkError
+            | Failure::MxSetupFailed
+            | Failure::BannerRejected { permanent: false }
+    )
+}
+
+/// Dial `addr` from the request's source and run the set-up sequence.
+///
+/// On an opportunistic request with `tls_fallback=yes`, a failed TLS handshake is followed by
+/// one new connection without TLS; the connection then carries a `tls_note` saying so.
+pub fn establish(
+    settings: &MxSettings,
+    req: &ConnectRequest,
+    addr: SocketAddr,
+    mx_host: Option<&str>,
+) -> Result<MxConnection, FailureReply> {
+    match attempt(settings, req, req.tls, addr, mx_host) {
+        Err((f, true))
+            if req.tls == TlsPolicy::Opportunistic
+                && req.tls_fallback
+                && f.failure == Failure::TlsFailed =>
+        {
+            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host).map_err(|(f, _)| f)?;
+            c.tls_note = Some(format!(
+                "TLS handshake failed ({}); reconnected without TLS (tls_fallback=yes)",
+                f.text
+            ));
+            Ok(c)
+        }
+        r => r.map_err(|(f, _)| f),
+    }
+}
+
+/// One attempt; on failure also says whether it failed in the TLS handshake.
+fn attempt(
+    settings: &MxSettings,
+    req: &ConnectRequest,
+    policy: TlsPolicy,
+    addr: SocketAddr,
+    mx_host: Option<&str>,
+) -> Result<MxConnection, (FailureReply, bool)> {
+    let t = &settings.timeouts;
+    let tcp = dial(req.source, addr, t.connect).map_err(|e| (dial_failure(e), false))?;
+    let local = tcp.local_addr().map_err(|e| {
+        (
+            FailureReply::new(Failure::NetworkError, format!("local address: {e}")),
+            false,
+        )
+    })?;
+    let created = Instant::now();
+    let mut conn = BufConn::new(MxStream::Plain(tcp));
+    let mut setup = Setup::new(&req.ehlo, policy, req.smtps);
+    let tls_name = req.tls_name.as_deref().or(mx_host);
+    let mut tls_facts = None;
+    let mut action = setup.start();
+    let fail = |conn: BufConn<MxStream>, f: FailureReply, polite: bool| {
+        if polite {
+            let mut c = conn;
+            let _ = c.set_timeout(Duration::from_secs(2));
+            if c.send(b"QUIT\r\n").is_ok() {
+                let _ = c.read_reply(&ReplyLimits::default());
+            }
+        }
+        f
+    };
+    loop {
+        action = match action {
+            Action::Send(bytes, phase) => {
+                if let Err(e) = conn.send(&bytes) {
+                    return Err((read_failure("sending to the MX", e.into()), false));
+                }
+                read_step(&mut conn, &mut setup, settings, phase)?
+            }
+            Action::ReadReply(phase) => read_step(&mut conn, &mut setup, settings, phase)?,
+            Action::StartTls => {
+                let (stream, rest) = conn.into_parts();
+                if !rest.is_empty() {
+                    return Err((
+                        FailureReply::new(
+                            Failure::MxSetupFailed,
+                            format!(
+                                "the MX sent {} octets after its 220 reply to STARTTLS (possible command injection, CVE-2011-0411)",
+                                rest.len()
+                            ),
+                        ),
+                        false,
+                    ));
+                }
+                let MxStream::Plain(tcp) = stream else {
+                    return Err((FailureReply::new(Failure::TlsFailed, "TLS requested twice"), false));
+                };
+                let cert_policy = if policy == TlsPolicy::Verify {
+                    CertPolicy::Verify
+                } else {
+                    CertPolicy::AcceptAny
+                };
+                let tls = settings
+                    .tls
+                    .connect(tcp, cert_policy, tls_name, addr.ip(), t.tls_handshake)
+                    .map_err(|e| (tls_failure(&e, policy), true))?;
+                tls_facts = Some(tls.facts().clone());
+                conn = BufConn::new(MxStream::Tls(Box::new(tls)));
+                setup.on_tls_established()
+            }
+            Action::Done => break,
+            Action::Fail(f) => {
+                let (reply, polite) = match f {
+                    SetupFailure::BannerRejected(r) => (
+                        FailureReply::new(
+                            Failure::BannerRejected {
+                                permanent: r.is_permanent(),
+                            },
+                            format!("{addr} rejected the connection in its banner"),
+                        )
+                        .with_mx_lines(raw_lines(&r)),
+                        true,
+                    ),
+                    SetupFailure::EhloRejected(r) => (
+                        FailureReply::new(
+                            Failure::EhloRejected {
+                                permanent: r.is_permanent(),
+                            },
+                            format!("{addr} rejected EHLO and HELO {}", req.ehlo),
+                        )
+                        .with_mx_lines(raw_lines(&r)),
+                        true,
+                    ),
+                    SetupFailure::Closing(r) => (
+                        FailureReply::new(Failure::MxSetupFailed, format!("{addr} closed the session during set-up"))
+                            .with_mx_lines(raw_lines(&r)),
+                        false,
+                    ),
+                    SetupFailure::TlsNotOffered(note) => {
+                        (FailureReply::new(Failure::TlsNotOffered, note), true)
+                    }
+                    SetupFailure::Unexpected(r) => (
+                        FailureReply::new(Failure::MxSetupFailed, format!("{addr} gave an unexpected reply"))
+                            .with_mx_lines(raw_lines(&r)),
+                        true,
+                    ),
+                };
+                return Err((fail(conn, reply, polite), false));
+            }
+        };
+    }
+    let verified_name = match (&tls_facts, policy) {
+        (Some(f), TlsPolicy::Verify) if f.verified => {
+            Some(tls_name.map(str::to_string).unwrap_or_else(|| addr.ip().to_string()))
+        }
+        _ => None,
+    };
+    let (Some(banner), Some(greeting)) = (setup.banner.take(), setup.greeting.take()) else {
+        return Err((FailureReply::new(Failure::MxSetupFailed, "set-up ended early"), false));
+    };
+    Ok(MxConnection {
+        conn,
+        remote: addr,
+        local,
+        mx_host: mx_host.map(str::to_string),
+        banner,
+        greeting,
+        caps: std::mem::take(&mut setup.caps),
+        tls: tls_facts,
+        tls_note: setup.tls_note.take(),
+        verified_name,
+        created,
+        uses: 1,
+        messages: 0,
+        bytes: 0,
+        last_mta: None,
+    })
+}
+
+fn read_step(
+    conn: &mut BufConn<crate::mx::MxStream>,
+    setup: &mut Setup,
+    settings: &MxSettings,
+    phase: Phase,
+) -> Result<Action, (FailureReply, bool)> {
+    let timeout = match phase {
+        Phase::Banner => settings.timeouts.banner,
+        Phase::Command => settings.timeouts.command,
+    };
+    let stage = match phase {
+        Phase::Banner => "waiting for the MX banner",
+        Phase::Command => "waiting for the MX reply",
+    };
+    conn.set_timeout(timeout)
+        .map_err(|e| (read_failure(stage, e.into()), false))?;
+    let reply = conn
+        .read_reply(&settings.reply_limits)
+        .map_err(|e| (read_failure(stage, e), false))?;
+    Ok(setup.on_reply(reply))
+}

@@ -1,0 +1,119 @@
+//! Connections to MX servers: the stream (plaintext or TLS), the set-up sequence, and what a
+//! connection carries with it when it is handed to an MTA or kept in the pool.
+
+pub mod connect;
+pub mod setup;
+
+use crate::bufconn::{BufConn, Timeouts};
+use crate::smtp::{Capabilities, Reply};
+use crate::tls::{ClientTlsStream, TlsFacts};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+pub use connect::{establish, MxSettings};
+
+/// Timeouts toward the MX.
+#[derive(Clone, Copy, Debug)]
+pub struct MxTimeouts {
+    pub connect: Duration,
+    pub banner: Duration,
+    pub command: Duration,
+    pub data_done: Duration,
+    pub tls_handshake: Duration,
+}
+
+/// The byte stream to an MX.
+pub enum MxStream {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream>),
+}
+
+impl MxStream {
+    /// The socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            MxStream::Plain(s) => s,
+            MxStream::Tls(s) => s.tcp(),
+        }
+    }
+}
+
+impl Read for MxStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            MxStream::Plain(s) => s.read(buf),
+            MxStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for MxStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            MxStream::Plain(s) => s.write(buf),
+            MxStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            MxStream::Plain(s) => s.flush(),
+            MxStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Timeouts for MxStream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        self.tcp().set_timeouts(timeout)
+    }
+}
+
+/// An established MX connection, ready for MAIL FROM.
+pub struct MxConnection {
+    pub conn: BufConn<MxStream>,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The MX host name when the destination was given by name.
+    pub mx_host: Option<String>,
+    pub banner: Reply,
+    /// The EHLO (post-TLS) or HELO reply handed to MTAs.
+    pub greeting: Reply,
+    pub caps: Capabilities,
+    pub tls: Option<TlsFacts>,
+    pub tls_note: Option<String>,
+    /// The name the certificate was verified for (only when it verified).
+    pub verified_name: Option<String>,
+    pub created: Instant,
+    /// Sessions served so far (1 for a fresh connection in use).
+    pub uses: u64,
+    /// Messages accepted by the MX over this connection.
+    pub messages: u64,
+    /// Bytes relayed from MTAs to the MX.
+    pub bytes: u64,
+    /// The MTA that used it last.
+    pub last_mta: Option<SocketAddr>,
+}
+
+impl MxConnection {
+    /// Politely end the SMTP session: QUIT, wait briefly for the reply, close.
+    pub fn quit(mut self, wait: Duration) {
+        let _ = self.conn.set_timeout(wait);
+        if self.conn.send(b"QUIT\r\n").is_ok() {
+            let _ = self.conn.read_reply(&Default::default());
+        }
+        self.close();
+    }
+
+    /// Close at once, sending nothing more at the SMTP level (used when a message must not
+    /// be completed). A TLS connection still gets its close_notify: it carries no SMTP data.
+    pub fn close(self) {
+        let (stream, _) = self.conn.into_parts();
+        match stream {
+            MxStream::Plain(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            MxStream::Tls(s) => s.close(),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The daemon's server: listeners, the accept threads, `allow_from`, the worker pool, and the
+//! shared state every session reads.
+
+pub mod workers;
+
+use crate::config::Config;
+use crate::mx::{MxSettings, MxTimeouts};
+use crate::smtp::{RelayLimits, ReplyLimits};
+use crate::tls::{load_roots, MinVersion, MxTlsConnector, TlsAcceptor, TlsError};
+use log::{error, info, warn};
+use parking_lot::{Mutex, RwLock};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use workers::{PoolCounts, WorkerPool};
+
+/// Stack size of a session thread. Sessions keep their buffers on the heap; 256 KiB leaves
+/// ample room for rustls and the parsers while costing only the pages actually touched.
+pub const SESSION_STACK: usize = 256 * 1024;
+
+/// What a configuration turns into at (re)load: the config plus everything loaded from it.
+pub struct Runtime {
+    pub config: Config,
+    pub acceptor: TlsAcceptor,
+    pub mx: MxSettings,
+    pub relay_limits: RelayLimits,
+}
+
+/// Why a configuration could not be put into service.
+#[derive(Debug)]
+pub enum StartError {
+    /// The MTA-facing certificate/key or the MX roots could not be loaded.
+    Tls(TlsError),
+    /// A listen address could not be bound.
+    Bind { addr: SocketAddr, error: io::Error },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Runtime {
+    /// Load what the configuration names (certificate, key, roots).
+    pub fn build(config: Config) -> Result<Runtime, StartError> {
+        let acceptor = TlsAcceptor::from_pem_files(&config.tls_certificate, &config.tls_private_key)
+            .map_err(StartError::Tls)?;
+        let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(StartError::Tls)?;
+        let min = match config.mx_tls.min_version {
+            crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
+            crate::config::TlsVersion::Tls13 => MinVersion::Tls13,
+        };
+        let tls = MxTlsConnector::new(roots, min).map_err(StartError::Tls)?;
+        let t = &config.timeouts;
+        let mx = MxSettings {
+            tls,
+            timeouts: MxTimeouts {
+                connect: t.mx_connect,
+                banner: t.mx_banner,
+                command: t.mx_command,
+                data_done: t.mx_data_done,
+                tls_handshake: t.mx_tls_handshake,
+            },
+            reply_limits: ReplyLimits {
+                max_line: config.limits.max_reply_line,
+                max_lines: config.limits.max_reply_lines,
+            },
+        };
+        let relay_limits = RelayLimits {
+            max_command_line: config.limits.max_command_line,
+        };
+        Ok(Runtime {
+            config,
+            acceptor,
+            mx,
+            relay_limits,
+        })
+    }
+}
+
+/// Counters since start.
+#[derive(Default)]
+pub struct Stats {
+    pub sessions: AtomicU64,
+    pub refused_allow_from: AtomicU64,
+    pub refused_busy: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// State shared by the accept threads and every session.
+pub struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    pub stats: Stats,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// The runtime in force now (sessions keep the one they started with).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().clone()
+    }
+
+    /// Put a new runtime in force for new sessions.
+    pub fn replace_runtime(&self, rt: Runtime) {
+        *self.runtime.write() = Arc::new(rt);
+    }
+}
+
+struct Listener {
+    addr: SocketAddr,
+    socket: Arc<Socket>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running server.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    workers: WorkerPool,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
+    let err = |error| StartError::Bind { addr, error };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    s.bind(&SockAddr::from(addr)).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    Ok(s)
+}
+
+impl Server {
+    /// Bind every `listen` address and start accepting.
+    pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
+        let listen = rt.config.listen.clone();
+        let workers = WorkerPool::new(rt.config.max_sessions, rt.config.max_queued_sessions, SESSION_STACK);
+        let shared = Arc::new(Shared {
+            runtime: RwLock::new(Arc::new(rt)),
+            stats: Stats::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let server = Arc::new(Server {
+            shared,
+            workers,
+            listeners: Mutex::new(Vec::new()),
+        });
+        let mut sockets = Vec::new();
+        for addr in listen {
+            sockets.push((addr, bind(addr)?));
+        }
+        for (addr, socket) in sockets {
+            server.add_listener(addr, socket);
+        }
+        Ok(server)
+    }
+
+    fn add_listener(self: &Arc<Self>, configured: SocketAddr, socket: Socket) {
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(configured);
+        let socket = Arc::new(socket);
+        let me = self.clone();
+        let s2 = socket.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("accept {addr}"))
+            .spawn(move || me.accept_loop(&s2, addr));
+        match thread {
+            Ok(t) => {
+                info!("listening on {addr}");
+                self.listeners.lock().push(Listener {
+                    addr: configured,
+                    socket,
+                    thread: Some(t),
+                });
+            }
+            Err(e) => error!("cannot start the accept thread for {addr}: {e}"),
+        }
+    }
+
+    /// The addresses actually bound (with the ports chosen when `:0` was configured).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .lock()
+            .iter()
+            .filter_map(|l| l.socket.local_addr().ok().and_then(|a| a.as_socket()))
+            .collect()
+    }
+
+    fn accept_loop(&self, socket: &Socket, addr: SocketAddr) {
+        loop {
+            let (conn, peer) = match socket.accept() {
+                Ok((c, p)) => (c, p),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.shared.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if matches!(e.raw_os_error(), Some(nix::libc::EINVAL) | Some(nix::libc::EBADF)) {
+                        // The listener was shut down (reload removed it).
+                        return;
+                    }
+                    // EMFILE and friends: log and back off briefly so we do not spin.
+                    warn!("accept on {addr}: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let Some(peer) = peer.as_socket() else { continue };
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let rt = self.shared.runtime();
+            if !rt.config.allow_from.iter().any(|n| n.contains(peer.ip())) {
+                self.shared.stats.refused_allow_from.fetch_add(1, Ordering::Relaxed);
+                warn!("mta={peer} refused: not in allow_from");
+                drop(conn);
+                continue;
+            }
+            drop(rt);
+            let tcp: TcpStream = conn.into();
+            let shared = self.shared.clone();
+            let job = Box::new(move || {
+                shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                crate::session::serve(shared, tcp, peer);
+            });
+            if let Err(job) = self.workers.try_submit(job) {
+                // Dropping the job closes its socket.
+                drop(job);
+                self.shared.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "mta={peer} refused: all {} session threads busy and the queue is full",
+                    self.shared.runtime().config.max_sessions
+                );
+            }
+        }
+    }
+
+    /// Sessions running and queued.
+    pub fn worker_counts(&self) -> PoolCounts {
+        self.workers.counts()
+    }
+
+    /// Stop accepting: wake every accept thread and join it.
+    pub fn stop_accepting(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let mut ls = self.listeners.lock();
+        for l in ls.iter_mut() {
+            let _ = l.socket.shutdown(std::net::Shutdown::Read);
+            if let Some(t) = l.thread.take() {
+                let _ = t.join();
+            }
+        }
+        ls.clear();
+    }
+
+    /// Wait for sessions in progress to end, up to `grace`. True if all ended.
+    pub fn drain(&self, grace: std::time::Duration) -> bool {
+        self.workers.shutdown();
+        self.workers.wait_idle(grace)
+    }
+
+    /// The configured listen addresses currently bound.
+    pub fn listen_config(&self) -> Vec<SocketAddr> {
+        self.listeners.lock().iter().map(|l| l.addr).collect()
+    }
+}

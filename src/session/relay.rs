@@ -1,0 +1,149 @@
+//! The relay loop: thin blocking I/O around the sans-I/O [`Relay`] machine.
+//!
+//! Lockstep: forward everything the MTA sent that can be forwarded (one write to the MX per
+//! batch), then read the replies owed (one write to the MTA per batch), then read the MTA
+//! again. Every command line earns exactly one reply, so one thread never deadlocks.
+
+use crate::bufconn::{BufConn, ReadError};
+use crate::mx::{MxConnection, MxTimeouts};
+use crate::smtp::{InputStep, Relay, RelayLimits, ReplyEffect, ReplyLimits};
+use crate::tls::ServerTlsStream;
+use std::time::Duration;
+
+/// How a relayed SMTP session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// The MTA sent QUIT (consumed); the MTA connection goes back to the command state.
+    Quit,
+    /// The MTA closed its connection or broke it.
+    MtaGone,
+    /// The MTA sent nothing within the idle timeout.
+    MtaTimeout,
+}
+
+/// The outcome: how it ended, the machine (for the pool decision), and the MX connection if
+/// it is still open.
+pub struct RelayOutcome {
+    pub end: RelayEnd,
+    pub relay: Relay,
+    pub mx: Option<MxConnection>,
+    /// Why the MX connection was lost, when it was.
+    pub mx_lost: Option<String>,
+    /// The MTA was in the middle of a message body when it went away.
+    pub mid_body: bool,
+}
+
+/// Relay the MTA's SMTP session to `mx` until the MTA's QUIT or disconnect.
+pub fn relay(
+    mta: &mut BufConn<ServerTlsStream>,
+    mx: MxConnection,
+    mta_idle: Duration,
+    mx_timeouts: &MxTimeouts,
+    relay_limits: RelayLimits,
+    reply_limits: &ReplyLimits,
+) -> RelayOutcome {
+    let mut relay = Relay::new(relay_limits);
+    let mut mx = Some(mx);
+    let mut mx_lost: Option<String> = None;
+    let mut lose = |relay: &mut Relay, mx: &mut Option<MxConnection>, why: String| {
+        relay.mx_lost(&why);
+        if let Some(c) = mx.take() {
+            c.close();
+        }
+        mx_lost.get_or_insert(why);
+    };
+    let end = loop {
+        // 1. Act on all the input we have.
+        let mut quit = false;
+        loop {
+            match relay.poll_input(mta.pending()) {
+                InputStep::Forward(n) => {
+                    if let Some(c) = mx.as_mut() {
+                        c.conn.queue(&mta.pending()[..n]);
+                        c.bytes += n as u64;
+                    }
+                    mta.consume(n);
+                }
+                InputStep::Discard(n) => mta.consume(n),
+                InputStep::Reply { consume, reply } => {
+                    mta.consume(consume);
+                    mta.queue(&reply);
+                }
+                InputStep::Quit(n) => {
+                    mta.consume(n);
+                    quit = true;
+                    break;
+                }
+                InputStep::AbortMx => {
+                    lose(&mut relay, &mut mx, "message body aborted (ambiguous end-of-data)".into());
+                }
+                InputStep::AwaitMx | InputStep::NeedInput => break,
+            }
+        }
+        // 2. Send the batch to the MX.
+        if let Some(c) = mx.as_mut() {
+            if c.conn.has_output() {
+                if let Err(e) = c.conn.flush() {
+                    lose(&mut relay, &mut mx, format!("writing to the MX: {e}"));
+                    continue;
+                }
+            }
+        }
+        if quit {
+            break RelayEnd::Quit;
+        }
+        // 3. Read the replies owed.
+        if relay.awaiting_mx() {
+            let Some(c) = mx.as_mut() else {
+                // Cannot happen: a dead machine answers for itself. Be safe anyway.
+                lose(&mut relay, &mut mx, "MX connection missing".into());
+                continue;
+            };
+            let timeout = if relay.awaiting_data_end() {
+                mx_timeouts.data_done
+            } else {
+                mx_timeouts.command
+            };
+            let r = c
+                .conn
+                .set_timeout(timeout)
+                .map_err(ReadError::from)
+                .and_then(|_| c.conn.read_reply(reply_limits));
+            match r {
+                Ok(reply) => {
+                    mta.queue(reply.raw());
+                    match relay.on_mx_reply(&reply) {
+                        Ok(ReplyEffect::Continue) => {}
+                        Ok(ReplyEffect::ServiceClosing) => {
+                            lose(&mut relay, &mut mx, format!("the MX closed the session: {}", reply.text()));
+                        }
+                        Err(e) => lose(&mut relay, &mut mx, format!("relay state: {e}")),
+                    }
+                }
+                Err(e) => lose(&mut relay, &mut mx, format!("reading the MX reply: {e}")),
+            }
+            continue;
+        }
+        // 4. Deliver the replies and wait for the MTA.
+        if mta.has_output() && mta.flush().is_err() {
+            break RelayEnd::MtaGone;
+        }
+        if let Err(e) = mta.set_timeout(mta_idle).map_err(ReadError::from) {
+            let _ = e;
+            break RelayEnd::MtaGone;
+        }
+        match mta.fill() {
+            Ok(_) => {}
+            Err(ReadError::Timeout) => break RelayEnd::MtaTimeout,
+            Err(_) => break RelayEnd::MtaGone,
+        }
+    };
+    let mid_body = relay.in_message();
+    RelayOutcome {
+        end,
+        relay,
+        mx,
+        mx_lost,
+        mid_body,
+    }
+}
