@@ -1,0 +1,435 @@
+//! From [`RawConfig`] to [`Config`]: defaults, parsing and range checks. Every
+//! error names the full dotted key.
+
+use super::raw::{RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts, StringList};
+use super::{
+    Config, ConfigError, DnsConfig, IpNet, Limits, MxTls, PoolConfig, Probe, Secret, Timeouts,
+    TlsVersion, DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN,
+    DEFAULT_MAX_QUEUED_SESSIONS, DEFAULT_MAX_SESSIONS,
+};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Shortest secret accepted, in characters.
+const MIN_SECRET_CHARS: usize = 32;
+/// Largest secret file read.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+/// Longest duration accepted anywhere: longer is a mistake (and would risk
+/// overflow in `Instant` arithmetic).
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The placeholder secret of `etc/greenarrow_proxy.yaml`.
+pub(crate) const EXAMPLE_SECRET: &str = "CHANGE-ME-this-example-secret-is-public-CHANGE-ME";
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
+    let mut warnings = Vec::new();
+
+    let listen = socket_addrs("listen", raw.listen, DEFAULT_LISTEN, None)?;
+    if listen.is_empty() {
+        return Err(ConfigError::invalid(
+            "listen",
+            "empty list; at least one address to listen on is required",
+        ));
+    }
+    for (i, addr) in listen.iter().enumerate() {
+        if listen[..i].contains(addr) {
+            return Err(ConfigError::invalid(
+                format!("listen[{i}]"),
+                format!("{addr} is listed twice"),
+            ));
+        }
+    }
+
+    let allow_from = networks("allow_from", raw.allow_from, DEFAULT_ALLOW_FROM)?;
+    if allow_from.is_empty() {
+        return Err(ConfigError::invalid(
+            "allow_from",
+            "empty list; no MTA could connect",
+        ));
+    }
+
+    let (secret, auth_shared_secret_file) = secret(
+        raw.auth_shared_secret.map(|s| s.0),
+        raw.auth_shared_secret_file,
+        base_dir,
+        &mut warnings,
+    )?;
+
+    let tls_certificate = required_path("tls_certificate", raw.tls_certificate, base_dir)?;
+    let tls_private_key = required_path("tls_private_key", raw.tls_private_key, base_dir)?;
+
+    let source_addresses = networks("source_addresses", raw.source_addresses, &[])?;
+    if source_addresses.is_empty() {
+        return Err(ConfigError::invalid(
+            "source_addresses",
+            "required and must not be empty: no MTA could connect otherwise",
+        ));
+    }
+
+    let destination_ports = ports(raw.destination_ports)?;
+
+    Ok(Config {
+        listen,
+        allow_from,
+        secrets: vec![secret],
+        auth_shared_secret_file,
+        log_verbose: raw.log_verbose.unwrap_or(false),
+        tls_certificate,
+        tls_private_key,
+        source_addresses,
+        destination_ports,
+        max_sessions: number(
+            "max_sessions",
+            raw.max_sessions,
+            DEFAULT_MAX_SESSIONS,
+            1..=100_000,
+        )?,
+        max_queued_sessions: number(
+            "max_queued_sessions",
+            raw.max_queued_sessions,
+            DEFAULT_MAX_QUEUED_SESSIONS,
+            0..=100_000,
+        )?,
+        limits: limits(raw.limits.unwrap_or_default())?,
+        timeouts: timeouts(raw.timeouts.unwrap_or_default())?,
+        mx_tls: mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
+        pool: pool(raw.pool.unwrap_or_default())?,
+        dns: dns(raw.dns.unwrap_or_default())?,
+        warnings,
+    })
+}
+
+fn limits(raw: RawLimits) -> Result<Limits> {
+    let d = Limits::default();
+    // RFC 5321 4.5.3.1.4/.5: lines of 512 octets must be accepted.
+    Ok(Limits {
+        max_command_line: number(
+            "limits.max_command_line",
+            raw.max_command_line,
+            d.max_command_line,
+            512..=1024 * 1024,
+        )?,
+        max_reply_line: number(
+            "limits.max_reply_line",
+            raw.max_reply_line,
+            d.max_reply_line,
+            512..=1024 * 1024,
+        )?,
+        max_reply_lines: number(
+            "limits.max_reply_lines",
+            raw.max_reply_lines,
+            d.max_reply_lines,
+            1..=10_000,
+        )?,
+    })
+}
+
+fn timeouts(raw: RawTimeouts) -> Result<Timeouts> {
+    let d = Timeouts::default();
+    let t = |name: &str, value: Option<String>, default| {
+        duration(&format!("timeouts.{name}"), value, default)
+    };
+    Ok(Timeouts {
+        mta_handshake: t("mta_handshake", raw.mta_handshake, d.mta_handshake)?,
+        mta_idle: t("mta_idle", raw.mta_idle, d.mta_idle)?,
+        mx_connect: t("mx_connect", raw.mx_connect, d.mx_connect)?,
+        mx_banner: t("mx_banner", raw.mx_banner, d.mx_banner)?,
+        mx_command: t("mx_command", raw.mx_command, d.mx_command)?,
+        mx_data_done: t("mx_data_done", raw.mx_data_done, d.mx_data_done)?,
+        mx_tls_handshake: t("mx_tls_handshake", raw.mx_tls_handshake, d.mx_tls_handshake)?,
+        shutdown_grace: t("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
+    })
+}
+
+fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
+    let min_version = match raw.min_version.as_deref() {
+        None => TlsVersion::default(),
+        Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "mx_tls.min_version",
+                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    let ca_file = match raw.ca_file {
+        None => None,
+        Some(p) => Some(required_path("mx_tls.ca_file", Some(p), base_dir)?),
+    };
+    Ok(MxTls {
+        min_version,
+        ca_file,
+    })
+}
+
+fn pool(raw: RawPool) -> Result<PoolConfig> {
+    let d = PoolConfig::default();
+    let checkout_probe = match raw.checkout_probe.as_deref() {
+        None => d.checkout_probe,
+        Some("none") => Probe::None,
+        Some("noop") => Probe::Noop,
+        Some("rset") => Probe::Rset,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "pool.checkout_probe",
+                format!("{other:?} is not one of \"none\", \"noop\", \"rset\""),
+            ))
+        }
+    };
+    Ok(PoolConfig {
+        reuse_time_limit: duration(
+            "pool.reuse_time_limit",
+            raw.reuse_time_limit,
+            d.reuse_time_limit,
+        )?,
+        idle_ttl: duration("pool.idle_ttl", raw.idle_ttl, d.idle_ttl)?,
+        max_idle_per_key: number(
+            "pool.max_idle_per_key",
+            raw.max_idle_per_key,
+            d.max_idle_per_key,
+            0..=100_000,
+        )?,
+        max_idle_total: number(
+            "pool.max_idle_total",
+            raw.max_idle_total,
+            d.max_idle_total,
+            0..=1_000_000,
+        )?,
+        checkout_probe,
+    })
+}
+
+fn dns(raw: RawDns) -> Result<DnsConfig> {
+    let d = DnsConfig::default();
+    Ok(DnsConfig {
+        nameservers: socket_addrs("dns.nameservers", raw.nameservers, &[], Some(53))?,
+        timeout: duration("dns.timeout", raw.timeout, d.timeout)?,
+        attempts: number("dns.attempts", raw.attempts, d.attempts, 1..=10)?,
+    })
+}
+
+/// Exactly one of `auth_shared_secret` / `auth_shared_secret_file`.
+fn secret(
+    inline: Option<String>,
+    file: Option<String>,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(Secret, Option<PathBuf>)> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            "auth_shared_secret",
+            "both auth_shared_secret and auth_shared_secret_file are set; set exactly one",
+        )),
+        (None, None) => Err(ConfigError::invalid(
+            "auth_shared_secret",
+            "missing: set auth_shared_secret or auth_shared_secret_file (exactly one)",
+        )),
+        (Some(text), None) => {
+            check_secret("auth_shared_secret", &text, warnings)?;
+            Ok((Secret::new(text.into_bytes()), None))
+        }
+        (None, Some(path)) => {
+            const KEY: &str = "auth_shared_secret_file";
+            let path = required_path(KEY, Some(path), base_dir)?;
+            let text = read_secret_file(&path)
+                .map_err(|e| ConfigError::invalid(KEY, format!("{}: {e}", path.display())))?;
+            check_secret(KEY, &text, warnings)?;
+            if let Ok(meta) = std::fs::metadata(&path) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode();
+                if mode & 0o004 != 0 {
+                    warnings.push(format!(
+                        "{KEY}: {} is readable by all users (mode {:03o}); restrict it, e.g. chmod 600",
+                        path.display(),
+                        mode & 0o777
+                    ));
+                }
+            }
+            Ok((Secret::new(text.into_bytes()), Some(path)))
+        }
+    }
+}
+
+/// Reads the secret file (bounded) and trims trailing CR/LF.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "file is larger than 64 KiB",
+        ));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8 text")
+    })?;
+    let trimmed = text.trim_end_matches(['\r', '\n']).len();
+    text.truncate(trimmed);
+    Ok(text)
+}
+
+/// The 32-character rule. The message never contains the secret.
+fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<()> {
+    let chars = secret.chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret is {chars} characters long; at least {MIN_SECRET_CHARS} are required \
+                 so that it cannot be guessed (generate one with e.g. `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    if secret == EXAMPLE_SECRET {
+        warnings.push(format!(
+            "{key}: still the placeholder from the example configuration, which is public; \
+             change it"
+        ));
+    }
+    Ok(())
+}
+
+/// A path that must be present and not empty, resolved against `base_dir`.
+fn required_path(key: &str, value: Option<String>, base_dir: &Path) -> Result<PathBuf> {
+    let value = value.ok_or_else(|| ConfigError::invalid(key, "required"))?;
+    if value.is_empty() {
+        return Err(ConfigError::invalid(key, "empty path"));
+    }
+    let path = Path::new(&value);
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    })
+}
+
+/// A humantime duration, not zero and not absurdly long.
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("invalid duration {text:?}: {e} (examples: 30s, 5m, 1h 30m)"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("duration {text:?} is zero; it must be positive"),
+        ));
+    }
+    if d > MAX_DURATION {
+        return Err(ConfigError::invalid(
+            key,
+            format!("duration {text:?} is longer than the maximum of 7 days"),
+        ));
+    }
+    Ok(d)
+}
+
+/// An integer within `range`.
+fn number(
+    key: &str,
+    value: Option<u64>,
+    default: usize,
+    range: RangeInclusive<u64>,
+) -> Result<usize> {
+    let Some(n) = value else {
+        return Ok(default);
+    };
+    if !range.contains(&n) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{n} is out of range; allowed: {} to {}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    usize::try_from(n).map_err(|_| ConfigError::invalid(key, format!("{n} is too large")))
+}
+
+fn ports(value: Option<Vec<u64>>) -> Result<Vec<u16>> {
+    const KEY: &str = "destination_ports";
+    let Some(list) = value else {
+        return Ok(DEFAULT_DESTINATION_PORTS.to_vec());
+    };
+    if list.is_empty() {
+        return Err(ConfigError::invalid(
+            KEY,
+            "empty list; no MTA could connect to any MX",
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, &p)| match u16::try_from(p) {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(ConfigError::invalid(
+                format!("{KEY}[{i}]"),
+                format!("port {p} is not valid; use 1 to 65535"),
+            )),
+        })
+        .collect()
+}
+
+fn networks(key: &str, value: Option<StringList>, default: &[&str]) -> Result<Vec<IpNet>> {
+    let list = value.map_or_else(|| default.iter().map(|s| s.to_string()).collect(), |l| l.0);
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            IpNet::parse(s).map_err(|e| {
+                ConfigError::invalid(format!("{key}[{i}]"), format!("invalid network {s:?}: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// `IP:port` (IPv6 as `[::1]:807`); with `default_port`, a bare IP too.
+fn socket_addrs(
+    key: &str,
+    value: Option<StringList>,
+    default: &[&str],
+    default_port: Option<u16>,
+) -> Result<Vec<SocketAddr>> {
+    let list = value.map_or_else(|| default.iter().map(|s| s.to_string()).collect(), |l| l.0);
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let key = || format!("{key}[{i}]");
+            let addr = match (s.parse::<SocketAddr>(), default_port) {
+                (Ok(addr), _) => addr,
+                (Err(_), Some(port)) => match s.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, port),
+                    Err(_) => {
+                        return Err(ConfigError::invalid(
+                            key(),
+                            format!("{s:?} is not an IP address or IP:port (IPv6 as [::1]:53)"),
+                        ))
+                    }
+                },
+                (Err(_), None) => {
+                    return Err(ConfigError::invalid(
+                        key(),
+                        format!(
+                            "{s:?} is not an IP:port address (e.g. 127.0.0.1:807 or [::1]:807)"
+                        ),
+                    ))
+                }
+            };
+            if default_port.is_some() && addr.port() == 0 {
+                return Err(ConfigError::invalid(key(), format!("port 0 in {s:?}")));
+            }
+            Ok(addr)
+        })
+        .collect()
+}
