@@ -1,1 +1,56 @@
-fn main() {}
+//! The greenarrow_proxy daemon. See `man greenarrow_proxy`.
+
+use clap::Parser;
+use greenarrow_proxy::config::DEFAULT_CONFIG_PATH;
+use greenarrow_proxy::daemon;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// SMTP egress connection proxy: owns source IPs, STARTTLS and reusable MX connections.
+#[derive(Parser)]
+#[command(name = "greenarrow_proxy", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long = "config-filename",
+        visible_alias = "config",
+        value_name = "PATH",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
+    config: PathBuf,
+
+    /// Validate the configuration (including certificate and key), print the effective
+    /// configuration, and exit: 0 if valid, 1 with a precise message if not.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.check_config {
+        return match daemon::load(&args.config) {
+            Ok(rt) => {
+                for w in &rt.config.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", rt.config.to_effective_yaml());
+                eprintln!("{}: configuration is valid", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("greenarrow_proxy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    greenarrow_proxy::logging::init();
+    match daemon::run(&args.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            eprintln!("greenarrow_proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -279,4 +279,34 @@ impl Server {
     pub fn listen_config(&self) -> Vec<SocketAddr> {
         self.listeners.lock().iter().map(|l| l.addr).collect()
     }
+
+    /// Make the listeners match `wanted`: bind the new addresses first (all or nothing),
+    /// then stop the ones no longer configured. Unchanged listeners are not touched.
+    pub fn set_listen(self: &Arc<Self>, wanted: &[SocketAddr]) -> Result<(), StartError> {
+        let current = self.listen_config();
+        let mut fresh = Vec::new();
+        for addr in wanted.iter().filter(|a| !current.contains(a)) {
+            fresh.push((*addr, bind(*addr)?));
+        }
+        for (addr, socket) in fresh {
+            self.add_listener(addr, socket);
+        }
+        let mut gone = Vec::new();
+        self.listeners.lock().retain_mut(|l| {
+            if wanted.contains(&l.addr) {
+                true
+            } else {
+                let _ = l.socket.shutdown(std::net::Shutdown::Read);
+                gone.push((l.addr, l.thread.take()));
+                false
+            }
+        });
+        for (addr, t) in gone {
+            if let Some(t) = t {
+                let _ = t.join();
+            }
+            info!("stopped listening on {addr}");
+        }
+        Ok(())
+    }
 }

@@ -1,0 +1,45 @@
+//! gaproxy: the greenarrow_proxy tool for MTA authors and operators.
+//!
+//! - `gaproxy send`: deliver messages through a proxy, like swaks, printing the transcript;
+//! - `gaproxy testmx`: run a local test MX that prints what it receives;
+//! - `gaproxy demo`: start a proxy and a test MX on loopback and send mail through it.
+
+mod demo;
+mod send;
+mod testmx;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gaproxy", version, about = "greenarrow_proxy client, test MX and demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deliver one or more messages through a proxy and print the SMTP transcript.
+    Send(send::SendArgs),
+    /// Run a test MX on loopback that prints every message it receives.
+    Testmx(testmx::TestMxArgs),
+    /// Start a proxy and a test MX on loopback (nothing to prepare) and send mail through it.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Send(a) => send::run(a),
+        Command::Testmx(a) => testmx::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gaproxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

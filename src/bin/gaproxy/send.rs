@@ -1,0 +1,171 @@
+//! `gaproxy send`: deliver messages through a proxy and print the transcript.
+
+use clap::Args;
+use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy::protocol::{ConnectRequest, Destination, TlsPolicy};
+use greenarrow_proxy::tls::ProxyClientTls;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// The proxy's address.
+    #[arg(long, default_value = "127.0.0.1:807")]
+    pub proxy: SocketAddr,
+    /// Name (or IP) the proxy's certificate must match [default: the proxy's IP].
+    #[arg(long)]
+    pub proxy_name: Option<String>,
+    /// File holding the shared secret.
+    #[arg(long)]
+    pub secret_file: PathBuf,
+    /// CA (or the proxy's own certificate) to verify the proxy with, PEM.
+    #[arg(long)]
+    pub ca_file: PathBuf,
+    /// Source IP the proxy should connect from.
+    #[arg(long)]
+    pub source: IpAddr,
+    /// The MX: an IP address or a host name.
+    #[arg(long, conflicts_with = "domain", required_unless_present = "domain")]
+    pub mx: Option<String>,
+    /// A mail domain whose MX records the proxy looks up.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// MX port.
+    #[arg(long, default_value_t = 25)]
+    pub port: u16,
+    /// Name for EHLO.
+    #[arg(long, default_value = "gaproxy.localdomain")]
+    pub ehlo: String,
+    /// TLS policy toward the MX: none, opportunistic, required, verify.
+    #[arg(long, default_value = "opportunistic")]
+    pub tls: String,
+    /// TLS name (SNI and verification).
+    #[arg(long)]
+    pub tls_name: Option<String>,
+    /// Ask for connection reuse.
+    #[arg(long)]
+    pub reuse: bool,
+    /// Envelope sender.
+    #[arg(long, default_value = "sender@example.com")]
+    pub from: String,
+    /// Envelope recipient (repeatable).
+    #[arg(long, default_value = "recipient@example.net")]
+    pub to: Vec<String>,
+    /// Message file (sent as is, dot-stuffed on the wire); default: a generated message.
+    #[arg(long)]
+    pub message_file: Option<PathBuf>,
+    /// Size of the generated message body in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages to send, each in its own SMTP session.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Use BDAT (CHUNKING) instead of DATA.
+    #[arg(long)]
+    pub bdat: bool,
+    /// Timeout for every step, e.g. 30s.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A generated message of about `size` body bytes (lines of 76 characters, one starting
+/// with a dot to exercise dot-stuffing).
+pub fn sample_message(from: &str, to: &str, n: u32, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: greenarrow_proxy test message {n}\r\nMessage-ID: <{n}.{}@gaproxy.localdomain>\r\n\r\n.This line starts with a dot.\r\n",
+        std::process::id()
+    )
+    .into_bytes();
+    let line = b"abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab\r\n";
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+pub fn tls_policy(s: &str) -> Result<TlsPolicy, String> {
+    Ok(match s {
+        "none" => TlsPolicy::None,
+        "opportunistic" => TlsPolicy::Opportunistic,
+        "required" => TlsPolicy::Required,
+        "verify" => TlsPolicy::Verify,
+        _ => return Err(format!("--tls {s:?}: expected none, opportunistic, required or verify")),
+    })
+}
+
+pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let secret = std::fs::read_to_string(&a.secret_file)
+        .map_err(|e| format!("{}: {e}", a.secret_file.display()))?
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    let cfg = ProxyClientConfig {
+        proxy: a.proxy,
+        tls_name: a.proxy_name.clone().unwrap_or_else(|| a.proxy.ip().to_string()),
+        tls: ProxyClientTls::from_ca_file(&a.ca_file)?,
+        secret,
+        timeout: a.timeout,
+    };
+    let dest = match (&a.mx, &a.domain) {
+        (Some(mx), _) => match mx.parse::<IpAddr>() {
+            Ok(ip) => Destination::Ip(ip),
+            Err(_) => Destination::Host(mx.clone()),
+        },
+        (None, Some(d)) => Destination::Domain(d.clone()),
+        (None, None) => return Err("give --mx or --domain".into()),
+    };
+    let mut req = ConnectRequest::new(a.source, dest, &a.ehlo);
+    req.port = a.port;
+    req.smtps = a.port == 465;
+    req.tls = tls_policy(&a.tls)?;
+    req.tls_name = a.tls_name.clone();
+    req.reuse = a.reuse;
+    let body = match &a.message_file {
+        Some(p) => Some(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    let to: Vec<&str> = a.to.iter().map(String::as_str).collect();
+    let mut proxy = ProxyClient::connect(&cfg)?;
+    proxy.record_transcript();
+    let mut failures = 0;
+    for n in 1..=a.count {
+        let started = Instant::now();
+        let result = (|| {
+            let mut s = proxy.open(&req)?;
+            let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let msg = body
+                .clone()
+                .unwrap_or_else(|| sample_message(&a.from, to[0], n, a.size));
+            let d = if a.bdat {
+                s.send_mail_bdat(&a.from, &to, &msg, 64 * 1024)
+            } else {
+                s.send_mail(&a.from, &to, &msg)
+            };
+            let origin = format!("{:?}", s.ready.origin);
+            let tls = s.ready.tls.as_ref().map(|t| t.version.clone()).unwrap_or_else(|| "none".into());
+            let quit = s.quit();
+            let d = d?;
+            quit?;
+            Ok::<_, greenarrow_proxy::client::ClientError>((ready_ms, origin, tls, d))
+        })();
+        for line in proxy.take_transcript() {
+            println!("{line}");
+        }
+        match result {
+            Ok((ready_ms, origin, tls, d)) => println!(
+                "=== message {n}: delivered to {} recipient(s); connection {origin}, tls {tls}, ready in {ready_ms:.1} ms; MX said: {}",
+                d.accepted.len(),
+                d.final_reply.text()
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("=== message {n}: FAILED ({}): {e}", if e.is_transient() { "transient" } else { "permanent" });
+            }
+        }
+    }
+    let _ = proxy.quit();
+    if failures > 0 {
+        return Err(format!("{failures} of {} message(s) failed", a.count).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! The daemon's main loop: start the server, then serve signals on this thread
+//! (signal-hook's iterator: no work is ever done inside a signal handler).
+//!
+//! - SIGUSR1: log the report of pooled connections and counters ([`crate::report`]).
+//! - SIGHUP: re-read the configuration; an invalid file keeps the running one.
+//! - SIGTERM / SIGINT: stop accepting, let sessions finish up to `timeouts.shutdown_grace`,
+//!   exit.
+
+use crate::config::{Config, ConfigError};
+use crate::server::{Runtime, Server, StartError};
+use log::{error, info, warn};
+use sd_notify::NotifyState;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub enum DaemonError {
+    Config(ConfigError),
+    Start(StartError),
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => write!(f, "{e}"),
+            DaemonError::Start(e) => write!(f, "{e}"),
+            DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Load and check a configuration file completely (including certificate and key).
+pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
+    let config = Config::load(path).map_err(DaemonError::Config)?;
+    Runtime::build(config).map_err(DaemonError::Start)
+}
+
+/// Run until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> Result<(), DaemonError> {
+    let mut signals = Signals::new([SIGUSR1, SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+    let rt = load(path)?;
+    for w in &rt.config.warnings {
+        warn!("{w}");
+    }
+    let server = Server::start(rt).map_err(DaemonError::Start)?;
+    info!(
+        "greenarrow_proxy {} ready on {}",
+        env!("CARGO_PKG_VERSION"),
+        server
+            .local_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    for sig in signals.forever() {
+        match sig {
+            SIGUSR1 => crate::report::log_report(&server),
+            SIGHUP => reload(&server, path),
+            SIGTERM | SIGINT => {
+                stop(&server);
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn reload(server: &Arc<Server>, path: &Path) {
+    let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
+    match load(path) {
+        Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+        Ok(rt) => {
+            for w in &rt.config.warnings {
+                warn!("{w}");
+            }
+            let listen = rt.config.listen.clone();
+            match server.set_listen(&listen) {
+                Err(e) => error!("reload failed, keeping the running configuration: {e}"),
+                Ok(()) => {
+                    server.shared.replace_runtime(rt);
+                    crate::report::after_reload(server);
+                    info!("configuration reloaded from {}", path.display());
+                }
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
+fn stop(server: &Arc<Server>) {
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    info!("stopping: no longer accepting connections");
+    server.stop_accepting();
+    crate::report::before_drain(server);
+    let grace = server.shared.runtime().config.timeouts.shutdown_grace;
+    let counts = server.worker_counts();
+    if counts.busy + counts.queued > 0 {
+        info!("waiting up to {} for {} session(s) in progress", humantime::format_duration(grace), counts.busy + counts.queued);
+    }
+    if server.drain(grace) {
+        info!("all sessions ended; exiting");
+    } else {
+        let c = server.worker_counts();
+        warn!("shutdown grace period over with {} session(s) still running; exiting", c.busy);
+    }
+}
