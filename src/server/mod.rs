@@ -4,6 +4,7 @@
 pub mod workers;
 
 use crate::config::Config;
+use crate::dns::{Resolver, ResolverSettings};
 use crate::mx::{MxSettings, MxTimeouts};
 use crate::smtp::{RelayLimits, ReplyLimits};
 use crate::tls::{load_roots, MinVersion, MxTlsConnector, TlsAcceptor, TlsError};
@@ -28,6 +29,9 @@ pub struct Runtime {
     pub acceptor: TlsAcceptor,
     pub mx: MxSettings,
     pub relay_limits: RelayLimits,
+    /// `None` when the resolver could not be set up (requests by name then fail with
+    /// `dns_temporary`; IP literals still work).
+    pub resolver: Option<Resolver>,
 }
 
 /// Why a configuration could not be put into service.
@@ -79,11 +83,24 @@ impl Runtime {
         let relay_limits = RelayLimits {
             max_command_line: config.limits.max_command_line,
         };
+        let settings = ResolverSettings {
+            nameservers: config.dns.nameservers.clone(),
+            timeout: config.dns.timeout,
+            attempts: config.dns.attempts,
+        };
+        let resolver = match Resolver::new(&settings) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!("DNS resolver unavailable, destinations by name will fail: {e}");
+                None
+            }
+        };
         Ok(Runtime {
             config,
             acceptor,
             mx,
             relay_limits,
+            resolver,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod relay;
 
 use crate::bufconn::{BufConn, ReadError};
+use crate::dns::{DnsError, Family};
 use crate::mx::{establish, MxConnection};
 use crate::protocol::{
     parse_request, ConnectReady, ConnectRequest, Destination, Failure, FailureReply, Origin,
@@ -215,15 +216,7 @@ impl Session<'_> {
                 format!("destination port {} is not permitted (destination_ports)", req.port),
             ));
         }
-        let candidates: Vec<(SocketAddr, Option<String>)> = match &req.dest {
-            Destination::Ip(ip) => vec![(SocketAddr::new(*ip, req.port), None)],
-            Destination::Host(_) | Destination::Domain(_) => {
-                return Err(FailureReply::new(
-                    Failure::DestinationNotPermitted,
-                    "destinations by name need DNS, which this build does not have",
-                ))
-            }
-        };
+        let candidates = self.candidates(req)?;
         let mut last = None;
         for (addr, host) in candidates {
             match establish(&self.rt.mx, req, addr, host.as_deref()) {
@@ -233,6 +226,40 @@ impl Session<'_> {
             }
         }
         Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
+    }
+
+    /// The addresses to try, in order, each with the MX host name when known.
+    fn candidates(&self, req: &ConnectRequest) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        let family = Family::of(&req.source);
+        if let Destination::Ip(ip) = &req.dest {
+            if !family.matches(ip) {
+                return Err(FailureReply::new(
+                    Failure::DestinationNotPermitted,
+                    format!("destination {ip} and source {} are of different address families", req.source),
+                ));
+            }
+            return Ok(vec![(SocketAddr::new(*ip, req.port), None)]);
+        }
+        let resolver = self.rt.resolver.as_ref().ok_or_else(|| {
+            FailureReply::new(Failure::DnsTemporary, "no DNS resolver is available (see the log at start-up)")
+        })?;
+        let found = match &req.dest {
+            Destination::Host(h) => resolver
+                .lookup_host(h, family)
+                .map(|addrs| addrs.into_iter().map(|a| (a, h.clone())).collect::<Vec<_>>()),
+            Destination::Domain(d) => resolver
+                .resolve_mx(d, family)
+                .map(|cs| cs.into_iter().map(|c| (c.addr, c.host)).collect()),
+            Destination::Ip(_) => Ok(Vec::new()),
+        };
+        match found {
+            Ok(list) if !list.is_empty() => Ok(list
+                .into_iter()
+                .map(|(ip, host)| (SocketAddr::new(ip, req.port), Some(host)))
+                .collect()),
+            Ok(_) => Err(FailureReply::new(Failure::DnsNoAddress, format!("{}: no address of the source's family", req.dest))),
+            Err(e) => Err(dns_failure(e)),
+        }
     }
 
     fn finish(&mut self, mta: &mut BufConn<ServerTlsStream>, out: RelayOutcome) -> Next {
@@ -270,6 +297,17 @@ impl Session<'_> {
         }
         next
     }
+}
+
+fn dns_failure(e: DnsError) -> FailureReply {
+    let f = match &e {
+        DnsError::NxDomain { .. } => Failure::DnsNxDomain,
+        DnsError::NullMx { .. } => Failure::DnsNullMx,
+        DnsError::NoAddress { .. } => Failure::DnsNoAddress,
+        DnsError::InvalidName { .. } => Failure::ProtocolError,
+        DnsError::Transient { .. } | DnsError::Setup(_) => Failure::DnsTemporary,
+    };
+    FailureReply::new(f, e.to_string())
 }
 
 /// Split a raw reply into its lines without line endings.
