@@ -11,6 +11,7 @@ pub mod dial;
 pub mod dns;
 pub mod logging;
 pub mod mx;
+pub mod pool;
 pub mod protocol;
 pub mod report;
 pub mod server;

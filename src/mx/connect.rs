@@ -5,7 +5,7 @@ use super::setup::{Action, Phase, Setup, SetupFailure};
 use super::{MxConnection, MxStream, MxTimeouts};
 use crate::bufconn::{BufConn, ReadError};
 use crate::dial::{dial, DialError};
-use crate::protocol::{ConnectRequest, Failure, FailureReply, TlsPolicy};
+use crate::protocol::{reply_lines, ConnectRequest, Failure, FailureReply, TlsPolicy};
 use crate::smtp::{Reply, ReplyLimits};
 use crate::tls::{CertPolicy, MxTlsConnector, TlsError};
 use std::net::SocketAddr;
@@ -17,16 +17,6 @@ pub struct MxSettings {
     pub tls: MxTlsConnector,
     pub timeouts: MxTimeouts,
     pub reply_limits: ReplyLimits,
-}
-
-fn raw_lines(reply: &Reply) -> Vec<Vec<u8>> {
-    // Keep the code: "554 5.7.1 go away" rather than the text alone.
-    reply
-        .raw()
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
-        .collect()
 }
 
 fn dial_failure(e: DialError) -> FailureReply {
@@ -174,7 +164,7 @@ fn attempt(
                             },
                             format!("{addr} rejected the connection in its banner"),
                         )
-                        .with_mx_lines(raw_lines(&r)),
+                        .with_mx_lines(reply_lines(r.raw())),
                         true,
                     ),
                     SetupFailure::EhloRejected(r) => (
@@ -184,12 +174,12 @@ fn attempt(
                             },
                             format!("{addr} rejected EHLO and HELO {}", req.ehlo),
                         )
-                        .with_mx_lines(raw_lines(&r)),
+                        .with_mx_lines(reply_lines(r.raw())),
                         true,
                     ),
                     SetupFailure::Closing(r) => (
                         FailureReply::new(Failure::MxSetupFailed, format!("{addr} closed the session during set-up"))
-                            .with_mx_lines(raw_lines(&r)),
+                            .with_mx_lines(reply_lines(r.raw())),
                         false,
                     ),
                     SetupFailure::TlsNotOffered(note) => {
@@ -197,7 +187,7 @@ fn attempt(
                     }
                     SetupFailure::Unexpected(r) => (
                         FailureReply::new(Failure::MxSetupFailed, format!("{addr} gave an unexpected reply"))
-                            .with_mx_lines(raw_lines(&r)),
+                            .with_mx_lines(reply_lines(r.raw())),
                         true,
                     ),
                 };
@@ -225,6 +215,7 @@ fn attempt(
         tls: tls_facts,
         tls_note: setup.tls_note.take(),
         verified_name,
+        tls_attempted: policy != TlsPolicy::None,
         created,
         uses: 1,
         messages: 0,

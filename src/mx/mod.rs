@@ -84,6 +84,8 @@ pub struct MxConnection {
     pub tls_note: Option<String>,
     /// The name the certificate was verified for (only when it verified).
     pub verified_name: Option<String>,
+    /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
+    pub tls_attempted: bool,
     pub created: Instant,
     /// Sessions served so far (1 for a fresh connection in use).
     pub uses: u64,
@@ -96,6 +98,32 @@ pub struct MxConnection {
 }
 
 impl MxConnection {
+    /// A non-blocking look at the socket: false if the MX closed the connection or sent
+    /// anything unsolicited (typically a `421` idle timeout) while it sat in the pool.
+    pub fn is_alive(&self) -> bool {
+        if !self.conn.pending().is_empty() {
+            return false;
+        }
+        let tcp = self.conn.get_ref().tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        let r = tcp.peek(&mut b);
+        let restored = tcp.set_nonblocking(false).is_ok();
+        restored && matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// One command round trip (`NOOP` or `RSET` probe); true when the MX answered 2xx.
+    pub fn probe(&mut self, command: &[u8], timeout: Duration) -> bool {
+        self.conn.set_timeout(timeout).is_ok()
+            && self.conn.send(command).is_ok()
+            && self
+                .conn
+                .read_reply(&Default::default())
+                .is_ok_and(|r| (200..300).contains(&r.code()))
+    }
+
     /// Politely end the SMTP session: QUIT, wait briefly for the reply, close.
     pub fn quit(mut self, wait: Duration) {
         let _ = self.conn.set_timeout(wait);

@@ -8,7 +8,7 @@
 pub mod reply;
 pub mod request;
 
-pub use reply::{ConnectReady, Failure, FailureReply, Origin};
+pub use reply::{reply_lines, ConnectReady, Failure, FailureReply, Origin};
 pub use request::{
     parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy, MAX_REQUEST_LINE,
     PROTOCOL_VERSION,

@@ -9,6 +9,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Split a raw reply into its lines, without line endings (for `banner=`, `ehlo=`, `mx=`).
+pub fn reply_lines(raw: &[u8]) -> Vec<Vec<u8>> {
+    raw.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+        .collect()
+}
+
 /// Every way a request can fail, with its reply code, enhanced status code and tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {

@@ -6,6 +6,8 @@ pub mod workers;
 use crate::config::Config;
 use crate::dns::{Resolver, ResolverSettings};
 use crate::mx::{MxSettings, MxTimeouts};
+use crate::pool::reaper::{quit_all, Reaper};
+use crate::pool::{Pool, PoolLimits};
 use crate::smtp::{RelayLimits, ReplyLimits};
 use crate::tls::{load_roots, MinVersion, MxTlsConnector, TlsAcceptor, TlsError};
 use log::{error, info, warn};
@@ -119,6 +121,8 @@ pub struct Stats {
 /// State shared by the accept threads and every session.
 pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
+    /// Idle MX connections for reuse.
+    pub pool: Arc<Pool>,
     pub stats: Stats,
     pub stopping: AtomicBool,
 }
@@ -129,9 +133,20 @@ impl Shared {
         self.runtime.read().clone()
     }
 
-    /// Put a new runtime in force for new sessions.
+    /// Put a new runtime in force for new sessions (and the pool's new limits).
     pub fn replace_runtime(&self, rt: Runtime) {
+        self.pool.set_limits(pool_limits(&rt.config));
         *self.runtime.write() = Arc::new(rt);
+    }
+}
+
+/// The pool limits a configuration asks for.
+pub fn pool_limits(config: &Config) -> PoolLimits {
+    PoolLimits {
+        reuse_time_limit: config.pool.reuse_time_limit,
+        idle_ttl: config.pool.idle_ttl,
+        max_idle_per_key: config.pool.max_idle_per_key,
+        max_idle_total: config.pool.max_idle_total,
     }
 }
 
@@ -146,6 +161,7 @@ pub struct Server {
     pub shared: Arc<Shared>,
     workers: WorkerPool,
     listeners: Mutex<Vec<Listener>>,
+    reaper: Mutex<Option<Reaper>>,
 }
 
 fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
@@ -165,7 +181,9 @@ impl Server {
     pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
         let listen = rt.config.listen.clone();
         let workers = WorkerPool::new(rt.config.max_sessions, rt.config.max_queued_sessions, SESSION_STACK);
+        let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared {
+            pool: pool.clone(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),
@@ -174,7 +192,14 @@ impl Server {
             shared,
             workers,
             listeners: Mutex::new(Vec::new()),
+            reaper: Mutex::new(None),
         });
+        let weak = Arc::downgrade(&server.shared);
+        let verbose = move || weak.upgrade().is_some_and(|s| s.runtime().config.log_verbose);
+        match Reaper::start(pool, verbose) {
+            Ok(r) => *server.reaper.lock() = Some(r),
+            Err(e) => warn!("cannot start the pool reaper thread (pooled connections will expire only at checkout): {e}"),
+        }
         let mut sockets = Vec::new();
         for addr in listen {
             sockets.push((addr, bind(addr)?));
@@ -286,10 +311,16 @@ impl Server {
         ls.clear();
     }
 
-    /// Wait for sessions in progress to end, up to `grace`. True if all ended.
+    /// Wait for sessions in progress to end, up to `grace`; then QUIT and close every
+    /// pooled connection (including those the sessions just returned). True if all ended.
     pub fn drain(&self, grace: std::time::Duration) -> bool {
         self.workers.shutdown();
-        self.workers.wait_idle(grace)
+        let idle = self.workers.wait_idle(grace);
+        if let Some(mut r) = self.reaper.lock().take() {
+            r.stop();
+        }
+        quit_all(self.shared.pool.take_all());
+        idle
     }
 
     /// The configured listen addresses currently bound.

@@ -1,0 +1,310 @@
+//! The pool of idle MX connections shared by all MTAs.
+//!
+//! One mutex (parking_lot) guards a map from [`PoolKey`] to idle connections. The lock is held
+//! only to move connections in and out of the map and to copy counters: never during network
+//! I/O. A connection taken out of the map belongs to one session until it is put back, so a
+//! pooled connection is never used by two sessions at once.
+//!
+//! Checking a connection's health (non-blocking peek, optional probe), saying QUIT to expired
+//! connections and closing them all happen outside the lock, on the session or reaper thread.
+
+pub mod reaper;
+
+use crate::mx::MxConnection;
+use crate::protocol::TlsPolicy;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// What makes connections interchangeable: same source address, same EHLO name, same MX
+/// address and port. The TLS state is matched per connection at checkout ([`TlsWant`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub source: IpAddr,
+    /// Lower-cased.
+    pub ehlo: String,
+    pub mx: SocketAddr,
+}
+
+impl PoolKey {
+    pub fn new(source: IpAddr, ehlo: &str, mx: SocketAddr) -> PoolKey {
+        PoolKey {
+            source: source.to_canonical(),
+            ehlo: ehlo.to_ascii_lowercase(),
+            mx: SocketAddr::new(mx.ip().to_canonical(), mx.port()),
+        }
+    }
+}
+
+/// What a request demands of a connection's TLS state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsWant {
+    /// `tls=none`: anything.
+    Any,
+    /// `tls=opportunistic`: TLS, or plaintext that was the result of trying TLS (the MX does
+    /// not offer it) — never a connection that was kept plaintext on purpose.
+    Opportunistic,
+    /// `tls=required`: TLS.
+    Tls,
+    /// `tls=verify`: TLS verified for this name.
+    Verified(String),
+}
+
+impl TlsWant {
+    /// From a request's policy and the name its certificate must match.
+    pub fn from_request(policy: TlsPolicy, name: Option<&str>, mx: SocketAddr) -> TlsWant {
+        match policy {
+            TlsPolicy::None => TlsWant::Any,
+            TlsPolicy::Opportunistic => TlsWant::Opportunistic,
+            TlsPolicy::Required => TlsWant::Tls,
+            TlsPolicy::Verify => TlsWant::Verified(
+                name.map(str::to_string)
+                    .unwrap_or_else(|| mx.ip().to_string()),
+            ),
+        }
+    }
+
+    /// Whether `conn` satisfies this want.
+    pub fn satisfied_by(&self, conn: &MxConnection) -> bool {
+        match self {
+            TlsWant::Any => true,
+            TlsWant::Opportunistic => conn.tls.is_some() || conn.tls_attempted,
+            TlsWant::Tls => conn.tls.is_some(),
+            TlsWant::Verified(name) => conn.tls.is_some() && conn.verified_name.as_deref() == Some(name.as_str()),
+        }
+    }
+}
+
+/// Pool limits (from the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    /// Never reuse a connection older than this (counted from connect).
+    pub reuse_time_limit: Duration,
+    /// Close idle connections after this long.
+    pub idle_ttl: Duration,
+    pub max_idle_per_key: usize,
+    pub max_idle_total: usize,
+}
+
+struct Idle {
+    conn: MxConnection,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<PoolKey, VecDeque<Idle>>,
+    total: usize,
+    hits: u64,
+    misses: u64,
+    stored: u64,
+}
+
+/// One pooled connection, as the report shows it.
+#[derive(Clone, Debug)]
+pub struct PooledInfo {
+    pub key: PoolKey,
+    pub tls: Option<(String, String)>,
+    pub age: Duration,
+    pub idle: Duration,
+    pub uses: u64,
+    pub messages: u64,
+    pub last_mta: Option<SocketAddr>,
+}
+
+/// Pool-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    pub idle: usize,
+    pub keys: usize,
+    pub hits: u64,
+    pub misses: u64,
+    pub stored: u64,
+}
+
+/// The pool.
+pub struct Pool {
+    inner: Mutex<Inner>,
+    limits: Mutex<PoolLimits>,
+}
+
+/// Why a connection was not stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    TooOld,
+    KeyFull,
+    PoolFull,
+}
+
+impl Refused {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::TooOld => "older than pool.reuse_time_limit",
+            Refused::KeyFull => "pool.max_idle_per_key reached for this key",
+            Refused::PoolFull => "pool.max_idle_total reached",
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(limits: PoolLimits) -> Pool {
+        Pool {
+            inner: Mutex::new(Inner::default()),
+            limits: Mutex::new(limits),
+        }
+    }
+
+    /// New limits (reload); they apply from the next operation.
+    pub fn set_limits(&self, limits: PoolLimits) {
+        *self.limits.lock() = limits;
+    }
+
+    pub fn limits(&self) -> PoolLimits {
+        *self.limits.lock()
+    }
+
+    /// Take the most recently used idle connection for `key` that satisfies `want` and is not
+    /// too old. Connections found expired on the way are returned in `expired` for the caller
+    /// to close outside the lock.
+    pub fn checkout(&self, key: &PoolKey, want: &TlsWant, now: Instant, expired: &mut Vec<MxConnection>) -> Option<MxConnection> {
+        let limits = self.limits();
+        let mut inner = self.inner.lock();
+        let mut found = None;
+        if let Some(list) = inner.map.get_mut(key) {
+            let mut i = list.len();
+            while i > 0 {
+                i -= 1;
+                let stale = list.get(i).is_some_and(|e| {
+                    now.duration_since(e.since) >= limits.idle_ttl
+                        || now.duration_since(e.conn.created) >= limits.reuse_time_limit
+                });
+                if stale {
+                    if let Some(e) = list.remove(i) {
+                        expired.push(e.conn);
+                    }
+                    continue;
+                }
+                if found.is_none() && list.get(i).is_some_and(|e| want.satisfied_by(&e.conn)) {
+                    found = list.remove(i).map(|e| e.conn);
+                }
+            }
+            if list.is_empty() {
+                inner.map.remove(key);
+            }
+        }
+        inner.total -= expired.len() + usize::from(found.is_some());
+        if found.is_some() {
+            inner.hits += 1;
+        } else {
+            inner.misses += 1;
+        }
+        found
+    }
+
+    /// Keep `conn` for reuse under `key`, or hand it back with the reason it was refused.
+    pub fn checkin(&self, key: PoolKey, conn: MxConnection, now: Instant) -> Result<(), (MxConnection, Refused)> {
+        let limits = self.limits();
+        if now.duration_since(conn.created) >= limits.reuse_time_limit {
+            return Err((conn, Refused::TooOld));
+        }
+        let mut inner = self.inner.lock();
+        if inner.total >= limits.max_idle_total {
+            return Err((conn, Refused::PoolFull));
+        }
+        let list = inner.map.entry(key).or_default();
+        if list.len() >= limits.max_idle_per_key {
+            return Err((conn, Refused::KeyFull));
+        }
+        list.push_back(Idle { conn, since: now });
+        inner.total += 1;
+        inner.stored += 1;
+        Ok(())
+    }
+
+    /// Remove every connection that is idle too long or too old.
+    pub fn take_expired(&self, now: Instant) -> Vec<MxConnection> {
+        let limits = self.limits();
+        self.take_where(|e| {
+            now.duration_since(e.since) >= limits.idle_ttl
+                || now.duration_since(e.conn.created) >= limits.reuse_time_limit
+        })
+    }
+
+    /// Remove every connection whose key fails `keep`.
+    pub fn take_keys_where(&self, keep: impl Fn(&PoolKey) -> bool) -> Vec<MxConnection> {
+        let mut out = Vec::new();
+        let mut inner = self.inner.lock();
+        let doomed: Vec<PoolKey> = inner.map.keys().filter(|k| !keep(k)).cloned().collect();
+        for k in doomed {
+            if let Some(list) = inner.map.remove(&k) {
+                out.extend(list.into_iter().map(|e| e.conn));
+            }
+        }
+        inner.total -= out.len();
+        out
+    }
+
+    /// Remove everything (shutdown).
+    pub fn take_all(&self) -> Vec<MxConnection> {
+        self.take_where(|_| true)
+    }
+
+    fn take_where(&self, doomed: impl Fn(&Idle) -> bool) -> Vec<MxConnection> {
+        let mut out = Vec::new();
+        let mut inner = self.inner.lock();
+        inner.map.retain(|_, list| {
+            let mut kept = VecDeque::with_capacity(list.len());
+            for e in list.drain(..) {
+                if doomed(&e) {
+                    out.push(e.conn);
+                } else {
+                    kept.push_back(e);
+                }
+            }
+            *list = kept;
+            !list.is_empty()
+        });
+        inner.total -= out.len();
+        out
+    }
+
+    /// The earliest moment an idle connection expires (for the reaper's sleep).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let limits = self.limits();
+        let inner = self.inner.lock();
+        inner
+            .map
+            .values()
+            .flatten()
+            .map(|e| (e.since + limits.idle_ttl).min(e.conn.created + limits.reuse_time_limit))
+            .min()
+    }
+
+    /// A copy of what is pooled, for the report (formatting happens outside the lock).
+    pub fn snapshot(&self, now: Instant) -> (Vec<PooledInfo>, PoolCounters) {
+        let inner = self.inner.lock();
+        let list = inner
+            .map
+            .iter()
+            .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
+            .map(|(k, e)| PooledInfo {
+                key: k.clone(),
+                tls: e.conn.tls.as_ref().map(|t| (t.version.clone(), t.cipher.clone())),
+                age: now.duration_since(e.conn.created),
+                idle: now.duration_since(e.since),
+                uses: e.conn.uses,
+                messages: e.conn.messages,
+                last_mta: e.conn.last_mta,
+            })
+            .collect();
+        let counters = PoolCounters {
+            idle: inner.total,
+            keys: inner.map.len(),
+            hits: inner.hits,
+            misses: inner.misses,
+            stored: inner.stored,
+        };
+        (list, counters)
+    }
+}

@@ -1,0 +1,87 @@
+//! The reaper thread: QUITs and closes idle connections once they pass `pool.idle_ttl` or
+//! `pool.reuse_time_limit`. It sleeps until the next expiry (at most a second, so that new
+//! limits from a reload apply promptly) and does all network I/O outside the pool lock.
+
+use super::Pool;
+use crate::mx::MxConnection;
+use log::info;
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long to wait for a 221 after QUIT on an expiring connection.
+pub const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Say QUIT to each connection and close it (in parallel when there are several, so that a
+/// slow MX does not hold up the rest).
+pub fn quit_all(conns: Vec<MxConnection>) {
+    match conns.len() {
+        0 => {}
+        1 => conns.into_iter().for_each(|c| c.quit(QUIT_WAIT)),
+        _ => {
+            std::thread::scope(|s| {
+                for c in conns {
+                    s.spawn(move || c.quit(QUIT_WAIT));
+                }
+            });
+        }
+    }
+}
+
+/// Handle to stop the reaper.
+pub struct Reaper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reaper {
+    /// Start reaping `pool`; `verbose` logs each expiry.
+    pub fn start(pool: Arc<Pool>, verbose: impl Fn() -> bool + Send + 'static) -> std::io::Result<Reaper> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new().name("pool reaper".into()).spawn(move || loop {
+            let now = Instant::now();
+            let wake = pool
+                .next_expiry()
+                .map_or(now + Duration::from_secs(1), |t| t.min(now + Duration::from_secs(1)));
+            {
+                let (lock, cv) = &*s2;
+                let mut stopped = lock.lock();
+                if !*stopped {
+                    cv.wait_until(&mut stopped, wake);
+                }
+                if *stopped {
+                    return;
+                }
+            }
+            let expired = pool.take_expired(Instant::now());
+            if !expired.is_empty() && verbose() {
+                for c in &expired {
+                    info!("pool: closing idle connection source={} mx={} (idle or age limit reached)", c.local.ip(), c.remote);
+                }
+            }
+            quit_all(expired);
+        })?;
+        Ok(Reaper {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop the thread and wait for it.
+    pub fn stop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock() = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

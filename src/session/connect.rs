@@ -1,0 +1,180 @@
+//! A CONNECT request: permission checks, destination resolution, a pooled connection when
+//! the request allows reuse, otherwise a new one; then the relayed SMTP session.
+
+use super::relay;
+use super::{Next, Session};
+use crate::bufconn::BufConn;
+use crate::dns::{DnsError, Family};
+use crate::mx::connect::try_next_address;
+use crate::mx::{establish, MxConnection};
+use crate::pool::reaper::quit_all;
+use crate::pool::{PoolKey, TlsWant};
+use crate::protocol::{
+    reply_lines, ConnectReady, ConnectRequest, Destination, Failure, FailureReply, Origin,
+};
+use crate::tls::ServerTlsStream;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a checkout probe (`pool.checkout_probe`) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Session<'_> {
+    pub(super) fn connect(&mut self, mta: &mut BufConn<ServerTlsStream>, req: ConnectRequest) -> Next {
+        let started = Instant::now();
+        let stats = &self.shared.stats;
+        let (mut mx, origin) = match self.open_mx(&req) {
+            Ok(x) => x,
+            Err(f) => {
+                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                verbose!(self.rt, "mta={} source={} dest={} connect failed: {f}", self.peer, req.source, req.dest);
+                return if mta.send(&f.render()).is_err() { Next::Close } else { Next::Continue };
+            }
+        };
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        mx.last_mta = Some(self.peer);
+        let ready = ConnectReady {
+            origin: origin.clone(),
+            mx_host: mx.mx_host.clone(),
+            remote: mx.remote,
+            local: mx.local,
+            tls: mx.tls.clone(),
+            tls_note: mx.tls_note.clone(),
+            banner: reply_lines(mx.banner.raw()),
+            ehlo: reply_lines(mx.greeting.raw()),
+        };
+        verbose!(
+            self.rt,
+            "mta={} source={} mx={} ready in {} us: connection={} tls={}",
+            self.peer,
+            mx.local.ip(),
+            mx.remote,
+            started.elapsed().as_micros(),
+            if origin == Origin::New { "new" } else { "reused" },
+            mx.tls.as_ref().map_or("none", |t| t.version.as_str())
+        );
+        if mta.send(&ready.render()).is_err() {
+            self.release(&req, mx, None);
+            return Next::Close;
+        }
+        let t = &self.rt.config.timeouts;
+        let out = relay::relay(mta, mx, t.mta_idle, &self.rt.mx.timeouts, self.rt.relay_limits, &self.rt.mx.reply_limits);
+        self.finish(mta, &req, out)
+    }
+
+    /// Check permissions, resolve, then reuse or dial.
+    fn open_mx(&self, req: &ConnectRequest) -> Result<(MxConnection, Origin), FailureReply> {
+        let cfg = &self.rt.config;
+        if !cfg.source_addresses.iter().any(|n| n.contains(req.source)) {
+            return Err(FailureReply::new(
+                Failure::SourceNotPermitted,
+                format!("source address {} is not permitted (source_addresses)", req.source),
+            ));
+        }
+        if !cfg.destination_ports.contains(&req.port) {
+            return Err(FailureReply::new(
+                Failure::DestinationNotPermitted,
+                format!("destination port {} is not permitted (destination_ports)", req.port),
+            ));
+        }
+        let candidates = self.candidates(req)?;
+        if req.reuse {
+            for (addr, host) in &candidates {
+                if let Some(found) = self.reuse(req, *addr, host.as_deref()) {
+                    return Ok(found);
+                }
+            }
+        }
+        let mut last = None;
+        for (addr, host) in candidates {
+            match establish(&self.rt.mx, req, addr, host.as_deref()) {
+                Ok(c) => return Ok((c, Origin::New)),
+                Err(f) if try_next_address(&f) => {
+                    verbose!(self.rt, "mta={} source={} mx={addr} failed, trying the next address: {f}", self.peer, req.source);
+                    last = Some(f);
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
+    }
+
+    /// A healthy pooled connection for `addr`, if there is one. Dead ones are discarded.
+    fn reuse(&self, req: &ConnectRequest, addr: SocketAddr, host: Option<&str>) -> Option<(MxConnection, Origin)> {
+        let pool = &self.shared.pool;
+        let key = PoolKey::new(req.source, &req.ehlo, addr);
+        let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
+        loop {
+            let mut expired = Vec::new();
+            let got = pool.checkout(&key, &want, Instant::now(), &mut expired);
+            quit_all(expired);
+            let mut c = got?;
+            let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
+                crate::config::Probe::None => None,
+                crate::config::Probe::Noop => Some(b"NOOP\r\n"),
+                crate::config::Probe::Rset => Some(b"RSET\r\n"),
+            };
+            if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, PROBE_TIMEOUT)) {
+                verbose!(self.rt, "pool: discarding dead connection source={} mx={}", c.local.ip(), c.remote);
+                c.close();
+                continue;
+            }
+            let origin = Origin::Reused {
+                age: c.created.elapsed(),
+                uses: c.uses,
+                messages: c.messages,
+            };
+            c.uses += 1;
+            if c.mx_host.is_none() {
+                c.mx_host = host.map(str::to_string);
+            }
+            return Some((c, origin));
+        }
+    }
+
+    /// The addresses to try, in order, each with the MX host name when known.
+    fn candidates(&self, req: &ConnectRequest) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        let family = Family::of(&req.source);
+        if let Destination::Ip(ip) = &req.dest {
+            if !family.matches(ip) {
+                return Err(FailureReply::new(
+                    Failure::DestinationNotPermitted,
+                    format!("destination {ip} and source {} are of different address families", req.source),
+                ));
+            }
+            return Ok(vec![(SocketAddr::new(*ip, req.port), None)]);
+        }
+        let resolver = self.rt.resolver.as_ref().ok_or_else(|| {
+            FailureReply::new(Failure::DnsTemporary, "no DNS resolver is available (see the log at start-up)")
+        })?;
+        let found = match &req.dest {
+            Destination::Host(h) => resolver
+                .lookup_host(h, family)
+                .map(|addrs| addrs.into_iter().map(|a| (a, h.clone())).collect::<Vec<_>>()),
+            Destination::Domain(d) => resolver
+                .resolve_mx(d, family)
+                .map(|cs| cs.into_iter().map(|c| (c.addr, c.host)).collect()),
+            Destination::Ip(_) => Ok(Vec::new()),
+        };
+        match found {
+            Ok(list) if !list.is_empty() => Ok(list
+                .into_iter()
+                .map(|(ip, host)| (SocketAddr::new(ip, req.port), Some(host)))
+                .collect()),
+            Ok(_) => Err(FailureReply::new(Failure::DnsNoAddress, format!("{}: no address of the source's family", req.dest))),
+            Err(e) => Err(dns_failure(e)),
+        }
+    }
+}
+
+fn dns_failure(e: DnsError) -> FailureReply {
+    let f = match &e {
+        DnsError::NxDomain { .. } => Failure::DnsNxDomain,
+        DnsError::NullMx { .. } => Failure::DnsNullMx,
+        DnsError::NoAddress { .. } => Failure::DnsNoAddress,
+        DnsError::InvalidName { .. } => Failure::ProtocolError,
+        DnsError::Transient { .. } | DnsError::Setup(_) => Failure::DnsTemporary,
+    };
+    FailureReply::new(f, e.to_string())
+}
