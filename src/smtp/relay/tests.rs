@@ -1,0 +1,507 @@
+//! Unit tests for the relay state machine, and a small driver shared with the property tests.
+
+use super::*;
+use crate::smtp::reply::{parse_reply, ReplyLimits};
+use InputStep::{AbortMx, AwaitMx, Discard, Forward, NeedInput, Quit};
+
+pub(super) fn reply(s: &str) -> Reply {
+    parse_reply(s.as_bytes(), &ReplyLimits::default())
+        .unwrap()
+        .unwrap()
+        .0
+}
+
+/// What happened in a driven session, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Event {
+    /// A reply the machine made itself.
+    Local(Vec<u8>),
+    /// An MX reply relayed to the MTA.
+    Mx(Vec<u8>),
+    /// An MX reply refused by `on_mx_reply`.
+    Refused(u16),
+    Quit,
+    Abort,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Run {
+    pub to_mx: Vec<u8>,
+    pub to_mta: Vec<u8>,
+    pub events: Vec<Event>,
+    pub leftover: Vec<u8>,
+    /// to_mx length at the moment of an AbortMx.
+    pub mx_len_at_abort: Option<usize>,
+}
+
+/// Play an I/O loop: feed `chunks` one at a time on NeedInput, answer AwaitMx with `mx`
+/// (given the bytes forwarded so far; `None` = the MX is lost). Checks the step contract.
+pub(super) fn drive(
+    relay: &mut Relay,
+    chunks: &[Vec<u8>],
+    mx: &mut dyn FnMut(&[u8]) -> Option<Reply>,
+) -> Run {
+    let mut run = Run::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunks = chunks.iter();
+    let total: usize = chunks.clone().map(Vec::len).sum();
+    let mut budget = 4 * total + 2 * chunks.len() + 100;
+    loop {
+        budget = budget.checked_sub(1).expect("relay made no progress");
+        let step = relay.poll_input(&buf);
+        match step {
+            Forward(n) => {
+                assert!(n > 0 && n <= buf.len(), "{step:?} of {}", buf.len());
+                assert!(run.mx_len_at_abort.is_none(), "forward after AbortMx");
+                run.to_mx.extend(buf.drain(..n));
+            }
+            Discard(n) => {
+                assert!(n > 0 && n <= buf.len(), "{step:?} of {}", buf.len());
+                buf.drain(..n);
+            }
+            InputStep::Reply { consume, reply } => {
+                assert!(consume <= buf.len());
+                buf.drain(..consume);
+                run.to_mta.extend_from_slice(&reply);
+                run.events.push(Event::Local(reply));
+            }
+            AwaitMx => {
+                assert!(relay.awaiting_mx());
+                match mx(&run.to_mx) {
+                    Some(r) => match relay.on_mx_reply(&r) {
+                        Ok(effect) => {
+                            run.to_mta.extend_from_slice(r.raw());
+                            run.events.push(Event::Mx(r.raw().to_vec()));
+                            if effect == ReplyEffect::ServiceClosing {
+                                relay.mx_lost("MX closed the session");
+                            }
+                        }
+                        Err(_) => {
+                            assert!(!relay.awaiting_mx());
+                            run.events.push(Event::Refused(r.code()));
+                        }
+                    },
+                    None => relay.mx_lost("MX connection lost"),
+                }
+            }
+            NeedInput => match chunks.next() {
+                Some(c) => buf.extend_from_slice(c),
+                None => break,
+            },
+            Quit(n) => {
+                assert!(n > 0 && n <= buf.len());
+                assert!(!relay.awaiting_mx());
+                buf.drain(..n);
+                run.events.push(Event::Quit);
+                break;
+            }
+            AbortMx => {
+                assert!(run.mx_len_at_abort.is_none(), "second AbortMx");
+                run.mx_len_at_abort = Some(run.to_mx.len());
+                run.events.push(Event::Abort);
+                relay.mx_lost("aborted");
+            }
+        }
+    }
+    run.leftover = buf;
+    run
+}
+
+/// An MX that answers from a list, in order.
+fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
+    let mut replies: Vec<Reply> = replies.iter().rev().map(|r| reply(r)).collect();
+    move |_| replies.pop()
+}
+
+fn relay() -> Relay {
+    Relay::new(RelayLimits::default())
+}
+
+fn run(input: &[u8], replies: &[&str]) -> (Relay, Run) {
+    let mut r = relay();
+    let out = drive(&mut r, &[input.to_vec()], &mut script(replies));
+    (r, out)
+}
+
+fn mx(r: &mut Relay, s: &str) -> ReplyEffect {
+    r.on_mx_reply(&reply(s)).unwrap()
+}
+
+#[test]
+fn pipelined_batch_is_one_forward() {
+    let mut r = relay();
+    let input =
+        b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nNOOP\r\nVRFY z\r\n\r\nXYZ\r\n";
+    assert_eq!(r.poll_input(input), Forward(input.len()));
+    assert_eq!(r.poll_input(b""), AwaitMx);
+    for _ in 0..6 {
+        assert!(r.awaiting_mx());
+        assert_eq!(mx(&mut r, "250 ok\r\n"), ReplyEffect::Continue);
+    }
+    assert_eq!(r.poll_input(b""), AwaitMx);
+    mx(&mut r, "500 what\r\n");
+    assert!(!r.awaiting_mx());
+    assert_eq!(r.poll_input(b""), NeedInput);
+    assert_eq!(r.pool_state(), PoolState::NeedsRset);
+}
+
+#[test]
+fn incomplete_line_waits_for_input_or_owed_reply() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"NOOP"), NeedInput);
+    assert_eq!(r.poll_input(b"NOOP\r\nRSE"), Forward(6));
+    assert_eq!(r.poll_input(b"RSE"), AwaitMx);
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.poll_input(b"RSE"), NeedInput);
+    assert_eq!(
+        r.on_mx_reply(&reply("250 x\r\n")),
+        Err(RelayError::NotAwaiting)
+    );
+}
+
+#[test]
+fn data_sync_point_with_body_in_same_input() {
+    let mut r = relay();
+    let input = b"MAIL FROM:<>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+    assert_eq!(r.poll_input(input), Forward(35));
+    let rest = &input[35..];
+    for _ in 0..2 {
+        assert_eq!(r.poll_input(rest), AwaitMx);
+        mx(&mut r, "250 ok\r\n");
+    }
+    assert_eq!(r.poll_input(rest), AwaitMx, "body bytes must wait for 354");
+    mx(&mut r, "354 go ahead\r\n");
+    assert_eq!(r.pool_state(), PoolState::Unusable("inside a message body"));
+    let body_len = rest.len() - 6;
+    assert_eq!(r.poll_input(rest), Forward(body_len));
+    assert_eq!(r.poll_input(b"QUIT\r\n"), AwaitMx);
+    mx(&mut r, "250 2.0.0 queued\r\n");
+    assert_eq!(r.messages_accepted(), 1);
+    assert_eq!(r.poll_input(b"QUIT\r\n"), Quit(6));
+    assert_eq!(r.pool_state(), PoolState::Clean);
+}
+
+#[test]
+fn data_rejected_returns_to_command_mode() {
+    let (r, out) = run(
+        b"DATA\r\nNOOP\r\n.\r\nQUIT\r\n",
+        &["554 no valid recipients\r\n", "250 ok\r\n", "500 eh\r\n"],
+    );
+    assert_eq!(out.to_mx, b"DATA\r\nNOOP\r\n.\r\n");
+    assert_eq!(out.events.last(), Some(&Event::Quit));
+    assert_eq!(r.messages_accepted(), 0);
+}
+
+#[test]
+fn pipelining_after_end_of_data_is_one_forward() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"DATA\r\n"), Forward(6));
+    mx(&mut r, "354 go\r\n");
+    let input = b"a\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<x@y>\r\nQUIT\r\n";
+    assert_eq!(r.poll_input(input), Forward(input.len() - 6));
+    assert_eq!(r.poll_input(b"QUIT\r\n"), AwaitMx);
+    mx(&mut r, "250 queued\r\n");
+    mx(&mut r, "250 ok\r\n");
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.poll_input(b"QUIT\r\n"), Quit(6));
+    assert_eq!(r.pool_state(), PoolState::NeedsRset);
+}
+
+/// Drive a relay into body mode.
+fn in_body() -> Relay {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"DATA\r\n"), Forward(6));
+    mx(&mut r, "354 go\r\n");
+    r
+}
+
+#[test]
+fn empty_body() {
+    let mut r = in_body();
+    assert_eq!(r.poll_input(b".\r\nNOOP\r\n"), Forward(9));
+    mx(&mut r, "250 ok\r\n");
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.messages_accepted(), 1);
+}
+
+#[test]
+fn terminator_split_at_every_position() {
+    let body: &[u8] = b"Subject: x\r\n\r\n..leading dot\r\n.\r\nNOOP\r\n";
+    let data_end = body.len() - 6;
+    for cut in 0..=body.len() {
+        let mut r = in_body();
+        let out = drive(
+            &mut r,
+            &[body[..cut].to_vec(), body[cut..].to_vec()],
+            &mut script(&["250 queued\r\n", "250 ok\r\n"]),
+        );
+        assert_eq!(out.to_mx, body, "cut {cut}");
+        assert_eq!(
+            out.events,
+            vec![
+                Event::Mx(b"250 queued\r\n".to_vec()),
+                Event::Mx(b"250 ok\r\n".to_vec())
+            ]
+        );
+        assert_eq!(r.messages_accepted(), 1, "cut {cut}");
+        // And by hand: the first part never completes the body on its own.
+        let mut r = in_body();
+        let first = r.poll_input(&body[..cut]);
+        if cut < data_end {
+            assert!(
+                matches!(first, Forward(_) | NeedInput),
+                "cut {cut}: {first:?}"
+            );
+            assert!(!r.awaiting_mx(), "cut {cut}");
+        }
+    }
+}
+
+#[test]
+fn dot_stuffed_lines_are_not_terminators() {
+    let mut r = in_body();
+    let body = b"..\r\n...\r\n..x\r\n.x\r\n";
+    assert_eq!(r.poll_input(body), Forward(body.len()));
+    assert!(!r.awaiting_mx());
+    assert_eq!(r.poll_input(b""), NeedInput);
+    assert_eq!(r.poll_input(b".\r\n"), Forward(3));
+    assert!(r.awaiting_mx());
+}
+
+#[test]
+fn crlf_dot_cr_is_held_back_until_decided() {
+    let mut r = in_body();
+    assert_eq!(r.poll_input(b"a\r\n.\r"), Forward(4));
+    assert_eq!(r.poll_input(b"\r"), NeedInput);
+    assert_eq!(r.poll_input(b"\r\n"), Forward(2));
+    assert!(r.awaiting_mx());
+    let mut r = in_body();
+    assert_eq!(r.poll_input(b"a\r\n.\r"), Forward(4));
+    assert_eq!(r.poll_input(b"\rX"), AbortMx);
+}
+
+#[test]
+fn bdat_chunk_is_opaque() {
+    let chunk: &[u8] = b"x\r\n.\r\nQUIT\r\nDATA\r\nAUTH x\r\nSTARTTLS\r\n";
+    let mut input = b"MAIL FROM:<>\r\nRCPT TO:<a@b>\r\n".to_vec();
+    input.extend_from_slice(format!("BDAT {}\r\n", chunk.len()).as_bytes());
+    input.extend_from_slice(chunk);
+    input.extend_from_slice(b"BDAT 3 LAST\r\n\n.\nQUIT\r\n");
+    let mut r = relay();
+    assert_eq!(r.poll_input(&input), Forward(input.len() - 6));
+    assert_eq!(r.poll_input(b"QUIT\r\n"), AwaitMx);
+    for _ in 0..4 {
+        mx(&mut r, "250 ok\r\n");
+    }
+    assert_eq!(r.messages_accepted(), 1);
+    assert_eq!(r.pool_state(), PoolState::Clean);
+    assert_eq!(r.poll_input(b"QUIT\r\n"), Quit(6));
+}
+
+#[test]
+fn bdat_chunk_across_reads_and_zero_size() {
+    let mut r = relay();
+    assert_eq!(
+        r.poll_input(b"MAIL FROM:<>\r\nBDAT 10\r\n1234"),
+        Forward(27)
+    );
+    // Mid-chunk: more input is needed even though MAIL's reply is owed.
+    assert_eq!(r.poll_input(b""), NeedInput);
+    assert!(r.awaiting_mx());
+    assert_eq!(
+        r.pool_state(),
+        PoolState::Unusable("replies from the MX are outstanding")
+    );
+    mx(&mut r, "250 ok\r\n");
+    assert!(
+        !r.awaiting_mx(),
+        "BDAT reply not owed before its chunk is sent"
+    );
+    assert_eq!(r.pool_state(), PoolState::Unusable("inside a BDAT chunk"));
+    assert_eq!(r.poll_input(b"567890BDAT 0 LAST\r\n"), Forward(19));
+    assert_eq!(r.poll_input(b""), AwaitMx);
+    mx(&mut r, "250 chunk\r\n");
+    assert_eq!(
+        r.pool_state(),
+        PoolState::Unusable("replies from the MX are outstanding")
+    );
+    mx(&mut r, "250 message\r\n");
+    assert_eq!(r.messages_accepted(), 1);
+    assert_eq!(r.pool_state(), PoolState::Clean);
+}
+
+#[test]
+fn bdat_error_reply_keeps_transaction_open() {
+    let (r, out) = run(
+        b"MAIL FROM:<>\r\nBDAT 2\r\nabBDAT 1 LAST\r\nc",
+        &["250 ok\r\n", "552 too big\r\n", "554 failed\r\n"],
+    );
+    assert_eq!(out.events.len(), 3);
+    assert_eq!(r.messages_accepted(), 0);
+    assert_eq!(
+        r.pool_state(),
+        PoolState::Clean,
+        "BDAT LAST closes in any case"
+    );
+    let (r, _) = run(
+        b"MAIL FROM:<>\r\nBDAT 2\r\nab",
+        &["250 ok\r\n", "552 too big\r\n"],
+    );
+    assert_eq!(r.pool_state(), PoolState::NeedsRset);
+}
+
+#[test]
+fn malformed_bdat_is_forwarded_as_a_sync_point() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"BDAT x\r\nNOOP\r\n"), Forward(8));
+    assert_eq!(r.poll_input(b"NOOP\r\n"), AwaitMx);
+    mx(&mut r, "501 syntax\r\n");
+    assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
+    // An MX that accepts what we could not parse disagrees about framing: dead.
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"BDAT 10 \r\n0123456789"), Forward(10));
+    let err = r.on_mx_reply(&reply("250 ok\r\n")).unwrap_err();
+    assert!(matches!(err, RelayError::UnexpectedReply { code: 250, .. }));
+    assert!(err.to_string().contains("out of sync"));
+    assert!(matches!(
+        r.poll_input(b"0123456789"),
+        InputStep::Reply { consume: 0, .. }
+    ));
+}
+
+#[test]
+fn data_with_arguments_getting_354_is_refused() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"DATA please\r\nbody\r\n"), Forward(13));
+    assert_eq!(r.poll_input(b"body\r\n"), AwaitMx);
+    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert!(!r.awaiting_mx());
+    assert!(matches!(r.pool_state(), PoolState::Unusable(_)));
+    // The owed reply for the DATA line is now a synthetic 421.
+    let step = r.poll_input(b"body\r\n");
+    assert_eq!(
+        step,
+        InputStep::Reply {
+            consume: 0,
+            reply: b"421 4.4.2 MX protocol violation\r\n".to_vec()
+        }
+    );
+}
+
+#[test]
+fn intermediate_reply_to_ordinary_command_kills() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
+    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert_eq!(
+        r.on_mx_reply(&reply("250 ok\r\n")),
+        Err(RelayError::NotAwaiting)
+    );
+}
+
+#[test]
+fn auth_334_continuation() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"AUTH LOGIN\r\ndXNlcg==\r\n"), Forward(12));
+    assert!(r.used_auth());
+    assert_eq!(r.poll_input(b"dXNlcg==\r\n"), AwaitMx);
+    mx(&mut r, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        r.pool_state(),
+        PoolState::Unusable("AUTH was used on this connection")
+    );
+    // Response lines are data, even when they look like commands.
+    assert_eq!(r.poll_input(b"QUIT\r\nSTARTTLS\r\n"), Forward(6));
+    assert_eq!(r.poll_input(b"STARTTLS\r\n"), AwaitMx);
+    mx(&mut r, "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(r.poll_input(b"STARTTLS\r\n"), Forward(10));
+    mx(&mut r, "235 2.7.0 ok\r\n");
+    assert_eq!(r.poll_input(b"QUIT\r\n"), Quit(6));
+    assert_eq!(
+        r.pool_state(),
+        PoolState::Unusable("AUTH was used on this connection")
+    );
+}
+
+#[test]
+fn auth_rejected_returns_to_commands() {
+    let (r, out) = run(b"AUTH PLAIN AGEAYg==\r\nQUIT\r\n", &["535 no\r\n"]);
+    assert!(r.used_auth());
+    assert_eq!(out.to_mx, b"AUTH PLAIN AGEAYg==\r\n");
+    assert_eq!(out.events.last(), Some(&Event::Quit));
+}
+
+#[test]
+fn quit_waits_for_owed_replies() {
+    let mut r = relay();
+    assert_eq!(r.poll_input(b"NOOP\r\nRSET\r\nQUIT\r\n"), Forward(12));
+    assert_eq!(r.poll_input(b"QUIT\r\n"), AwaitMx);
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.poll_input(b"QUIT\r\n"), AwaitMx);
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.poll_input(b"QUIT\r\nleftover"), Quit(6));
+    assert_eq!(r.poll_input(b"quit\n"), Quit(5));
+}
+
+#[test]
+fn starttls_is_refused_locally_after_owed_replies() {
+    let mut r = relay();
+    assert_eq!(
+        r.poll_input(b"EHLO mta\r\nSTARTTLS\r\nNOOP\r\n"),
+        Forward(10)
+    );
+    assert_eq!(r.poll_input(b"STARTTLS\r\nNOOP\r\n"), AwaitMx);
+    mx(&mut r, "250 mx\r\n");
+    assert_eq!(
+        r.poll_input(b"STARTTLS\r\nNOOP\r\n"),
+        InputStep::Reply {
+            consume: 10,
+            reply: STARTTLS_REFUSED.to_vec()
+        }
+    );
+    assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
+}
+
+#[test]
+fn over_long_line_is_discarded_and_answered() {
+    let mut r = Relay::new(RelayLimits {
+        max_command_line: 16,
+    });
+    let long = [b'x'; 40];
+    let mut input = b"NOOP\r\n".to_vec();
+    input.extend_from_slice(&long);
+    assert_eq!(r.poll_input(&input), Forward(6));
+    assert_eq!(r.poll_input(&long), AwaitMx, "waits for owed replies first");
+    mx(&mut r, "250 ok\r\n");
+    assert_eq!(r.poll_input(&long), Discard(40));
+    assert_eq!(r.pool_state(), PoolState::Unusable("discarding MTA input"));
+    assert_eq!(r.poll_input(b""), NeedInput);
+    assert_eq!(r.poll_input(b"yyy"), Discard(3));
+    assert_eq!(
+        r.poll_input(b"zz\r\nNOOP\r\n"),
+        InputStep::Reply {
+            consume: 4,
+            reply: LINE_TOO_LONG.to_vec()
+        }
+    );
+    assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
+    // A complete line one byte too long; exactly at the limit is fine.
+    let mut r = Relay::new(RelayLimits {
+        max_command_line: 16,
+    });
+    assert_eq!(
+        r.poll_input(b"NOOP 7890123456\r\n"),
+        InputStep::Reply {
+            consume: 17,
+            reply: LINE_TOO_LONG.to_vec()
+        }
+    );
+    assert_eq!(r.poll_input(b"NOOP 789012345\r\n"), Forward(16));
+}
+
+#[test]
+fn bare_lf_command_lines() {
+    let (r, out) = run(b"NOOP\nDATA\n", &["250 ok\r\n", "354 go\r\n"]);
+    assert_eq!(out.to_mx, b"NOOP\nDATA\n");
+    assert_eq!(r.pool_state(), PoolState::Unusable("inside a message body"));
+}

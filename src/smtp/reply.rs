@@ -1,0 +1,462 @@
+//! SMTP replies (RFC 5321 §4.2), parsed byte-exact and bounded.
+//!
+//! A reply is one or more lines. Each line is three digits (the first 2-5), then `-` for a
+//! continuation line, or ` ` or nothing for the last line, then text, then a line ending. A line
+//! ends at LF: normally CR LF, but a bare LF is accepted (and kept verbatim in [`Reply::raw`], so a
+//! relayed reply reaches the MTA exactly as the MX sent it). All lines of a reply carry the same
+//! code.
+//!
+//! [`parse_reply`] is incremental in the sans-I/O style: give it the unconsumed bytes read so far;
+//! it answers "need more", "here is a reply and how many bytes it used", or an error. It never
+//! buffers anything itself, and refuses over-long lines and replies with too many lines as soon as
+//! the limit is known to be exceeded, so a peer cannot make the caller buffer without bound.
+
+use std::fmt;
+
+use super::printable;
+
+/// Bounds on replies read from a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// Longest accepted line, including its line ending. Default 4096.
+    pub max_line: usize,
+    /// Most lines in one reply. Default 128.
+    pub max_lines: usize,
+}
+
+impl Default for ReplyLimits {
+    fn default() -> ReplyLimits {
+        ReplyLimits {
+            max_line: 4096,
+            max_lines: 128,
+        }
+    }
+}
+
+/// One complete SMTP reply: its code and the exact bytes it was made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    code: u16,
+    raw: Vec<u8>,
+}
+
+impl Reply {
+    /// The three-digit reply code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// All lines of the reply, including their line endings, exactly as received.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The raw bytes, by value.
+    pub fn into_raw(self) -> Vec<u8> {
+        self.raw
+    }
+
+    /// The text of each line: what follows `ddd-` / `ddd ` (empty for a bare `ddd`), without the
+    /// line ending.
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.raw.split_inclusive(|&b| b == b'\n').map(line_text)
+    }
+
+    /// The lines' text joined with `" / "`, lossy UTF-8 with control characters replaced by `?`.
+    /// For logs and error messages only.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (i, line) in self.lines().enumerate() {
+            if i > 0 {
+                out.push_str(" / ");
+            }
+            out.push_str(&printable(line, usize::MAX));
+        }
+        out
+    }
+
+    /// 2xx or 3xx.
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// 4xx.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    /// Build a single-line reply `"ddd text\r\n"` (just `"ddd\r\n"` when `text` is empty).
+    /// CR and LF in `text` are replaced by spaces so the result is always one line. `code` is
+    /// expected to be a valid reply code (200..=599).
+    pub fn new_single(code: u16, text: &str) -> Reply {
+        let mut raw = format!("{code:03}").into_bytes();
+        if !text.is_empty() {
+            raw.push(b' ');
+            raw.extend(text.bytes().map(|b| match b {
+                b'\r' | b'\n' => b' ',
+                other => other,
+            }));
+        }
+        raw.extend_from_slice(b"\r\n");
+        Reply { code, raw }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text())
+    }
+}
+
+/// The text part of one raw line (with or without its line ending).
+fn line_text(line: &[u8]) -> &[u8] {
+    super::strip_line_end(line).get(4..).unwrap_or(&[])
+}
+
+/// Why bytes from a peer are not a valid reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// A line does not start with a valid three-digit code (first digit 2-5).
+    BadCode {
+        /// The start of the offending line, made printable.
+        line: String,
+    },
+    /// A later line of a multi-line reply carries another code than the first.
+    CodeMismatch {
+        /// Code of the first line.
+        first: u16,
+        /// The differing code.
+        later: u16,
+    },
+    /// The code is followed by something other than `-`, ` ` or the line end.
+    BadSeparator,
+    /// A line (complete or not) is longer than the limit.
+    LineTooLong {
+        /// The limit in bytes, including the line ending.
+        limit: usize,
+    },
+    /// The reply has more lines than the limit.
+    TooManyLines {
+        /// The limit in lines.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyError::BadCode { line } => {
+                write!(f, "malformed SMTP reply: no valid reply code in {line:?}")
+            }
+            ReplyError::CodeMismatch { first, later } => write!(
+                f,
+                "malformed SMTP reply: multi-line reply starts with code {first} but a later line has {later}"
+            ),
+            ReplyError::BadSeparator => write!(
+                f,
+                "malformed SMTP reply: reply code not followed by '-', ' ' or the line end"
+            ),
+            ReplyError::LineTooLong { limit } => {
+                write!(f, "SMTP reply line longer than {limit} bytes")
+            }
+            ReplyError::TooManyLines { limit } => {
+                write!(f, "SMTP reply has more than {limit} lines")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+/// Parse one complete reply from the front of `buf`.
+///
+/// Returns `Ok(Some((reply, consumed)))` when `buf[..consumed]` is a complete reply, `Ok(None)`
+/// when more bytes are needed, and `Err` when the bytes are malformed or a limit is exceeded
+/// (including an incomplete line that already has `max_line` bytes without a line end). The
+/// start of an incomplete line is checked too, so garbage is refused without waiting for a LF.
+pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut pos = 0usize;
+    let mut first_code: Option<u16> = None;
+    let mut count = 0usize;
+    loop {
+        let rest = buf.get(pos..).unwrap_or(&[]);
+        let window = rest.get(..limits.max_line).unwrap_or(rest);
+        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+            check_partial_line(rest, first_code)?;
+            if rest.len() >= limits.max_line {
+                return Err(ReplyError::LineTooLong {
+                    limit: limits.max_line,
+                });
+            }
+            return Ok(None);
+        };
+        count += 1;
+        if count > limits.max_lines {
+            return Err(ReplyError::TooManyLines {
+                limit: limits.max_lines,
+            });
+        }
+        let line = rest.get(..=lf).unwrap_or(rest);
+        let (code, last) = parse_line(line)?;
+        match first_code {
+            None => first_code = Some(code),
+            Some(first) if first != code => {
+                return Err(ReplyError::CodeMismatch { first, later: code })
+            }
+            Some(_) => {}
+        }
+        pos += lf + 1;
+        if last {
+            let raw = buf.get(..pos).unwrap_or(buf).to_vec();
+            return Ok(Some((Reply { code, raw }, pos)));
+        }
+        if count >= limits.max_lines {
+            // A continuation line at the limit: the next line would be one too many.
+            return Err(ReplyError::TooManyLines {
+                limit: limits.max_lines,
+            });
+        }
+    }
+}
+
+fn bad_code(line: &[u8]) -> ReplyError {
+    ReplyError::BadCode {
+        line: printable(super::strip_line_end(line), 64),
+    }
+}
+
+/// Parse the code of a complete line; returns (code, is_last_line).
+fn parse_line(line: &[u8]) -> Result<(u16, bool), ReplyError> {
+    let content = super::strip_line_end(line);
+    let code = match content {
+        [a, b, c, ..] if (b'2'..=b'5').contains(a) && b.is_ascii_digit() && c.is_ascii_digit() => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(bad_code(line)),
+    };
+    match content.get(3) {
+        None | Some(b' ') => Ok((code, true)),
+        Some(b'-') => Ok((code, false)),
+        Some(_) => Err(ReplyError::BadSeparator),
+    }
+}
+
+/// Check the bytes of an incomplete line that are already there.
+fn check_partial_line(partial: &[u8], first_code: Option<u16>) -> Result<(), ReplyError> {
+    for (i, &b) in partial.iter().take(3).enumerate() {
+        let ok = if i == 0 {
+            (b'2'..=b'5').contains(&b)
+        } else {
+            b.is_ascii_digit()
+        };
+        if !ok {
+            return Err(bad_code(partial));
+        }
+    }
+    if let [a, b, c, ..] = partial {
+        let code = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+        if let Some(first) = first_code {
+            if first != code {
+                return Err(ReplyError::CodeMismatch { first, later: code });
+            }
+        }
+    }
+    match partial.get(3) {
+        // '\r' may be the start of the line ending of a bare "250\r\n".
+        None | Some(b' ') | Some(b'-') | Some(b'\r') => Ok(()),
+        Some(_) => Err(ReplyError::BadSeparator),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        parse_reply(buf, &ReplyLimits::default())
+    }
+
+    #[test]
+    fn single_line() {
+        let (r, n) = parse(b"250 OK\r\nNEXT").unwrap().unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(r.code(), 250);
+        assert_eq!(r.raw(), b"250 OK\r\n");
+        assert_eq!(r.lines().collect::<Vec<_>>(), vec![&b"OK"[..]]);
+        assert_eq!(r.text(), "OK");
+        assert!(r.is_positive() && !r.is_transient() && !r.is_permanent());
+    }
+
+    #[test]
+    fn multi_line_and_bare_lf_kept_verbatim() {
+        let buf = b"250-mx.example\n250-PIPELINING\r\n250 SIZE 100\r\n354 x\r\n";
+        let (r, n) = parse(buf).unwrap().unwrap();
+        assert_eq!(n, 45);
+        assert_eq!(r.raw(), &buf[..45]);
+        assert_eq!(
+            r.lines().collect::<Vec<_>>(),
+            vec![&b"mx.example"[..], b"PIPELINING", b"SIZE 100"]
+        );
+        assert_eq!(r.text(), "mx.example / PIPELINING / SIZE 100");
+    }
+
+    #[test]
+    fn code_only_line() {
+        let (r, n) = parse(b"250\r\n").unwrap().unwrap();
+        assert_eq!((r.code(), n), (250, 5));
+        assert_eq!(r.lines().collect::<Vec<_>>(), vec![&b""[..]]);
+        let (r, _) = parse(b"421-a\r\n421\n").unwrap().unwrap();
+        assert_eq!(r.code(), 421);
+        assert!(r.is_transient());
+        let (r, _) = parse(b"550 no\r\n").unwrap().unwrap();
+        assert!(r.is_permanent() && !r.is_positive());
+    }
+
+    #[test]
+    fn incomplete() {
+        assert_eq!(parse(b"").unwrap(), None);
+        assert_eq!(parse(b"25").unwrap(), None);
+        assert_eq!(parse(b"250-a\r\n250 b").unwrap(), None);
+        assert_eq!(parse(b"250\r").unwrap(), None);
+    }
+
+    #[test]
+    fn malformed() {
+        assert!(matches!(
+            parse(b"hello\r\n"),
+            Err(ReplyError::BadCode { .. })
+        ));
+        assert!(matches!(
+            parse(b"150 x\r\n"),
+            Err(ReplyError::BadCode { .. })
+        ));
+        assert!(matches!(parse(b"25\r\n"), Err(ReplyError::BadCode { .. })));
+        assert!(matches!(parse(b"2x"), Err(ReplyError::BadCode { .. })));
+        assert_eq!(parse(b"250x\r\n"), Err(ReplyError::BadSeparator));
+        assert_eq!(parse(b"250\rx\r\n"), Err(ReplyError::BadSeparator));
+        assert_eq!(parse(b"250_"), Err(ReplyError::BadSeparator));
+        assert_eq!(
+            parse(b"250-a\r\n251 b\r\n"),
+            Err(ReplyError::CodeMismatch {
+                first: 250,
+                later: 251
+            })
+        );
+        assert_eq!(
+            parse(b"250-a\r\n251"),
+            Err(ReplyError::CodeMismatch {
+                first: 250,
+                later: 251
+            })
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let limits = ReplyLimits {
+            max_line: 10,
+            max_lines: 2,
+        };
+        // exactly 10 bytes including CRLF is fine
+        assert!(parse_reply(b"250 abcd\r\n", &limits).unwrap().is_some());
+        assert_eq!(
+            parse_reply(b"250 abcde\r\n", &limits),
+            Err(ReplyError::LineTooLong { limit: 10 })
+        );
+        // incomplete line that already reached the limit
+        assert_eq!(
+            parse_reply(b"250 abcdef", &limits),
+            Err(ReplyError::LineTooLong { limit: 10 })
+        );
+        assert_eq!(parse_reply(b"250 abcde", &limits), Ok(None));
+        assert!(parse_reply(b"250-a\r\n250 b\r\n", &limits)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            parse_reply(b"250-a\r\n250-b\r\n", &limits),
+            Err(ReplyError::TooManyLines { limit: 2 })
+        );
+        assert_eq!(
+            parse_reply(b"250-a\r\n250-b\r\n250 c\r\n", &limits),
+            Err(ReplyError::TooManyLines { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn new_single_builds_one_line() {
+        let r = Reply::new_single(421, "4.4.2 gone\r\nQUIT");
+        assert_eq!(r.raw(), b"421 4.4.2 gone  QUIT\r\n");
+        assert_eq!(r.code(), 421);
+        let (parsed, _) = parse(r.raw()).unwrap().unwrap();
+        assert_eq!(parsed, r);
+        assert_eq!(Reply::new_single(250, "").raw(), b"250\r\n");
+    }
+
+    #[test]
+    fn text_is_printable() {
+        let (r, _) = parse(b"550 bad\x1b[0m\xff\r\n").unwrap().unwrap();
+        assert_eq!(r.text(), "bad?[0m\u{fffd}");
+        assert_eq!(r.to_string(), "550 bad?[0m\u{fffd}");
+    }
+
+    #[test]
+    fn error_messages_are_useful() {
+        let e = parse(b"HTTP/1.1 400\r\n").unwrap_err();
+        assert!(e.to_string().contains("HTTP/1.1 400"), "{e}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn valid_reply() -> impl Strategy<Value = Vec<u8>> {
+            (
+                200u16..600,
+                prop::collection::vec(
+                    (prop::collection::vec(0x20u8..0x7f, 0..40), any::<bool>()),
+                    1..6,
+                ),
+            )
+                .prop_map(|(code, lines)| {
+                    let mut out = Vec::new();
+                    let n = lines.len();
+                    for (i, (text, bare_lf)) in lines.into_iter().enumerate() {
+                        out.extend_from_slice(code.to_string().as_bytes());
+                        out.push(if i + 1 == n { b' ' } else { b'-' });
+                        out.extend_from_slice(&text);
+                        out.extend_from_slice(if bare_lf { b"\n" } else { b"\r\n" });
+                    }
+                    out
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn prefixes_need_more(reply in valid_reply()) {
+                for i in 0..reply.len() {
+                    prop_assert_eq!(parse(&reply[..i]), Ok(None));
+                }
+                let (r, n) = parse(&reply).unwrap().unwrap();
+                prop_assert_eq!(n, reply.len());
+                prop_assert_eq!(r.raw(), &reply[..]);
+            }
+
+            #[test]
+            fn random_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..300),
+                                        max_line in 0usize..50, max_lines in 0usize..5) {
+                let limits = ReplyLimits { max_line, max_lines };
+                if let Ok(Some((r, n))) = parse_reply(&buf, &limits) {
+                    prop_assert!(n <= buf.len());
+                    prop_assert_eq!(r.raw(), &buf[..n]);
+                    let _ = r.text();
+                    let _ = r.lines().count();
+                }
+            }
+        }
+    }
+}
