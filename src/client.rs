@@ -123,7 +123,8 @@ fn show(bytes: &[u8]) -> String {
 impl ProxyClient {
     /// Connect, handshake, and queue `AUTH` (sent with the first request: pipelined).
     pub fn connect(cfg: &ProxyClientConfig) -> Result<ProxyClient, ClientError> {
-        let tcp = TcpStream::connect_timeout(&cfg.proxy, cfg.timeout).map_err(ClientError::Connect)?;
+        let tcp =
+            TcpStream::connect_timeout(&cfg.proxy, cfg.timeout).map_err(ClientError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let tls = cfg
             .tls
@@ -151,7 +152,10 @@ impl ProxyClient {
 
     /// Take the transcript recorded so far.
     pub fn take_transcript(&mut self) -> Vec<String> {
-        self.transcript.as_mut().map(std::mem::take).unwrap_or_default()
+        self.transcript
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn note(&mut self, line: String) {
@@ -278,7 +282,12 @@ impl MxSession<'_> {
 
     /// Deliver one message with MAIL, RCPT..., DATA (pipelined when the MX offers
     /// PIPELINING). `message` is the message as it should arrive; it is dot-stuffed here.
-    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &[u8]) -> Result<Delivery, ClientError> {
+    pub fn send_mail(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<Delivery, ClientError> {
         let c = &mut *self.client;
         let pipelining = self.caps.pipelining;
         let mut cmds = vec![format!("MAIL FROM:<{from}>")];
@@ -311,7 +320,10 @@ impl MxSession<'_> {
                 c.read()?;
             }
             self.rset_quietly();
-            return Err(ClientError::Smtp { stage: "MAIL FROM", reply });
+            return Err(ClientError::Smtp {
+                stage: "MAIL FROM",
+                reply,
+            });
         }
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
@@ -331,7 +343,10 @@ impl MxSession<'_> {
         };
         if data.code() != 354 {
             self.rset_quietly();
-            return Err(ClientError::Smtp { stage: "DATA", reply: data });
+            return Err(ClientError::Smtp {
+                stage: "DATA",
+                reply: data,
+            });
         }
         let c = &mut *self.client;
         let mut payload = Vec::with_capacity(message.len() + message.len() / 64 + 8);
@@ -340,10 +355,15 @@ impl MxSession<'_> {
         c.conn.write_through(&payload)?;
         let final_reply = c.read()?;
         if !final_reply.is_positive() {
-            return Err(ClientError::Smtp { stage: "end of data", reply: final_reply });
+            return Err(ClientError::Smtp {
+                stage: "end of data",
+                reply: final_reply,
+            });
         }
         if accepted.is_empty() {
-            return Err(ClientError::Protocol("message accepted with no accepted recipient".into()));
+            return Err(ClientError::Protocol(
+                "message accepted with no accepted recipient".into(),
+            ));
         }
         Ok(Delivery {
             accepted,
@@ -353,7 +373,13 @@ impl MxSession<'_> {
     }
 
     /// Deliver one message with BDAT in chunks of `chunk` octets (needs CHUNKING).
-    pub fn send_mail_bdat(&mut self, from: &str, to: &[&str], message: &[u8], chunk: usize) -> Result<Delivery, ClientError> {
+    pub fn send_mail_bdat(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+        chunk: usize,
+    ) -> Result<Delivery, ClientError> {
         let c = &mut *self.client;
         let mut cmds = vec![format!("MAIL FROM:<{from}>")];
         cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
@@ -369,7 +395,10 @@ impl MxSession<'_> {
         if !replies[0].is_positive() {
             let reply = replies[0].clone();
             self.rset_quietly();
-            return Err(ClientError::Smtp { stage: "MAIL FROM", reply });
+            return Err(ClientError::Smtp {
+                stage: "MAIL FROM",
+                reply,
+            });
         }
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
@@ -381,10 +410,17 @@ impl MxSession<'_> {
         }
         if accepted.is_empty() {
             self.rset_quietly();
-            return Err(ClientError::Smtp { stage: "RCPT TO", reply: replies[1].clone() });
+            return Err(ClientError::Smtp {
+                stage: "RCPT TO",
+                reply: replies[1].clone(),
+            });
         }
         let c = &mut *self.client;
-        let chunks: Vec<&[u8]> = if message.is_empty() { vec![&[][..]] } else { message.chunks(chunk.max(1)).collect() };
+        let chunks: Vec<&[u8]> = if message.is_empty() {
+            vec![&[][..]]
+        } else {
+            message.chunks(chunk.max(1)).collect()
+        };
         let n = chunks.len();
         for (i, part) in chunks.into_iter().enumerate() {
             let last = if i + 1 == n { " LAST" } else { "" };
@@ -404,10 +440,17 @@ impl MxSession<'_> {
         }
         if let Some(reply) = failure {
             self.rset_quietly();
-            return Err(ClientError::Smtp { stage: "BDAT", reply });
+            return Err(ClientError::Smtp {
+                stage: "BDAT",
+                reply,
+            });
         }
         let final_reply = last.ok_or_else(|| ClientError::Protocol("no BDAT reply".into()))?;
-        Ok(Delivery { accepted, rejected, final_reply })
+        Ok(Delivery {
+            accepted,
+            rejected,
+            final_reply,
+        })
     }
 
     fn rset_quietly(&mut self) {
@@ -422,7 +465,10 @@ impl MxSession<'_> {
         c.conn.send(b"QUIT\r\n")?;
         let r = c.read()?;
         if r.code() != 221 {
-            return Err(ClientError::Smtp { stage: "QUIT", reply: r });
+            return Err(ClientError::Smtp {
+                stage: "QUIT",
+                reply: r,
+            });
         }
         Ok(())
     }

@@ -44,7 +44,8 @@ pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
 
 /// Run until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
-    let mut signals = Signals::new([SIGUSR1, SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
+    let mut signals =
+        Signals::new([SIGUSR1, SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
     let rt = load(path)?;
     for w in &rt.config.warnings {
         warn!("{w}");
@@ -76,7 +77,10 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
 }
 
 fn reload(server: &Arc<Server>, path: &Path) {
-    let _ = sd_notify::notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading"))]);
+    let _ = sd_notify::notify(&[
+        NotifyState::Reloading,
+        NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
+    ]);
     match load(path) {
         Err(e) => error!("reload failed, keeping the running configuration: {e}"),
         Ok(rt) => {
@@ -105,12 +109,19 @@ fn stop(server: &Arc<Server>) {
     let grace = server.shared.runtime().config.timeouts.shutdown_grace;
     let counts = server.worker_counts();
     if counts.busy + counts.queued > 0 {
-        info!("waiting up to {} for {} session(s) in progress", humantime::format_duration(grace), counts.busy + counts.queued);
+        info!(
+            "waiting up to {} for {} session(s) in progress",
+            humantime::format_duration(grace),
+            counts.busy + counts.queued
+        );
     }
     if server.drain(grace) {
         info!("all sessions ended; exiting");
     } else {
         let c = server.worker_counts();
-        warn!("shutdown grace period over with {} session(s) still running; exiting", c.busy);
+        warn!(
+            "shutdown grace period over with {} session(s) still running; exiting",
+            c.busy
+        );
     }
 }

@@ -83,12 +83,17 @@ pub fn log_report(server: &Arc<Server>) {
 /// After a reload: QUIT pooled connections whose source address is no longer permitted.
 pub fn after_reload(server: &Arc<Server>) {
     let rt = server.shared.runtime();
-    let gone = server
-        .shared
-        .pool
-        .take_keys_where(|k| rt.config.source_addresses.iter().any(|n| n.contains(k.source)));
+    let gone = server.shared.pool.take_keys_where(|k| {
+        rt.config
+            .source_addresses
+            .iter()
+            .any(|n| n.contains(k.source))
+    });
     if !gone.is_empty() {
-        info!("reload: closing {} pooled connection(s) whose source address is no longer permitted", gone.len());
+        info!(
+            "reload: closing {} pooled connection(s) whose source address is no longer permitted",
+            gone.len()
+        );
     }
     quit_all(gone);
 }

@@ -35,7 +35,9 @@ fn message_arrives_byte_exact_with_dot_stuffing_and_no_final_newline() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
     assert_eq!(s.ready.origin, Origin::New);
     assert_eq!(s.ready.remote, mx.addr());
     assert_eq!(s.ready.local.ip(), ip("127.0.0.2"));
@@ -69,7 +71,11 @@ fn source_addresses_are_the_ones_requested() {
         s.quit().unwrap();
     }
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
-    let peers: Vec<String> = mx.messages().iter().map(|m| m.peer.ip().to_string()).collect();
+    let peers: Vec<String> = mx
+        .messages()
+        .iter()
+        .map(|m| m.peer.ip().to_string())
+        .collect();
     assert_eq!(peers, vec!["127.0.0.2", "127.0.0.3"]);
 }
 
@@ -80,11 +86,15 @@ fn ipv6_end_to_end() {
         ..TestMxConfig::default()
     })
     .unwrap();
-    let h = Harness::start(&[mx.addr().port()], "listen: [\"[::1]:0\"]\nallow_from: [\"::1\"]\n");
+    let h = Harness::start(
+        &[mx.addr().port()],
+        "listen: [\"[::1]:0\"]\nallow_from: [\"::1\"]\n",
+    );
     assert!(h.addr.is_ipv6());
     let mut c = h.client();
     let mut s = c.open(&req("::1", mx.addr(), TlsPolicy::None)).unwrap();
-    s.send_mail("a@x.test", &["b@y.test"], b"over IPv6\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"over IPv6\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert!(mx.messages()[0].peer.is_ipv6());
@@ -110,7 +120,10 @@ fn pipelined_batch_is_relayed_in_order() {
     assert!(r.reply().starts_with("221"));
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     let m = &mx.messages()[0];
-    assert_eq!(m.rcpt_to, vec!["b@y.test".to_string(), "c@y.test".to_string()]);
+    assert_eq!(
+        m.rcpt_to,
+        vec!["b@y.test".to_string(), "c@y.test".to_string()]
+    );
     assert_eq!(m.content, b"Subject: pipelined\r\n\r\nbody\r\n");
 }
 
@@ -119,11 +132,15 @@ fn bdat_chunks_pass_through_exactly() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
     assert!(s.caps.chunking);
     // Chunk contents that look like commands and like an end-of-data sequence.
     let msg = b"Subject: bdat\r\n\r\nQUIT\r\n.\r\nRSET\r\n\r\n.\r\nend".repeat(500);
-    let d = s.send_mail_bdat("a@x.test", &["b@y.test"], &msg, 4000).unwrap();
+    let d = s
+        .send_mail_bdat("a@x.test", &["b@y.test"], &msg, 4000)
+        .unwrap();
     assert_eq!(d.final_reply.code(), 250);
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
@@ -137,13 +154,18 @@ fn two_messages_in_one_session_and_a_second_connect_after_quit() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
     s.send_mail("a@x.test", &["b@y.test"], b"one\r\n").unwrap();
     s.send_mail("a@x.test", &["b@y.test"], b"two\r\n").unwrap();
     s.quit().unwrap();
     // Same MTA connection, a new request.
-    let mut s = c.open(&req("127.0.0.3", mx.addr(), TlsPolicy::None)).unwrap();
-    s.send_mail("a@x.test", &["b@y.test"], b"three\r\n").unwrap();
+    let mut s = c
+        .open(&req("127.0.0.3", mx.addr(), TlsPolicy::None))
+        .unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"three\r\n")
+        .unwrap();
     s.quit().unwrap();
     c.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 3));
@@ -153,7 +175,8 @@ fn two_messages_in_one_session_and_a_second_connect_after_quit() {
     assert_eq!(msgs[0].conn_index, msgs[1].conn_index);
     assert_ne!(msgs[1].conn_index, msgs[2].conn_index);
     // The first MX connection got QUIT from the proxy.
-    assert!(mx.wait_until(WAIT, |st| st.connections.len() == 2 && st.connections.iter().all(|c| c.quit_received)));
+    assert!(mx.wait_until(WAIT, |st| st.connections.len() == 2
+        && st.connections.iter().all(|c| c.quit_received)));
 }
 
 #[test]
@@ -167,7 +190,11 @@ fn wrong_secret_is_refused_and_the_connection_closed() {
     assert!(r.closed());
     // CONNECT without AUTH.
     let mut r = h.raw();
-    r.send(req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line().as_bytes());
+    r.send(
+        req("127.0.0.2", mx.addr(), TlsPolicy::None)
+            .to_line()
+            .as_bytes(),
+    );
     assert!(r.reply().starts_with("530 5.7.0 auth_required"));
     assert_eq!(mx.stats().connections, 0);
 }
@@ -176,7 +203,8 @@ fn wrong_secret_is_refused_and_the_connection_closed() {
 fn peer_outside_allow_from_is_closed_before_tls() {
     let h = Harness::start(&[25], "allow_from: [127.0.0.9/32]\n");
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.5:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.bind(&"127.0.0.5:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     sock.connect(&h.addr.into()).unwrap();
     let tcp: TcpStream = sock.into();
     let err = greenarrow_proxy::tls::ProxyClientTls::from_ca_pem(h.ca_pem.as_bytes())
@@ -184,20 +212,43 @@ fn peer_outside_allow_from_is_closed_before_tls() {
         .connect(tcp, "localhost", Duration::from_secs(5))
         .err()
         .expect("handshake must fail");
-    assert!(matches!(err, greenarrow_proxy::tls::TlsError::ClosedDuringHandshake | greenarrow_proxy::tls::TlsError::Io(_)), "{err}");
-    assert_eq!(h.server.shared.stats.refused_allow_from.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(
+        matches!(
+            err,
+            greenarrow_proxy::tls::TlsError::ClosedDuringHandshake
+                | greenarrow_proxy::tls::TlsError::Io(_)
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        h.server
+            .shared
+            .stats
+            .refused_allow_from
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
 fn request_errors_have_their_documented_codes() {
     let mx = plain_mx();
-    let h = Harness::start(&[mx.addr().port()], "source_addresses: [127.0.0.2, 192.0.2.1]\n");
+    let h = Harness::start(
+        &[mx.addr().port()],
+        "source_addresses: [127.0.0.2, 192.0.2.1]\n",
+    );
     let mut c = h.client();
     // Source not permitted.
-    let e = c.open(&req("127.0.0.3", mx.addr(), TlsPolicy::None)).err().unwrap();
+    let e = c
+        .open(&req("127.0.0.3", mx.addr(), TlsPolicy::None))
+        .err()
+        .unwrap();
     assert_eq!(failure(e), Failure::SourceNotPermitted);
     // Source permitted but not on this host (the bind fails; nothing is sent anywhere).
-    let e = c.open(&req("192.0.2.1", mx.addr(), TlsPolicy::None)).err().unwrap();
+    let e = c
+        .open(&req("192.0.2.1", mx.addr(), TlsPolicy::None))
+        .err()
+        .unwrap();
     assert_eq!(failure(e), Failure::SourceNotLocal);
     // Port not permitted.
     let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::None);
@@ -210,11 +261,21 @@ fn request_errors_have_their_documented_codes() {
     drop(closed);
     let h2 = Harness::start(&[port], "");
     let mut c2 = h2.client();
-    let e = c2.open(&req("127.0.0.2", SocketAddr::new(ip("127.0.0.1"), port), TlsPolicy::None)).err().unwrap();
+    let e = c2
+        .open(&req(
+            "127.0.0.2",
+            SocketAddr::new(ip("127.0.0.1"), port),
+            TlsPolicy::None,
+        ))
+        .err()
+        .unwrap();
     assert_eq!(failure(e), Failure::ConnectRefused);
     // The connection is still usable after failures.
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
-    s.send_mail("a@x.test", &["b@y.test"], b"still works\r\n").unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"still works\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert_eq!(mx.stats().connections, 1);
@@ -229,9 +290,18 @@ fn protocol_errors_are_500_and_unknown_parameters_refused() {
     assert!(r.reply().starts_with("235"));
     r.send(b"HELO me\r\n");
     assert!(r.reply().starts_with("500 5.5.2 protocol_error"));
-    r.send(format!("CONNECT source=127.0.0.2 host=127.0.0.1 port={} ehlo=a colour=blue\r\n", mx.addr().port()).as_bytes());
+    r.send(
+        format!(
+            "CONNECT source=127.0.0.2 host=127.0.0.1 port={} ehlo=a colour=blue\r\n",
+            mx.addr().port()
+        )
+        .as_bytes(),
+    );
     let rep = r.reply();
-    assert!(rep.starts_with("500 5.5.2 protocol_error") && rep.contains("colour"), "{rep}");
+    assert!(
+        rep.starts_with("500 5.5.2 protocol_error") && rep.contains("colour"),
+        "{rep}"
+    );
     r.send(b"NOOP\r\n");
     assert!(r.reply().starts_with("250"));
     assert_eq!(mx.stats().connections, 0);
@@ -245,7 +315,10 @@ fn banner_and_ehlo_rejections_carry_the_mx_reply() {
     });
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let e = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).err().unwrap();
+    let e = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .err()
+        .unwrap();
     let ClientError::Proxy(f) = e else { panic!() };
     assert_eq!(f.failure, Failure::BannerRejected { permanent: true });
     assert_eq!(f.mx_lines, vec![b"554 5.7.1 no mail from you".to_vec()]);
@@ -257,7 +330,10 @@ fn banner_and_ehlo_rejections_carry_the_mx_reply() {
     });
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let e = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).err().unwrap();
+    let e = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .err()
+        .unwrap();
     let ClientError::Proxy(f) = e else { panic!() };
     assert_eq!(f.failure, Failure::EhloRejected { permanent: false });
     assert!(e_is_transient(&f.failure));
@@ -276,10 +352,13 @@ fn helo_fallback_when_ehlo_is_refused() {
     });
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic))
+        .unwrap();
     assert!(s.ready.ehlo[0].starts_with(b"250"));
     assert!(s.ready.tls.is_none());
-    s.send_mail("a@x.test", &["b@y.test"], b"via HELO\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"via HELO\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert!(mx.connections()[0].helo_used);
@@ -290,7 +369,13 @@ fn mta_dropping_mid_body_leaves_the_mx_without_a_message() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut r = h.raw();
-    r.send(format!("AUTH 1 {SECRET}\r\n{}", req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()).as_bytes());
+    r.send(
+        format!(
+            "AUTH 1 {SECRET}\r\n{}",
+            req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()
+        )
+        .as_bytes(),
+    );
     r.reply();
     r.reply();
     r.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
@@ -299,7 +384,10 @@ fn mta_dropping_mid_body_leaves_the_mx_without_a_message() {
     assert!(r.reply().starts_with("354"));
     r.send(b"Subject: half\r\n\r\nthe first half of a message\r\n");
     // Wait until the MX holds those body bytes, then vanish.
-    assert!(mx.wait_until(WAIT, |st| st.connections.first().is_some_and(|c| c.commands.iter().any(|l| l == "DATA"))));
+    assert!(mx.wait_until(WAIT, |st| st
+        .connections
+        .first()
+        .is_some_and(|c| c.commands.iter().any(|l| l == "DATA"))));
     drop(r);
     assert!(mx.wait_until(WAIT, |st| st.connections.first().is_some_and(|c| c.closed)));
     let conn = &mx.connections()[0];
@@ -312,13 +400,19 @@ fn mta_starttls_is_refused_by_the_proxy() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
     let r = s.command("STARTTLS").unwrap();
     assert_eq!(r.code(), 454);
-    s.send_mail("a@x.test", &["b@y.test"], b"after refused STARTTLS\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"after refused STARTTLS\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
-    assert!(!mx.connections()[0].commands.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")));
+    assert!(!mx.connections()[0]
+        .commands
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case("STARTTLS")));
 }
 
 #[test]
@@ -329,7 +423,13 @@ fn mx_421_is_relayed_and_later_commands_get_421_until_quit() {
     });
     let h = Harness::start(&[mx.addr().port()], "");
     let mut r = h.raw();
-    r.send(format!("AUTH 1 {SECRET}\r\n{}", req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()).as_bytes());
+    r.send(
+        format!(
+            "AUTH 1 {SECRET}\r\n{}",
+            req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()
+        )
+        .as_bytes(),
+    );
     r.reply();
     r.reply();
     r.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");

@@ -35,9 +35,14 @@ fn opportunistic_uses_starttls_and_hands_over_post_tls_capabilities() {
     let mx = tls_mx(Faults::default());
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic))
+        .unwrap();
     let tls = s.ready.tls.clone().expect("TLS facts");
-    assert!(tls.version == "TLSv1.3" || tls.version == "TLSv1.2", "{tls:?}");
+    assert!(
+        tls.version == "TLSv1.3" || tls.version == "TLSv1.2",
+        "{tls:?}"
+    );
     assert!(!tls.cipher.is_empty());
     assert!(!tls.verified, "a self-signed certificate does not verify");
     assert_eq!(tls.peer_names, vec!["mx.test".to_string()]);
@@ -54,7 +59,10 @@ fn opportunistic_uses_starttls_and_hands_over_post_tls_capabilities() {
     let conn = &mx.connections()[0];
     assert_eq!(conn.tls_version.as_deref(), Some(tls.version.as_str()));
     // EHLO before and after TLS.
-    assert_eq!(conn.ehlo_names, vec!["mta.test".to_string(), "mta.test".to_string()]);
+    assert_eq!(
+        conn.ehlo_names,
+        vec!["mta.test".to_string(), "mta.test".to_string()]
+    );
     println!("negotiated {} {}", tls.version, tls.cipher);
 }
 
@@ -63,10 +71,18 @@ fn opportunistic_without_starttls_delivers_in_plaintext_and_says_so() {
     let mx = TestMx::start(TestMxConfig::default()).unwrap();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic))
+        .unwrap();
     assert!(s.ready.tls.is_none());
-    assert!(s.ready.tls_note.as_deref().unwrap().contains("does not offer STARTTLS"));
-    s.send_mail("a@x.test", &["b@y.test"], b"plain\r\n").unwrap();
+    assert!(s
+        .ready
+        .tls_note
+        .as_deref()
+        .unwrap()
+        .contains("does not offer STARTTLS"));
+    s.send_mail("a@x.test", &["b@y.test"], b"plain\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert!(!mx.messages()[0].tls);
@@ -77,12 +93,21 @@ fn required_against_a_plaintext_mx_fails_before_mail_from() {
     let mx = TestMx::start(TestMxConfig::default()).unwrap();
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let f = failure(c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Required)).err().unwrap());
+    let f = failure(
+        c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Required))
+            .err()
+            .unwrap(),
+    );
     assert_eq!(f.failure, Failure::TlsNotOffered);
     assert!(f.failure.is_transient());
     assert!(mx.wait_until(WAIT, |st| st.connections.first().is_some_and(|c| c.closed)));
     let cmds = &mx.connections()[0].commands;
-    assert!(!cmds.iter().any(|l| l.to_ascii_uppercase().starts_with("MAIL")), "{cmds:?}");
+    assert!(
+        !cmds
+            .iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("MAIL")),
+        "{cmds:?}"
+    );
 }
 
 #[test]
@@ -109,14 +134,18 @@ fn verify_succeeds_with_the_test_ca_as_extra_root() {
     let dir = TempDir::new("ca");
     let ca_file = dir.0.join("mx-ca.pem");
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let h = Harness::start(&[mx.addr().port()], &format!("mx_tls:\n  ca_file: {}\n", ca_file.display()));
+    let h = Harness::start(
+        &[mx.addr().port()],
+        &format!("mx_tls:\n  ca_file: {}\n", ca_file.display()),
+    );
     let mut c = h.client();
     let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::Verify);
     r.tls_name = Some("mx.test".into());
     let mut s = c.open(&r).unwrap();
     let tls = s.ready.tls.clone().unwrap();
     assert!(tls.verified, "{tls:?}");
-    s.send_mail("a@x.test", &["b@y.test"], b"verified\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"verified\r\n")
+        .unwrap();
     s.quit().unwrap();
     // The wrong name fails.
     r.tls_name = Some("other.test".into());
@@ -140,7 +169,8 @@ fn implicit_tls_smtps() {
     r.smtps = true;
     let mut s = c.open(&r).unwrap();
     assert!(s.ready.tls.is_some());
-    s.send_mail("a@x.test", &["b@y.test"], b"smtps\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"smtps\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert!(mx.messages()[0].tls);
@@ -154,7 +184,11 @@ fn bytes_injected_after_starttls_220_are_rejected() {
     });
     let h = Harness::start(&[mx.addr().port()], "");
     let mut c = h.client();
-    let f = failure(c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic)).err().unwrap());
+    let f = failure(
+        c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic))
+            .err()
+            .unwrap(),
+    );
     assert_eq!(f.failure, Failure::MxSetupFailed);
     assert!(f.text.contains("CVE-2011-0411"), "{f}");
     assert_eq!(mx.messages().len(), 0);
@@ -169,17 +203,31 @@ fn a_stalled_handshake_times_out_within_the_bound_and_can_fall_back() {
     let h = Harness::start(&[mx.addr().port()], "timeouts:\n  mx_tls_handshake: 1s\n");
     let mut c = h.client();
     let started = Instant::now();
-    let f = failure(c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic)).err().unwrap());
+    let f = failure(
+        c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic))
+            .err()
+            .unwrap(),
+    );
     assert_eq!(f.failure, Failure::TlsFailed, "{f}");
     assert!(f.text.contains("timed out"), "{f}");
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     // With tls_fallback=yes the proxy reconnects once without TLS.
     let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::Opportunistic);
     r.tls_fallback = true;
     let mut s = c.open(&r).unwrap();
     assert!(s.ready.tls.is_none());
-    assert!(s.ready.tls_note.as_deref().unwrap().contains("tls_fallback"));
-    s.send_mail("a@x.test", &["b@y.test"], b"fell back\r\n").unwrap();
+    assert!(s
+        .ready
+        .tls_note
+        .as_deref()
+        .unwrap()
+        .contains("tls_fallback"));
+    s.send_mail("a@x.test", &["b@y.test"], b"fell back\r\n")
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
     assert!(!mx.messages()[0].tls);
@@ -194,17 +242,29 @@ fn a_multi_megabyte_message_over_tls_arrives_byte_exact() {
     let mut i = 0u32;
     while msg.len() < 5 * 1024 * 1024 {
         // Lines of varying length, some starting with a dot.
-        let line = format!("{}{}\r\n", if i % 7 == 0 { "." } else { "" }, "x".repeat((i % 997) as usize));
+        let line = format!(
+            "{}{}\r\n",
+            if i % 7 == 0 { "." } else { "" },
+            "x".repeat((i % 997) as usize)
+        );
         msg.extend_from_slice(line.as_bytes());
         i += 1;
     }
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::Required)).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::Required))
+        .unwrap();
     s.send_mail("a@x.test", &["b@y.test"], &msg).unwrap();
-    s.send_mail_bdat("a@x.test", &["b@y.test"], &msg, 1 << 20).unwrap();
+    s.send_mail_bdat("a@x.test", &["b@y.test"], &msg, 1 << 20)
+        .unwrap();
     s.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
     for m in mx.messages() {
         assert!(m.tls);
-        assert!(m.content == msg, "message differs ({} vs {} octets)", m.content.len(), msg.len());
+        assert!(
+            m.content == msg,
+            "message differs ({} vs {} octets)",
+            m.content.len(),
+            msg.len()
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::{MxConnection, MxStream, MxTimeouts};
 use crate::bufconn::{BufConn, ReadError};
 use crate::dial::{dial, DialError};
 use crate::protocol::{reply_lines, ConnectRequest, Failure, FailureReply, TlsPolicy};
-use crate::smtp::{Reply, ReplyLimits};
+use crate::smtp::ReplyLimits;
 use crate::tls::{CertPolicy, MxTlsConnector, TlsError};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -72,7 +72,8 @@ pub fn establish(
                 && req.tls_fallback
                 && f.failure == Failure::TlsFailed =>
         {
-            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host).map_err(|(f, _)| f)?;
+            let mut c =
+                attempt(settings, req, TlsPolicy::None, addr, mx_host).map_err(|(f, _)| f)?;
             c.tls_note = Some(format!(
                 "TLS handshake failed ({}); reconnected without TLS (tls_fallback=yes)",
                 f.text
@@ -139,7 +140,10 @@ fn attempt(
                     ));
                 }
                 let MxStream::Plain(tcp) = stream else {
-                    return Err((FailureReply::new(Failure::TlsFailed, "TLS requested twice"), false));
+                    return Err((
+                        FailureReply::new(Failure::TlsFailed, "TLS requested twice"),
+                        false,
+                    ));
                 };
                 let cert_policy = if policy == TlsPolicy::Verify {
                     CertPolicy::Verify
@@ -178,16 +182,22 @@ fn attempt(
                         true,
                     ),
                     SetupFailure::Closing(r) => (
-                        FailureReply::new(Failure::MxSetupFailed, format!("{addr} closed the session during set-up"))
-                            .with_mx_lines(reply_lines(r.raw())),
+                        FailureReply::new(
+                            Failure::MxSetupFailed,
+                            format!("{addr} closed the session during set-up"),
+                        )
+                        .with_mx_lines(reply_lines(r.raw())),
                         false,
                     ),
                     SetupFailure::TlsNotOffered(note) => {
                         (FailureReply::new(Failure::TlsNotOffered, note), true)
                     }
                     SetupFailure::Unexpected(r) => (
-                        FailureReply::new(Failure::MxSetupFailed, format!("{addr} gave an unexpected reply"))
-                            .with_mx_lines(reply_lines(r.raw())),
+                        FailureReply::new(
+                            Failure::MxSetupFailed,
+                            format!("{addr} gave an unexpected reply"),
+                        )
+                        .with_mx_lines(reply_lines(r.raw())),
                         true,
                     ),
                 };
@@ -196,13 +206,18 @@ fn attempt(
         };
     }
     let verified_name = match (&tls_facts, policy) {
-        (Some(f), TlsPolicy::Verify) if f.verified => {
-            Some(tls_name.map(str::to_string).unwrap_or_else(|| addr.ip().to_string()))
-        }
+        (Some(f), TlsPolicy::Verify) if f.verified => Some(
+            tls_name
+                .map(str::to_string)
+                .unwrap_or_else(|| addr.ip().to_string()),
+        ),
         _ => None,
     };
     let (Some(banner), Some(greeting)) = (setup.banner.take(), setup.greeting.take()) else {
-        return Err((FailureReply::new(Failure::MxSetupFailed, "set-up ended early"), false));
+        return Err((
+            FailureReply::new(Failure::MxSetupFailed, "set-up ended early"),
+            false,
+        ));
     };
     Ok(MxConnection {
         conn,

@@ -118,7 +118,9 @@ impl Setup {
     /// The TLS handshake finished.
     pub fn on_tls_established(&mut self) -> Action {
         if self.state != State::Handshake {
-            return self.fail(SetupFailure::TlsNotOffered("TLS started out of sequence".into()));
+            return self.fail(SetupFailure::TlsNotOffered(
+                "TLS started out of sequence".into(),
+            ));
         }
         self.tls = true;
         if self.implicit_tls && self.banner.is_none() {
@@ -174,7 +176,11 @@ impl Setup {
                     self.state = State::Handshake;
                     return Action::StartTls;
                 }
-                let note = format!("STARTTLS refused by the MX: {}", reply.text());
+                let note = format!(
+                    "STARTTLS refused by the MX: {} {}",
+                    reply.code(),
+                    reply.text()
+                );
                 self.plaintext_or_fail(note)
             }
             State::Handshake | State::Done | State::Failed => {
@@ -251,7 +257,10 @@ mod tests {
             s.on_tls_established(),
             Action::Send(b"EHLO mta.test\r\n".to_vec(), Phase::Command)
         );
-        assert_eq!(s.on_reply(r("250-mx.test\r\n250 CHUNKING\r\n")), Action::Done);
+        assert_eq!(
+            s.on_reply(r("250-mx.test\r\n250 CHUNKING\r\n")),
+            Action::Done
+        );
         assert!(s.tls && s.caps.chunking && !s.caps.starttls);
     }
 

@@ -71,7 +71,9 @@ impl TlsWant {
             TlsWant::Any => true,
             TlsWant::Opportunistic => conn.tls.is_some() || conn.tls_attempted,
             TlsWant::Tls => conn.tls.is_some(),
-            TlsWant::Verified(name) => conn.tls.is_some() && conn.verified_name.as_deref() == Some(name.as_str()),
+            TlsWant::Verified(name) => {
+                conn.tls.is_some() && conn.verified_name.as_deref() == Some(name.as_str())
+            }
         }
     }
 }
@@ -167,7 +169,13 @@ impl Pool {
     /// Take the most recently used idle connection for `key` that satisfies `want` and is not
     /// too old. Connections found expired on the way are returned in `expired` for the caller
     /// to close outside the lock.
-    pub fn checkout(&self, key: &PoolKey, want: &TlsWant, now: Instant, expired: &mut Vec<MxConnection>) -> Option<MxConnection> {
+    pub fn checkout(
+        &self,
+        key: &PoolKey,
+        want: &TlsWant,
+        now: Instant,
+        expired: &mut Vec<MxConnection>,
+    ) -> Option<MxConnection> {
         let limits = self.limits();
         let mut inner = self.inner.lock();
         let mut found = None;
@@ -203,7 +211,12 @@ impl Pool {
     }
 
     /// Keep `conn` for reuse under `key`, or hand it back with the reason it was refused.
-    pub fn checkin(&self, key: PoolKey, conn: MxConnection, now: Instant) -> Result<(), (MxConnection, Refused)> {
+    pub fn checkin(
+        &self,
+        key: PoolKey,
+        conn: MxConnection,
+        now: Instant,
+    ) -> Result<(), (MxConnection, Refused)> {
         let limits = self.limits();
         if now.duration_since(conn.created) >= limits.reuse_time_limit {
             return Err((conn, Refused::TooOld));
@@ -290,7 +303,11 @@ impl Pool {
             .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
             .map(|(k, e)| PooledInfo {
                 key: k.clone(),
-                tls: e.conn.tls.as_ref().map(|t| (t.version.clone(), t.cipher.clone())),
+                tls: e
+                    .conn
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.version.clone(), t.cipher.clone())),
                 age: now.duration_since(e.conn.created),
                 idle: now.duration_since(e.since),
                 uses: e.conn.uses,

@@ -37,7 +37,10 @@ pub struct Reaper {
 
 impl Reaper {
     /// Start reaping `pool`; `verbose` logs each expiry.
-    pub fn start(pool: Arc<Pool>, verbose: impl Fn() -> bool + Send + 'static) -> std::io::Result<Reaper> {
+    pub fn start(
+        pool: Arc<Pool>,
+        verbose: impl Fn() -> bool + Send + 'static,
+    ) -> std::io::Result<Reaper> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new().name("pool reaper".into()).spawn(move || loop {

@@ -59,8 +59,9 @@ impl std::error::Error for StartError {}
 impl Runtime {
     /// Load what the configuration names (certificate, key, roots).
     pub fn build(config: Config) -> Result<Runtime, StartError> {
-        let acceptor = TlsAcceptor::from_pem_files(&config.tls_certificate, &config.tls_private_key)
-            .map_err(StartError::Tls)?;
+        let acceptor =
+            TlsAcceptor::from_pem_files(&config.tls_certificate, &config.tls_private_key)
+                .map_err(StartError::Tls)?;
         let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(StartError::Tls)?;
         let min = match config.mx_tls.min_version {
             crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
@@ -166,7 +167,8 @@ pub struct Server {
 
 fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
     let err = |error| StartError::Bind { addr, error };
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     if addr.is_ipv6() {
         s.set_only_v6(true).map_err(err)?;
@@ -180,7 +182,11 @@ impl Server {
     /// Bind every `listen` address and start accepting.
     pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
         let listen = rt.config.listen.clone();
-        let workers = WorkerPool::new(rt.config.max_sessions, rt.config.max_queued_sessions, SESSION_STACK);
+        let workers = WorkerPool::new(
+            rt.config.max_sessions,
+            rt.config.max_queued_sessions,
+            SESSION_STACK,
+        );
         let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared {
             pool: pool.clone(),
@@ -195,7 +201,10 @@ impl Server {
             reaper: Mutex::new(None),
         });
         let weak = Arc::downgrade(&server.shared);
-        let verbose = move || weak.upgrade().is_some_and(|s| s.runtime().config.log_verbose);
+        let verbose = move || {
+            weak.upgrade()
+                .is_some_and(|s| s.runtime().config.log_verbose)
+        };
         match Reaper::start(pool, verbose) {
             Ok(r) => *server.reaper.lock() = Some(r),
             Err(e) => warn!("cannot start the pool reaper thread (pooled connections will expire only at checkout): {e}"),
@@ -253,7 +262,10 @@ impl Server {
                     if self.shared.stopping.load(Ordering::SeqCst) {
                         return;
                     }
-                    if matches!(e.raw_os_error(), Some(nix::libc::EINVAL) | Some(nix::libc::EBADF)) {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EINVAL) | Some(nix::libc::EBADF)
+                    ) {
                         // The listener was shut down (reload removed it).
                         return;
                     }
@@ -263,13 +275,18 @@ impl Server {
                     continue;
                 }
             };
-            let Some(peer) = peer.as_socket() else { continue };
+            let Some(peer) = peer.as_socket() else {
+                continue;
+            };
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return;
             }
             let rt = self.shared.runtime();
             if !rt.config.allow_from.iter().any(|n| n.contains(peer.ip())) {
-                self.shared.stats.refused_allow_from.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .refused_allow_from
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!("mta={peer} refused: not in allow_from");
                 drop(conn);
                 continue;
@@ -284,7 +301,10 @@ impl Server {
             if let Err(job) = self.workers.try_submit(job) {
                 // Dropping the job closes its socket.
                 drop(job);
-                self.shared.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .refused_busy
+                    .fetch_add(1, Ordering::Relaxed);
                 warn!(
                     "mta={peer} refused: all {} session threads busy and the queue is full",
                     self.shared.runtime().config.max_sessions

@@ -21,15 +21,29 @@ use std::time::{Duration, Instant};
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Session<'_> {
-    pub(super) fn connect(&mut self, mta: &mut BufConn<ServerTlsStream>, req: ConnectRequest) -> Next {
+    pub(super) fn connect(
+        &mut self,
+        mta: &mut BufConn<ServerTlsStream>,
+        req: ConnectRequest,
+    ) -> Next {
         let started = Instant::now();
         let stats = &self.shared.stats;
         let (mut mx, origin) = match self.open_mx(&req) {
             Ok(x) => x,
             Err(f) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                verbose!(self.rt, "mta={} source={} dest={} connect failed: {f}", self.peer, req.source, req.dest);
-                return if mta.send(&f.render()).is_err() { Next::Close } else { Next::Continue };
+                verbose!(
+                    self.rt,
+                    "mta={} source={} dest={} connect failed: {f}",
+                    self.peer,
+                    req.source,
+                    req.dest
+                );
+                return if mta.send(&f.render()).is_err() {
+                    Next::Close
+                } else {
+                    Next::Continue
+                };
             }
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -51,7 +65,11 @@ impl Session<'_> {
             mx.local.ip(),
             mx.remote,
             started.elapsed().as_micros(),
-            if origin == Origin::New { "new" } else { "reused" },
+            if origin == Origin::New {
+                "new"
+            } else {
+                "reused"
+            },
             mx.tls.as_ref().map_or("none", |t| t.version.as_str())
         );
         if mta.send(&ready.render()).is_err() {
@@ -59,7 +77,14 @@ impl Session<'_> {
             return Next::Close;
         }
         let t = &self.rt.config.timeouts;
-        let out = relay::relay(mta, mx, t.mta_idle, &self.rt.mx.timeouts, self.rt.relay_limits, &self.rt.mx.reply_limits);
+        let out = relay::relay(
+            mta,
+            mx,
+            t.mta_idle,
+            &self.rt.mx.timeouts,
+            self.rt.relay_limits,
+            &self.rt.mx.reply_limits,
+        );
         self.finish(mta, &req, out)
     }
 
@@ -69,13 +94,19 @@ impl Session<'_> {
         if !cfg.source_addresses.iter().any(|n| n.contains(req.source)) {
             return Err(FailureReply::new(
                 Failure::SourceNotPermitted,
-                format!("source address {} is not permitted (source_addresses)", req.source),
+                format!(
+                    "source address {} is not permitted (source_addresses)",
+                    req.source
+                ),
             ));
         }
         if !cfg.destination_ports.contains(&req.port) {
             return Err(FailureReply::new(
                 Failure::DestinationNotPermitted,
-                format!("destination port {} is not permitted (destination_ports)", req.port),
+                format!(
+                    "destination port {} is not permitted (destination_ports)",
+                    req.port
+                ),
             ));
         }
         let candidates = self.candidates(req)?;
@@ -91,7 +122,12 @@ impl Session<'_> {
             match establish(&self.rt.mx, req, addr, host.as_deref()) {
                 Ok(c) => return Ok((c, Origin::New)),
                 Err(f) if try_next_address(&f) => {
-                    verbose!(self.rt, "mta={} source={} mx={addr} failed, trying the next address: {f}", self.peer, req.source);
+                    verbose!(
+                        self.rt,
+                        "mta={} source={} mx={addr} failed, trying the next address: {f}",
+                        self.peer,
+                        req.source
+                    );
                     last = Some(f);
                 }
                 Err(f) => return Err(f),
@@ -101,7 +137,12 @@ impl Session<'_> {
     }
 
     /// A healthy pooled connection for `addr`, if there is one. Dead ones are discarded.
-    fn reuse(&self, req: &ConnectRequest, addr: SocketAddr, host: Option<&str>) -> Option<(MxConnection, Origin)> {
+    fn reuse(
+        &self,
+        req: &ConnectRequest,
+        addr: SocketAddr,
+        host: Option<&str>,
+    ) -> Option<(MxConnection, Origin)> {
         let pool = &self.shared.pool;
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
@@ -116,7 +157,12 @@ impl Session<'_> {
                 crate::config::Probe::Rset => Some(b"RSET\r\n"),
             };
             if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, PROBE_TIMEOUT)) {
-                verbose!(self.rt, "pool: discarding dead connection source={} mx={}", c.local.ip(), c.remote);
+                verbose!(
+                    self.rt,
+                    "pool: discarding dead connection source={} mx={}",
+                    c.local.ip(),
+                    c.remote
+                );
                 c.close();
                 continue;
             }
@@ -134,24 +180,36 @@ impl Session<'_> {
     }
 
     /// The addresses to try, in order, each with the MX host name when known.
-    fn candidates(&self, req: &ConnectRequest) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+    fn candidates(
+        &self,
+        req: &ConnectRequest,
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
         let family = Family::of(&req.source);
         if let Destination::Ip(ip) = &req.dest {
             if !family.matches(ip) {
                 return Err(FailureReply::new(
                     Failure::DestinationNotPermitted,
-                    format!("destination {ip} and source {} are of different address families", req.source),
+                    format!(
+                        "destination {ip} and source {} are of different address families",
+                        req.source
+                    ),
                 ));
             }
             return Ok(vec![(SocketAddr::new(*ip, req.port), None)]);
         }
         let resolver = self.rt.resolver.as_ref().ok_or_else(|| {
-            FailureReply::new(Failure::DnsTemporary, "no DNS resolver is available (see the log at start-up)")
+            FailureReply::new(
+                Failure::DnsTemporary,
+                "no DNS resolver is available (see the log at start-up)",
+            )
         })?;
         let found = match &req.dest {
-            Destination::Host(h) => resolver
-                .lookup_host(h, family)
-                .map(|addrs| addrs.into_iter().map(|a| (a, h.clone())).collect::<Vec<_>>()),
+            Destination::Host(h) => resolver.lookup_host(h, family).map(|addrs| {
+                addrs
+                    .into_iter()
+                    .map(|a| (a, h.clone()))
+                    .collect::<Vec<_>>()
+            }),
             Destination::Domain(d) => resolver
                 .resolve_mx(d, family)
                 .map(|cs| cs.into_iter().map(|c| (c.addr, c.host)).collect()),
@@ -162,7 +220,10 @@ impl Session<'_> {
                 .into_iter()
                 .map(|(ip, host)| (SocketAddr::new(ip, req.port), Some(host)))
                 .collect()),
-            Ok(_) => Err(FailureReply::new(Failure::DnsNoAddress, format!("{}: no address of the source's family", req.dest))),
+            Ok(_) => Err(FailureReply::new(
+                Failure::DnsNoAddress,
+                format!("{}: no address of the source's family", req.dest),
+            )),
             Err(e) => Err(dns_failure(e)),
         }
     }

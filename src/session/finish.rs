@@ -13,15 +13,26 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Session<'_> {
-    pub(super) fn finish(&mut self, mta: &mut BufConn<ServerTlsStream>, req: &ConnectRequest, out: RelayOutcome) -> Next {
+    pub(super) fn finish(
+        &mut self,
+        mta: &mut BufConn<ServerTlsStream>,
+        req: &ConnectRequest,
+        out: RelayOutcome,
+    ) -> Next {
         let messages = out.relay.messages_accepted();
-        self.shared.stats.messages.fetch_add(messages, Ordering::Relaxed);
+        self.shared
+            .stats
+            .messages
+            .fetch_add(messages, Ordering::Relaxed);
         if let Some(why) = &out.mx_lost {
             verbose!(self.rt, "mta={} MX connection lost: {why}", self.peer);
         }
         let next = match out.end {
             RelayEnd::Quit => {
-                if mta.send(b"221 2.0.0 greenarrow_proxy: SMTP session closed\r\n").is_err() {
+                if mta
+                    .send(b"221 2.0.0 greenarrow_proxy: SMTP session closed\r\n")
+                    .is_err()
+                {
                     Next::Close
                 } else {
                     Next::Continue
@@ -49,7 +60,12 @@ impl Session<'_> {
 
     /// Keep `mx` in the pool when everything allows it, otherwise QUIT and close it.
     /// `state` is the relay's view (None when no SMTP session took place).
-    pub(super) fn release(&self, req: &ConnectRequest, mut mx: MxConnection, state: Option<PoolState>) {
+    pub(super) fn release(
+        &self,
+        req: &ConnectRequest,
+        mut mx: MxConnection,
+        state: Option<PoolState>,
+    ) {
         let why_not: Option<String> = (|| {
             if !req.reuse {
                 return Some("the request did not allow reuse".to_string());
@@ -75,7 +91,12 @@ impl Session<'_> {
         })();
         let mx = match why_not {
             Some(reason) => {
-                verbose!(self.rt, "mta={} mx={} not kept: {reason}", self.peer, mx.remote);
+                verbose!(
+                    self.rt,
+                    "mta={} mx={} not kept: {reason}",
+                    self.peer,
+                    mx.remote
+                );
                 mx.quit(QUIT_WAIT);
                 return;
             }
@@ -86,7 +107,12 @@ impl Session<'_> {
         match self.shared.pool.checkin(key, mx, Instant::now()) {
             Ok(()) => verbose!(self.rt, "mta={} mx={remote} kept for reuse", self.peer),
             Err((mx, refused)) => {
-                verbose!(self.rt, "mta={} mx={remote} not kept: {}", self.peer, refused.reason());
+                verbose!(
+                    self.rt,
+                    "mta={} mx={remote} not kept: {}",
+                    self.peer,
+                    refused.reason()
+                );
                 mx.quit(QUIT_WAIT);
             }
         }

@@ -5,7 +5,7 @@
 macro_rules! verbose {
     ($rt:expr, $($arg:tt)+) => {
         if $rt.config.log_verbose {
-            info!($($arg)+);
+            log::info!($($arg)+);
         }
     };
 }
@@ -16,14 +16,12 @@ pub mod relay;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::protocol::{
-    parse_request, ConnectReady, ConnectRequest, Destination, Failure, FailureReply, Origin,
-    Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
+    parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
 use crate::server::{Runtime, Shared};
 use crate::tls::ServerTlsStream;
-use log::{info, warn};
+use log::warn;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +30,6 @@ const MAX_PROTOCOL_ERRORS: u32 = 10;
 
 /// How long to wait for the MX's 221 after our QUIT.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
-
 
 /// Serve one accepted MTA connection to its end.
 pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
@@ -83,7 +80,8 @@ impl Session<'_> {
                     return;
                 }
                 Err(ReadError::LineTooLong(_)) => {
-                    let f = FailureReply::new(Failure::ProtocolError, "request line too long; closing");
+                    let f =
+                        FailureReply::new(Failure::ProtocolError, "request line too long; closing");
                     let _ = mta.send(&f.render());
                     return;
                 }
@@ -119,7 +117,11 @@ impl Session<'_> {
         };
         match req {
             Request::Noop => reply(mta, b"250 2.0.0 ok\r\n", Next::Continue),
-            Request::Quit => reply(mta, b"221 2.0.0 greenarrow_proxy closing connection\r\n", Next::Close),
+            Request::Quit => reply(
+                mta,
+                b"221 2.0.0 greenarrow_proxy closing connection\r\n",
+                Next::Close,
+            ),
             Request::Auth { version, secret } => {
                 if version != PROTOCOL_VERSION {
                     let f = FailureReply::new(
@@ -130,7 +132,11 @@ impl Session<'_> {
                 }
                 if self.rt.config.secret_matches(&secret) {
                     self.authed = true;
-                    reply(mta, b"235 2.7.0 authenticated protocol=1\r\n", Next::Continue)
+                    reply(
+                        mta,
+                        b"235 2.7.0 authenticated protocol=1\r\n",
+                        Next::Continue,
+                    )
                 } else {
                     warn!("mta={} authentication failed", self.peer);
                     let f = FailureReply::new(Failure::AuthFailed, "authentication failed");
@@ -144,6 +150,4 @@ impl Session<'_> {
             Request::Connect(req) => self.connect(mta, req),
         }
     }
-
 }
-

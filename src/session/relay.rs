@@ -75,7 +75,11 @@ pub fn relay(
                     break;
                 }
                 InputStep::AbortMx => {
-                    lose(&mut relay, &mut mx, "message body aborted (ambiguous end-of-data)".into());
+                    lose(
+                        &mut relay,
+                        &mut mx,
+                        "message body aborted (ambiguous end-of-data)".into(),
+                    );
                 }
                 InputStep::AwaitMx | InputStep::NeedInput => break,
             }
@@ -115,7 +119,11 @@ pub fn relay(
                     match relay.on_mx_reply(&reply) {
                         Ok(ReplyEffect::Continue) => {}
                         Ok(ReplyEffect::ServiceClosing) => {
-                            lose(&mut relay, &mut mx, format!("the MX closed the session: {}", reply.text()));
+                            lose(
+                                &mut relay,
+                                &mut mx,
+                                format!("the MX closed the session: {}", reply.text()),
+                            );
                         }
                         Err(e) => lose(&mut relay, &mut mx, format!("relay state: {e}")),
                     }

@@ -107,8 +107,13 @@ impl Harness {
             .unwrap()
             .connect(tcp, "localhost", Duration::from_secs(10))
             .unwrap();
-        tls.tcp().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Raw { s: tls, buf: Vec::new() }
+        tls.tcp()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw {
+            s: tls,
+            buf: Vec::new(),
+        }
     }
 }
 
@@ -133,13 +138,16 @@ impl Raw {
 
     /// Read one complete SMTP-shaped reply; returns its raw text. Panics on EOF.
     pub fn reply(&mut self) -> String {
-        self.try_reply().expect("connection closed while waiting for a reply")
+        self.try_reply()
+            .expect("connection closed while waiting for a reply")
     }
 
     /// One reply, or None at EOF.
     pub fn try_reply(&mut self) -> Option<String> {
         loop {
-            if let Ok(Some((r, n))) = greenarrow_proxy::smtp::parse_reply(&self.buf, &Default::default()) {
+            if let Ok(Some((r, n))) =
+                greenarrow_proxy::smtp::parse_reply(&self.buf, &Default::default())
+            {
                 self.buf.drain(..n);
                 return Some(String::from_utf8_lossy(r.raw()).into_owned());
             }

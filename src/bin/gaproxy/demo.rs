@@ -50,7 +50,10 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = TempDir(std::env::temp_dir().join(format!("gaproxy-demo-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
-    println!("== greenarrow_proxy demo (everything on loopback; files in {})", dir.0.display());
+    println!(
+        "== greenarrow_proxy demo (everything on loopback; files in {})",
+        dir.0.display()
+    );
 
     // Certificates and secret, made now.
     let ca = TestCa::new("greenarrow_proxy demo CA")?;
@@ -67,7 +70,10 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         starttls: Some(TlsAcceptor::from_pem(&mx_cert.cert_pem, &mx_cert.key_pem)?),
         ..TestMxConfig::default()
     })?;
-    println!("-- test MX listening on {} (offers STARTTLS, PIPELINING, CHUNKING)", mx.addr());
+    println!(
+        "-- test MX listening on {} (offers STARTTLS, PIPELINING, CHUNKING)",
+        mx.addr()
+    );
 
     // The proxy, configured from YAML like the daemon.
     let yaml = format!(
@@ -107,7 +113,12 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
             Origin::New => "new".to_string(),
             Origin::Reused { uses, .. } => format!("reused (used {uses} times before)"),
         };
-        let tls = s.ready.tls.as_ref().map(|t| format!("{} {}", t.version, t.cipher)).unwrap_or("none".into());
+        let tls = s
+            .ready
+            .tls
+            .as_ref()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or("none".into());
         s.quit()?;
         let transcript = proxy.take_transcript();
         if n == 1 {
@@ -137,7 +148,11 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
             "-- MX received message {}: from {} ({}), over TLS: {}, {} octets, byte-exact: {}",
             i + 1,
             m.peer.ip(),
-            if from_source { "the requested source" } else { "WRONG SOURCE" },
+            if from_source {
+                "the requested source"
+            } else {
+                "WRONG SOURCE"
+            },
             m.tls,
             m.content.len(),
             if exact { "yes" } else { "NO" }
@@ -147,7 +162,10 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     server.drain(Duration::from_secs(5));
     mx.shutdown();
     if ok {
-        println!("== demo OK: {} message(s) relayed through greenarrow_proxy", sent.len());
+        println!(
+            "== demo OK: {} message(s) relayed through greenarrow_proxy",
+            sent.len()
+        );
         Ok(())
     } else {
         Err("demo FAILED: the MX did not receive exactly what was sent".into())

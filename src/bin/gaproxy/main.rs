@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gaproxy", version, about = "greenarrow_proxy client, test MX and demo")]
+#[command(
+    name = "gaproxy",
+    version,
+    about = "greenarrow_proxy client, test MX and demo"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

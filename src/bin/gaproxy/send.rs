@@ -90,7 +90,11 @@ pub fn tls_policy(s: &str) -> Result<TlsPolicy, String> {
         "opportunistic" => TlsPolicy::Opportunistic,
         "required" => TlsPolicy::Required,
         "verify" => TlsPolicy::Verify,
-        _ => return Err(format!("--tls {s:?}: expected none, opportunistic, required or verify")),
+        _ => {
+            return Err(format!(
+                "--tls {s:?}: expected none, opportunistic, required or verify"
+            ))
+        }
     })
 }
 
@@ -101,7 +105,10 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         .to_string();
     let cfg = ProxyClientConfig {
         proxy: a.proxy,
-        tls_name: a.proxy_name.clone().unwrap_or_else(|| a.proxy.ip().to_string()),
+        tls_name: a
+            .proxy_name
+            .clone()
+            .unwrap_or_else(|| a.proxy.ip().to_string()),
         tls: ProxyClientTls::from_ca_file(&a.ca_file)?,
         secret,
         timeout: a.timeout,
@@ -142,7 +149,12 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
                 s.send_mail(&a.from, &to, &msg)
             };
             let origin = format!("{:?}", s.ready.origin);
-            let tls = s.ready.tls.as_ref().map(|t| t.version.clone()).unwrap_or_else(|| "none".into());
+            let tls = s
+                .ready
+                .tls
+                .as_ref()
+                .map(|t| t.version.clone())
+                .unwrap_or_else(|| "none".into());
             let quit = s.quit();
             let d = d?;
             quit?;

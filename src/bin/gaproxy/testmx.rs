@@ -41,7 +41,11 @@ pub fn run(a: TestMxArgs) -> Result<(), Box<dyn std::error::Error>> {
         cfg.implicit_tls = a.smtps;
     }
     let mx = TestMx::start(cfg)?;
-    println!("test MX listening on {} (STARTTLS {})", mx.addr(), if a.no_starttls { "off" } else { "on" });
+    println!(
+        "test MX listening on {} (STARTTLS {})",
+        mx.addr(),
+        if a.no_starttls { "off" } else { "on" }
+    );
     let mut seen = 0;
     loop {
         mx.wait_until(Duration::from_secs(3600), |s| s.messages.len() > seen);

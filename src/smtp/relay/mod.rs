@@ -439,6 +439,28 @@ impl Relay {
         self.dead.is_none() && !self.owed.is_empty()
     }
 
+    /// Whether the next reply owed is the one after the end of a message (DATA's final reply
+    /// or BDAT LAST's), which may take longer (`timeouts.mx_data_done`).
+    pub fn awaiting_data_end(&self) -> bool {
+        self.dead.is_none()
+            && matches!(
+                self.owed.front(),
+                Some(Owed::DataEnd) | Some(Owed::Bdat { last: true })
+            )
+    }
+
+    /// Whether the MTA is in the middle of message data (a DATA body or a BDAT chunk): if it
+    /// goes away now, the MX connection must be closed without ending the message.
+    pub fn in_message(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::Body(_)
+                | Mode::Chunk { .. }
+                | Mode::DiscardBody { .. }
+                | Mode::DiscardChunk { .. }
+        )
+    }
+
     /// Whether the MX connection could be reused now.
     pub fn pool_state(&self) -> PoolState {
         if let Some(dead) = &self.dead {
