@@ -244,7 +244,7 @@ fn a_multi_megabyte_message_over_tls_arrives_byte_exact() {
         // Lines of varying length, some starting with a dot.
         let line = format!(
             "{}{}\r\n",
-            if i % 7 == 0 { "." } else { "" },
+            if i.is_multiple_of(7) { "." } else { "" },
             "x".repeat((i % 997) as usize)
         );
         msg.extend_from_slice(line.as_bytes());

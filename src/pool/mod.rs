@@ -131,6 +131,12 @@ pub struct Pool {
     limits: Mutex<PoolLimits>,
 }
 
+/// A connection the pool did not take, with the reason.
+pub struct Rejected {
+    pub conn: MxConnection,
+    pub why: Refused,
+}
+
 /// Why a connection was not stored.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {

@@ -60,11 +60,11 @@ impl Session<'_> {
         };
         verbose!(
             self.rt,
-            "mta={} source={} mx={} ready in {} us: connection={} tls={}",
+            "mta={} source={} mx={} ready in {:.2} ms: connection={} tls={}",
             self.peer,
             mx.local.ip(),
             mx.remote,
-            started.elapsed().as_micros(),
+            started.elapsed().as_secs_f64() * 1000.0,
             if origin == Origin::New {
                 "new"
             } else {

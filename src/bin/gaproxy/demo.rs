@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 #[derive(Args)]
 pub struct DemoArgs {
     /// Messages to send.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     pub messages: u32,
     /// Body size of each message in bytes.
     #[arg(long, default_value_t = 2048)]
@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// Do not show the proxy's own log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not ask for connection reuse.
+    #[arg(long)]
+    pub no_reuse: bool,
 }
 
 struct TempDir(PathBuf);
@@ -96,22 +99,38 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         secret,
         timeout: Duration::from_secs(30),
     };
-    let mut proxy = ProxyClient::connect(&client_cfg)?;
-    proxy.record_transcript();
+    // Two MTAs (two proxy connections), both allowing reuse.
+    let mut mtas = [
+        ProxyClient::connect(&client_cfg)?,
+        ProxyClient::connect(&client_cfg)?,
+    ];
+    mtas[0].record_transcript();
     let sources: [IpAddr; 2] = ["127.0.0.2".parse()?, "127.0.0.3".parse()?];
     let mut sent = Vec::new();
+    let (mut fresh, mut reused) = (Vec::new(), Vec::new());
     for n in 1..=a.messages {
-        let source = sources[(n as usize - 1) % 2];
+        let i = n as usize - 1;
+        let source = sources[i % 2];
+        // MTA A sends the first round, then MTA B and A take turns.
+        let mta = if i < 2 { 0 } else { (i / 2) % 2 };
+        let proxy = &mut mtas[mta];
         let mut req = ConnectRequest::new(source, Destination::Ip(mx.addr().ip()), "mta.demo.test");
         req.port = mx.addr().port();
+        req.reuse = !a.no_reuse;
         let started = Instant::now();
         let mut s = proxy.open(&req)?;
         let ready = started.elapsed();
         let msg = sample_message("demo@sender.test", "user@mx.test", n, a.size);
         let d = s.send_mail("demo@sender.test", &["user@mx.test"], &msg)?;
         let origin = match &s.ready.origin {
-            Origin::New => "new".to_string(),
-            Origin::Reused { uses, .. } => format!("reused (used {uses} times before)"),
+            Origin::New => {
+                fresh.push(ready);
+                "new".to_string()
+            }
+            Origin::Reused { uses, messages, .. } => {
+                reused.push(ready);
+                format!("reused (used {uses} time(s), {messages} message(s) before)")
+            }
         };
         let tls = s
             .ready
@@ -128,13 +147,26 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         println!(
-            "-- message {n}: source {source}, connection {origin}, ready in {:.1} ms, TLS to MX: {tls}; MX: {}",
+            "-- message {n}: MTA {}, source {source}, connection {origin}, connect-to-ready {:.2} ms, TLS to MX: {tls}; MX: {}",
+            if mta == 0 { "A" } else { "B" },
             ready.as_secs_f64() * 1000.0,
             d.final_reply.text()
         );
         sent.push((source, msg));
     }
-    proxy.quit()?;
+    for m in mtas {
+        m.quit()?;
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).map(|d| d.as_secs_f64() * 1000.0)
+    };
+    if let (Some(f), Some(r)) = (median(&mut fresh), median(&mut reused)) {
+        println!(
+            "-- connect-to-ready, median: fresh STARTTLS connection {f:.2} ms, reused connection {r:.2} ms ({:.0}x faster)",
+            f / r
+        );
+    }
 
     // What did the MX really get?
     let all_in = mx.wait_until(Duration::from_secs(10), |s| s.messages.len() >= sent.len());
@@ -157,6 +189,14 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
             m.content.len(),
             if exact { "yes" } else { "NO" }
         );
+    }
+    let st = mx.stats();
+    println!(
+        "-- the MX saw {} TCP connection(s) and {} TLS handshake(s) for {} message(s)",
+        st.connections, st.tls_handshakes, st.messages
+    );
+    for line in greenarrow_proxy::report::report_lines(&server) {
+        println!("-- SIGUSR1 report: {line}");
     }
     server.stop_accepting();
     server.drain(Duration::from_secs(5));

@@ -23,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Deliver one or more messages through a proxy and print the SMTP transcript.
     Send(send::SendArgs),
