@@ -137,6 +137,12 @@ pub struct Rejected {
     pub why: Refused,
 }
 
+/// A connection the pool did not take, with the reason.
+pub struct Rejected {
+    pub conn: MxConnection,
+    pub why: Refused,
+}
+
 /// Why a connection was not stored.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -222,18 +228,19 @@ impl Pool {
         key: PoolKey,
         conn: MxConnection,
         now: Instant,
-    ) -> Result<(), (MxConnection, Refused)> {
+    ) -> Result<(), Box<Rejected>> {
         let limits = self.limits();
+        let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         if now.duration_since(conn.created) >= limits.reuse_time_limit {
-            return Err((conn, Refused::TooOld));
+            return reject(conn, Refused::TooOld);
         }
         let mut inner = self.inner.lock();
         if inner.total >= limits.max_idle_total {
-            return Err((conn, Refused::PoolFull));
+            return reject(conn, Refused::PoolFull);
         }
         let list = inner.map.entry(key).or_default();
         if list.len() >= limits.max_idle_per_key {
-            return Err((conn, Refused::KeyFull));
+            return reject(conn, Refused::KeyFull);
         }
         list.push_back(Idle { conn, since: now });
         inner.total += 1;

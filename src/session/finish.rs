@@ -106,14 +106,14 @@ impl Session<'_> {
         let remote = mx.remote;
         match self.shared.pool.checkin(key, mx, Instant::now()) {
             Ok(()) => verbose!(self.rt, "mta={} mx={remote} kept for reuse", self.peer),
-            Err((mx, refused)) => {
+            Err(rejected) => {
                 verbose!(
                     self.rt,
                     "mta={} mx={remote} not kept: {}",
                     self.peer,
-                    refused.reason()
+                    rejected.why.reason()
                 );
-                mx.quit(QUIT_WAIT);
+                rejected.conn.quit(QUIT_WAIT);
             }
         }
     }
