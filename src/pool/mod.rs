@@ -137,12 +137,6 @@ pub struct Rejected {
     pub why: Refused,
 }
 
-/// A connection the pool did not take, with the reason.
-pub struct Rejected {
-    pub conn: MxConnection,
-    pub why: Refused,
-}
-
 /// Why a connection was not stored.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
