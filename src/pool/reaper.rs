@@ -61,7 +61,7 @@ impl Reaper {
             let expired = pool.take_expired(Instant::now());
             if !expired.is_empty() && verbose() {
                 for c in &expired {
-                    info!("pool: closing idle connection source={} mx={} (idle or age limit reached)", c.local.ip(), c.remote);
+                    info!(source:% = c.local.ip(), mx:% = c.remote; "pool: closing an idle connection (idle or age limit reached)");
                 }
             }
             quit_all(expired);

@@ -287,7 +287,7 @@ impl Server {
                     .stats
                     .refused_allow_from
                     .fetch_add(1, Ordering::Relaxed);
-                warn!("mta={peer} refused: not in allow_from");
+                warn!(mta:% = peer; "refused: not in allow_from");
                 drop(conn);
                 continue;
             }
@@ -306,7 +306,8 @@ impl Server {
                     .refused_busy
                     .fetch_add(1, Ordering::Relaxed);
                 warn!(
-                    "mta={peer} refused: all {} session threads busy and the queue is full",
+                    mta:% = peer;
+                    "refused: all {} session threads busy and the queue is full",
                     self.shared.runtime().config.max_sessions
                 );
             }

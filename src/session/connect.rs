@@ -32,13 +32,7 @@ impl Session<'_> {
             Ok(x) => x,
             Err(f) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                verbose!(
-                    self.rt,
-                    "mta={} source={} dest={} connect failed: {f}",
-                    self.peer,
-                    req.source,
-                    req.dest
-                );
+                verbose!(self.rt, mta = self.peer, source = req.source, dest = req.dest; "connect failed: {f}");
                 return if mta.send(&f.render()).is_err() {
                     Next::Close
                 } else {
@@ -60,16 +54,12 @@ impl Session<'_> {
         };
         verbose!(
             self.rt,
-            "mta={} source={} mx={} ready in {:.2} ms: connection={} tls={}",
-            self.peer,
-            mx.local.ip(),
-            mx.remote,
+            mta = self.peer,
+            source = mx.local.ip(),
+            mx = mx.remote;
+            "ready in {:.2} ms: connection={} tls={}",
             started.elapsed().as_secs_f64() * 1000.0,
-            if origin == Origin::New {
-                "new"
-            } else {
-                "reused"
-            },
+            if origin == Origin::New { "new" } else { "reused" },
             mx.tls.as_ref().map_or("none", |t| t.version.as_str())
         );
         if mta.send(&ready.render()).is_err() {
@@ -122,12 +112,7 @@ impl Session<'_> {
             match establish(&self.rt.mx, req, addr, host.as_deref()) {
                 Ok(c) => return Ok((c, Origin::New)),
                 Err(f) if try_next_address(&f) => {
-                    verbose!(
-                        self.rt,
-                        "mta={} source={} mx={addr} failed, trying the next address: {f}",
-                        self.peer,
-                        req.source
-                    );
+                    verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
                     last = Some(f);
                 }
                 Err(f) => return Err(f),
@@ -157,12 +142,7 @@ impl Session<'_> {
                 crate::config::Probe::Rset => Some(b"RSET\r\n"),
             };
             if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, PROBE_TIMEOUT)) {
-                verbose!(
-                    self.rt,
-                    "pool: discarding dead connection source={} mx={}",
-                    c.local.ip(),
-                    c.remote
-                );
+                verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
                 c.close();
                 continue;
             }

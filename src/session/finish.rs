@@ -25,7 +25,7 @@ impl Session<'_> {
             .messages
             .fetch_add(messages, Ordering::Relaxed);
         if let Some(why) = &out.mx_lost {
-            verbose!(self.rt, "mta={} MX connection lost: {why}", self.peer);
+            verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
         }
         let next = match out.end {
             RelayEnd::Quit => {
@@ -48,7 +48,7 @@ impl Session<'_> {
             mx.messages += messages;
             if out.mid_body {
                 // Never complete a message the MTA did not finish.
-                verbose!(self.rt, "mta={} left in the middle of a message: MX connection closed without end of data", self.peer);
+                verbose!(self.rt, mta = self.peer, mx = mx.remote; "the MTA left in the middle of a message: MX connection closed without end of data");
                 mx.close();
             } else {
                 let state = out.relay.pool_state();
@@ -91,12 +91,7 @@ impl Session<'_> {
         })();
         let mx = match why_not {
             Some(reason) => {
-                verbose!(
-                    self.rt,
-                    "mta={} mx={} not kept: {reason}",
-                    self.peer,
-                    mx.remote
-                );
+                verbose!(self.rt, mta = self.peer, mx = mx.remote; "not kept: {reason}");
                 mx.quit(QUIT_WAIT);
                 return;
             }
@@ -105,14 +100,9 @@ impl Session<'_> {
         let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
         let remote = mx.remote;
         match self.shared.pool.checkin(key, mx, Instant::now()) {
-            Ok(()) => verbose!(self.rt, "mta={} mx={remote} kept for reuse", self.peer),
+            Ok(()) => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
             Err(rejected) => {
-                verbose!(
-                    self.rt,
-                    "mta={} mx={remote} not kept: {}",
-                    self.peer,
-                    rejected.why.reason()
-                );
+                verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", rejected.why.reason());
                 rejected.conn.quit(QUIT_WAIT);
             }
         }

@@ -2,10 +2,13 @@
 //! CONNECT, NOOP, QUIT), and the relayed SMTP session after each successful CONNECT.
 
 /// Log at info level when `log_verbose` is on.
+///
+/// Key-values become structured journal fields (`MTA`, `SOURCE`, `MX`) and trail the text on
+/// stderr: `verbose!(rt, mta = peer, mx = addr; "kept for reuse")`.
 macro_rules! verbose {
-    ($rt:expr, $($arg:tt)+) => {
+    ($rt:expr, $($key:ident = $val:expr),+ ; $($arg:tt)+) => {
         if $rt.config.log_verbose {
-            log::info!($($arg)+);
+            log::info!($($key:% = $val),+ ; $($arg)+);
         }
     };
 }
@@ -38,7 +41,7 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let tls = match rt.acceptor.accept(tcp, rt.config.timeouts.mta_handshake) {
         Ok(t) => t,
         Err(e) => {
-            verbose!(rt, "mta={peer} TLS handshake failed: {e}");
+            verbose!(rt, mta = peer; "TLS handshake with the MTA failed: {e}");
             return;
         }
     };
@@ -138,7 +141,7 @@ impl Session<'_> {
                         Next::Continue,
                     )
                 } else {
-                    warn!("mta={} authentication failed", self.peer);
+                    warn!(mta:% = self.peer; "authentication failed");
                     let f = FailureReply::new(Failure::AuthFailed, "authentication failed");
                     reply(mta, &f.render(), Next::Close)
                 }
