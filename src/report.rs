@@ -48,7 +48,7 @@ pub fn report_lines(server: &Server) -> Vec<String> {
     let s = &server.shared.stats;
     let w = server.worker_counts();
     let mut summary = format!(
-        "summary pooled={} keys={} pool_hits={} pool_misses={} pool_stored={} sessions_active={} sessions_queued={} threads={} sessions_total={} connects={} connect_failures={} messages={} refused_allow_from={} refused_busy={}",
+        "summary pooled={} keys={} pool_hits={} pool_misses={} pool_stored={} sessions_active={} sessions_queued={} threads={} sessions_total={} connects={} connect_failures={} messages={} refused_allow_from={} refused_busy={} refused_per_ip={}",
         counters.idle,
         counters.keys,
         counters.hits,
@@ -63,6 +63,7 @@ pub fn report_lines(server: &Server) -> Vec<String> {
         s.messages.load(Ordering::Relaxed),
         s.refused_allow_from.load(Ordering::Relaxed),
         s.refused_busy.load(Ordering::Relaxed),
+        s.refused_per_ip.load(Ordering::Relaxed),
     );
     if !per_key.is_empty() {
         summary.push_str(" per_key=");
@@ -83,10 +84,16 @@ pub fn log_report(server: &Arc<Server>) {
 /// After a reload: QUIT pooled connections whose source address is no longer permitted.
 pub fn after_reload(server: &Arc<Server>) {
     let rt = server.shared.runtime();
+    // Keep a connection while any client may still use its source address.
+    let c = &rt.config;
     let gone = server.shared.pool.take_keys_where(|k| {
-        rt.config
-            .source_addresses
+        c.clients
             .iter()
+            .flat_map(|cl| {
+                cl.source_addresses
+                    .as_deref()
+                    .unwrap_or(&c.source_addresses)
+            })
             .any(|n| n.contains(k.source))
     });
     if !gone.is_empty() {

@@ -17,6 +17,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
     ServerConnection, SignatureScheme, StreamOwned,
@@ -212,6 +213,17 @@ pub struct TlsAcceptor {
 impl TlsAcceptor {
     /// Load the certificate chain and private key from PEM files.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+        Self::from_pem_files_with_client_ca(cert, key, None)
+    }
+
+    /// As [`TlsAcceptor::from_pem_files`], and when `client_ca` is given, ask clients for a
+    /// certificate issued by it (optional: clients without one can still authenticate with a
+    /// secret; a certificate that does not verify fails the handshake).
+    pub fn from_pem_files_with_client_ca(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsAcceptor, TlsError> {
         let certs = certs_from_pem(&read_file(cert)?).map_err(|detail| TlsError::Pem {
             path: cert.to_owned(),
             detail,
@@ -220,7 +232,25 @@ impl TlsAcceptor {
             path: key.to_owned(),
             detail,
         })?;
-        Self::build(certs, key_der)
+        let verifier = match client_ca {
+            None => None,
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                let pem_err = |detail: String| TlsError::Pem {
+                    path: path.to_owned(),
+                    detail,
+                };
+                for c in certs_from_pem(&read_file(path)?).map_err(pem_err)? {
+                    roots.add(c).map_err(|e| pem_err(e.to_string()))?;
+                }
+                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                Some(v)
+            }
+        };
+        Self::build_with(certs, key_der, verifier)
     }
 
     /// Build from PEM text (generated certificates).
@@ -234,10 +264,22 @@ impl TlsAcceptor {
         certs: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<TlsAcceptor, TlsError> {
-        let config = ServerConfig::builder_with_provider(provider())
+        Self::build_with(certs, key, None)
+    }
+
+    fn build_with(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<TlsAcceptor, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(MinVersion::Tls12))
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_verifier {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
             .with_single_cert(certs, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(TlsAcceptor {
@@ -269,6 +311,15 @@ impl ServerTlsStream {
     /// The underlying socket (for timeouts, addresses, shutdown).
     pub fn tcp(&self) -> &TcpStream {
         &self.inner.sock
+    }
+
+    /// DNS names of the client's certificate, when it presented one (rustls has verified it
+    /// against the client CA during the handshake).
+    pub fn peer_names(&self) -> Vec<String> {
+        match self.inner.conn.peer_certificates() {
+            Some([ee, ..]) => dns_names(ee),
+            _ => Vec::new(),
+        }
     }
 
     /// Protocol version and cipher suite negotiated.
@@ -525,6 +576,7 @@ impl Write for ClientTlsStream {
 #[derive(Clone)]
 pub struct ProxyClientTls {
     config: Arc<ClientConfig>,
+    roots: RootCertStore,
 }
 
 impl ProxyClientTls {
@@ -551,10 +603,31 @@ impl ProxyClientTls {
         let config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(MinVersion::Tls12))
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots)
+            .with_root_certificates(roots.clone())
             .with_no_client_auth();
         Ok(ProxyClientTls {
             config: Arc::new(config),
+            roots,
+        })
+    }
+
+    /// Present this certificate chain and key to the proxy (mutual TLS).
+    pub fn with_client_cert(
+        self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<ProxyClientTls, TlsError> {
+        let certs = certs_from_pem(cert_pem).map_err(TlsError::PemText)?;
+        let key = key_from_pem(key_pem).map_err(TlsError::PemText)?;
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions(MinVersion::Tls12))
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(ProxyClientTls {
+            config: Arc::new(config),
+            roots: self.roots,
         })
     }
 
@@ -694,6 +767,39 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, TlsError::HandshakeTimeout(_)), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_are_verified_and_their_names_reported() {
+        let dir = std::env::temp_dir().join(format!("gap-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server_ca = certgen::TestCa::new("server CA").unwrap();
+        let server = server_ca.issue(&["localhost"]).unwrap();
+        let client_ca = certgen::TestCa::new("client CA").unwrap();
+        let client = client_ca.issue(&["mta1.test"]).unwrap();
+        let (c, k, ca) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("ca.pem"));
+        std::fs::write(&c, &server.cert_pem).unwrap();
+        std::fs::write(&k, &server.key_pem).unwrap();
+        std::fs::write(&ca, client_ca.cert_pem()).unwrap();
+        let acceptor = TlsAcceptor::from_pem_files_with_client_ca(&c, &k, Some(&ca)).unwrap();
+        let (ct, st) = pair();
+        let t = std::thread::spawn(move || {
+            let mut s = acceptor.accept(st, Duration::from_secs(5)).unwrap();
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            s.peer_names()
+        });
+        let tls = ProxyClientTls::from_ca_pem(server_ca.cert_pem().as_bytes())
+            .unwrap()
+            .with_client_cert(client.cert_pem.as_bytes(), client.key_pem.as_bytes())
+            .unwrap();
+        let mut cs = tls
+            .connect(ct, "localhost", Duration::from_secs(5))
+            .unwrap();
+        cs.write_all(b"hi").unwrap();
+        cs.flush().unwrap();
+        assert_eq!(t.join().unwrap(), vec!["mta1.test".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -34,6 +34,9 @@ fn main() -> ExitCode {
                 for w in &rt.config.warnings {
                     eprintln!("warning: {w}");
                 }
+                if let Some(w) = greenarrow_proxy::server::fd_budget(&rt.config) {
+                    eprintln!("warning: {w}");
+                }
                 print!("{}", rt.config.to_effective_yaml());
                 eprintln!("{}: configuration is valid", args.config.display());
                 ExitCode::SUCCESS

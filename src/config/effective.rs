@@ -1,9 +1,9 @@
 //! The effective configuration as YAML (every key, defaults filled in).
 
 use super::raw::{
-    RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawSecret, RawTimeouts, StringList,
+    RawClient, RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawSecret, RawTimeouts, StringList,
 };
-use super::Config;
+use super::{Config, DEFAULT_CLIENT};
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ fn to_raw(c: &Config) -> RawConfig {
     let strings = |items: Vec<String>| Some(StringList(items));
     let (auth_shared_secret, auth_shared_secret_file) = match &c.auth_shared_secret_file {
         Some(path) => (None, Some(path_str(path))),
+        None if c.secrets.is_empty() => (None, None),
         None => (Some(RawSecret(REDACTED.to_string())), None),
     };
     let t = &c.timeouts;
@@ -32,12 +33,40 @@ fn to_raw(c: &Config) -> RawConfig {
         allow_from: strings(c.allow_from.iter().map(|n| n.to_string()).collect()),
         auth_shared_secret,
         auth_shared_secret_file,
+        clients: {
+            let named: Vec<RawClient> = c
+                .clients
+                .iter()
+                .filter(|cl| cl.name != DEFAULT_CLIENT)
+                .map(|cl| RawClient {
+                    name: Some(cl.name.clone()),
+                    secrets: (cl.inline_secrets > 0).then(|| {
+                        (0..cl.inline_secrets)
+                            .map(|_| RawSecret(REDACTED.into()))
+                            .collect()
+                    }),
+                    secret_files: (!cl.secret_files.is_empty())
+                        .then(|| StringList(cl.secret_files.iter().map(|p| path_str(p)).collect())),
+                    source_addresses: cl
+                        .source_addresses
+                        .as_ref()
+                        .map(|l| StringList(l.iter().map(|n| n.to_string()).collect())),
+                    tls_client_names: (!cl.tls_client_names.is_empty())
+                        .then(|| StringList(cl.tls_client_names.clone())),
+                })
+                .collect();
+            (!named.is_empty()).then_some(named)
+        },
+        tls_client_ca: c.tls_client_ca.as_deref().map(path_str),
         log_verbose: Some(c.log_verbose),
         tls_certificate: Some(path_str(&c.tls_certificate)),
         tls_private_key: Some(path_str(&c.tls_private_key)),
         source_addresses: strings(c.source_addresses.iter().map(|n| n.to_string()).collect()),
         destination_ports: Some(c.destination_ports.iter().map(|&p| u64::from(p)).collect()),
+        destination_deny: strings(c.destination_deny.iter().map(|n| n.to_string()).collect()),
+        destination_allow: strings(c.destination_allow.iter().map(|n| n.to_string()).collect()),
         max_sessions: Some(c.max_sessions as u64),
+        max_sessions_per_ip: Some(c.max_sessions_per_ip as u64),
         max_queued_sessions: Some(c.max_queued_sessions as u64),
         limits: Some(RawLimits {
             max_command_line: Some(c.limits.max_command_line as u64),
@@ -47,6 +76,7 @@ fn to_raw(c: &Config) -> RawConfig {
         timeouts: Some(RawTimeouts {
             mta_handshake: duration(t.mta_handshake),
             mta_idle: duration(t.mta_idle),
+            session_lifetime: duration(t.session_lifetime),
             mx_connect: duration(t.mx_connect),
             mx_banner: duration(t.mx_banner),
             mx_command: duration(t.mx_command),

@@ -6,6 +6,7 @@
 //! `timeouts.mx_command: invalid duration "5 parsecs": ...`.
 //! See `docs/CONFIG.md` for the reference of every key.
 
+mod access;
 mod effective;
 mod error;
 mod net;
@@ -16,6 +17,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use access::{Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
 pub use error::ConfigError;
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
@@ -25,7 +27,6 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use subtle::Choice;
 
 /// Where the daemon looks for its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/greenarrow_proxy/greenarrow_proxy.yaml";
@@ -38,6 +39,8 @@ pub const DEFAULT_ALLOW_FROM: &[&str] = &["127.0.0.0/8", "::1/128"];
 pub const DEFAULT_DESTINATION_PORTS: &[u16] = &[25, 465, 587, 2525];
 /// Default `max_sessions`.
 pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+/// Default `max_sessions_per_ip`.
+pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 500;
 /// Default `max_queued_sessions`.
 pub const DEFAULT_MAX_QUEUED_SESSIONS: usize = 64;
 
@@ -51,11 +54,22 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Networks MTAs may connect from.
     pub allow_from: Vec<IpNet>,
-    /// Accepted shared secrets (one today).
+    /// The top-level shared secret(s) (`auth_shared_secret[_file]`); empty when only
+    /// named clients are configured.
     pub secrets: Vec<Secret>,
     /// Where the secret was read from, if `auth_shared_secret_file` was used
     /// (absolute or relative to the config file's directory, resolved).
     pub auth_shared_secret_file: Option<PathBuf>,
+    /// Every client: `default` (the top-level secret, if any) first, then `clients:`.
+    pub clients: Vec<Client>,
+    /// CA whose client certificates identify clients (mutual TLS); None: no client certificates.
+    pub tls_client_ca: Option<PathBuf>,
+    /// MX networks that may not be reached (unless in `destination_allow`).
+    pub destination_deny: Vec<IpNet>,
+    /// Exceptions to `destination_deny`.
+    pub destination_allow: Vec<IpNet>,
+    /// Concurrent sessions from one MTA address.
+    pub max_sessions_per_ip: usize,
     /// Log every session event, not only problems.
     pub log_verbose: bool,
     /// PEM certificate chain of the MTA-facing listener.
@@ -112,6 +126,8 @@ pub struct Timeouts {
     pub mta_handshake: Duration,
     /// Waiting for the MTA's next bytes.
     pub mta_idle: Duration,
+    /// Longest life of one MTA connection.
+    pub session_lifetime: Duration,
     /// TCP connect to the MX.
     pub mx_connect: Duration,
     /// The MX's greeting banner.
@@ -131,6 +147,7 @@ impl Default for Timeouts {
         Timeouts {
             mta_handshake: Duration::from_secs(10),
             mta_idle: Duration::from_secs(5 * 60),
+            session_lifetime: Duration::from_secs(3600),
             mx_connect: Duration::from_secs(30),
             mx_banner: Duration::from_secs(5 * 60),
             mx_command: Duration::from_secs(5 * 60),
@@ -278,13 +295,8 @@ impl Config {
         effective::to_yaml(self)
     }
 
-    /// Whether `candidate` equals one of the configured secrets. Every secret
-    /// is compared, each in constant time for a candidate of its length.
+    /// Whether `candidate` is the secret of any client (see [`Config::authenticate`]).
     pub fn secret_matches(&self, candidate: &[u8]) -> bool {
-        let mut found = Choice::from(0);
-        for secret in &self.secrets {
-            found |= secret.ct_matches(candidate);
-        }
-        found.into()
+        self.authenticate(candidate).is_some()
     }
 }

@@ -16,18 +16,40 @@ pub(crate) struct RawConfig {
     pub auth_shared_secret: Option<RawSecret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_shared_secret_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<RawClient>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<String>,
     pub log_verbose: Option<bool>,
     pub tls_certificate: Option<String>,
     pub tls_private_key: Option<String>,
     pub source_addresses: Option<StringList>,
     pub destination_ports: Option<Vec<u64>>,
+    pub destination_deny: Option<StringList>,
+    pub destination_allow: Option<StringList>,
     pub max_sessions: Option<u64>,
+    pub max_sessions_per_ip: Option<u64>,
     pub max_queued_sessions: Option<u64>,
     pub limits: Option<RawLimits>,
     pub timeouts: Option<RawTimeouts>,
     pub mx_tls: Option<RawMxTls>,
     pub pool: Option<RawPool>,
     pub dns: Option<RawDns>,
+}
+
+/// One entry of `clients:`.
+#[derive(Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<RawSecret>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_files: Option<StringList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_addresses: Option<StringList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_names: Option<StringList>,
 }
 
 /// `limits:`
@@ -45,6 +67,7 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawTimeouts {
     pub mta_handshake: Option<String>,
     pub mta_idle: Option<String>,
+    pub session_lifetime: Option<String>,
     pub mx_connect: Option<String>,
     pub mx_banner: Option<String>,
     pub mx_command: Option<String>,

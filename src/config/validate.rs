@@ -1,11 +1,12 @@
 //! From [`RawConfig`] to [`Config`]: defaults, parsing and range checks. Every
 //! error names the full dotted key.
 
+use super::access;
 use super::raw::{RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts, StringList};
 use super::{
     Config, ConfigError, DnsConfig, IpNet, Limits, MxTls, PoolConfig, Probe, Secret, Timeouts,
     TlsVersion, DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN,
-    DEFAULT_MAX_QUEUED_SESSIONS, DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_QUEUED_SESSIONS, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IP,
 };
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -52,18 +53,46 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         ));
     }
 
-    let (secret, auth_shared_secret_file) = secret(
-        raw.auth_shared_secret.map(|s| s.0),
-        raw.auth_shared_secret_file,
+    let tls_client_ca = raw
+        .tls_client_ca
+        .map(|p| required_path("tls_client_ca", Some(p), base_dir))
+        .transpose()?;
+    let named = access::clients(
+        raw.clients,
+        tls_client_ca.is_some(),
         base_dir,
         &mut warnings,
     )?;
+    let inline = raw.auth_shared_secret.map(|s| s.0);
+    let (secrets, auth_shared_secret_file) =
+        if named.is_empty() || inline.is_some() || raw.auth_shared_secret_file.is_some() {
+            let (s, f) = secret(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
+            (vec![s], f)
+        } else {
+            (Vec::new(), None)
+        };
+    let mut clients = Vec::with_capacity(named.len() + 1);
+    if !secrets.is_empty() {
+        clients.push(access::Client {
+            name: access::DEFAULT_CLIENT.to_string(),
+            secrets: secrets.clone(),
+            inline_secrets: usize::from(auth_shared_secret_file.is_none()),
+            secret_files: auth_shared_secret_file.iter().cloned().collect(),
+            source_addresses: None,
+            tls_client_names: Vec::new(),
+        });
+    }
+    clients.extend(named);
+    access::check_unique_secrets(&clients)?;
+    let (destination_deny, destination_allow) =
+        access::destination_policy(raw.destination_deny, raw.destination_allow)?;
 
     let tls_certificate = required_path("tls_certificate", raw.tls_certificate, base_dir)?;
     let tls_private_key = required_path("tls_private_key", raw.tls_private_key, base_dir)?;
 
     let source_addresses = networks("source_addresses", raw.source_addresses, &[])?;
-    if source_addresses.is_empty() {
+    let uses_top_level = clients.iter().any(|c| c.source_addresses.is_none());
+    if source_addresses.is_empty() && uses_top_level {
         return Err(ConfigError::invalid(
             "source_addresses",
             "required and must not be empty: no MTA could connect otherwise",
@@ -75,8 +104,18 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     Ok(Config {
         listen,
         allow_from,
-        secrets: vec![secret],
+        secrets,
         auth_shared_secret_file,
+        clients,
+        tls_client_ca,
+        destination_deny,
+        destination_allow,
+        max_sessions_per_ip: number(
+            "max_sessions_per_ip",
+            raw.max_sessions_per_ip,
+            DEFAULT_MAX_SESSIONS_PER_IP,
+            1..=100_000,
+        )?,
         log_verbose: raw.log_verbose.unwrap_or(false),
         tls_certificate,
         tls_private_key,
@@ -136,6 +175,7 @@ fn timeouts(raw: RawTimeouts) -> Result<Timeouts> {
     Ok(Timeouts {
         mta_handshake: t("mta_handshake", raw.mta_handshake, d.mta_handshake)?,
         mta_idle: t("mta_idle", raw.mta_idle, d.mta_idle)?,
+        session_lifetime: t("session_lifetime", raw.session_lifetime, d.session_lifetime)?,
         mx_connect: t("mx_connect", raw.mx_connect, d.mx_connect)?,
         mx_banner: t("mx_banner", raw.mx_banner, d.mx_banner)?,
         mx_command: t("mx_command", raw.mx_command, d.mx_command)?,
@@ -256,7 +296,7 @@ fn secret(
 }
 
 /// Reads the secret file (bounded) and trims trailing CR/LF.
-fn read_secret_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
     let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
     file.take(MAX_SECRET_FILE_BYTES + 1)
@@ -276,7 +316,7 @@ fn read_secret_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// The 32-character rule. The message never contains the secret.
-fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<()> {
+pub(crate) fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<()> {
     let chars = secret.chars().count();
     if chars < MIN_SECRET_CHARS {
         return Err(ConfigError::invalid(
@@ -297,7 +337,7 @@ fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<(
 }
 
 /// A path that must be present and not empty, resolved against `base_dir`.
-fn required_path(key: &str, value: Option<String>, base_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -> Result<PathBuf> {
     let value = value.ok_or_else(|| ConfigError::invalid(key, "required"))?;
     if value.is_empty() {
         return Err(ConfigError::invalid(key, "empty path"));
@@ -382,7 +422,11 @@ fn ports(value: Option<Vec<u64>>) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn networks(key: &str, value: Option<StringList>, default: &[&str]) -> Result<Vec<IpNet>> {
+pub(crate) fn networks(
+    key: &str,
+    value: Option<StringList>,
+    default: &[&str],
+) -> Result<Vec<IpNet>> {
     let list = value.map_or_else(|| default.iter().map(|s| s.to_string()).collect(), |l| l.0);
     list.iter()
         .enumerate()

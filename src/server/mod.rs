@@ -13,9 +13,10 @@ use crate::tls::{load_roots, MinVersion, MxTlsConnector, TlsAcceptor, TlsError};
 use log::{error, info, warn};
 use parking_lot::{Mutex, RwLock};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -59,9 +60,12 @@ impl std::error::Error for StartError {}
 impl Runtime {
     /// Load what the configuration names (certificate, key, roots).
     pub fn build(config: Config) -> Result<Runtime, StartError> {
-        let acceptor =
-            TlsAcceptor::from_pem_files(&config.tls_certificate, &config.tls_private_key)
-                .map_err(StartError::Tls)?;
+        let acceptor = TlsAcceptor::from_pem_files_with_client_ca(
+            &config.tls_certificate,
+            &config.tls_private_key,
+            config.tls_client_ca.as_deref(),
+        )
+        .map_err(StartError::Tls)?;
         let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(StartError::Tls)?;
         let min = match config.mx_tls.min_version {
             crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
@@ -114,13 +118,51 @@ pub struct Stats {
     pub sessions: AtomicU64,
     pub refused_allow_from: AtomicU64,
     pub refused_busy: AtomicU64,
+    pub refused_per_ip: AtomicU64,
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub messages: AtomicU64,
 }
 
+/// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.
+pub struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Claim a slot for `ip`, unless it already has `limit` sessions.
+    fn take(shared: &Arc<Shared>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut map = shared.per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// State shared by the accept threads and every session.
 pub struct Shared {
+    /// Sessions (queued or running) per MTA address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     runtime: RwLock<Arc<Runtime>>,
     /// Idle MX connections for reuse.
     pub pool: Arc<Pool>,
@@ -149,6 +191,31 @@ pub fn pool_limits(config: &Config) -> PoolLimits {
         max_idle_per_key: config.pool.max_idle_per_key,
         max_idle_total: config.pool.max_idle_total,
     }
+}
+
+/// File descriptors the configuration may need at its limits: two per session (MTA and MX
+/// sockets), one per idle pooled connection, plus listeners, DNS and logging.
+pub fn fds_needed(config: &Config) -> u64 {
+    (config.max_sessions as u64 + config.max_queued_sessions as u64) * 2
+        + config.pool.max_idle_total as u64
+        + config.listen.len() as u64
+        + 64
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; a warning when even that is below what
+/// the configuration may need.
+pub fn fd_budget(config: &Config) -> Option<String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let need = fds_needed(config);
+    (hard < need).then(|| {
+        format!(
+            "the open-files limit is {hard} but max_sessions, max_queued_sessions and pool.max_idle_total may need {need}: raise LimitNOFILE (systemd) or lower them"
+        )
+    })
 }
 
 struct Listener {
@@ -181,6 +248,9 @@ fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
 impl Server {
     /// Bind every `listen` address and start accepting.
     pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
+        if let Some(w) = fd_budget(&rt.config) {
+            warn!("{w}");
+        }
         let listen = rt.config.listen.clone();
         let workers = WorkerPool::new(
             rt.config.max_sessions,
@@ -189,6 +259,7 @@ impl Server {
         );
         let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared {
+            per_ip: Mutex::new(HashMap::new()),
             pool: pool.clone(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
@@ -291,10 +362,20 @@ impl Server {
                 drop(conn);
                 continue;
             }
+            let Some(slot) = IpSlot::take(&self.shared, peer.ip(), rt.config.max_sessions_per_ip)
+            else {
+                self.shared
+                    .stats
+                    .refused_per_ip
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(mta:% = peer; "refused: {} sessions from this address already (max_sessions_per_ip)", rt.config.max_sessions_per_ip);
+                continue;
+            };
             drop(rt);
             let tcp: TcpStream = conn.into();
             let shared = self.shared.clone();
             let job = Box::new(move || {
+                let _slot = slot;
                 shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
                 crate::session::serve(shared, tcp, peer);
             });

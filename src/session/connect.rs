@@ -71,6 +71,7 @@ impl Session<'_> {
             mta,
             mx,
             t.mta_idle,
+            self.deadline,
             &self.rt.mx.timeouts,
             self.rt.relay_limits,
             &self.rt.mx.reply_limits,
@@ -81,12 +82,18 @@ impl Session<'_> {
     /// Check permissions, resolve, then reuse or dial.
     fn open_mx(&self, req: &ConnectRequest) -> Result<(MxConnection, Origin), FailureReply> {
         let cfg = &self.rt.config;
-        if !cfg.source_addresses.iter().any(|n| n.contains(req.source)) {
+        let Some(id) = self.identity else {
+            return Err(FailureReply::new(
+                Failure::AuthRequired,
+                "authenticate with AUTH first",
+            ));
+        };
+        if !id.sources.iter().any(|n| n.contains(req.source)) {
             return Err(FailureReply::new(
                 Failure::SourceNotPermitted,
                 format!(
-                    "source address {} is not permitted (source_addresses)",
-                    req.source
+                    "source address {} is not permitted for client {}",
+                    req.source, id.name
                 ),
             ));
         }
@@ -99,7 +106,7 @@ impl Session<'_> {
                 ),
             ));
         }
-        let candidates = self.candidates(req)?;
+        let candidates = self.permitted(req, self.candidates(req)?)?;
         if req.reuse {
             for (addr, host) in &candidates {
                 if let Some(found) = self.reuse(req, *addr, host.as_deref()) {
@@ -157,6 +164,30 @@ impl Session<'_> {
             }
             return Some((c, origin));
         }
+    }
+
+    /// Drop candidates in `destination_deny` (unless in `destination_allow`); none left is
+    /// a `destination_not_permitted` failure.
+    fn permitted(
+        &self,
+        req: &ConnectRequest,
+        candidates: Vec<(SocketAddr, Option<String>)>,
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        let total = candidates.len();
+        let kept: Vec<_> = candidates
+            .into_iter()
+            .filter(|(a, _)| self.rt.config.destination_permitted(a.ip()))
+            .collect();
+        if kept.is_empty() {
+            return Err(FailureReply::new(
+                Failure::DestinationNotPermitted,
+                format!(
+                    "{}: {} address(es), all refused by destination_deny",
+                    req.dest, total
+                ),
+            ));
+        }
+        Ok(kept)
     }
 
     /// The addresses to try, in order, each with the MX host name when known.

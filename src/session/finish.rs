@@ -39,7 +39,11 @@ impl Session<'_> {
                 }
             }
             RelayEnd::MtaTimeout => {
-                let _ = mta.send(b"421 4.4.2 idle timeout: closing connection\r\n");
+                let _ = mta.send(super::IDLE_TIMEOUT);
+                Next::Close
+            }
+            RelayEnd::Lifetime => {
+                let _ = mta.send(super::LIFETIME_EXCEEDED);
                 Next::Close
             }
             RelayEnd::MtaGone => Next::Close,

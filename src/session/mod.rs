@@ -18,6 +18,7 @@ mod finish;
 pub mod relay;
 
 use crate::bufconn::{BufConn, ReadError};
+use crate::config::Identity;
 use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
@@ -26,13 +27,26 @@ use crate::tls::ServerTlsStream;
 use log::warn;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Protocol errors tolerated on one connection before it is closed.
 const MAX_PROTOCOL_ERRORS: u32 = 10;
 
 /// How long to wait for the MX's 221 after our QUIT.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Sent when the MTA was silent for `timeouts.mta_idle`.
+const IDLE_TIMEOUT: &[u8] = b"421 4.4.2 idle timeout: closing connection\r\n";
+
+/// Sent when the connection reached `timeouts.session_lifetime`.
+const LIFETIME_EXCEEDED: &[u8] = b"421 4.4.2 session lifetime exceeded: closing connection\r\n";
+
+/// How long the next read from the MTA may wait: the idle timeout, cut short by the session
+/// deadline; None when the deadline has passed.
+fn read_timeout(idle: Duration, deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then(|| idle.min(left))
+}
 
 /// Serve one accepted MTA connection to its end.
 pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
@@ -45,13 +59,25 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    // A verified client certificate may identify a client (mutual TLS).
+    let identity = if rt.config.tls_client_ca.is_some() {
+        let names = tls.peer_names();
+        let id = rt.config.identify_certificate(&names);
+        if let Some(id) = &id {
+            verbose!(rt, mta = peer, client = id.name; "authenticated by client certificate");
+        }
+        id
+    } else {
+        None
+    };
     let mut mta = BufConn::new(tls);
     let mut session = Session {
         shared: &shared,
         rt: &rt,
         peer,
-        authed: false,
+        identity,
         errors: 0,
+        deadline: Instant::now() + rt.config.timeouts.session_lifetime,
     };
     session.run(&mut mta);
     mta.get_mut().tcp().shutdown(std::net::Shutdown::Both).ok();
@@ -61,8 +87,11 @@ struct Session<'a> {
     shared: &'a Shared,
     rt: &'a Runtime,
     peer: SocketAddr,
-    authed: bool,
+    /// Who the MTA is, once authenticated (by secret or client certificate).
+    identity: Option<Identity<'a>>,
     errors: u32,
+    /// `timeouts.session_lifetime` from the accept.
+    deadline: Instant,
 }
 
 enum Next {
@@ -73,13 +102,22 @@ enum Next {
 impl Session<'_> {
     fn run(&mut self, mta: &mut BufConn<ServerTlsStream>) {
         loop {
-            if mta.set_timeout(self.rt.config.timeouts.mta_idle).is_err() {
+            let Some(timeout) = read_timeout(self.rt.config.timeouts.mta_idle, self.deadline)
+            else {
+                let _ = mta.send(LIFETIME_EXCEEDED);
+                return;
+            };
+            if mta.set_timeout(timeout).is_err() {
                 return;
             }
             let n = match mta.read_line(MAX_REQUEST_LINE) {
                 Ok(n) => n,
                 Err(ReadError::Timeout) => {
-                    let _ = mta.send(b"421 4.4.2 idle timeout: closing connection\r\n");
+                    let _ = mta.send(if Instant::now() >= self.deadline {
+                        LIFETIME_EXCEEDED
+                    } else {
+                        IDLE_TIMEOUT
+                    });
                     return;
                 }
                 Err(ReadError::LineTooLong(_)) => {
@@ -133,8 +171,9 @@ impl Session<'_> {
                     );
                     return reply(mta, &f.render(), Next::Close);
                 }
-                if self.rt.config.secret_matches(&secret) {
-                    self.authed = true;
+                if let Some(id) = self.rt.config.authenticate(&secret) {
+                    verbose!(self.rt, mta = self.peer, client = id.name; "authenticated");
+                    self.identity = Some(id);
                     reply(
                         mta,
                         b"235 2.7.0 authenticated protocol=1\r\n",
@@ -146,7 +185,7 @@ impl Session<'_> {
                     reply(mta, &f.render(), Next::Close)
                 }
             }
-            Request::Connect(_) if !self.authed => {
+            Request::Connect(_) if self.identity.is_none() => {
                 let f = FailureReply::new(Failure::AuthRequired, "authenticate with AUTH first");
                 reply(mta, &f.render(), Next::Continue)
             }

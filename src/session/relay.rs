@@ -8,7 +8,7 @@ use crate::bufconn::{BufConn, ReadError};
 use crate::mx::{MxConnection, MxTimeouts};
 use crate::smtp::{InputStep, Relay, RelayLimits, ReplyEffect, ReplyLimits};
 use crate::tls::ServerTlsStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a relayed SMTP session ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum RelayEnd {
     MtaGone,
     /// The MTA sent nothing within the idle timeout.
     MtaTimeout,
+    /// The connection reached `timeouts.session_lifetime`.
+    Lifetime,
 }
 
 /// The outcome: how it ended, the machine (for the pool decision), and the MX connection if
@@ -38,6 +40,7 @@ pub fn relay(
     mta: &mut BufConn<ServerTlsStream>,
     mx: MxConnection,
     mta_idle: Duration,
+    deadline: Instant,
     mx_timeouts: &MxTimeouts,
     relay_limits: RelayLimits,
     reply_limits: &ReplyLimits,
@@ -136,12 +139,15 @@ pub fn relay(
         if mta.has_output() && mta.flush().is_err() {
             break RelayEnd::MtaGone;
         }
-        if let Err(e) = mta.set_timeout(mta_idle).map_err(ReadError::from) {
-            let _ = e;
+        let Some(timeout) = super::read_timeout(mta_idle, deadline) else {
+            break RelayEnd::Lifetime;
+        };
+        if mta.set_timeout(timeout).is_err() {
             break RelayEnd::MtaGone;
         }
         match mta.fill() {
             Ok(_) => {}
+            Err(ReadError::Timeout) if Instant::now() >= deadline => break RelayEnd::Lifetime,
             Err(ReadError::Timeout) => break RelayEnd::MtaTimeout,
             Err(_) => break RelayEnd::MtaGone,
         }

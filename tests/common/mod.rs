@@ -59,6 +59,10 @@ pub fn proxy_files(ports: &[u16], extra_yaml: &str) -> (TempDir, String, String)
     if !has("listen") {
         yaml.push_str("listen: [\"127.0.0.1:0\"]\n");
     }
+    if !has("destination_allow") {
+        // Test MX servers live on loopback, which destination_deny refuses by default.
+        yaml.push_str("destination_allow: [127.0.0.0/8, \"::1\"]\n");
+    }
     if !has("source_addresses") {
         yaml.push_str("source_addresses: [127.0.0.0/8, \"::1\"]\n");
     }

@@ -82,7 +82,8 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let yaml = format!(
         "listen: [\"127.0.0.1:0\"]\nallow_from: [127.0.0.0/8, \"::1\"]\nauth_shared_secret: \"{secret}\"\n\
          log_verbose: true\ntls_certificate: {}\ntls_private_key: {}\n\
-         source_addresses: [127.0.0.0/8, \"::1\"]\ndestination_ports: [{}]\n",
+         source_addresses: [127.0.0.0/8, \"::1\"]\ndestination_ports: [{}]\n\
+         destination_allow: [127.0.0.0/8]\n",
         cert_path.display(),
         key_path.display(),
         mx.addr().port()

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod access;
 mod errors;
 
 const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-42";
@@ -130,6 +131,7 @@ fn full_valid_file() {
         Timeouts {
             mta_handshake: s(1),
             mta_idle: s(120),
+            session_lifetime: s(3600),
             mx_connect: s(3),
             mx_banner: s(4),
             mx_command: s(5),
@@ -260,7 +262,17 @@ fn all_keys(config: &Config) -> Vec<String> {
 fn example_and_docs_list_every_key() {
     let mut keys = all_keys(&parse(FULL).unwrap());
     keys.push("auth_shared_secret_file".into());
-    assert_eq!(keys.len(), 37, "{keys:?}");
+    for k in [
+        "clients",
+        "tls_client_ca",
+        "name",
+        "secrets",
+        "secret_files",
+        "tls_client_names",
+    ] {
+        keys.push(k.into());
+    }
+    assert_eq!(keys.len(), 47, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");
@@ -300,7 +312,8 @@ fn secret_never_printed() {
 #[test]
 fn secret_matches_any_and_only_exact() {
     let mut c = parse(&minimal()).unwrap();
-    c.secrets
+    c.clients[0]
+        .secrets
         .push(Secret::new(b"another-secret-another-secret-0000".to_vec()));
     assert!(c.secret_matches(SECRET.as_bytes()));
     assert!(c.secret_matches(b"another-secret-another-secret-0000"));
