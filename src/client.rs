@@ -121,7 +121,8 @@ fn show(bytes: &[u8]) -> String {
 }
 
 impl ProxyClient {
-    /// Connect, handshake, and queue `AUTH` (sent with the first request: pipelined).
+    /// Connect, handshake, and queue `AUTH` (sent with the first request: pipelined). With an
+    /// empty `secret` no `AUTH` is sent: the client certificate must identify the client.
     pub fn connect(cfg: &ProxyClientConfig) -> Result<ProxyClient, ClientError> {
         let tcp =
             TcpStream::connect_timeout(&cfg.proxy, cfg.timeout).map_err(ClientError::Connect)?;
@@ -132,10 +133,14 @@ impl ProxyClient {
             .map_err(ClientError::Tls)?;
         let mut conn = BufConn::new(tls);
         conn.set_timeout(cfg.timeout)?;
-        conn.queue(format!("AUTH {PROTOCOL_VERSION} {}\r\n", cfg.secret).as_bytes());
+        // An empty secret: the client certificate authenticates (mutual TLS), no AUTH.
+        let auth_pending = !cfg.secret.is_empty();
+        if auth_pending {
+            conn.queue(format!("AUTH {PROTOCOL_VERSION} {}\r\n", cfg.secret).as_bytes());
+        }
         Ok(ProxyClient {
             conn,
-            auth_pending: true,
+            auth_pending,
             transcript: None,
             limits: ReplyLimits::default(),
         })

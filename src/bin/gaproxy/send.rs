@@ -16,12 +16,18 @@ pub struct SendArgs {
     /// Name (or IP) the proxy's certificate must match [default: the proxy's IP].
     #[arg(long)]
     pub proxy_name: Option<String>,
-    /// File holding the shared secret.
-    #[arg(long)]
-    pub secret_file: PathBuf,
+    /// File holding the shared secret (optional with --client-cert).
+    #[arg(long, required_unless_present = "client_cert")]
+    pub secret_file: Option<PathBuf>,
     /// CA (or the proxy's own certificate) to verify the proxy with, PEM.
     #[arg(long)]
     pub ca_file: PathBuf,
+    /// Client certificate (PEM) to present to the proxy (mutual TLS).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Source IP the proxy should connect from.
     #[arg(long)]
     pub source: IpAddr,
@@ -99,17 +105,25 @@ pub fn tls_policy(s: &str) -> Result<TlsPolicy, String> {
 }
 
 pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let secret = std::fs::read_to_string(&a.secret_file)
-        .map_err(|e| format!("{}: {e}", a.secret_file.display()))?
-        .trim_end_matches(['\r', '\n'])
-        .to_string();
+    let secret = match &a.secret_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => String::new(),
+    };
+    let mut tls = ProxyClientTls::from_ca_file(&a.ca_file)?;
+    if let (Some(cert), Some(key)) = (&a.client_cert, &a.client_key) {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        tls = tls.with_client_cert(&read(cert)?, &read(key)?)?;
+    }
     let cfg = ProxyClientConfig {
         proxy: a.proxy,
         tls_name: a
             .proxy_name
             .clone()
             .unwrap_or_else(|| a.proxy.ip().to_string()),
-        tls: ProxyClientTls::from_ca_file(&a.ca_file)?,
+        tls,
         secret,
         timeout: a.timeout,
     };
