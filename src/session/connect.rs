@@ -185,9 +185,12 @@ impl Session<'_> {
         })?;
         let found = match &req.dest {
             Destination::Host(h) => resolver.lookup_host(h, family).map(|addrs| {
+                // Named like MX hosts (lower case, no trailing dot): this name is the
+                // default TLS name (SNI, verification, pool matching) and `mx_host`.
+                let name = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
                 addrs
                     .into_iter()
-                    .map(|a| (a, h.clone()))
+                    .map(|a| (a, name.clone()))
                     .collect::<Vec<_>>()
             }),
             Destination::Domain(d) => resolver
