@@ -1,12 +1,17 @@
-//! Integration tests of `greenarrow_proxy::dns` against real DNS servers on
-//! loopback: Debian's dnsmasq (package `dnsmasq-base`, must be installed: the
-//! tests fail without it) and, for slow and SERVFAIL answers, a tiny scripted
-//! responder built on hickory-proto.
+//! Integration tests of `greenarrow_proxy::dns` against DNS servers on
+//! loopback, with the real resolver.
+//!
+//! By default everything runs against an in-process responder
+//! (`tests/common/fakedns.rs`: UDP on 127.0.0.1, hickory-proto wire format):
+//! a static zone for the RFC 5321 §5.1 behaviour, scripted answers for
+//! SERVFAIL and slow servers. The zone tests also have `#[ignore]`d twins
+//! (`dnsmasq_zone::*`) that ask Debian's dnsmasq (package `dnsmasq-base`)
+//! serving the same zone; CI runs them with `cargo test --test dns -- --ignored`.
 
 #[path = "dns/dnsmasq.rs"]
 mod dnsmasq;
-#[path = "dns/fake.rs"]
-mod fake;
+#[path = "common/fakedns.rs"]
+mod fakedns;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -22,7 +27,7 @@ use hickory_resolver::proto::rr::rdata::{A, MX};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use dnsmasq::Dnsmasq;
-use fake::{FakeDns, Reply};
+use fakedns::{FakeDns, Reply, Zone};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -37,43 +42,104 @@ fn resolver(server: SocketAddr, timeout: Duration) -> Resolver {
     .unwrap()
 }
 
-/// The zone every dnsmasq test uses (all under `.test`).
-fn zone() -> Vec<String> {
-    [
-        // Two preferences.
-        "--mx-host=pref.test,mx20.pref.test,20",
-        "--mx-host=pref.test,mx10.pref.test,10",
-        "--host-record=mx10.pref.test,127.0.0.10,2001:db8::10",
-        "--host-record=mx20.pref.test,127.0.0.20,2001:db8::20",
-        // Equal preferences.
-        "--mx-host=equal.test,a.equal.test,10",
-        "--mx-host=equal.test,b.equal.test,10",
-        "--mx-host=equal.test,c.equal.test,20",
-        "--host-record=a.equal.test,127.0.1.1",
-        "--host-record=b.equal.test,127.0.1.2",
-        "--host-record=c.equal.test,127.0.1.3",
-        // No MX, address records only: implicit MX.
-        "--host-record=implicit.test,127.0.0.30,2001:db8::30",
-        // IPv4 only, directly and as an MX.
-        "--host-record=v4only.test,127.0.0.40",
-        "--mx-host=v4mx.test,v4only.test,10",
-        // Null MX (RFC 7505).
-        "--mx-host=nullmx.test,.,0",
-        // An MX host that does not exist next to one that does.
-        "--mx-host=partial.test,gone.partial.test,5",
-        "--mx-host=partial.test,mx.partial.test,10",
-        "--host-record=mx.partial.test,127.0.0.50",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// One entry of the zone the twin tests use, served by dnsmasq and by the
+/// in-process responder alike.
+enum Entry {
+    /// `MX preference exchange` for a domain; exchange `.` is a null MX.
+    Mx(&'static str, u16, &'static str),
+    /// A / AAAA records of a host, in this order.
+    Host(&'static str, &'static [&'static str]),
 }
 
-fn dnsmasq() -> (Dnsmasq, Resolver) {
-    let server = Dnsmasq::start(&zone());
-    let resolver = resolver(server.addr, Duration::from_secs(2));
-    (server, resolver)
+/// The zone every twin test uses (all under `.test`).
+const ZONE: &[Entry] = &[
+    // Two preferences.
+    Entry::Mx("pref.test", 20, "mx20.pref.test"),
+    Entry::Mx("pref.test", 10, "mx10.pref.test"),
+    Entry::Host("mx10.pref.test", &["127.0.0.10", "2001:db8::10"]),
+    Entry::Host("mx20.pref.test", &["127.0.0.20", "2001:db8::20"]),
+    // Equal preferences.
+    Entry::Mx("equal.test", 10, "a.equal.test"),
+    Entry::Mx("equal.test", 10, "b.equal.test"),
+    Entry::Mx("equal.test", 20, "c.equal.test"),
+    Entry::Host("a.equal.test", &["127.0.1.1"]),
+    Entry::Host("b.equal.test", &["127.0.1.2"]),
+    Entry::Host("c.equal.test", &["127.0.1.3"]),
+    // No MX, address records only: implicit MX.
+    Entry::Host("implicit.test", &["127.0.0.30", "2001:db8::30"]),
+    // IPv4 only, directly and as an MX.
+    Entry::Host("v4only.test", &["127.0.0.40"]),
+    Entry::Mx("v4mx.test", 10, "v4only.test"),
+    // Null MX (RFC 7505).
+    Entry::Mx("nullmx.test", 0, "."),
+    // An MX host that does not exist next to one that does.
+    Entry::Mx("partial.test", 5, "gone.partial.test"),
+    Entry::Mx("partial.test", 10, "mx.partial.test"),
+    Entry::Host("mx.partial.test", &["127.0.0.50"]),
+];
+
+/// [`ZONE`] as dnsmasq options.
+fn dnsmasq_options() -> Vec<String> {
+    ZONE.iter()
+        .map(|entry| match entry {
+            Entry::Mx(domain, preference, exchange) => {
+                format!("--mx-host={domain},{exchange},{preference}")
+            }
+            Entry::Host(name, addrs) => format!("--host-record={name},{}", addrs.join(",")),
+        })
+        .collect()
 }
+
+/// [`ZONE`] for the in-process responder.
+fn fake_zone() -> Zone {
+    ZONE.iter()
+        .fold(Zone::new("test"), |zone, entry| match entry {
+            Entry::Mx(domain, preference, exchange) => zone.mx(domain, *preference, exchange),
+            Entry::Host(name, addrs) => zone.addrs(name, addrs),
+        })
+}
+
+/// Runs each zone test twice: against the in-process responder (by default)
+/// and against dnsmasq (ignored unless `--ignored`: needs `dnsmasq-base`).
+macro_rules! zone_tests {
+    ($($name:ident),+ $(,)?) => {
+        /// The zone tests against the in-process responder.
+        mod fake_zone {
+            $(
+                #[test]
+                fn $name() {
+                    let server = super::FakeDns::zone(super::fake_zone());
+                    let resolver = super::resolver(server.addr, super::Duration::from_secs(2));
+                    super::$name(&resolver);
+                    assert!(server.queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
+                }
+            )+
+        }
+        /// The same tests against Debian's dnsmasq serving the same zone.
+        mod dnsmasq_zone {
+            $(
+                #[test]
+                #[ignore = "needs Debian's dnsmasq-base; CI runs them with --ignored"]
+                fn $name() {
+                    let server = super::Dnsmasq::start(&super::dnsmasq_options());
+                    let resolver = super::resolver(server.addr, super::Duration::from_secs(2));
+                    super::$name(&resolver);
+                }
+            )+
+        }
+    };
+}
+
+zone_tests!(
+    mx_hosts_in_preference_order_with_family_addresses,
+    equal_preferences_are_shuffled,
+    no_mx_means_implicit_mx_from_address_records,
+    lookup_host_picks_a_or_aaaa_by_family,
+    nxdomain_is_permanent,
+    null_mx_is_reported,
+    only_a_records_asked_for_v6_is_no_address,
+    missing_mx_host_is_skipped,
+);
 
 fn hosts(candidates: &[Candidate]) -> Vec<(&str, IpAddr, Option<u16>)> {
     candidates
@@ -82,9 +148,7 @@ fn hosts(candidates: &[Candidate]) -> Vec<(&str, IpAddr, Option<u16>)> {
         .collect()
 }
 
-#[test]
-fn mx_hosts_in_preference_order_with_family_addresses() {
-    let (_server, resolver) = dnsmasq();
+fn mx_hosts_in_preference_order_with_family_addresses(resolver: &Resolver) {
     let v4 = resolver.resolve_mx("pref.test", Family::V4).unwrap();
     assert_eq!(
         hosts(&v4),
@@ -104,9 +168,7 @@ fn mx_hosts_in_preference_order_with_family_addresses() {
     );
 }
 
-#[test]
-fn equal_preferences_are_shuffled() {
-    let (_server, resolver) = dnsmasq();
+fn equal_preferences_are_shuffled(resolver: &Resolver) {
     let mut firsts = HashSet::new();
     for _ in 0..64 {
         let c = resolver.resolve_mx("equal.test", Family::V4).unwrap();
@@ -121,9 +183,7 @@ fn equal_preferences_are_shuffled() {
     assert_eq!(firsts.len(), 2, "only saw {firsts:?} first");
 }
 
-#[test]
-fn no_mx_means_implicit_mx_from_address_records() {
-    let (_server, resolver) = dnsmasq();
+fn no_mx_means_implicit_mx_from_address_records(resolver: &Resolver) {
     assert_eq!(
         resolver.resolve_mx("implicit.test", Family::V4).unwrap(),
         vec![Candidate {
@@ -136,11 +196,14 @@ fn no_mx_means_implicit_mx_from_address_records() {
         hosts(&resolver.resolve_mx("implicit.test", Family::V6).unwrap()),
         vec![("implicit.test", ip("2001:db8::30"), Some(0))]
     );
+    // Named like an MX host: lower case, without the trailing dot.
+    assert_eq!(
+        hosts(&resolver.resolve_mx("Implicit.TEST.", Family::V4).unwrap()),
+        vec![("implicit.test", ip("127.0.0.30"), Some(0))]
+    );
 }
 
-#[test]
-fn lookup_host_picks_a_or_aaaa_by_family() {
-    let (_server, resolver) = dnsmasq();
+fn lookup_host_picks_a_or_aaaa_by_family(resolver: &Resolver) {
     assert_eq!(
         resolver.lookup_host("implicit.test", Family::V4).unwrap(),
         vec![ip("127.0.0.30")]
@@ -148,6 +211,14 @@ fn lookup_host_picks_a_or_aaaa_by_family() {
     assert_eq!(
         resolver.lookup_host("implicit.test.", Family::V6).unwrap(),
         vec![ip("2001:db8::30")]
+    );
+    // A name that exists with other records only (NODATA).
+    assert_eq!(
+        resolver.lookup_host("pref.test", Family::V4).unwrap_err(),
+        DnsError::NoAddress {
+            name: "pref.test".into(),
+            family: Family::V4
+        }
     );
     // IP literals need no DNS, but must match the family.
     assert_eq!(
@@ -163,9 +234,7 @@ fn lookup_host_picks_a_or_aaaa_by_family() {
     ));
 }
 
-#[test]
-fn nxdomain_is_permanent() {
-    let (_server, resolver) = dnsmasq();
+fn nxdomain_is_permanent(resolver: &Resolver) {
     let err = resolver.resolve_mx("nosuch.test", Family::V4).unwrap_err();
     assert_eq!(
         err,
@@ -178,9 +247,7 @@ fn nxdomain_is_permanent() {
     assert!(matches!(err, DnsError::NxDomain { .. }), "{err:?}");
 }
 
-#[test]
-fn null_mx_is_reported() {
-    let (_server, resolver) = dnsmasq();
+fn null_mx_is_reported(resolver: &Resolver) {
     let err = resolver.resolve_mx("nullmx.test", Family::V4).unwrap_err();
     assert_eq!(
         err,
@@ -191,9 +258,7 @@ fn null_mx_is_reported() {
     assert!(err.is_permanent());
 }
 
-#[test]
-fn only_a_records_asked_for_v6_is_no_address() {
-    let (_server, resolver) = dnsmasq();
+fn only_a_records_asked_for_v6_is_no_address(resolver: &Resolver) {
     let err = resolver.lookup_host("v4only.test", Family::V6).unwrap_err();
     assert_eq!(
         err,
@@ -224,9 +289,7 @@ fn only_a_records_asked_for_v6_is_no_address() {
     );
 }
 
-#[test]
-fn missing_mx_host_is_skipped() {
-    let (_server, resolver) = dnsmasq();
+fn missing_mx_host_is_skipped(resolver: &Resolver) {
     assert_eq!(
         hosts(&resolver.resolve_mx("partial.test", Family::V4).unwrap()),
         vec![("mx.partial.test", ip("127.0.0.50"), Some(10))]
@@ -405,4 +468,49 @@ fn blocking_calls_from_inside_an_async_runtime_are_refused() {
         .block_on(async { resolver.lookup_host("example.test", Family::V4) })
         .unwrap_err();
     assert!(matches!(err, DnsError::Setup(_)), "{err:?}");
+}
+
+/// The in-process zone answers like an authoritative server: what the twin
+/// tests rely on, checked on the zone itself (no resolver cache in between).
+#[test]
+fn fake_zone_answers_like_an_authoritative_server() {
+    let zone = fake_zone();
+    let mx = zone.answer("PREF.test.", RecordType::MX);
+    assert_eq!(mx.code, ResponseCode::NoError);
+    assert!(mx.authoritative);
+    assert_eq!(
+        mx.answers,
+        vec![
+            RData::MX(MX::new(20, Name::from_ascii("mx20.pref.test.").unwrap())),
+            RData::MX(MX::new(10, Name::from_ascii("mx10.pref.test.").unwrap())),
+        ]
+    );
+    let null = zone.answer("nullmx.test", RecordType::MX);
+    assert_eq!(null.answers, vec![RData::MX(MX::new(0, Name::root()))]);
+    // NODATA: the name exists with other types; the SOA comes with it.
+    for (name, rtype) in [
+        ("pref.test", RecordType::A),
+        ("implicit.test", RecordType::MX),
+        ("v4only.test", RecordType::AAAA),
+        ("test", RecordType::A),
+        ("equal.test", RecordType::AAAA),
+    ] {
+        let r = zone.answer(name, rtype);
+        assert_eq!(r.code, ResponseCode::NoError, "{name} {rtype}");
+        assert!(r.answers.is_empty(), "{name} {rtype}");
+        assert_eq!(r.authority.len(), 1, "{name} {rtype}");
+        assert_eq!(r.authority[0].1.record_type(), RecordType::SOA);
+    }
+    // NXDOMAIN under the zone, REFUSED outside it.
+    let r = zone.answer("gone.partial.test", RecordType::A);
+    assert_eq!(r.code, ResponseCode::NXDomain);
+    assert_eq!(r.authority[0].1.record_type(), RecordType::SOA);
+    assert_eq!(
+        zone.answer("example.com", RecordType::A).code,
+        ResponseCode::Refused
+    );
+    assert_eq!(
+        zone.answer("nottest", RecordType::A).code,
+        ResponseCode::Refused
+    );
 }

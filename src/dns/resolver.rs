@@ -145,7 +145,7 @@ impl Resolver {
                 })
             };
         }
-        let bare = name::normalize(host)?.to_string();
+        let bare = name::normalize(host)?.to_ascii_lowercase();
         let resolver = self.inner.resolver.clone();
         let deadline = self.inner.deadline;
         self.block_on(host_addrs(resolver, bare, family, deadline, MAX_HOST_ADDRS))?
@@ -166,7 +166,7 @@ impl Resolver {
     /// hosts that do not exist, lack the family or fail are skipped when
     /// another one works.
     pub fn resolve_mx(&self, domain: &str, family: Family) -> Result<Vec<Candidate>, DnsError> {
-        let bare = name::normalize(domain)?.to_string();
+        let bare = name::normalize(domain)?.to_ascii_lowercase();
         let resolver = self.inner.resolver.clone();
         let deadline = self.inner.deadline;
         self.block_on(resolve_mx(resolver, bare, family, deadline))?

@@ -159,9 +159,8 @@ impl Session<'_> {
                 messages: c.messages,
             };
             c.uses += 1;
-            if c.mx_host.is_none() {
-                c.mx_host = host.map(str::to_string);
-            }
+            // The name this request used (none for an IP literal), not the first user's.
+            c.mx_host = host.map(str::to_string);
             return Some((c, origin));
         }
     }
@@ -216,9 +215,12 @@ impl Session<'_> {
         })?;
         let found = match &req.dest {
             Destination::Host(h) => resolver.lookup_host(h, family).map(|addrs| {
+                // Named like MX hosts (lower case, no trailing dot): this name is the
+                // default TLS name (SNI, verification, pool matching) and `mx_host`.
+                let name = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
                 addrs
                     .into_iter()
-                    .map(|a| (a, h.clone()))
+                    .map(|a| (a, name.clone()))
                     .collect::<Vec<_>>()
             }),
             Destination::Domain(d) => resolver
