@@ -185,6 +185,7 @@ impl Pool {
         let limits = self.limits();
         let mut inner = self.inner.lock();
         let mut found = None;
+        let expired_before = expired.len();
         if let Some(list) = inner.map.get_mut(key) {
             let mut i = list.len();
             while i > 0 {
@@ -207,7 +208,7 @@ impl Pool {
                 inner.map.remove(key);
             }
         }
-        inner.total -= expired.len() + usize::from(found.is_some());
+        inner.total -= expired.len() - expired_before + usize::from(found.is_some());
         if found.is_some() {
             inner.hits += 1;
         } else {

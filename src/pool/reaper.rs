@@ -13,20 +13,29 @@ use std::time::{Duration, Instant};
 /// How long to wait for a 221 after QUIT on an expiring connection.
 pub const QUIT_WAIT: Duration = Duration::from_secs(2);
 
-/// Say QUIT to each connection and close it (in parallel when there are several, so that a
-/// slow MX does not hold up the rest).
+/// At most this many threads say QUIT at once.
+const QUIT_THREADS: usize = 16;
+
+/// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow
+/// MX does not hold up the rest (each waits at most [`QUIT_WAIT`] per connection).
 pub fn quit_all(conns: Vec<MxConnection>) {
-    match conns.len() {
-        0 => {}
-        1 => conns.into_iter().for_each(|c| c.quit(QUIT_WAIT)),
-        _ => {
-            std::thread::scope(|s| {
-                for c in conns {
-                    s.spawn(move || c.quit(QUIT_WAIT));
+    if conns.len() <= 1 {
+        conns.into_iter().for_each(|c| c.quit(QUIT_WAIT));
+        return;
+    }
+    let work = parking_lot::Mutex::new(conns);
+    let threads = work.lock().len().min(QUIT_THREADS);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let next = work.lock().pop();
+                match next {
+                    Some(c) => c.quit(QUIT_WAIT),
+                    None => return,
                 }
             });
         }
-    }
+    });
 }
 
 /// Handle to stop the reaper.
