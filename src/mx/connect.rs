@@ -35,8 +35,7 @@ fn read_failure(stage: &str, e: ReadError) -> FailureReply {
 }
 
 fn tls_failure(e: &TlsError, policy: TlsPolicy) -> FailureReply {
-    let verify_problem = matches!(e, TlsError::Handshake(d) if d.contains("certificate") || d.contains("trust anchors"));
-    let f = if policy == TlsPolicy::Verify && verify_problem {
+    let f = if policy == TlsPolicy::Verify && matches!(e, TlsError::Certificate(_)) {
         Failure::TlsVerifyFailed
     } else {
         Failure::TlsFailed

@@ -160,7 +160,7 @@ impl MxTlsConnector {
         let config = match (policy, &self.verifying) {
             (CertPolicy::Verify, Some((config, _))) => config.clone(),
             (CertPolicy::Verify, None) => {
-                return Err(TlsError::Handshake(
+                return Err(TlsError::Certificate(
                     "no trust anchors are configured: certificate verification is impossible"
                         .into(),
                 ))

@@ -43,7 +43,9 @@ pub enum TlsError {
     InvalidName(String),
     /// The handshake did not finish within its deadline.
     HandshakeTimeout(Duration),
-    /// The handshake failed: a TLS alert, a bad certificate, a protocol error.
+    /// The peer's certificate was refused (does not chain to the roots, wrong name, expired).
+    Certificate(String),
+    /// The handshake failed: a TLS alert, a protocol error.
     Handshake(String),
     /// The peer closed the connection during the handshake.
     ClosedDuringHandshake,
@@ -65,6 +67,7 @@ impl fmt::Display for TlsError {
                     humantime::format_duration(*d)
                 )
             }
+            TlsError::Certificate(d) => write!(f, "certificate not accepted: {d}"),
             TlsError::Handshake(d) => write!(f, "TLS handshake failed: {d}"),
             TlsError::ClosedDuringHandshake => {
                 write!(f, "peer closed the connection during the TLS handshake")
@@ -192,7 +195,15 @@ where
                 return Err(TlsError::ClosedDuringHandshake)
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(TlsError::Handshake(e.to_string()))
+                let certificate = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                return Err(if certificate {
+                    TlsError::Certificate(e.to_string())
+                } else {
+                    TlsError::Handshake(e.to_string())
+                });
             }
             Err(e) => return Err(TlsError::Io(e)),
         }

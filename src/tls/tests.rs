@@ -97,7 +97,7 @@ fn accept_any_reports_unverified_and_verify_fails() {
         )
         .err()
         .unwrap();
-    assert!(matches!(err, TlsError::Handshake(_)), "{err}");
+    assert!(matches!(err, TlsError::Certificate(_)), "{err}");
     assert!(t.join().unwrap().is_err());
 }
 
