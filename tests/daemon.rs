@@ -11,131 +11,17 @@ mod common;
 mod process;
 #[path = "daemon/raw.rs"]
 mod raw;
+#[path = "daemon/setup.rs"]
+mod setup;
 
-use common::{proxy_files, req, TempDir, SECRET};
-use greenarrow_proxy::certgen;
-use greenarrow_proxy::client::{ClientError, ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::{ConnectRequest, Failure, TlsPolicy};
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::{ProxyClientTls, TlsAcceptor};
+use common::SECRET;
+use greenarrow_proxy::client::ClientError;
+use greenarrow_proxy::protocol::{Failure, Origin};
 use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use process::{Daemon, WAIT};
-use raw::Raw;
+use setup::{conn_from, field, fields, is_secs, Setup, NEW_SECRET};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-
-/// The secret a reload switches to.
-const NEW_SECRET: &str = "rotated-secret-fedcba9876543210-fedcba9876543210";
-
-/// A test MX offering STARTTLS, and a proxy configuration file in a temp dir.
-struct Setup {
-    mx: TestMx,
-    dir: TempDir,
-    /// The configuration as first written.
-    yaml: String,
-    ca_pem: String,
-    config: PathBuf,
-}
-
-impl Setup {
-    fn new(extra_yaml: &str) -> Setup {
-        let cert = certgen::self_signed(&["mx.test"]).unwrap();
-        let mx = TestMx::start(TestMxConfig {
-            starttls: Some(TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap()),
-            ..TestMxConfig::default()
-        })
-        .unwrap();
-        let (dir, yaml, ca_pem) = proxy_files(&[mx.addr().port()], extra_yaml);
-        let config = dir.0.join("greenarrow_proxy.yaml");
-        std::fs::write(&config, &yaml).unwrap();
-        Setup {
-            mx,
-            dir,
-            yaml,
-            ca_pem,
-            config,
-        }
-    }
-
-    /// Replace the configuration file (the daemon reads it on SIGHUP).
-    fn rewrite(&self, yaml: &str) {
-        std::fs::write(&self.config, yaml).unwrap();
-    }
-
-    fn daemon(&self) -> Daemon {
-        Daemon::spawn(&self.config, &[SECRET, NEW_SECRET], |_| {})
-    }
-
-    fn client_config(&self, proxy: SocketAddr, secret: &str) -> ProxyClientConfig {
-        ProxyClientConfig {
-            proxy,
-            tls_name: "localhost".into(),
-            tls: ProxyClientTls::from_ca_pem(self.ca_pem.as_bytes()).unwrap(),
-            secret: secret.into(),
-            timeout: WAIT,
-        }
-    }
-
-    fn client(&self, proxy: SocketAddr, secret: &str) -> ProxyClient {
-        ProxyClient::connect(&self.client_config(proxy, secret)).unwrap()
-    }
-
-    /// One MTA connection: open, deliver `body`, QUIT the SMTP session and the proxy.
-    fn deliver(&self, proxy: SocketAddr, secret: &str, r: &ConnectRequest, body: &[u8]) {
-        let mut c = self.client(proxy, secret);
-        let mut s = c.open(r).unwrap();
-        s.send_mail("a@x.test", &["b@y.test"], body).unwrap();
-        s.quit().unwrap();
-        c.quit().unwrap();
-    }
-
-    fn request(&self, source: &str, reuse: bool) -> ConnectRequest {
-        let mut r = req(source, self.mx.addr(), TlsPolicy::Opportunistic);
-        r.reuse = reuse;
-        r
-    }
-
-    /// A raw session from `source` opened with `secret`, left in the middle of a message body
-    /// (MAIL, RCPT, DATA done, `first` sent).
-    fn session_mid_body(&self, proxy: SocketAddr, secret: &str, source: &str, first: &str) -> Raw {
-        let mut raw = Raw::connect(proxy, &self.ca_pem);
-        raw.expect(&format!("AUTH 1 {secret}\r\n"), "235 ");
-        let ready = raw.expect(&self.request(source, false).to_line(), "250");
-        assert!(ready.contains("250-tls=TLSv1.3"), "{ready}");
-        raw.expect("MAIL FROM:<a@x.test>\r\n", "250 ");
-        raw.expect("RCPT TO:<b@y.test>\r\n", "250 ");
-        raw.expect("DATA\r\n", "354 ");
-        raw.send(first.as_bytes());
-        raw
-    }
-}
-
-/// The `key=value` fields after `prefix` in a log line.
-fn fields<'a>(line: &'a str, prefix: &str) -> Vec<(&'a str, &'a str)> {
-    let (_, rest) = line
-        .split_once(prefix)
-        .unwrap_or_else(|| panic!("{prefix:?} not in {line:?}"));
-    rest.split(' ')
-        .map(|kv| {
-            kv.split_once('=')
-                .unwrap_or_else(|| panic!("{kv:?} in {line:?}"))
-        })
-        .collect()
-}
-
-fn field<'a>(fields: &[(&'a str, &'a str)], key: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| *k == key)
-        .unwrap_or_else(|| panic!("no {key} in {fields:?}"))
-        .1
-}
-
-fn is_secs(v: &str) -> bool {
-    v.strip_suffix('s')
-        .is_some_and(|n| n.parse::<f64>().is_ok_and(|f| f >= 0.0))
-}
 
 #[test]
 fn sigusr1_reports_every_pooled_connection_and_the_counters() {
@@ -306,13 +192,7 @@ fn sigterm_quits_pooled_connections_and_lets_a_session_finish() {
     d.wait_for("stopping: no longer accepting connections");
     d.wait_for("stopping: closing 1 pooled connection(s)");
     // The pooled connection got QUIT.
-    let from = |st: &greenarrow_proxy::testmx::MxState, ip: &str| {
-        st.connections
-            .iter()
-            .find(|c| c.peer.ip().to_string() == ip)
-            .cloned()
-    };
-    assert!(s.mx.wait_until(WAIT, |st| from(st, "127.0.0.2")
+    assert!(s.mx.wait_until(WAIT, |st| conn_from(st, "127.0.0.2")
         .is_some_and(|c| c.quit_received && c.closed)));
     // Nothing accepts new MTAs any more.
     assert!(TcpStream::connect_timeout(&addr, WAIT).is_err());
@@ -341,7 +221,7 @@ fn sigterm_quits_pooled_connections_and_lets_a_session_finish() {
     // The session's own MX connection was not kept: QUIT, closed, message complete.
     assert!(s
         .mx
-        .wait_until(WAIT, |st| from(st, "127.0.0.3").is_some_and(|c| c
+        .wait_until(WAIT, |st| conn_from(st, "127.0.0.3").is_some_and(|c| c
             .quit_received
             && c.closed
             && !c.aborted_data
@@ -530,15 +410,9 @@ fn sighup_closes_pooled_connections_from_sources_no_longer_permitted() {
         "reload: closing 1 pooled connection(s) whose source address is no longer permitted",
     );
     d.wait_for("configuration reloaded from");
-    let from = |st: &greenarrow_proxy::testmx::MxState, ip: &str| {
-        st.connections
-            .iter()
-            .find(|c| c.peer.ip().to_string() == ip)
-            .cloned()
-    };
-    assert!(s.mx.wait_until(WAIT, |st| from(st, "127.0.0.3")
+    assert!(s.mx.wait_until(WAIT, |st| conn_from(st, "127.0.0.3")
         .is_some_and(|c| c.quit_received && c.closed)));
-    assert!(from(&s.mx.state(), "127.0.0.2").is_some_and(|c| !c.quit_received && !c.closed));
+    assert!(conn_from(&s.mx.state(), "127.0.0.2").is_some_and(|c| !c.quit_received && !c.closed));
 
     // The removed source is refused; the kept one is reused.
     let mut c = s.client(addr, SECRET);
@@ -556,10 +430,7 @@ fn sighup_closes_pooled_connections_from_sources_no_longer_permitted() {
     let mut c = s.client(addr, SECRET);
     let sess = c.open(&s.request("127.0.0.2", true)).unwrap();
     assert!(
-        matches!(
-            sess.ready.origin,
-            greenarrow_proxy::protocol::Origin::Reused { .. }
-        ),
+        matches!(sess.ready.origin, Origin::Reused { .. }),
         "{:?}",
         sess.ready.origin
     );
