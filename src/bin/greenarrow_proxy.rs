@@ -51,8 +51,9 @@ fn main() -> ExitCode {
     match daemon::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logged once: on stderr, or in the journal (where stderr also goes, so a second
+            // copy with eprintln would only duplicate it).
             log::error!("cannot start: {e}");
-            eprintln!("greenarrow_proxy: {e}");
             ExitCode::FAILURE
         }
     }

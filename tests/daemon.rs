@@ -1,0 +1,503 @@
+//! The daemon as operators run it: the real `greenarrow_proxy` binary in a child process,
+//! configured by a file, receiving real signals (SIGUSR1, SIGHUP, SIGTERM), talking to
+//! systemd's notify socket, and logging to stderr.
+//!
+//! Every wait is bounded (10 s) and reads the daemon's stderr through a channel: the
+//! "ready on" line tells the port it bound (`listen: 127.0.0.1:0`) and that it is ready.
+//! No secret may ever appear in the daemon's stderr (checked when each daemon is dropped).
+
+mod common;
+#[path = "daemon/process.rs"]
+mod process;
+#[path = "daemon/raw.rs"]
+mod raw;
+#[path = "daemon/setup.rs"]
+mod setup;
+
+use common::SECRET;
+use greenarrow_proxy::client::ClientError;
+use greenarrow_proxy::protocol::{Failure, Origin};
+use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use process::{Daemon, WAIT};
+use setup::{conn_from, field, fields, is_secs, Setup, NEW_SECRET};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+
+#[test]
+fn sigusr1_reports_every_pooled_connection_and_the_counters() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        s.deliver(addr, SECRET, &s.request(source, true), b"hello\r\n");
+        // The 221 reaches the MTA before the connection is checked in: wait for the log.
+        let kept = d.wait_for("kept for reuse");
+        // Structured fields trail the text on stderr.
+        assert!(kept.contains(" mta=127.0.0.1:"), "{kept}");
+        assert!(kept.contains(&format!(" mx={}", s.mx.addr())), "{kept}");
+    }
+    d.signal(SIGUSR1);
+    let mut pooled = [d.wait_for("report pooled "), d.wait_for("report pooled ")];
+    let summary = d.wait_for("report summary ");
+    pooled.sort();
+    for (line, source) in pooled.iter().zip(["127.0.0.2", "127.0.0.3"]) {
+        let f = fields(line, "report pooled ");
+        let keys: Vec<&str> = f.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "source", "ehlo", "mx", "tls", "cipher", "age", "idle", "uses", "messages",
+                "last_mta"
+            ],
+            "{line}"
+        );
+        assert_eq!(field(&f, "source"), source, "{line}");
+        assert_eq!(field(&f, "ehlo"), "mta.test", "{line}");
+        assert_eq!(field(&f, "mx"), s.mx.addr().to_string(), "{line}");
+        assert_eq!(field(&f, "tls"), "TLSv1.3", "{line}");
+        assert!(field(&f, "cipher").starts_with("TLS13_"), "{line}");
+        assert!(is_secs(field(&f, "age")), "{line}");
+        assert!(is_secs(field(&f, "idle")), "{line}");
+        assert_eq!(field(&f, "uses"), "1", "{line}");
+        assert_eq!(field(&f, "messages"), "1", "{line}");
+        let mta: SocketAddr = field(&f, "last_mta").parse().unwrap();
+        assert_eq!(mta.ip().to_string(), "127.0.0.1", "{line}");
+    }
+    let f = fields(&summary, "report summary ");
+    for (k, v) in [
+        ("pooled", "2"),
+        ("keys", "2"),
+        ("pool_hits", "0"),
+        ("pool_stored", "2"),
+        ("sessions_total", "2"),
+        ("connects", "2"),
+        ("connect_failures", "0"),
+        ("messages", "2"),
+    ] {
+        assert_eq!(field(&f, k), v, "{k} in {summary}");
+    }
+    let mx = s.mx.addr();
+    assert_eq!(
+        field(&f, "per_key"),
+        format!("127.0.0.2/mta.test/{mx}:1,127.0.0.3/mta.test/{mx}:1"),
+        "{summary}"
+    );
+    // Both connections are still open at the MX, unquit.
+    let st = s.mx.state();
+    assert_eq!(st.connections.len(), 2);
+    assert!(st.connections.iter().all(|c| !c.quit_received && !c.closed));
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_configuration() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    let failed = "reload failed, keeping the running configuration: ";
+
+    // Not YAML at all (the secret is in the file: it must not leak into the error).
+    s.rewrite(&format!(
+        "auth_shared_secret: \"{SECRET}\"\nlisten: [\"127.0.0.1:0\"\n  tls_certificate: [}}\n"
+    ));
+    d.signal(SIGHUP);
+    let line = d.wait_for(failed);
+    assert!(line.starts_with("ERROR "), "{line}");
+    let why = line.split_once(failed).unwrap().1;
+    assert!(
+        why.contains(" at line 3 column 3"),
+        "the error should say where: {line}"
+    );
+    s.deliver(addr, SECRET, &s.request("127.0.0.2", false), b"one\r\n");
+
+    // Valid YAML, invalid value: the error names the key.
+    s.rewrite(&format!("{}timeouts:\n  mx_command: 5 parsecs\n", s.yaml));
+    d.signal(SIGHUP);
+    let line = d.wait_for(failed);
+    assert!(line.contains(": timeouts.mx_command: "), "{line}");
+    s.deliver(addr, SECRET, &s.request("127.0.0.2", false), b"two\r\n");
+
+    // Valid file naming a certificate that does not exist: the error names the file.
+    let missing = s.dir.0.join("missing.pem");
+    s.rewrite(
+        &s.yaml
+            .replace("tls_certificate: cert.pem", "tls_certificate: missing.pem"),
+    );
+    d.signal(SIGHUP);
+    let line = d.wait_for(failed);
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+    s.deliver(addr, SECRET, &s.request("127.0.0.2", false), b"three\r\n");
+
+    assert!(s.mx.wait_until(WAIT, |st| st.messages.len() == 3));
+    assert!(
+        !d.seen()
+            .iter()
+            .any(|l| l.contains("configuration reloaded")),
+        "{:?}",
+        d.seen()
+    );
+    // Still the same process, still serving.
+    d.signal(SIGTERM);
+    d.wait_for("all sessions ended; exiting");
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn sighup_with_a_new_secret_rejects_the_old_one_but_lets_a_session_finish() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    // A session authenticated with the old secret, in the middle of a message.
+    let mut old = s.session_mid_body(addr, SECRET, "127.0.0.3", "Subject: in flight\r\n\r\n");
+
+    s.rewrite(&s.yaml.replace(SECRET, NEW_SECRET));
+    d.signal(SIGHUP);
+    d.wait_for("configuration reloaded from");
+
+    // New sessions: the old secret is refused, the new one works.
+    let mut c = s.client(addr, SECRET);
+    match c.authenticate() {
+        Err(ClientError::Proxy(f)) => assert_eq!(f.failure, Failure::AuthFailed, "{f}"),
+        other => panic!("the old secret should be refused, got {other:?}"),
+    }
+    d.wait_for("authentication failed");
+    s.deliver(addr, NEW_SECRET, &s.request("127.0.0.2", false), b"new\r\n");
+
+    // The session opened before the reload completes its message.
+    old.send(b"second half\r\n.\r\n");
+    let r = old.reply();
+    assert!(r.starts_with("250 "), "{r}");
+    old.expect("QUIT\r\n", "221 ");
+    old.expect("QUIT\r\n", "221 ");
+
+    assert!(s.mx.wait_until(WAIT, |st| st.messages.len() == 2));
+    let msgs = s.mx.messages();
+    assert_eq!(msgs[0].content, b"new\r\n");
+    assert_eq!(
+        msgs[1].content,
+        b"Subject: in flight\r\n\r\nsecond half\r\n"
+    );
+    assert_eq!(msgs[1].peer.ip().to_string(), "127.0.0.3");
+}
+
+#[test]
+fn sigterm_quits_pooled_connections_and_lets_a_session_finish() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    s.deliver(addr, SECRET, &s.request("127.0.0.2", true), b"pooled\r\n");
+    d.wait_for("kept for reuse");
+    let mut busy = s.session_mid_body(addr, SECRET, "127.0.0.3", "Subject: busy\r\n\r\n");
+
+    d.signal(SIGTERM);
+    d.wait_for("stopping: no longer accepting connections");
+    d.wait_for("stopping: closing 1 pooled connection(s)");
+    // The pooled connection got QUIT.
+    assert!(s.mx.wait_until(WAIT, |st| conn_from(st, "127.0.0.2")
+        .is_some_and(|c| c.quit_received && c.closed)));
+    // Nothing accepts new MTAs any more.
+    assert!(TcpStream::connect_timeout(&addr, WAIT).is_err());
+    // Our session, and perhaps the first MTA's, still closing after its QUIT.
+    d.wait_line("the drain to start", |l| {
+        l.contains("waiting up to 30s for 1 session(s) in progress")
+            || l.contains("waiting up to 30s for 2 session(s) in progress")
+    });
+
+    // The session in progress finishes its message and ends.
+    busy.send(b"still here\r\n.\r\n");
+    let r = busy.reply();
+    assert!(r.starts_with("250 "), "{r}");
+    busy.expect("QUIT\r\n", "221 ");
+    busy.expect("QUIT\r\n", "221 ");
+    d.wait_for("all sessions ended; exiting");
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    let st = s.mx.state();
+    assert_eq!(st.messages.len(), 2);
+    assert_eq!(
+        st.messages[1].content,
+        b"Subject: busy\r\n\r\nstill here\r\n"
+    );
+    // The session's own MX connection was not kept: QUIT, closed, message complete.
+    assert!(s
+        .mx
+        .wait_until(WAIT, |st| conn_from(st, "127.0.0.3").is_some_and(|c| c
+            .quit_received
+            && c.closed
+            && !c.aborted_data
+            && c.messages == 1)));
+}
+
+#[test]
+fn sd_notify_ready_reloading_stopping() {
+    // A port chosen here, so that READY=1 can be checked against the listener without
+    // reading the log first.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new(&format!("listen: [\"127.0.0.1:{port}\"]\n"));
+    let path = s.dir.0.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let recv = || {
+        let mut b = [0u8; 1024];
+        let n = sock.recv(&mut b).expect("no notification in time");
+        String::from_utf8(b[..n].to_vec()).unwrap()
+    };
+    let mut d = Daemon::spawn(&s.config, &[SECRET], |c| {
+        c.env("NOTIFY_SOCKET", &path);
+    });
+
+    assert_eq!(recv(), "READY=1\n");
+    // READY came after the listener was bound.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.client(addr, SECRET).noop().unwrap();
+    assert_eq!(d.wait_ready(), [addr]);
+
+    d.signal(SIGHUP);
+    let reloading = recv();
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading:?}");
+    let usec = lines
+        .next()
+        .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading:?}");
+    assert_eq!(lines.next(), None, "{reloading:?}");
+    assert_eq!(recv(), "READY=1\n");
+    d.wait_for("configuration reloaded from");
+
+    // A failed reload also ends with READY=1 (the old configuration is serving).
+    s.rewrite("listen: [\n");
+    d.signal(SIGHUP);
+    assert!(recv().starts_with("RELOADING=1\n"));
+    assert_eq!(recv(), "READY=1\n");
+    d.wait_for("reload failed");
+
+    d.signal(SIGTERM);
+    assert_eq!(recv(), "STOPPING=1\n");
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_or_a_precise_error() {
+    let s = Setup::new("");
+    let config = s.config.to_str().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let out = process::run(&["--check-config", "--config-filename", config]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let eff: yaml_serde::Value = yaml_serde::from_str(&stdout).unwrap();
+    assert_eq!(
+        eff["auth_shared_secret"].as_str(),
+        Some("<redacted>"),
+        "{stdout}"
+    );
+    assert_eq!(eff["listen"][0].as_str(), Some("127.0.0.1:0"), "{stdout}");
+    assert_eq!(
+        eff["timeouts"]["shutdown_grace"].as_str(),
+        Some("30s"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("configuration is valid"), "{stderr}");
+
+    let check = |yaml: &str| {
+        s.rewrite(yaml);
+        let out = process::run(&["--check-config", "--config-filename", config]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        assert!(!stderr.contains(SECRET), "{stderr}");
+        stderr
+    };
+    let e = check(&format!("{}timeouts:\n  mx_command: 5 parsecs\n", s.yaml));
+    assert!(e.contains("timeouts.mx_command"), "{e}");
+    let e = check(&format!("{}pool:\n  idle_tll: 5s\n", s.yaml));
+    assert!(e.contains("pool.idle_tll"), "{e}");
+    let e = check(
+        &s.yaml
+            .replace("tls_certificate: cert.pem", "tls_certificate: nope.pem"),
+    );
+    assert!(
+        e.contains(&s.dir.0.join("nope.pem").display().to_string()),
+        "{e}"
+    );
+    // A missing configuration file is named too.
+    let missing = s.dir.0.join("absent.yaml");
+    let out = process::run(&[
+        "--check-config",
+        "--config-filename",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(missing.to_str().unwrap()));
+
+    let out = process::run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        format!("greenarrow_proxy {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn sighup_adds_and_removes_listen_addresses() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let first = d.wait_ready()[0];
+    let two = s.yaml.replace(
+        "listen: [\"127.0.0.1:0\"]",
+        "listen: [\"127.0.0.1:0\", \"127.0.0.2:0\"]",
+    );
+    assert_ne!(two, s.yaml);
+    s.rewrite(&two);
+    d.signal(SIGHUP);
+    let line = d.wait_for("listening on 127.0.0.2:");
+    let second: SocketAddr = line.split_once("listening on ").unwrap().1.parse().unwrap();
+    d.wait_for("configuration reloaded from");
+    s.deliver(
+        second,
+        SECRET,
+        &s.request("127.0.0.2", false),
+        b"second\r\n",
+    );
+    s.deliver(first, SECRET, &s.request("127.0.0.2", false), b"first\r\n");
+
+    // Dropping the first address stops that listener only.
+    s.rewrite(&s.yaml.replace("127.0.0.1:0", "127.0.0.2:0"));
+    d.signal(SIGHUP);
+    d.wait_for("stopped listening on 127.0.0.1:0");
+    d.wait_for("configuration reloaded from");
+    assert!(TcpStream::connect_timeout(&first, WAIT).is_err());
+    s.client(second, SECRET).noop().unwrap();
+
+    // An address that cannot be bound: the reload fails as a whole, the listeners stay.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    s.rewrite(&s.yaml.replace(
+        "listen: [\"127.0.0.1:0\"]",
+        &format!("listen: [\"127.0.0.2:0\", \"{taken_addr}\"]"),
+    ));
+    d.signal(SIGHUP);
+    let line = d.wait_for("reload failed, keeping the running configuration: ");
+    assert!(
+        line.ends_with(&format!(
+            "cannot listen on {taken_addr}: Address already in use (os error 98)"
+        )),
+        "{line}"
+    );
+    s.client(second, SECRET).noop().unwrap();
+    assert!(s.mx.wait_until(WAIT, |st| st.messages.len() == 2));
+}
+
+#[test]
+fn sighup_closes_pooled_connections_from_sources_no_longer_permitted() {
+    let both = "source_addresses: [127.0.0.2/32, 127.0.0.3/32]\n";
+    let s = Setup::new(both);
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        s.deliver(addr, SECRET, &s.request(source, true), b"hello\r\n");
+        d.wait_for("kept for reuse");
+    }
+    s.rewrite(&s.yaml.replace(both, "source_addresses: [127.0.0.2/32]\n"));
+    d.signal(SIGHUP);
+    d.wait_for(
+        "reload: closing 1 pooled connection(s) whose source address is no longer permitted",
+    );
+    d.wait_for("configuration reloaded from");
+    assert!(s.mx.wait_until(WAIT, |st| conn_from(st, "127.0.0.3")
+        .is_some_and(|c| c.quit_received && c.closed)));
+    assert!(conn_from(&s.mx.state(), "127.0.0.2").is_some_and(|c| !c.quit_received && !c.closed));
+
+    // The removed source is refused; the kept one is reused.
+    let mut c = s.client(addr, SECRET);
+    match c.open(&s.request("127.0.0.3", true)) {
+        Err(ClientError::Proxy(f)) => assert_eq!(f.failure, Failure::SourceNotPermitted, "{f}"),
+        Err(e) => panic!("expected source_not_permitted, got {e}"),
+        Ok(_) => panic!("expected source_not_permitted, got a connection"),
+    }
+    drop(c);
+    d.signal(SIGUSR1);
+    let line = d.wait_for("report ");
+    assert!(line.contains("report pooled source=127.0.0.2 "), "{line}");
+    let line = d.wait_for("report ");
+    assert!(line.contains("report summary pooled=1 keys=1 "), "{line}");
+    let mut c = s.client(addr, SECRET);
+    let sess = c.open(&s.request("127.0.0.2", true)).unwrap();
+    assert!(
+        matches!(sess.ready.origin, Origin::Reused { .. }),
+        "{:?}",
+        sess.ready.origin
+    );
+    sess.quit().unwrap();
+    c.quit().unwrap();
+}
+
+#[test]
+fn a_daemon_that_cannot_start_says_why_once_and_exits_1() {
+    let s = Setup::new("");
+    // A certificate that does not exist.
+    s.rewrite(
+        &s.yaml
+            .replace("tls_certificate: cert.pem", "tls_certificate: nope.pem"),
+    );
+    let mut d = s.daemon();
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", d.seen());
+    let nope = s.dir.0.join("nope.pem").display().to_string();
+    assert_eq!(
+        d.seen(),
+        [format!(
+            "ERROR cannot start: {nope}: No such file or directory (os error 2)"
+        )]
+    );
+
+    // A listen address already in use.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    s.rewrite(&s.yaml.replace("127.0.0.1:0", &taken_addr.to_string()));
+    let mut d = s.daemon();
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(1), "{:?}", d.seen());
+    assert_eq!(
+        d.seen(),
+        [format!(
+            "ERROR cannot start: cannot listen on {taken_addr}: Address already in use (os error 98)"
+        )]
+    );
+}
+
+#[test]
+fn logs_go_to_stderr_when_not_connected_to_the_journal() {
+    let s = Setup::new("");
+    // JOURNAL_STREAM naming something other than our stderr: not the journal.
+    let mut d = Daemon::spawn(&s.config, &[SECRET], |c| {
+        c.env("JOURNAL_STREAM", "1:1");
+    });
+    let line = d.wait_for(" ready on ");
+    assert!(
+        line.starts_with(&format!(
+            "INFO  greenarrow_proxy {} ready on 127.0.0.1:",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    // A failed authentication is logged, without the secret that was tried.
+    let addr = process::ready_addrs(&line)[0];
+    let mut c = s.client(addr, &format!("{SECRET}-wrong"));
+    assert!(c.authenticate().is_err());
+    let line = d.wait_for("authentication failed");
+    assert!(
+        line.starts_with("WARN  authentication failed mta=127.0.0.1:"),
+        "{line}"
+    );
+    // SIGINT stops it like SIGTERM.
+    d.signal(SIGINT);
+    d.wait_for("stopping: no longer accepting connections");
+    assert_eq!(d.wait_exit().code(), Some(0));
+}
