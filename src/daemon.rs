@@ -7,6 +7,7 @@
 //!   exit.
 
 use crate::config::{Config, ConfigError};
+use crate::pool::reaper::quit_all;
 use crate::server::{Runtime, Server, StartError};
 use log::{error, info, warn};
 use sd_notify::NotifyState;
@@ -19,7 +20,10 @@ use std::sync::Arc;
 /// Why the daemon could not start.
 #[derive(Debug)]
 pub enum DaemonError {
-    Config(ConfigError),
+    Config {
+        path: std::path::PathBuf,
+        error: ConfigError,
+    },
     Start(StartError),
     Signals(std::io::Error),
 }
@@ -27,7 +31,12 @@ pub enum DaemonError {
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DaemonError::Config(e) => write!(f, "{e}"),
+            // I/O errors name the file already.
+            DaemonError::Config {
+                error: e @ ConfigError::Io { .. },
+                ..
+            } => write!(f, "{e}"),
+            DaemonError::Config { path, error } => write!(f, "{}: {error}", path.display()),
             DaemonError::Start(e) => write!(f, "{e}"),
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
         }
@@ -38,7 +47,10 @@ impl std::error::Error for DaemonError {}
 
 /// Load and check a configuration file completely (including certificate and key).
 pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
-    let config = Config::load(path).map_err(DaemonError::Config)?;
+    let config = Config::load(path).map_err(|error| DaemonError::Config {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Runtime::build(config).map_err(DaemonError::Start)
 }
 
@@ -62,16 +74,40 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
             .join(", ")
     );
     let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let mut draining: Option<std::thread::JoinHandle<()>> = None;
+    let signals_handle = signals.handle();
     for sig in signals.forever() {
         match sig {
             SIGUSR1 => crate::report::log_report(&server),
-            SIGHUP => reload(&server, path),
+            SIGHUP if draining.is_none() => reload(&server, path),
+            SIGTERM | SIGINT if draining.is_none() => {
+                // Drain on another thread so that a second signal can still cut it short;
+                // closing the iterator ends this loop when the drain is over.
+                let handle = signals_handle.clone();
+                let s = server.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("drain".into())
+                    .spawn(move || {
+                        stop(&s);
+                        handle.close();
+                    });
+                match spawned {
+                    Ok(t) => draining = Some(t),
+                    Err(_) => {
+                        stop(&server);
+                        return Ok(());
+                    }
+                }
+            }
             SIGTERM | SIGINT => {
-                stop(&server);
+                warn!("second stop signal: exiting now without waiting for sessions in progress");
                 return Ok(());
             }
             _ => {}
         }
+    }
+    if let Some(t) = draining {
+        let _ = t.join();
     }
     Ok(())
 }
@@ -92,7 +128,13 @@ fn reload(server: &Arc<Server>, path: &Path) {
                 Err(e) => error!("reload failed, keeping the running configuration: {e}"),
                 Ok(()) => {
                     server.shared.replace_runtime(rt);
-                    crate::report::after_reload(server);
+                    let gone = crate::report::after_reload(server);
+                    // QUIT can wait on slow MXes: not on the signal thread.
+                    if !gone.is_empty() {
+                        let _ = std::thread::Builder::new()
+                            .name("reload pool".into())
+                            .spawn(move || quit_all(gone));
+                    }
                     info!("configuration reloaded from {}", path.display());
                 }
             }

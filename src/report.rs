@@ -81,8 +81,9 @@ pub fn log_report(server: &Arc<Server>) {
     }
 }
 
-/// After a reload: QUIT pooled connections whose source address is no longer permitted.
-pub fn after_reload(server: &Arc<Server>) {
+/// After a reload: take out the pooled connections whose source address is no longer
+/// permitted (the caller QUITs them, off the signal thread).
+pub fn after_reload(server: &Arc<Server>) -> Vec<crate::mx::MxConnection> {
     let rt = server.shared.runtime();
     // Keep a connection while any client may still use its source address.
     let c = &rt.config;
@@ -102,7 +103,7 @@ pub fn after_reload(server: &Arc<Server>) {
             gone.len()
         );
     }
-    quit_all(gone);
+    gone
 }
 
 /// Before draining: QUIT and close every idle pooled connection.

@@ -229,6 +229,26 @@ fn sigterm_quits_pooled_connections_and_lets_a_session_finish() {
 }
 
 #[test]
+fn a_second_stop_signal_exits_without_waiting() {
+    let s = Setup::new("");
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    let _busy = s.session_mid_body(addr, SECRET, "127.0.0.3", "Subject: cut\r\n\r\n");
+    d.signal(SIGTERM);
+    d.wait_line("the drain to start", |l| {
+        l.contains("waiting up to 30s for")
+    });
+    d.signal(SIGINT);
+    d.wait_for("second stop signal: exiting now");
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // The message that was in progress was not completed at the MX.
+    assert!(s.mx.wait_until(WAIT, |st| conn_from(st, "127.0.0.3")
+        .is_some_and(|c| c.closed)));
+    assert_eq!(s.mx.state().messages.len(), 0);
+}
+
+#[test]
 fn sd_notify_ready_reloading_stopping() {
     // A port chosen here, so that READY=1 can be checked against the listener without
     // reading the log first.
