@@ -62,10 +62,14 @@ pub trait Timeouts {
 }
 
 /// A stream with buffers.
+///
+/// The input buffer's unconsumed bytes are `inbuf[start..end]`; `inbuf[end..]` is spare room
+/// that was zeroed once and is read into directly, so a read does not clear memory first.
 pub struct BufConn<S> {
     stream: S,
     inbuf: Vec<u8>,
     start: usize,
+    end: usize,
     out: Vec<u8>,
     timeout: Option<Duration>,
 }
@@ -76,6 +80,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
             stream,
             inbuf: Vec::new(),
             start: 0,
+            end: 0,
             out: Vec::new(),
             timeout: None,
         }
@@ -88,7 +93,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// The stream and whatever input was read but not consumed.
     pub fn into_parts(self) -> (S, Vec<u8>) {
-        let rest = self.inbuf[self.start..].to_vec();
+        let rest = self.pending().to_vec();
         (self.stream, rest)
     }
 
@@ -103,45 +108,62 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// Unconsumed input.
     pub fn pending(&self) -> &[u8] {
-        &self.inbuf[self.start..]
+        self.inbuf.get(self.start..self.end).unwrap_or_default()
     }
 
     /// Drop `n` bytes of unconsumed input.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.inbuf.len());
-        if self.start == self.inbuf.len() {
-            self.inbuf.clear();
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Free the buffers' memory if they hold nothing (for a connection about to sit idle:
+    /// the next read or write allocates again).
+    pub fn release_buffers(&mut self) {
+        if self.start == self.end {
+            self.inbuf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.out.is_empty() {
+            self.out = Vec::new();
         }
     }
 
     /// Read once from the stream and append what arrived. `Err(Closed)` at end of stream.
     pub fn fill(&mut self) -> Result<usize, ReadError> {
-        if self.start > 0 && self.start >= self.inbuf.len() / 2 {
-            self.inbuf.drain(..self.start);
-            self.start = 0;
+        if self.inbuf.len() - self.end < READ_CHUNK {
+            // Make room: move the unconsumed bytes to the front when that frees at least
+            // half, and zero new room only when there is still not enough.
+            if self.start > 0 && self.start >= self.end / 2 {
+                self.inbuf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.inbuf.len() - self.end < READ_CHUNK {
+                self.inbuf.resize(self.end + READ_CHUNK, 0);
+            }
         }
-        let len = self.inbuf.len();
-        self.inbuf.resize(len + READ_CHUNK, 0);
+        let end = self.end;
         let r = loop {
-            match self.stream.read(&mut self.inbuf[len..]) {
+            match self
+                .stream
+                .read(self.inbuf.get_mut(end..).unwrap_or_default())
+            {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r,
             }
         };
         match r {
-            Ok(0) => {
-                self.inbuf.truncate(len);
-                Err(ReadError::Closed)
-            }
+            Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
-                self.inbuf.truncate(len + n);
+                self.end = (end + n).min(self.inbuf.len());
                 Ok(n)
             }
-            Err(e) => {
-                self.inbuf.truncate(len);
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -178,6 +200,33 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
                     self.fill()?;
                 }
                 Err(e) => return Err(ReadError::BadReply(e)),
+            }
+        }
+    }
+
+    /// [`BufConn::read_reply`] with its own deadline `timeout`, without changing the socket's
+    /// timeout in the usual case: the socket keeps the timeout last set with
+    /// [`BufConn::set_timeout`] (`base`, which should not exceed `timeout`), and when it
+    /// expires before `timeout` has passed the read goes on for the time remaining. This
+    /// saves two system calls per change between reply deadlines (e.g. command vs end of
+    /// data). Without a timeout set, this is `read_reply`.
+    pub fn read_reply_within(
+        &mut self,
+        limits: &ReplyLimits,
+        timeout: Duration,
+    ) -> Result<Reply, ReadError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.read_reply(limits) {
+                Err(ReadError::Timeout) => {
+                    let remaining = timeout.saturating_sub(started.elapsed());
+                    if remaining.is_zero() {
+                        return Err(ReadError::Timeout);
+                    }
+                    let base = self.timeout.unwrap_or(remaining);
+                    self.set_timeout(remaining.min(base))?;
+                }
+                r => return r,
             }
         }
     }
@@ -240,5 +289,123 @@ impl Timeouts for crate::tls::ServerTlsStream {
 impl Timeouts for crate::tls::ClientTlsStream {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
         self.tcp().set_timeouts(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// A scripted stream: each read returns the next item (bytes, or a timeout).
+    struct Script {
+        reads: VecDeque<Option<Vec<u8>>>,
+        timeouts_set: RefCell<Vec<Duration>>,
+    }
+
+    impl Script {
+        fn new(reads: Vec<Option<&[u8]>>) -> Script {
+            Script {
+                reads: reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect(),
+                timeouts_set: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.reads.pop_front() {
+                None => Ok(0),
+                Some(None) => Err(io::ErrorKind::TimedOut.into()),
+                Some(Some(b)) => {
+                    let n = b.len().min(buf.len());
+                    buf[..n].copy_from_slice(&b[..n]);
+                    if n < b.len() {
+                        self.reads.push_front(Some(b[n..].to_vec()));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Timeouts for Script {
+        fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+            self.timeouts_set.borrow_mut().push(timeout);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn input_survives_many_fills_and_partial_consumes() {
+        let big = vec![b'x'; READ_CHUNK * 3];
+        let mut c = BufConn::new(Script::new(vec![
+            Some(b"250-a\r\n25"),
+            Some(b"0 b\r\n"),
+            Some(&big),
+            Some(b"\r\nEND\r\n"),
+        ]));
+        let r = c.read_reply(&ReplyLimits::default()).unwrap();
+        assert_eq!(r.raw(), b"250-a\r\n250 b\r\n");
+        let mut got = Vec::new();
+        while !got.ends_with(b"END\r\n") {
+            if c.pending().is_empty() {
+                c.fill().unwrap();
+            }
+            let n = c.pending().len().min(1000);
+            got.extend_from_slice(&c.pending()[..n]);
+            c.consume(n);
+        }
+        assert_eq!(got.len(), big.len() + 7);
+        assert!(got[..big.len()].iter().all(|&b| b == b'x'));
+        assert!(matches!(c.fill(), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn release_buffers_keeps_unconsumed_input() {
+        let mut c = BufConn::new(Script::new(vec![Some(b"250 ok\r\n220 x\r\n")]));
+        c.fill().unwrap();
+        c.consume(8);
+        c.release_buffers();
+        assert_eq!(c.pending(), b"220 x\r\n");
+        c.consume(7);
+        c.release_buffers();
+        assert!(c.pending().is_empty());
+        assert_eq!(c.inbuf.capacity(), 0);
+        assert_eq!(c.out.capacity(), 0);
+    }
+
+    #[test]
+    fn read_reply_within_outlasts_the_socket_timeout_without_switching() {
+        // Two socket timeouts, then the reply: fine within a long deadline, and the socket
+        // timeout is only lowered when the deadline is nearer than the base timeout.
+        let mut c = BufConn::new(Script::new(vec![None, None, Some(b"250 done\r\n")]));
+        c.set_timeout(Duration::from_secs(60)).unwrap();
+        let r = c
+            .read_reply_within(&ReplyLimits::default(), Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(r.code(), 250);
+        assert_eq!(
+            *c.get_ref().timeouts_set.borrow(),
+            vec![Duration::from_secs(60)]
+        );
+    }
+
+    #[test]
+    fn read_reply_within_gives_up_at_its_deadline() {
+        let mut c = BufConn::new(Script::new(vec![None, None, None, None]));
+        c.set_timeout(Duration::from_millis(1)).unwrap();
+        let r = c.read_reply_within(&ReplyLimits::default(), Duration::ZERO);
+        assert!(matches!(r, Err(ReadError::Timeout)));
     }
 }

@@ -221,9 +221,12 @@ impl Pool {
     pub fn checkin(
         &self,
         key: PoolKey,
-        conn: MxConnection,
+        mut conn: MxConnection,
         now: Instant,
     ) -> Result<(), Box<Rejected>> {
+        // An idle connection holds no buffer memory (its buffers are empty between sessions;
+        // freed here, outside the lock).
+        conn.conn.release_buffers();
         let limits = self.limits();
         let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         if now.duration_since(conn.created) >= limits.reuse_time_limit {

@@ -111,11 +111,15 @@ pub fn relay(
             } else {
                 mx_timeouts.command
             };
+            // The socket keeps the shorter of the two deadlines (set once: `set_timeout`
+            // skips the system calls when unchanged); a read owed the longer one goes on
+            // after the shorter expires. No timeout switching per message.
+            let base = mx_timeouts.command.min(mx_timeouts.data_done);
             let r = c
                 .conn
-                .set_timeout(timeout)
+                .set_timeout(base)
                 .map_err(ReadError::from)
-                .and_then(|_| c.conn.read_reply(reply_limits));
+                .and_then(|_| c.conn.read_reply_within(reply_limits, timeout));
             match r {
                 Ok(reply) => {
                     mta.queue(reply.raw());

@@ -2,8 +2,10 @@
 //!
 //! - `gaproxy send`: deliver messages through a proxy, like swaks, printing the transcript;
 //! - `gaproxy testmx`: run a local test MX that prints what it receives;
-//! - `gaproxy demo`: start a proxy and a test MX on loopback and send mail through it.
+//! - `gaproxy demo`: start a proxy and a test MX on loopback and send mail through it;
+//! - `gaproxy bench`: measure the proxy against direct delivery (see `benches/run.sh`).
 
+mod bench;
 mod demo;
 mod send;
 mod testmx;
@@ -31,6 +33,8 @@ enum Command {
     Testmx(testmx::TestMxArgs),
     /// Start a proxy and a test MX on loopback (nothing to prepare) and send mail through it.
     Demo(demo::DemoArgs),
+    /// Benchmark the proxy against direct delivery and HAProxy (throughput, latency, CPU, RSS).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send::run(a),
         Command::Testmx(a) => testmx::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# greenarrow_proxy benchmarks (issue 7). Loopback only.
+#
+#   benches/run.sh            throughput and latency: proxy vs direct vs HAProxy (~2 minutes)
+#   benches/run.sh --scale    memory with 10,000 MTA sessions and idle pooled MX connections
+#   benches/run.sh --profile  system calls per message (strace -c -f on the proxy)
+#
+# Environment: BENCH_DURATION (default 5s per scenario), SCALE_SESSIONS (10000),
+# SCALE_POOLED (4500: the test MX in the bench process needs two descriptors per
+# connection and the open-files limit here is 20000), CARGO_TARGET_DIR (default target).
+# Each ratio is printed with its target in brackets and "ok" or "MISSED".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-}
+target_dir=${CARGO_TARGET_DIR:-target}
+cargo build --release --quiet --bin greenarrow_proxy --bin gaproxy
+gaproxy="$target_dir/release/gaproxy"
+dur=${BENCH_DURATION:-5s}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# Thousands of sockets: raise the soft limit on open files to the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r)"
+echo "== open files limit: $(ulimit -n)"
+
+# run LABEL ARGS...: one scenario; its output is shown and kept.
+run() {
+    local label=$1
+    shift
+    "$gaproxy" bench --label "$label" "$@" | tee "$out/$label"
+}
+
+# get LABEL KEY: a value from the RESULT line of a scenario ("-" if missing).
+get() {
+    local v
+    v=$(grep -s '^RESULT' "$out/$1" | tr ' ' '\n' | sed -n "s/^$2=//p")
+    echo "${v:--}"
+}
+
+# ratio NAME A B OP TARGET: print A/B with its target, e.g. "[>= 0.8] ok".
+ratio() {
+    awk -v name="$1" -v a="$2" -v b="$3" -v op="$4" -v t="$5" 'BEGIN {
+        if (a == "-" || b == "-" || b + 0 == 0) { printf "%-62s n/a     [%s %s]\n", name, op, t; exit }
+        r = a / b
+        ok = (op == ">=") ? (r >= t) : (r <= t)
+        printf "%-62s %7.3f [%s %s] %s\n", name, r, op, t, ok ? "ok" : "MISSED"
+    }'
+}
+
+# check NAME VALUE OP TARGET UNIT
+check() {
+    awk -v name="$1" -v v="$2" -v op="$3" -v t="$4" -v unit="$5" 'BEGIN {
+        if (v == "-") { printf "%-62s n/a [%s %s %s]\n", name, op, t, unit; exit }
+        ok = (op == ">=") ? (v >= t) : (v <= t)
+        printf "%-62s %9.1f %s [%s %s %s] %s\n", name, v, unit, op, t, unit, ok ? "ok" : "MISSED"
+    }'
+}
+
+if [ "$mode" = "--scale" ]; then
+    sessions=${SCALE_SESSIONS:-10000}
+    pooled=${SCALE_POOLED:-4500}
+    run scale-plain --scale --scale-sessions "$sessions" --scale-pooled "$pooled"
+    run scale-tls --scale --mx-tls --scale-sessions "$sessions" --scale-pooled "$pooled"
+    echo
+    echo "== scale summary ($sessions MTA sessions, $pooled idle pooled MX connections)"
+    for l in scale-plain scale-tls; do
+        peak=$(get $l rss_peak_kib)
+        check "$l: proxy peak RSS" "$(awk -v k="$peak" 'BEGIN{ if (k=="-") print "-"; else print k/1024 }')" "<=" 1536 MiB
+        check "$l: RSS per idle pooled MX connection" "$(get $l kib_per_pooled)" "<=" 40 KiB
+    done
+    exit 0
+fi
+
+if [ "$mode" = "--profile" ]; then
+    command -v strace >/dev/null || { echo "strace not installed (apt-get install strace)"; exit 1; }
+    run strace-fresh --target proxy --concurrency 20 --duration "$dur" --strace "$out/strace-fresh.txt"
+    run strace-reuse --target proxy --concurrency 20 --duration "$dur" --reuse --strace "$out/strace-reuse.txt"
+    run strace-tls-reuse --target proxy --concurrency 20 --duration "$dur" --reuse --mx-tls --strace "$out/strace-tls-reuse.txt"
+    for l in fresh reuse tls-reuse; do
+        echo "== strace -c -f of the proxy, $l (top 12 by calls)"
+        sed -n '1,2p' "$out/strace-$l.txt"
+        tail -n +3 "$out/strace-$l.txt" | grep -v -e '^-' -e 'total$' | sort -k4 -n -r | head -12
+        tail -n 1 "$out/strace-$l.txt"
+    done
+    exit 0
+fi
+
+common=(--concurrency 20 --size 5120 --duration "$dur")
+run direct-fresh --target direct "${common[@]}"
+run proxy-fresh --target proxy "${common[@]}"
+if command -v haproxy >/dev/null; then
+    run haproxy-tcp --target haproxy "${common[@]}"
+else
+    echo "== HAProxy not installed: the HAProxy comparison is skipped"
+fi
+run proxy-reuse --target proxy --reuse "${common[@]}"
+run direct-tls --target direct --mx-tls "${common[@]}"
+run proxy-tls-fresh --target proxy --mx-tls "${common[@]}"
+run proxy-tls-reuse --target proxy --mx-tls --reuse "${common[@]}"
+# 100 MB: 4 MTAs, one session each of 5 messages of 5 MB.
+large=(--concurrency 4 --messages 5 --size 5000000 --sessions-per-mta 1 --duration 10m)
+run direct-large --target direct "${large[@]}"
+run proxy-large --target proxy "${large[@]}"
+
+echo
+echo "== summary (msgs/s unless stated; 20 MTAs, 5 KB messages, one message per SMTP session)"
+for l in direct-fresh proxy-fresh haproxy-tcp proxy-reuse direct-tls proxy-tls-fresh proxy-tls-reuse direct-large proxy-large; do
+    [ -f "$out/$l" ] || continue
+    printf "   %-16s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  reused p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s  peak RSS %s KiB\n" \
+        "$l" "$(get $l msgs_per_s)" "$(get $l mb_per_s)" \
+        "$(get $l ready_new_p50_ms)" "$(get $l ready_new_p99_ms)" \
+        "$(get $l ready_reused_p50_ms)" "$(get $l ready_reused_p99_ms)" \
+        "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l rss_peak_kib)"
+done
+echo
+ratio "fresh MX connections: proxy / direct" "$(get proxy-fresh msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 0.8
+if [ -f "$out/haproxy-tcp" ]; then
+    ratio "fresh MX connections: proxy / HAProxy TCP mode" "$(get proxy-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0
+else
+    echo "fresh MX connections: proxy / HAProxy TCP mode                  skipped (haproxy not installed)"
+fi
+ratio "reuse: proxy / direct (fresh)" "$(get proxy-reuse msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 2.0
+ratio "TLS to the MX: proxy with reuse / direct STARTTLS each session" "$(get proxy-tls-reuse msgs_per_s)" "$(get direct-tls msgs_per_s)" ">=" 3.0
+ratio "connect-to-ready p50: reused / fresh STARTTLS" "$(get proxy-tls-reuse ready_reused_p50_ms)" "$(get proxy-tls-fresh ready_new_p50_ms)" "<=" 0.1
+ratio "100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get proxy-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.9
