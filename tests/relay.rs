@@ -446,3 +446,58 @@ fn mx_421_is_relayed_and_later_commands_get_421_until_quit() {
     assert!(r.reply().starts_with("250 2.0.0 ok"));
     assert_eq!(mx.messages().len(), 0);
 }
+
+/// A scripted MX that answers "354" to NOOP (a 3xx is only valid after DATA or AUTH) and
+/// "250 ok" to everything else.
+fn yes_man_mx() -> SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        w.write_all(b"220 yes-man ESMTP\r\n").unwrap();
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250-yes-man\r\n250 PIPELINING\r\n"
+            } else if line.starts_with("NOOP") {
+                b"354 go ahead\r\n"
+            } else {
+                b"250 ok\r\n"
+            };
+            if w.write_all(reply).is_err() {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_reply_that_breaks_the_protocol_is_not_relayed_and_gets_exactly_one_421() {
+    let mx = yes_man_mx();
+    let h = Harness::start(&[mx.port()], "");
+    let mut r = h.raw();
+    r.send(
+        format!(
+            "AUTH 1 {SECRET}\r\n{}",
+            req("127.0.0.2", mx, TlsPolicy::None).to_line()
+        )
+        .as_bytes(),
+    );
+    r.reply();
+    assert!(r.reply().ends_with("250 ready\r\n"));
+    r.send(b"MAIL FROM:<a@x.test>\r\nNOOP\r\nRCPT TO:<b@y.test>\r\n");
+    assert!(r.reply().starts_with("250"));
+    // "354" to NOOP would make the MTA and the MX disagree about what follows: the proxy
+    // does not relay it, and answers this and every later command with 421 itself.
+    let rep = r.reply();
+    assert!(rep.starts_with("421 4.4.2"), "{rep}");
+    assert!(r.reply().starts_with("421 4.4.2"));
+    // Exactly one reply per command: the next one answers the next NOOP.
+    r.send(b"NOOP\r\n");
+    assert!(r.reply().starts_with("421 4.4.2"));
+    r.send(b"QUIT\r\n");
+    assert!(r.reply().starts_with("221"));
+}

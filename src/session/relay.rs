@@ -121,9 +121,15 @@ pub fn relay(
                 .map_err(ReadError::from)
                 .and_then(|_| c.conn.read_reply_within(reply_limits, timeout));
             match r {
+                // The machine judges the reply first: one it refuses (e.g. a 2xx where the
+                // MX should have said 354) is not relayed; the owed reply becomes the
+                // proxy's 421, so the MTA still gets exactly one reply per command.
                 Ok(reply) => {
-                    mta.queue(reply.raw());
-                    match relay.on_mx_reply(&reply) {
+                    let judged = relay.on_mx_reply(&reply);
+                    if judged.is_ok() {
+                        mta.queue(reply.raw());
+                    }
+                    match judged {
                         Ok(ReplyEffect::Continue) => {}
                         Ok(ReplyEffect::ServiceClosing) => {
                             lose(

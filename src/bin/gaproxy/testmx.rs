@@ -64,7 +64,9 @@ pub fn run(a: TestMxArgs) -> Result<(), Box<dyn std::error::Error>> {
         seen = msgs.len();
         if a.messages.is_some_and(|n| seen >= n) {
             // Let the last client finish its session (QUIT) before going away.
-            mx.wait_until(Duration::from_secs(30), |s| s.connections.iter().all(|c| c.closed));
+            mx.wait_until(Duration::from_secs(30), |s| {
+                s.connections.iter().all(|c| c.closed)
+            });
             return Ok(());
         }
     }
