@@ -104,14 +104,16 @@ impl MxConnection {
         if !self.conn.pending().is_empty() {
             return false;
         }
-        let tcp = self.conn.get_ref().tcp();
-        if tcp.set_nonblocking(true).is_err() {
-            return false;
-        }
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        // One system call: peek without blocking. Nothing to read is the healthy answer;
+        // 0 (EOF) or any byte (typically a 421) means the connection is finished.
+        let fd = self.conn.get_ref().tcp().as_raw_fd();
         let mut b = [0u8; 1];
-        let r = tcp.peek(&mut b);
-        let restored = tcp.set_nonblocking(false).is_ok();
-        restored && matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(
+            recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+            Err(nix::errno::Errno::EAGAIN)
+        )
     }
 
     /// One command round trip (`NOOP` or `RSET` probe); true when the MX answered 2xx.
