@@ -8,6 +8,9 @@
 pub mod reply;
 pub mod request;
 
+#[cfg(test)]
+mod props;
+
 pub use reply::{reply_lines, ConnectReady, Failure, FailureReply, Origin};
 pub use request::{
     parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy, MAX_REQUEST_LINE,
