@@ -16,6 +16,9 @@ struct State {
     queue: VecDeque<Job>,
     spawned: usize,
     idle: usize,
+    /// Threads spawned that have not yet taken the lock for the first time: each will take
+    /// a job from the queue, so jobs waiting for them are not "queued" against the limit.
+    starting: usize,
     shutdown: bool,
 }
 
@@ -56,6 +59,7 @@ impl WorkerPool {
                     queue: VecDeque::new(),
                     spawned: 0,
                     idle: 0,
+                    starting: 0,
                     shutdown: false,
                 }),
                 work: Condvar::new(),
@@ -75,13 +79,16 @@ impl WorkerPool {
             return Err(job);
         }
         let can_spawn = st.spawned < self.inner.max_workers;
-        let waiting_for_thread = st.queue.len() + 1 > st.idle;
-        if waiting_for_thread && !can_spawn && st.queue.len() >= self.inner.max_queued {
+        let takers = st.idle + st.starting;
+        let waiting_for_thread = st.queue.len() + 1 > takers;
+        let truly_queued = st.queue.len().saturating_sub(takers);
+        if waiting_for_thread && !can_spawn && truly_queued >= self.inner.max_queued {
             return Err(job);
         }
         st.queue.push_back(job);
         if waiting_for_thread && can_spawn {
             st.spawned += 1;
+            st.starting += 1;
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
                 .name("session".into())
@@ -89,8 +96,9 @@ impl WorkerPool {
                 .spawn(move || worker(inner));
             if spawned.is_err() {
                 st.spawned -= 1;
-                // No thread: take the job back out unless an idle worker can run it.
-                if st.idle < st.queue.len() {
+                st.starting -= 1;
+                // No thread: take the job back out unless a waiting worker can run it.
+                if st.idle + st.starting < st.queue.len() {
                     return st.queue.pop_back().map_or(Ok(()), Err);
                 }
             }
@@ -104,7 +112,7 @@ impl WorkerPool {
     pub fn counts(&self) -> PoolCounts {
         let st = self.inner.state.lock();
         PoolCounts {
-            busy: st.spawned - st.idle,
+            busy: st.spawned - st.idle - st.starting,
             threads: st.spawned,
             queued: st.queue.len(),
         }
@@ -131,6 +139,7 @@ impl WorkerPool {
 
 fn worker(inner: Arc<Inner>) {
     let mut st = inner.state.lock();
+    st.starting -= 1;
     loop {
         if let Some(job) = st.queue.pop_front() {
             drop(st);

@@ -171,46 +171,46 @@ where
 {
     let old_r = tcp.read_timeout().map_err(TlsError::Io)?;
     let old_w = tcp.write_timeout().map_err(TlsError::Io)?;
-    tcp.set_read_timeout(Some(timeout)).map_err(TlsError::Io)?;
-    tcp.set_write_timeout(Some(timeout)).map_err(TlsError::Io)?;
     let deadline = std::time::Instant::now() + timeout;
-    while conn.is_handshaking() {
-        if std::time::Instant::now() >= deadline {
-            return Err(TlsError::HandshakeTimeout(timeout));
+    // Driven one record at a time (not `complete_io`, which loops inside one call): before
+    // every socket operation the timeout is what is left until the deadline, so a peer that
+    // trickles bytes cannot stretch the handshake.
+    let left = || {
+        let d = deadline.saturating_duration_since(std::time::Instant::now());
+        (!d.is_zero())
+            .then_some(d)
+            .ok_or(TlsError::HandshakeTimeout(timeout))
+    };
+    let io_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TlsError::HandshakeTimeout(timeout),
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe => TlsError::ClosedDuringHandshake,
+        _ => TlsError::Io(e),
+    };
+    loop {
+        while conn.wants_write() {
+            tcp.set_write_timeout(Some(left()?)).map_err(TlsError::Io)?;
+            conn.write_tls(tcp).map_err(io_err)?;
         }
-        match conn.complete_io(tcp) {
-            Ok((0, 0)) if conn.is_handshaking() && !conn.wants_write() => {
-                return Err(TlsError::ClosedDuringHandshake)
-            }
+        if !conn.is_handshaking() {
+            break;
+        }
+        tcp.set_read_timeout(Some(left()?)).map_err(TlsError::Io)?;
+        match conn.read_tls(tcp) {
+            Ok(0) => return Err(TlsError::ClosedDuringHandshake),
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(TlsError::HandshakeTimeout(timeout))
-            }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(TlsError::ClosedDuringHandshake)
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let certificate = e
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                    .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-                return Err(if certificate {
-                    TlsError::Certificate(e.to_string())
-                } else {
-                    TlsError::Handshake(e.to_string())
-                });
-            }
-            Err(e) => return Err(TlsError::Io(e)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
         }
-    }
-    // Flush whatever the handshake left to send (e.g. the client's Finished).
-    while conn.wants_write() {
-        conn.write_tls(tcp).map_err(TlsError::Io)?;
+        if let Err(e) = conn.process_new_packets() {
+            // Tell the peer why (the alert rustls queued), best effort.
+            let _ = conn.write_tls(tcp);
+            return Err(match e {
+                rustls::Error::InvalidCertificate(_) => TlsError::Certificate(e.to_string()),
+                other => TlsError::Handshake(other.to_string()),
+            });
+        }
     }
     tcp.set_read_timeout(old_r).map_err(TlsError::Io)?;
     tcp.set_write_timeout(old_w).map_err(TlsError::Io)?;
