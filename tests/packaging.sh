@@ -176,8 +176,11 @@ check "other users (nobody) cannot read the config" \
 
 echo "== run the installed daemon as $USER_NAME, with only CAP_NET_BIND_SERVICE (as the unit does)"
 # Loopback only: listen on 127.0.0.1:807, source 127.0.0.1, a test MX on 127.0.0.1:2525.
-sed -i -e '/^  - "\[::1\]:807"$/d' -e 's/^  - 192\.0\.2\.10$/  - 127.0.0.1/' -e '/^  - 2001:db8::10$/d' "$CONF"
+sed -i -e '/^  - "\[::1\]:807"$/d' -e 's/^  - 192\.0\.2\.10$/  - 127.0.0.1/' -e '/^  - 2001:db8::10$/d' \
+    -e 's/^destination_allow: \[\]$/destination_allow: [127.0.0.0\/8]/' "$CONF"
 check "config edited for loopback" grep -qx '  - 127.0.0.1' "$CONF"
+# The test MX is on loopback, which destination_deny refuses by default.
+check "loopback allowed as a destination" grep -qx 'destination_allow: \[127.0.0.0/8\]' "$CONF"
 work=$(mktemp -d /tmp/packaging-run.XXXXXX)
 chmod 755 "$work"
 mkfifo "$work/daemon.log" "$work/mx.log"
