@@ -268,6 +268,14 @@ pub struct Delivery {
     pub final_reply: Reply,
 }
 
+/// What [`MxSession::envelope`] found out.
+struct Envelope {
+    accepted: Vec<String>,
+    rejected: Vec<(String, Reply)>,
+    /// The reply to DATA, when DATA was sent.
+    data: Option<Reply>,
+}
+
 /// An SMTP session with an MX through the proxy.
 pub struct MxSession<'a> {
     client: &'a mut ProxyClient,
@@ -285,6 +293,86 @@ impl MxSession<'_> {
         self.client.read()
     }
 
+    /// Send MAIL FROM, one RCPT TO per recipient and, with `data`, DATA: in one batch when
+    /// the MX offers PIPELINING, otherwise one by one (stopping after a refused MAIL). A
+    /// refused MAIL, or no recipient accepted, is an error (after RSET). Returns the accepted
+    /// and refused recipients and the reply to DATA, if sent.
+    fn envelope(&mut self, from: &str, to: &[&str], data: bool) -> Result<Envelope, ClientError> {
+        let c = &mut *self.client;
+        let mut cmds = vec![format!("MAIL FROM:<{from}>")];
+        cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
+        if data {
+            cmds.push("DATA".into());
+        }
+        let mut replies = Vec::with_capacity(cmds.len());
+        for cmd in &cmds {
+            c.note(format!("C: {cmd}"));
+            c.conn.queue(format!("{cmd}\r\n").as_bytes());
+            if !self.caps.pipelining {
+                c.conn.flush()?;
+                replies.push(c.read()?);
+                if !replies[0].is_positive() {
+                    break;
+                }
+            }
+        }
+        if self.caps.pipelining {
+            c.conn.flush()?;
+            for _ in &cmds {
+                replies.push(c.read()?);
+            }
+        }
+        let data_reply = if data && replies.len() == cmds.len() {
+            replies.pop()
+        } else {
+            None
+        };
+        if !replies[0].is_positive() {
+            if data_reply.as_ref().is_some_and(|d| d.code() == 354) {
+                // Cannot happen with a sane MX; end the data phase cleanly anyway.
+                c.conn.send(b".\r\n")?;
+                c.read()?;
+            }
+            let reply = replies.swap_remove(0);
+            self.rset_quietly();
+            return Err(ClientError::Smtp {
+                stage: "MAIL FROM",
+                reply,
+            });
+        }
+        let mut env = Envelope {
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+            data: data_reply,
+        };
+        for (r, rep) in to.iter().zip(replies.into_iter().skip(1)) {
+            if rep.is_positive() {
+                env.accepted.push(r.to_string());
+            } else {
+                env.rejected.push((r.to_string(), rep));
+            }
+        }
+        if env.accepted.is_empty() {
+            if env.data.as_ref().is_some_and(|d| d.code() == 354) {
+                // A compliant MX refuses DATA without recipients; if it said 354 anyway,
+                // end the (empty) data phase at once.
+                self.client.conn.send(b".\r\n")?;
+                self.client.read()?;
+            }
+            let reply = env
+                .rejected
+                .first()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| Reply::new_single(554, "no recipients"));
+            self.rset_quietly();
+            return Err(ClientError::Smtp {
+                stage: "RCPT TO",
+                reply,
+            });
+        }
+        Ok(env)
+    }
+
     /// Deliver one message with MAIL, RCPT..., DATA (pipelined when the MX offers
     /// PIPELINING). `message` is the message as it should arrive; it is dot-stuffed here.
     pub fn send_mail(
@@ -293,59 +381,10 @@ impl MxSession<'_> {
         to: &[&str],
         message: &[u8],
     ) -> Result<Delivery, ClientError> {
-        let c = &mut *self.client;
-        let pipelining = self.caps.pipelining;
-        let mut cmds = vec![format!("MAIL FROM:<{from}>")];
-        cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
-        cmds.push("DATA".into());
-        let mut replies = Vec::new();
-        for cmd in &cmds {
-            c.note(format!("C: {cmd}"));
-            c.conn.queue(format!("{cmd}\r\n").as_bytes());
-            if !pipelining {
-                c.conn.flush()?;
-                replies.push(c.read()?);
-                if replies.len() == 1 && !replies[0].is_positive() {
-                    break;
-                }
-            }
-        }
-        if pipelining {
-            c.conn.flush()?;
-            for _ in &cmds {
-                replies.push(c.read()?);
-            }
-        }
-        let mail = &replies[0];
-        if !mail.is_positive() {
-            let reply = mail.clone();
-            if replies.len() == cmds.len() && replies[cmds.len() - 1].code() == 354 {
-                // Cannot happen with a sane MX; end the data phase cleanly anyway.
-                c.conn.send(b".\r\n")?;
-                c.read()?;
-            }
-            self.rset_quietly();
-            return Err(ClientError::Smtp {
-                stage: "MAIL FROM",
-                reply,
-            });
-        }
-        let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
-        for (i, r) in to.iter().enumerate() {
-            match replies.get(1 + i) {
-                Some(rep) if rep.is_positive() => accepted.push(r.to_string()),
-                Some(rep) => rejected.push((r.to_string(), rep.clone())),
-                None => {}
-            }
-        }
-        let data = match replies.get(cmds.len() - 1) {
-            Some(d) => d.clone(),
-            None => {
-                // Not pipelined and DATA not sent yet (unreachable: we send all commands).
-                return Err(ClientError::Protocol("DATA not sent".into()));
-            }
-        };
+        let env = self.envelope(from, to, true)?;
+        let data = env
+            .data
+            .ok_or_else(|| ClientError::Protocol("no reply to DATA".into()))?;
         if data.code() != 354 {
             self.rset_quietly();
             return Err(ClientError::Smtp {
@@ -365,14 +404,9 @@ impl MxSession<'_> {
                 reply: final_reply,
             });
         }
-        if accepted.is_empty() {
-            return Err(ClientError::Protocol(
-                "message accepted with no accepted recipient".into(),
-            ));
-        }
         Ok(Delivery {
-            accepted,
-            rejected,
+            accepted: env.accepted,
+            rejected: env.rejected,
             final_reply,
         })
     }
@@ -385,41 +419,7 @@ impl MxSession<'_> {
         message: &[u8],
         chunk: usize,
     ) -> Result<Delivery, ClientError> {
-        let c = &mut *self.client;
-        let mut cmds = vec![format!("MAIL FROM:<{from}>")];
-        cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
-        for cmd in &cmds {
-            c.note(format!("C: {cmd}"));
-            c.conn.queue(format!("{cmd}\r\n").as_bytes());
-        }
-        c.conn.flush()?;
-        let mut replies = Vec::new();
-        for _ in &cmds {
-            replies.push(c.read()?);
-        }
-        if !replies[0].is_positive() {
-            let reply = replies[0].clone();
-            self.rset_quietly();
-            return Err(ClientError::Smtp {
-                stage: "MAIL FROM",
-                reply,
-            });
-        }
-        let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
-        for (i, r) in to.iter().enumerate() {
-            match &replies[1 + i] {
-                rep if rep.is_positive() => accepted.push(r.to_string()),
-                rep => rejected.push((r.to_string(), rep.clone())),
-            }
-        }
-        if accepted.is_empty() {
-            self.rset_quietly();
-            return Err(ClientError::Smtp {
-                stage: "RCPT TO",
-                reply: replies[1].clone(),
-            });
-        }
+        let env = self.envelope(from, to, false)?;
         let c = &mut *self.client;
         let chunks: Vec<&[u8]> = if message.is_empty() {
             vec![&[][..]]
@@ -452,8 +452,8 @@ impl MxSession<'_> {
         }
         let final_reply = last.ok_or_else(|| ClientError::Protocol("no BDAT reply".into()))?;
         Ok(Delivery {
-            accepted,
-            rejected,
+            accepted: env.accepted,
+            rejected: env.rejected,
             final_reply,
         })
     }

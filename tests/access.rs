@@ -9,6 +9,7 @@ use greenarrow_proxy::client::{ClientError, ProxyClient};
 use greenarrow_proxy::protocol::{Failure, TlsPolicy};
 use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
 use greenarrow_proxy::tls::ProxyClientTls;
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -112,7 +113,7 @@ fn a_client_certificate_authenticates_without_a_secret() {
         .clone()
         .with_client_cert(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())
         .unwrap();
-    let mut raw = RawTls::new(connect(tls).unwrap());
+    let mut raw = Raw::from_stream(connect(tls).unwrap());
     raw.send(
         req("127.0.0.5", mx.addr(), TlsPolicy::None)
             .to_line()
@@ -139,7 +140,7 @@ fn a_client_certificate_authenticates_without_a_secret() {
         .with_client_cert(other.cert_pem.as_bytes(), other.key_pem.as_bytes())
         .unwrap();
     let refused = connect(tls).and_then(|s| {
-        let mut r = RawTls::new(s);
+        let mut r = Raw::from_stream(s);
         r.s.write_all(b"NOOP\r\n")
             .map_err(greenarrow_proxy::tls::TlsError::Io)?;
         match r.try_reply() {
@@ -155,14 +156,14 @@ fn a_client_certificate_authenticates_without_a_secret() {
         .clone()
         .with_client_cert(stranger.cert_pem.as_bytes(), stranger.key_pem.as_bytes())
         .unwrap();
-    let mut raw = RawTls::new(connect(tls).unwrap());
+    let mut raw = Raw::from_stream(connect(tls).unwrap());
     raw.send(
         req("127.0.0.5", mx.addr(), TlsPolicy::None)
             .to_line()
             .as_bytes(),
     );
     assert!(raw.reply().starts_with("530 5.7.0 auth_required"));
-    let mut raw = RawTls::new(connect(base).unwrap());
+    let mut raw = Raw::from_stream(connect(base).unwrap());
     raw.send(
         req("127.0.0.5", mx.addr(), TlsPolicy::None)
             .to_line()
@@ -170,43 +171,6 @@ fn a_client_certificate_authenticates_without_a_secret() {
     );
     assert!(raw.reply().starts_with("530 5.7.0 auth_required"));
     assert_eq!(mx.stats().connections, 1);
-}
-
-use std::io::{Read, Write};
-
-/// A byte-level client over an established TLS stream.
-struct RawTls {
-    s: greenarrow_proxy::tls::ClientTlsStream,
-    buf: Vec<u8>,
-}
-
-impl RawTls {
-    fn new(s: greenarrow_proxy::tls::ClientTlsStream) -> RawTls {
-        s.tcp().set_read_timeout(Some(WAIT)).unwrap();
-        RawTls { s, buf: Vec::new() }
-    }
-    fn send(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-        self.s.flush().unwrap();
-    }
-    fn reply(&mut self) -> String {
-        self.try_reply().expect("connection closed")
-    }
-    fn try_reply(&mut self) -> Option<String> {
-        loop {
-            if let Ok(Some((r, n))) =
-                greenarrow_proxy::smtp::parse_reply(&self.buf, &Default::default())
-            {
-                self.buf.drain(..n);
-                return Some(String::from_utf8_lossy(r.raw()).into_owned());
-            }
-            let mut b = [0u8; 4096];
-            match self.s.read(&mut b) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&b[..n]),
-            }
-        }
-    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::certgen::{self, TestCa};
+use greenarrow_proxy::certgen::TestCa;
 use greenarrow_proxy::protocol::{ConnectRequest, Origin, TlsPolicy};
 use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
 use greenarrow_proxy::tls::TlsAcceptor;
@@ -11,16 +11,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn tls_mx(faults: Faults) -> TestMx {
-    let cert = certgen::self_signed(&["mx.test"]).unwrap();
-    TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap()),
-        faults,
-        ..TestMxConfig::default()
-    })
-    .unwrap()
-}
 
 fn reuse_req(source: &str, mx: SocketAddr) -> ConnectRequest {
     let mut r = req(source, mx, TlsPolicy::Opportunistic);

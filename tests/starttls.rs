@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn tls_mx(faults: Faults) -> TestMx {
-    let cert = certgen::self_signed(&["mx.test"]).unwrap();
-    TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap()),
-        faults,
-        ..TestMxConfig::default()
-    })
-    .unwrap()
-}
-
 fn failure(e: ClientError) -> greenarrow_proxy::protocol::FailureReply {
     match e {
         ClientError::Proxy(f) => f,

@@ -135,6 +135,14 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// A byte-level client over an established TLS stream.
+    pub fn from_stream(s: greenarrow_proxy::tls::ClientTlsStream) -> Raw {
+        s.tcp()
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Raw { s, buf: Vec::new() }
+    }
+
     pub fn send(&mut self, b: &[u8]) {
         self.s.write_all(b).unwrap();
         self.s.flush().unwrap();
@@ -168,6 +176,20 @@ impl Raw {
         let mut b = [0u8; 64];
         matches!(self.s.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+/// A test MX offering STARTTLS with a self-signed certificate for `mx.test`.
+pub fn tls_mx(faults: greenarrow_proxy::testmx::Faults) -> greenarrow_proxy::testmx::TestMx {
+    use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+    let cert = greenarrow_proxy::certgen::self_signed(&["mx.test"]).unwrap();
+    TestMx::start(TestMxConfig {
+        starttls: Some(
+            greenarrow_proxy::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap(),
+        ),
+        faults,
+        ..TestMxConfig::default()
+    })
+    .unwrap()
 }
 
 pub fn ip(s: &str) -> IpAddr {

@@ -2,10 +2,8 @@
 //! pool's state, and the "good session" every case ends with.
 
 use crate::common::*;
-use greenarrow_proxy::certgen;
 use greenarrow_proxy::protocol::{ConnectRequest, TlsPolicy};
 use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,17 +13,6 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A plaintext test MX with `faults`.
 pub fn mx(faults: Faults) -> TestMx {
     TestMx::start(TestMxConfig {
-        faults,
-        ..TestMxConfig::default()
-    })
-    .unwrap()
-}
-
-/// A test MX offering STARTTLS with a self-signed certificate for `mx.test`.
-pub fn tls_mx(faults: Faults) -> TestMx {
-    let cert = certgen::self_signed(&["mx.test"]).unwrap();
-    TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap()),
         faults,
         ..TestMxConfig::default()
     })
