@@ -146,10 +146,7 @@ fn an_mta_dropping_mid_body_leaves_nothing_pooled_and_nothing_delivered() {
     let mx = TestMx::start(TestMxConfig::default()).unwrap();
     let h = Harness::start(&[mx.addr().port()], "");
     let r = reuse_req("127.0.0.2", mx.addr());
-    let mut raw = h.raw();
-    raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
-    raw.reply();
-    raw.reply();
+    let mut raw = h.raw_connected(&r);
     raw.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
     raw.reply();
     raw.reply();

@@ -368,16 +368,7 @@ fn helo_fallback_when_ehlo_is_refused() {
 fn mta_dropping_mid_body_leaves_the_mx_without_a_message() {
     let mx = plain_mx();
     let h = Harness::start(&[mx.addr().port()], "");
-    let mut r = h.raw();
-    r.send(
-        format!(
-            "AUTH 1 {SECRET}\r\n{}",
-            req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()
-        )
-        .as_bytes(),
-    );
-    r.reply();
-    r.reply();
+    let mut r = h.raw_connected(&req("127.0.0.2", mx.addr(), TlsPolicy::None));
     r.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
     r.reply();
     r.reply();
@@ -422,16 +413,7 @@ fn mx_421_is_relayed_and_later_commands_get_421_until_quit() {
         ..Faults::default()
     });
     let h = Harness::start(&[mx.addr().port()], "");
-    let mut r = h.raw();
-    r.send(
-        format!(
-            "AUTH 1 {SECRET}\r\n{}",
-            req("127.0.0.2", mx.addr(), TlsPolicy::None).to_line()
-        )
-        .as_bytes(),
-    );
-    r.reply();
-    r.reply();
+    let mut r = h.raw_connected(&req("127.0.0.2", mx.addr(), TlsPolicy::None));
     r.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
     assert!(r.reply().starts_with("250"));
     assert!(r.reply().starts_with("421"));
@@ -478,16 +460,7 @@ fn yes_man_mx() -> SocketAddr {
 fn a_reply_that_breaks_the_protocol_is_not_relayed_and_gets_exactly_one_421() {
     let mx = yes_man_mx();
     let h = Harness::start(&[mx.port()], "");
-    let mut r = h.raw();
-    r.send(
-        format!(
-            "AUTH 1 {SECRET}\r\n{}",
-            req("127.0.0.2", mx, TlsPolicy::None).to_line()
-        )
-        .as_bytes(),
-    );
-    r.reply();
-    assert!(r.reply().ends_with("250 ready\r\n"));
+    let mut r = h.raw_connected(&req("127.0.0.2", mx, TlsPolicy::None));
     r.send(b"MAIL FROM:<a@x.test>\r\nNOOP\r\nRCPT TO:<b@y.test>\r\n");
     assert!(r.reply().starts_with("250"));
     // "354" to NOOP would make the MTA and the MX disagree about what follows: the proxy

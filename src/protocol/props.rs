@@ -274,31 +274,7 @@ fn ready() -> impl Strategy<Value = ConnectReady> {
 }
 
 fn failure() -> impl Strategy<Value = Failure> {
-    use Failure::*;
-    prop::sample::select(vec![
-        Busy,
-        ProtocolError,
-        AuthRequired,
-        AuthFailed,
-        SourceNotPermitted,
-        DestinationNotPermitted,
-        SourceNotLocal,
-        ConnectRefused,
-        ConnectTimeout,
-        NetworkError,
-        MxSetupFailed,
-        BannerRejected { permanent: false },
-        BannerRejected { permanent: true },
-        EhloRejected { permanent: false },
-        EhloRejected { permanent: true },
-        TlsNotOffered,
-        TlsFailed,
-        TlsVerifyFailed,
-        DnsTemporary,
-        DnsNxDomain,
-        DnsNoAddress,
-        DnsNullMx,
-    ])
+    prop::sample::select(super::reply::ALL_FAILURES.to_vec())
 }
 
 fn failure_reply() -> impl Strategy<Value = FailureReply> {

@@ -95,14 +95,10 @@ impl Failure {
     /// The failure for a tag and code, as a client parses it.
     pub fn from_tag(tag: &str, code: u16) -> Option<Failure> {
         let permanent = code >= 500;
-        ALL.iter()
+        ALL_FAILURES
+            .iter()
             .copied()
             .find(|f| f.code().2 == tag && (f.code().0 >= 500) == permanent)
-            .or(match tag {
-                "banner_rejected" => Some(Failure::BannerRejected { permanent }),
-                "ehlo_rejected" => Some(Failure::EhloRejected { permanent }),
-                _ => None,
-            })
     }
 
     /// Whether an MTA should retry later (4xx) rather than give up (5xx).
@@ -111,7 +107,8 @@ impl Failure {
     }
 }
 
-const ALL: &[Failure] = &[
+/// Every failure, each code once.
+pub const ALL_FAILURES: &[Failure] = &[
     Failure::Busy,
     Failure::ProtocolError,
     Failure::AuthRequired,
@@ -123,6 +120,10 @@ const ALL: &[Failure] = &[
     Failure::ConnectTimeout,
     Failure::NetworkError,
     Failure::MxSetupFailed,
+    Failure::BannerRejected { permanent: false },
+    Failure::BannerRejected { permanent: true },
+    Failure::EhloRejected { permanent: false },
+    Failure::EhloRejected { permanent: true },
     Failure::TlsNotOffered,
     Failure::TlsFailed,
     Failure::TlsVerifyFailed,
@@ -407,11 +408,7 @@ mod tests {
 
     #[test]
     fn codes_are_distinct() {
-        let mut all: Vec<Failure> = ALL.to_vec();
-        for p in [false, true] {
-            all.push(Failure::BannerRejected { permanent: p });
-            all.push(Failure::EhloRejected { permanent: p });
-        }
+        let all: Vec<Failure> = ALL_FAILURES.to_vec();
         let mut codes: Vec<u16> = all.iter().map(|f| f.code().0).collect();
         codes.sort();
         codes.dedup();

@@ -104,6 +104,18 @@ impl Harness {
         ProxyClient::connect(&self.client_config()).unwrap()
     }
 
+    /// A raw connection that has sent `AUTH` and `CONNECT` pipelined and read `235` and the
+    /// `250 ... ready` reply: the next bytes are SMTP to the MX.
+    pub fn raw_connected(&self, r: &ConnectRequest) -> Raw {
+        let mut raw = self.raw();
+        raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
+        let auth = raw.reply();
+        assert!(auth.starts_with("235 "), "{auth}");
+        let ready = raw.reply();
+        assert!(ready.ends_with("250 ready\r\n"), "{ready}");
+        raw
+    }
+
     /// A raw TLS connection to the proxy (for byte-level tests).
     pub fn raw(&self) -> Raw {
         let tcp = TcpStream::connect(self.addr).unwrap();
