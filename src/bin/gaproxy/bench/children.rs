@@ -120,7 +120,9 @@ impl ProxyUnderTest {
              tls_private_key: {}\n\
              source_addresses: [127.0.0.0/8]\n\
              destination_ports: [{}]\n\
+             destination_allow: [127.0.0.0/8]\n\
              max_sessions: {}\n\
+             max_sessions_per_ip: 100000\n\
              max_queued_sessions: 1000\n\
              timeouts:\n  mta_idle: 30m\n\
              pool:\n  max_idle_per_key: {}\n  max_idle_total: {}\n  idle_ttl: 30m\n  reuse_time_limit: 1h\n",
