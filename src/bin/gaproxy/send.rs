@@ -2,7 +2,7 @@
 
 use clap::Args;
 use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::{ConnectRequest, Destination, TlsPolicy};
+use greenarrow_proxy::protocol::{ConnectRequest, Destination, Origin, TlsPolicy};
 use greenarrow_proxy::tls::ProxyClientTls;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -162,7 +162,17 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 s.send_mail(&a.from, &to, &msg)
             };
-            let origin = format!("{:?}", s.ready.origin);
+            let origin = match &s.ready.origin {
+                Origin::New => "new".to_string(),
+                Origin::Reused {
+                    age,
+                    uses,
+                    messages,
+                } => format!(
+                    "reused (age {:.1} s, used {uses} time(s), {messages} message(s) before)",
+                    age.as_secs_f64()
+                ),
+            };
             let tls = s
                 .ready
                 .tls
