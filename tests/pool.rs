@@ -3,10 +3,8 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::certgen::TestCa;
 use greenarrow_proxy::protocol::{ConnectRequest, Origin, TlsPolicy};
 use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -202,20 +200,8 @@ fn different_source_or_ehlo_is_not_shared() {
 
 #[test]
 fn a_verify_request_never_gets_an_unverified_connection() {
-    let ca = TestCa::new("MX test CA").unwrap();
-    let leaf = ca.issue(&["mx.test"]).unwrap();
-    let mx = TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap()),
-        ..TestMxConfig::default()
-    })
-    .unwrap();
-    let dir = TempDir::new("ca");
-    let ca_file = dir.0.join("mx-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let h = Harness::start(
-        &[mx.addr().port()],
-        &format!("mx_tls:\n  ca_file: {}\n", ca_file.display()),
-    );
+    let (mx, _dir, ca_yaml) = verified_mx();
+    let h = Harness::start(&[mx.addr().port()], &ca_yaml);
     // An opportunistic connection (not verified for any name) goes into the pool.
     deliver(&h, &reuse_req("127.0.0.2", mx.addr()), b"opportunistic\r\n");
     let mut v = reuse_req("127.0.0.2", mx.addr());

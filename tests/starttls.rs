@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::certgen::{self, TestCa};
+use greenarrow_proxy::certgen;
 use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{Failure, TlsPolicy};
 use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
@@ -114,20 +114,8 @@ fn verify_fails_on_a_self_signed_certificate() {
 
 #[test]
 fn verify_succeeds_with_the_test_ca_as_extra_root() {
-    let ca = TestCa::new("MX test CA").unwrap();
-    let leaf = ca.issue(&["mx.test"]).unwrap();
-    let mx = TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap()),
-        ..TestMxConfig::default()
-    })
-    .unwrap();
-    let dir = TempDir::new("ca");
-    let ca_file = dir.0.join("mx-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let h = Harness::start(
-        &[mx.addr().port()],
-        &format!("mx_tls:\n  ca_file: {}\n", ca_file.display()),
-    );
+    let (mx, _dir, ca_yaml) = verified_mx();
+    let h = Harness::start(&[mx.addr().port()], &ca_yaml);
     let mut c = h.client();
     let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::Verify);
     r.tls_name = Some("mx.test".into());

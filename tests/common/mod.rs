@@ -204,6 +204,26 @@ pub fn tls_mx(faults: greenarrow_proxy::testmx::Faults) -> greenarrow_proxy::tes
     .unwrap()
 }
 
+/// A test MX offering STARTTLS with a certificate for `mx.test` issued by a test CA, and the
+/// proxy configuration that trusts that CA (`mx_tls.ca_file`, in the returned directory).
+pub fn verified_mx() -> (greenarrow_proxy::testmx::TestMx, TempDir, String) {
+    use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+    let ca = TestCa::new("MX test CA").unwrap();
+    let leaf = ca.issue(&["mx.test"]).unwrap();
+    let mx = TestMx::start(TestMxConfig {
+        starttls: Some(
+            greenarrow_proxy::tls::TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap(),
+        ),
+        ..TestMxConfig::default()
+    })
+    .unwrap();
+    let dir = TempDir::new("ca");
+    let ca_file = dir.0.join("mx-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let yaml = format!("mx_tls:\n  ca_file: {}\n", ca_file.display());
+    (mx, dir, yaml)
+}
+
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
