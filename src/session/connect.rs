@@ -141,7 +141,13 @@ impl Session<'_> {
         loop {
             let mut expired = Vec::new();
             let got = pool.checkout(&key, &want, Instant::now(), &mut expired);
-            quit_all(expired);
+            if !expired.is_empty() {
+                // QUIT waits on the MX: not on this session's way to its connection.
+                // (Should the thread not start, dropping them closes them without QUIT.)
+                let _ = std::thread::Builder::new()
+                    .name("pool expire".into())
+                    .spawn(move || quit_all(expired));
+            }
             let mut c = got?;
             let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
                 crate::config::Probe::None => None,
