@@ -163,6 +163,10 @@ impl Drop for IpSlot {
 pub struct Shared {
     /// Sessions (queued or running) per MTA address.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Sessions waiting for the MTA's next request (command state), by session number: a
+    /// handle on each socket so that a stop can wake them.
+    idle_mtas: Mutex<HashMap<u64, std::os::fd::RawFd>>,
+    next_session: AtomicU64,
     runtime: RwLock<Arc<Runtime>>,
     /// Idle MX connections for reuse.
     pub pool: Arc<Pool>,
@@ -171,6 +175,35 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A number for a new session.
+    pub fn session_number(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A session is about to wait for its MTA's next request: if the proxy is stopping, say so
+    /// (false: do not wait, end the session); otherwise register `socket` so that a stop wakes
+    /// the wait (by shutting its read side down).
+    pub fn waiting_for_request(&self, session: u64, socket: &TcpStream) -> bool {
+        use std::os::fd::AsRawFd;
+        // The descriptor stays valid while registered: the session deregisters (under the
+        // lock) before it closes its socket, and the stop shuts sockets down under the lock.
+        self.idle_mtas.lock().insert(session, socket.as_raw_fd());
+        // Checked after registering: a stop either sees the entry or is seen here.
+        !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The session has its request (or is ending).
+    pub fn request_arrived(&self, session: u64) {
+        self.idle_mtas.lock().remove(&session);
+    }
+
+    /// Wake every session waiting for a request, so that it can end at once.
+    fn wake_idle_sessions(&self) {
+        for &fd in self.idle_mtas.lock().values() {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+
     /// The runtime in force now (sessions keep the one they started with).
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.read().clone()
@@ -260,6 +293,8 @@ impl Server {
         let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared {
             per_ip: Mutex::new(HashMap::new()),
+            idle_mtas: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(0),
             pool: pool.clone(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
@@ -411,6 +446,9 @@ impl Server {
             }
         }
         ls.clear();
+        drop(ls);
+        // Sessions idle between requests would otherwise keep the drain waiting.
+        self.shared.wake_idle_sessions();
     }
 
     /// Wait for sessions in progress to end, up to `grace`; then QUIT and close every

@@ -26,6 +26,7 @@ use crate::server::{Runtime, Shared};
 use crate::tls::ServerTlsStream;
 use log::warn;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ const MAX_PROTOCOL_ERRORS: u32 = 10;
 
 /// How long to wait for the MX's 221 after our QUIT.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
+
+/// The text of the `421 busy` sent to MTAs waiting between requests when the proxy stops.
+const STOPPING: &str = "the proxy is stopping; closing connection";
 
 /// Sent when the MTA was silent for `timeouts.mta_idle`.
 const IDLE_TIMEOUT: &[u8] = b"421 4.4.2 idle timeout: closing connection\r\n";
@@ -76,6 +80,7 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         rt: &rt,
         peer,
         identity,
+        number: shared.session_number(),
         errors: 0,
         deadline: Instant::now() + rt.config.timeouts.session_lifetime,
     };
@@ -89,6 +94,8 @@ struct Session<'a> {
     peer: SocketAddr,
     /// Who the MTA is, once authenticated (by secret or client certificate).
     identity: Option<Identity<'a>>,
+    /// This session's number (for the registry of sessions waiting between requests).
+    number: u64,
     errors: u32,
     /// `timeouts.session_lifetime` from the accept.
     deadline: Instant,
@@ -110,8 +117,27 @@ impl Session<'_> {
             if mta.set_timeout(timeout).is_err() {
                 return;
             }
-            let n = match mta.read_line(MAX_REQUEST_LINE) {
+            // Waiting for the next request (nothing complete buffered): a stop may wake us.
+            let waiting = !mta.pending().contains(&b'\n');
+            if waiting
+                && !self
+                    .shared
+                    .waiting_for_request(self.number, mta.get_ref().tcp())
+            {
+                self.shared.request_arrived(self.number);
+                let _ = mta.send(&FailureReply::new(Failure::Busy, STOPPING).render());
+                return;
+            }
+            let read = mta.read_line(MAX_REQUEST_LINE);
+            if waiting {
+                self.shared.request_arrived(self.number);
+            }
+            let n = match read {
                 Ok(n) => n,
+                Err(_) if self.shared.stopping.load(Ordering::SeqCst) => {
+                    let _ = mta.send(&FailureReply::new(Failure::Busy, STOPPING).render());
+                    return;
+                }
                 Err(ReadError::Timeout) => {
                     let _ = mta.send(if Instant::now() >= self.deadline {
                         LIFETIME_EXCEEDED
