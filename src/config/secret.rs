@@ -23,7 +23,6 @@ impl Secret {
     }
 
     /// The secret bytes, for the authentication code in this crate.
-    #[allow(dead_code)] // used by the session/auth code
     pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }

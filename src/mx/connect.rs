@@ -2,7 +2,10 @@
 //! [`BufConn`], mapping every failure to the protocol's [`FailureReply`].
 
 use super::setup::{Action, Phase, Setup, SetupFailure};
-use super::{MxConnection, MxStream, MxTimeouts};
+use super::{say_quit, MxConnection, MxStream, MxTimeouts};
+
+/// How long to wait for the 221 when giving up on an MX during set-up.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
 use crate::bufconn::{BufConn, ReadError};
 use crate::dial::{dial, DialError};
 use crate::protocol::{reply_lines, ConnectRequest, Failure, FailureReply, TlsPolicy};
@@ -105,16 +108,6 @@ fn attempt(
     let tls_name = req.tls_name.as_deref().or(mx_host);
     let mut tls_facts = None;
     let mut action = setup.start();
-    let fail = |conn: BufConn<MxStream>, f: FailureReply, polite: bool| {
-        if polite {
-            let mut c = conn;
-            let _ = c.set_timeout(Duration::from_secs(2));
-            if c.send(b"QUIT\r\n").is_ok() {
-                let _ = c.read_reply(&ReplyLimits::default());
-            }
-        }
-        f
-    };
     loop {
         action = match action {
             Action::Send(bytes, phase) => {
@@ -200,7 +193,10 @@ fn attempt(
                         true,
                     ),
                 };
-                return Err((fail(conn, reply, polite), false));
+                if polite {
+                    say_quit(&mut conn, QUIT_WAIT);
+                }
+                return Err((reply, false));
             }
         };
     }

@@ -69,6 +69,14 @@ impl Timeouts for MxStream {
     }
 }
 
+/// Send QUIT and wait up to `wait` for the reply (best effort: errors are ignored).
+pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
+    let _ = conn.set_timeout(wait);
+    if conn.send(b"QUIT\r\n").is_ok() {
+        let _ = conn.read_reply(&Default::default());
+    }
+}
+
 /// An established MX connection, ready for MAIL FROM.
 pub struct MxConnection {
     pub conn: BufConn<MxStream>,
@@ -128,10 +136,7 @@ impl MxConnection {
 
     /// Politely end the SMTP session: QUIT, wait briefly for the reply, close.
     pub fn quit(mut self, wait: Duration) {
-        let _ = self.conn.set_timeout(wait);
-        if self.conn.send(b"QUIT\r\n").is_ok() {
-            let _ = self.conn.read_reply(&Default::default());
-        }
+        say_quit(&mut self.conn, wait);
         self.close();
     }
 

@@ -146,21 +146,13 @@ impl ProxyUnderTest {
             Some(bin) => {
                 let config_path = dir.0.join("proxy.yaml");
                 std::fs::write(&config_path, &yaml)?;
-                let log_path = dir.0.join("proxy.log");
-                let log = std::fs::File::create(&log_path)?;
-                let mut child = Command::new(bin)
-                    .arg("--config-filename")
-                    .arg(&config_path)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .map_err(|e| format!("{}: {e}", bin.display()))?;
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                if let Err(e) = wait_listening(&mut child, addr, &log_path) {
-                    stop_child(&mut child);
-                    return Err(e);
-                }
+                let child = spawn_listening(
+                    bin,
+                    &["--config-filename".as_ref(), config_path.as_os_str()],
+                    &dir.0.join("proxy.log"),
+                    addr,
+                )?;
                 Ok(ProxyUnderTest {
                     client: client(addr)?,
                     pid: Some(child.id()),
@@ -200,6 +192,29 @@ impl Drop for ProxyUnderTest {
     }
 }
 
+/// Start `bin` with `args`, its stderr to `log_path`, and wait until it listens on `addr`
+/// (stopping it if it does not).
+fn spawn_listening(
+    bin: &Path,
+    args: &[&std::ffi::OsStr],
+    log_path: &Path,
+    addr: SocketAddr,
+) -> Result<Child, BoxError> {
+    let log = std::fs::File::create(log_path)?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if let Err(e) = wait_listening(&mut child, addr, log_path) {
+        stop_child(&mut child);
+        return Err(e);
+    }
+    Ok(child)
+}
+
 /// HAProxy in TCP mode in front of the MX.
 pub struct Haproxy {
     pub addr: SocketAddr,
@@ -220,22 +235,13 @@ impl Haproxy {
         );
         let cfg_path = dir.0.join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg)?;
-        let log_path = dir.0.join("haproxy.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if let Err(e) = wait_listening(&mut child, addr, &log_path) {
-            stop_child(&mut child);
-            return Err(e);
-        }
+        let child = spawn_listening(
+            bin,
+            &["-db".as_ref(), "-f".as_ref(), cfg_path.as_os_str()],
+            &dir.0.join("haproxy.log"),
+            addr,
+        )?;
         Ok(Haproxy {
             addr,
             pid: child.id(),
