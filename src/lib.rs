@@ -2,6 +2,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+#[macro_use]
+mod macros;
+
 pub mod bufconn;
 pub mod certgen;
 pub mod client;
@@ -14,8 +17,10 @@ pub mod mx;
 pub mod pool;
 pub mod protocol;
 pub mod report;
+pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod smtp;
 pub mod testmx;
 pub mod tls;

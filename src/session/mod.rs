@@ -1,28 +1,20 @@
 //! One MTA session, on one worker thread: TLS handshake, the proxy's command state (AUTH,
 //! CONNECT, NOOP, QUIT), and the relayed SMTP session after each successful CONNECT.
 
-/// Log at info level when `log_verbose` is on.
-///
-/// Key-values become structured journal fields (`MTA`, `SOURCE`, `MX`) and trail the text on
-/// stderr: `verbose!(rt, mta = peer, mx = addr; "kept for reuse")`.
-macro_rules! verbose {
-    ($rt:expr, $($key:ident = $val:expr),+ ; $($arg:tt)+) => {
-        if $rt.config.log_verbose {
-            log::info!($($key:% = $val),+ ; $($arg)+);
-        }
-    };
-}
-
 mod connect;
+pub mod egress;
 mod finish;
 pub mod relay;
+
+pub use egress::Egress;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
 use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
-use crate::server::{Runtime, Shared};
+use crate::runtime::Runtime;
+use crate::shared::Shared;
 use crate::tls::ServerTlsStream;
 use log::warn;
 use std::net::{SocketAddr, TcpStream};
@@ -33,9 +25,6 @@ use std::time::{Duration, Instant};
 /// Protocol errors tolerated on one connection before it is closed.
 const MAX_PROTOCOL_ERRORS: u32 = 10;
 
-/// How long to wait for the MX's 221 after our QUIT.
-const QUIT_WAIT: Duration = Duration::from_secs(5);
-
 /// The text of the `421 busy` sent to MTAs waiting between requests when the proxy stops.
 const STOPPING: &str = "the proxy is stopping; closing connection";
 
@@ -44,6 +33,11 @@ const IDLE_TIMEOUT: &[u8] = b"421 4.4.2 idle timeout: closing connection\r\n";
 
 /// Sent when the connection reached `timeouts.session_lifetime`.
 const LIFETIME_EXCEEDED: &[u8] = b"421 4.4.2 session lifetime exceeded: closing connection\r\n";
+
+/// The failure for a CONNECT before authentication.
+fn auth_required() -> FailureReply {
+    FailureReply::new(Failure::AuthRequired, "authenticate with AUTH first")
+}
 
 /// How long the next read from the MTA may wait: the idle timeout, cut short by the session
 /// deadline; None when the deadline has passed.
@@ -107,6 +101,15 @@ enum Next {
 }
 
 impl Session<'_> {
+    /// The egress core, for this session.
+    fn egress(&self) -> Egress<'_> {
+        Egress {
+            shared: self.shared,
+            rt: self.rt,
+            peer: self.peer,
+        }
+    }
+
     fn run(&mut self, mta: &mut BufConn<ServerTlsStream>) {
         loop {
             let Some(timeout) = read_timeout(self.rt.config.timeouts.mta_idle, self.deadline)
@@ -212,8 +215,7 @@ impl Session<'_> {
                 }
             }
             Request::Connect(_) if self.identity.is_none() => {
-                let f = FailureReply::new(Failure::AuthRequired, "authenticate with AUTH first");
-                reply(mta, &f.render(), Next::Continue)
+                reply(mta, &auth_required().render(), Next::Continue)
             }
             Request::Connect(req) => self.connect(mta, req),
         }

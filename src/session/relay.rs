@@ -4,10 +4,10 @@
 //! batch), then read the replies owed (one write to the MTA per batch), then read the MTA
 //! again. Every command line earns exactly one reply, so one thread never deadlocks.
 
-use crate::bufconn::{BufConn, ReadError};
+use crate::bufconn::{BufConn, ReadError, Timeouts};
 use crate::mx::{MxConnection, MxTimeouts};
 use crate::smtp::{InputStep, Relay, RelayLimits, ReplyEffect, ReplyLimits};
-use crate::tls::ServerTlsStream;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// How a relayed SMTP session ended.
@@ -36,8 +36,8 @@ pub struct RelayOutcome {
 }
 
 /// Relay the MTA's SMTP session to `mx` until the MTA's QUIT or disconnect.
-pub fn relay(
-    mta: &mut BufConn<ServerTlsStream>,
+pub fn relay<S: Read + Write + Timeouts>(
+    mta: &mut BufConn<S>,
     mx: MxConnection,
     mta_idle: Duration,
     deadline: Instant,

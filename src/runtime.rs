@@ -1,0 +1,110 @@
+//! What a configuration turns into when it is put in force: the configuration itself plus
+//! everything loaded from it (TLS acceptor and connector, MX settings, relay limits, the DNS
+//! resolver). Built at start and at each reload; sessions keep the one they started with.
+
+use crate::config::Config;
+use crate::dns::{Resolver, ResolverSettings};
+use crate::mx::{MxSettings, MxTimeouts};
+use crate::pool::PoolLimits;
+use crate::smtp::{RelayLimits, ReplyLimits};
+use crate::tls::{load_roots, MinVersion, MxTlsConnector, TlsAcceptor, TlsError};
+use log::warn;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// What a configuration turns into at (re)load: the config plus everything loaded from it.
+pub struct Runtime {
+    pub config: Config,
+    pub acceptor: TlsAcceptor,
+    pub mx: MxSettings,
+    pub relay_limits: RelayLimits,
+    /// `None` when the resolver could not be set up (requests by name then fail with
+    /// `dns_temporary`; IP literals still work).
+    pub resolver: Option<Resolver>,
+}
+
+/// Why a configuration could not be put into service.
+#[derive(Debug)]
+pub enum StartError {
+    /// The MTA-facing certificate/key or the MX roots could not be loaded.
+    Tls(TlsError),
+    /// A listen address could not be bound.
+    Bind { addr: SocketAddr, error: io::Error },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Runtime {
+    /// Load what the configuration names (certificate, key, roots).
+    pub fn build(config: Config) -> Result<Runtime, StartError> {
+        let acceptor = TlsAcceptor::from_pem_files_with_client_ca(
+            &config.tls_certificate,
+            &config.tls_private_key,
+            config.tls_client_ca.as_deref(),
+        )
+        .map_err(StartError::Tls)?;
+        let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(StartError::Tls)?;
+        let min = match config.mx_tls.min_version {
+            crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
+            crate::config::TlsVersion::Tls13 => MinVersion::Tls13,
+        };
+        let tls = MxTlsConnector::new(roots, min).map_err(StartError::Tls)?;
+        let t = &config.timeouts;
+        let mx = MxSettings {
+            tls,
+            timeouts: MxTimeouts {
+                connect: t.mx_connect,
+                banner: t.mx_banner,
+                command: t.mx_command,
+                data_done: t.mx_data_done,
+                tls_handshake: t.mx_tls_handshake,
+            },
+            reply_limits: ReplyLimits {
+                max_line: config.limits.max_reply_line,
+                max_lines: config.limits.max_reply_lines,
+            },
+        };
+        let relay_limits = RelayLimits {
+            max_command_line: config.limits.max_command_line,
+        };
+        let settings = ResolverSettings {
+            nameservers: config.dns.nameservers.clone(),
+            timeout: config.dns.timeout,
+            attempts: config.dns.attempts,
+        };
+        let resolver = match Resolver::new(&settings) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!("DNS resolver unavailable, destinations by name will fail: {e}");
+                None
+            }
+        };
+        Ok(Runtime {
+            config,
+            acceptor,
+            mx,
+            relay_limits,
+            resolver,
+        })
+    }
+}
+
+/// The pool limits a configuration asks for.
+pub fn pool_limits(config: &Config) -> PoolLimits {
+    PoolLimits {
+        reuse_time_limit: config.pool.reuse_time_limit,
+        idle_ttl: config.pool.idle_ttl,
+        max_idle_per_key: config.pool.max_idle_per_key,
+        max_idle_total: config.pool.max_idle_total,
+    }
+}

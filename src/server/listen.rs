@@ -1,0 +1,97 @@
+//! Listening sockets and their accept threads: admission (`allow_from`, per-address limits)
+//! happens here, before any TLS or protocol work; then the connection goes to the worker pool.
+
+use super::Server;
+use crate::runtime::StartError;
+use crate::shared::IpSlot;
+use log::warn;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+
+pub(super) fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
+    let err = |error| StartError::Bind { addr, error };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    s.bind(&SockAddr::from(addr)).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    Ok(s)
+}
+
+impl Server {
+    pub(super) fn accept_loop(&self, socket: &Socket, addr: SocketAddr) {
+        loop {
+            let (conn, peer) = match socket.accept() {
+                Ok((c, p)) => (c, p),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.shared.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EINVAL) | Some(nix::libc::EBADF)
+                    ) {
+                        // The listener was shut down (reload removed it).
+                        return;
+                    }
+                    // EMFILE and friends: log and back off briefly so we do not spin.
+                    warn!("accept on {addr}: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let Some(peer) = peer.as_socket() else {
+                continue;
+            };
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let rt = self.shared.runtime();
+            if !rt.config.allow_from.iter().any(|n| n.contains(peer.ip())) {
+                self.shared
+                    .stats
+                    .refused_allow_from
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(mta:% = peer; "refused: not in allow_from");
+                drop(conn);
+                continue;
+            }
+            let Some(slot) = IpSlot::take(&self.shared, peer.ip(), rt.config.max_sessions_per_ip)
+            else {
+                self.shared
+                    .stats
+                    .refused_per_ip
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(mta:% = peer; "refused: {} sessions from this address already (max_sessions_per_ip)", rt.config.max_sessions_per_ip);
+                continue;
+            };
+            drop(rt);
+            let tcp: TcpStream = conn.into();
+            let shared = self.shared.clone();
+            let job = Box::new(move || {
+                let _slot = slot;
+                shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                crate::session::serve(shared, tcp, peer);
+            });
+            if let Err(job) = self.workers.try_submit(job) {
+                // Dropping the job closes its socket.
+                drop(job);
+                self.shared
+                    .stats
+                    .refused_busy
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    mta:% = peer;
+                    "refused: all {} session threads busy and the queue is full",
+                    self.shared.runtime().config.max_sessions
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The egress core every front-end shares: from a request (client identity, source address,
+//! destination, TLS policy, reuse) to an MX connection — permission checks, destination
+//! resolution and policy, a pooled connection or a new one — then the relayed SMTP session and
+//! the keep-or-close decision at its end. The native protocol (`session`) and the compatibility
+//! front-ends (`frontend`) differ only in how they obtain the request and talk to their MTA.
+
+use super::relay::{self, RelayOutcome};
+use crate::bufconn::{BufConn, Timeouts};
+use crate::config::Identity;
+use crate::dns::{DnsError, Family};
+use crate::mx::connect::try_next_address;
+use crate::mx::{establish, MxConnection};
+use crate::pool::reaper::quit_all;
+use crate::pool::{PoolKey, TlsWant};
+use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
+use crate::runtime::Runtime;
+use crate::shared::Shared;
+use crate::smtp::PoolState;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a checkout probe (`pool.checkout_probe`) may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait for the MX's 221 after our QUIT.
+pub(crate) const QUIT_WAIT: Duration = Duration::from_secs(5);
+
+/// One MTA session's view of the proxy: the shared state, the configuration in force when the
+/// session started, and the MTA's address (for the log).
+#[derive(Clone, Copy)]
+pub struct Egress<'a> {
+    pub shared: &'a Shared,
+    pub rt: &'a Runtime,
+    pub peer: SocketAddr,
+}
+
+impl Egress<'_> {
+    /// The source address is permitted for the client and the port by `destination_ports`.
+    pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), FailureReply> {
+        if !id.sources.iter().any(|n| n.contains(req.source)) {
+            return Err(FailureReply::new(
+                Failure::SourceNotPermitted,
+                format!(
+                    "source address {} is not permitted for client {}",
+                    req.source, id.name
+                ),
+            ));
+        }
+        if !self.rt.config.destination_ports.contains(&req.port) {
+            return Err(FailureReply::new(
+                Failure::DestinationNotPermitted,
+                format!(
+                    "destination port {} is not permitted (destination_ports)",
+                    req.port
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The addresses to try, in order, each with the MX host name when known: resolved, of
+    /// the source's family, and permitted by the destination policy.
+    pub fn destinations(
+        &self,
+        req: &ConnectRequest,
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        self.permitted(req, self.candidates(req)?)
+    }
+
+    /// Check permissions, resolve, then reuse or dial (banner, EHLO, STARTTLS, EHLO).
+    pub fn open_mx(
+        &self,
+        id: &Identity,
+        req: &ConnectRequest,
+    ) -> Result<(MxConnection, Origin), FailureReply> {
+        self.authorize(id, req)?;
+        let candidates = self.destinations(req)?;
+        if req.reuse {
+            for (addr, host) in &candidates {
+                if let Some(found) = self.reuse(req, *addr, host.as_deref()) {
+                    return Ok(found);
+                }
+            }
+        }
+        let mut last = None;
+        for (addr, host) in candidates {
+            match establish(&self.rt.mx, req, addr, host.as_deref()) {
+                Ok(c) => return Ok((c, Origin::New)),
+                Err(f) if try_next_address(&f) => {
+                    verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                    last = Some(f);
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
+    }
+
+    /// Relay the MTA's SMTP session over `mx` until the MTA's QUIT or disconnect.
+    pub fn relay<S: Read + Write + Timeouts>(
+        &self,
+        mta: &mut BufConn<S>,
+        mx: MxConnection,
+        deadline: Instant,
+    ) -> RelayOutcome {
+        relay::relay(
+            mta,
+            mx,
+            self.rt.config.timeouts.mta_idle,
+            deadline,
+            &self.rt.mx.timeouts,
+            self.rt.relay_limits,
+            &self.rt.mx.reply_limits,
+        )
+    }
+
+    /// After a relayed session: count its messages, then keep the MX connection for reuse or
+    /// close it (never completing a message the MTA did not finish).
+    pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome) {
+        let messages = out.relay.messages_accepted();
+        self.shared
+            .stats
+            .messages
+            .fetch_add(messages, Ordering::Relaxed);
+        if let Some(why) = &out.mx_lost {
+            verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
+        }
+        if let Some(mut mx) = out.mx {
+            mx.messages += messages;
+            if out.mid_body {
+                // Never complete a message the MTA did not finish.
+                verbose!(self.rt, mta = self.peer, mx = mx.remote; "the MTA left in the middle of a message: MX connection closed without end of data");
+                mx.close();
+            } else {
+                let state = out.relay.pool_state();
+                self.release(req, mx, Some(state));
+            }
+        }
+    }
+
+    /// A healthy pooled connection for `addr`, if there is one. Dead ones are discarded.
+    fn reuse(
+        &self,
+        req: &ConnectRequest,
+        addr: SocketAddr,
+        host: Option<&str>,
+    ) -> Option<(MxConnection, Origin)> {
+        let pool = &self.shared.pool;
+        let key = PoolKey::new(req.source, &req.ehlo, addr);
+        let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
+        loop {
+            let mut expired = Vec::new();
+            let got = pool.checkout(&key, &want, Instant::now(), &mut expired);
+            if !expired.is_empty() {
+                // QUIT waits on the MX: not on this session's way to its connection.
+                // (Should the thread not start, dropping them closes them without QUIT.)
+                let _ = std::thread::Builder::new()
+                    .name("pool expire".into())
+                    .spawn(move || quit_all(expired));
+            }
+            let mut c = got?;
+            let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
+                crate::config::Probe::None => None,
+                crate::config::Probe::Noop => Some(b"NOOP\r\n"),
+                crate::config::Probe::Rset => Some(b"RSET\r\n"),
+            };
+            if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, PROBE_TIMEOUT)) {
+                verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
+                c.close();
+                continue;
+            }
+            let origin = Origin::Reused {
+                age: c.created.elapsed(),
+                uses: c.uses,
+                messages: c.messages,
+            };
+            c.uses += 1;
+            // The name this request used (none for an IP literal), not the first user's.
+            c.mx_host = host.map(str::to_string);
+            return Some((c, origin));
+        }
+    }
+
+    /// Drop candidates in `destination_deny` (unless in `destination_allow`); none left is
+    /// a `destination_not_permitted` failure.
+    fn permitted(
+        &self,
+        req: &ConnectRequest,
+        candidates: Vec<(SocketAddr, Option<String>)>,
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        let total = candidates.len();
+        let kept: Vec<_> = candidates
+            .into_iter()
+            .filter(|(a, _)| self.rt.config.destination_permitted(a.ip()))
+            .collect();
+        if kept.is_empty() {
+            return Err(FailureReply::new(
+                Failure::DestinationNotPermitted,
+                format!(
+                    "{}: {} address(es), all refused by destination_deny",
+                    req.dest, total
+                ),
+            ));
+        }
+        Ok(kept)
+    }
+
+    /// The addresses to try, in order, each with the MX host name when known.
+    fn candidates(
+        &self,
+        req: &ConnectRequest,
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+        let family = Family::of(&req.source);
+        if let Destination::Ip(ip) = &req.dest {
+            if !family.matches(ip) {
+                return Err(FailureReply::new(
+                    Failure::DestinationNotPermitted,
+                    format!(
+                        "destination {ip} and source {} are of different address families",
+                        req.source
+                    ),
+                ));
+            }
+            return Ok(vec![(SocketAddr::new(*ip, req.port), None)]);
+        }
+        let resolver = self.rt.resolver.as_ref().ok_or_else(|| {
+            FailureReply::new(
+                Failure::DnsTemporary,
+                "no DNS resolver is available (see the log at start-up)",
+            )
+        })?;
+        let found = match &req.dest {
+            Destination::Host(h) => resolver.lookup_host(h, family).map(|addrs| {
+                // Named like MX hosts (lower case, no trailing dot): this name is the
+                // default TLS name (SNI, verification, pool matching) and `mx_host`.
+                let name = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+                addrs
+                    .into_iter()
+                    .map(|a| (a, name.clone()))
+                    .collect::<Vec<_>>()
+            }),
+            Destination::Domain(d) => resolver
+                .resolve_mx(d, family)
+                .map(|cs| cs.into_iter().map(|c| (c.addr, c.host)).collect()),
+            Destination::Ip(_) => Ok(Vec::new()),
+        };
+        match found {
+            Ok(list) if !list.is_empty() => Ok(list
+                .into_iter()
+                .map(|(ip, host)| (SocketAddr::new(ip, req.port), Some(host)))
+                .collect()),
+            Ok(_) => Err(FailureReply::new(
+                Failure::DnsNoAddress,
+                format!("{}: no address of the source's family", req.dest),
+            )),
+            Err(e) => Err(dns_failure(e)),
+        }
+    }
+
+    /// Keep `mx` in the pool when everything allows it, otherwise QUIT and close it.
+    /// `state` is the relay's view (None when no SMTP session took place).
+    pub fn release(&self, req: &ConnectRequest, mut mx: MxConnection, state: Option<PoolState>) {
+        let why_not: Option<String> = (|| {
+            if !req.reuse {
+                return Some("the request did not allow reuse".to_string());
+            }
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Some("the proxy is stopping".to_string());
+            }
+            match state {
+                Some(PoolState::Clean) | None => {}
+                Some(PoolState::NeedsRset) => {
+                    if !mx.probe(b"RSET\r\n", Duration::from_secs(10)) {
+                        return Some("RSET after an unfinished transaction failed".into());
+                    }
+                }
+                Some(PoolState::Unusable(reason)) => return Some(reason.to_string()),
+            }
+            if let Some(cap) = req.reuse_max_messages {
+                if mx.messages >= cap {
+                    return Some(format!("message cap reached ({} of {cap})", mx.messages));
+                }
+            }
+            None
+        })();
+        let mx = match why_not {
+            Some(reason) => {
+                verbose!(self.rt, mta = self.peer, mx = mx.remote; "not kept: {reason}");
+                mx.quit(QUIT_WAIT);
+                return;
+            }
+            None => mx,
+        };
+        let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
+        let remote = mx.remote;
+        match self.shared.pool.checkin(key, mx, Instant::now()) {
+            Ok(()) => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
+            Err(rejected) => {
+                verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", rejected.why.reason());
+                rejected.conn.quit(QUIT_WAIT);
+            }
+        }
+    }
+}
+
+fn dns_failure(e: DnsError) -> FailureReply {
+    let f = match &e {
+        DnsError::NxDomain { .. } => Failure::DnsNxDomain,
+        DnsError::NullMx { .. } => Failure::DnsNullMx,
+        DnsError::NoAddress { .. } => Failure::DnsNoAddress,
+        DnsError::InvalidName { .. } => Failure::ProtocolError,
+        DnsError::Transient { .. } | DnsError::Setup(_) => Failure::DnsTemporary,
+    };
+    FailureReply::new(f, e.to_string())
+}

@@ -1,0 +1,128 @@
+//! State shared by the accept threads and every session of a running server: the runtime in
+//! force, the pool, counters, per-address session counts, and the registry of sessions idle
+//! between requests (so that a stop can wake them).
+
+use crate::pool::Pool;
+use crate::runtime::{pool_limits, Runtime};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters since start.
+#[derive(Default)]
+pub struct Stats {
+    pub sessions: AtomicU64,
+    pub refused_allow_from: AtomicU64,
+    pub refused_busy: AtomicU64,
+    pub refused_per_ip: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.
+pub struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Claim a slot for `ip`, unless it already has `limit` sessions.
+    pub(crate) fn take(shared: &Arc<Shared>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut map = shared.per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.shared.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// State shared by the accept threads and every session.
+pub struct Shared {
+    /// Sessions (queued or running) per MTA address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Sessions waiting for the MTA's next request (command state), by session number: a
+    /// handle on each socket so that a stop can wake them.
+    idle_mtas: Mutex<HashMap<u64, std::os::fd::RawFd>>,
+    next_session: AtomicU64,
+    runtime: RwLock<Arc<Runtime>>,
+    /// Idle MX connections for reuse.
+    pub pool: Arc<Pool>,
+    pub stats: Stats,
+    pub stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Shared state for a server starting with `rt` and `pool`.
+    pub fn new(rt: Runtime, pool: Arc<Pool>) -> Shared {
+        Shared {
+            per_ip: Mutex::new(HashMap::new()),
+            idle_mtas: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(0),
+            pool,
+            runtime: RwLock::new(Arc::new(rt)),
+            stats: Stats::default(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// A number for a new session.
+    pub fn session_number(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A session is about to wait for its MTA's next request: if the proxy is stopping, say so
+    /// (false: do not wait, end the session); otherwise register `socket` so that a stop wakes
+    /// the wait (by shutting its read side down).
+    pub fn waiting_for_request(&self, session: u64, socket: &TcpStream) -> bool {
+        use std::os::fd::AsRawFd;
+        // The descriptor stays valid while registered: the session deregisters (under the
+        // lock) before it closes its socket, and the stop shuts sockets down under the lock.
+        self.idle_mtas.lock().insert(session, socket.as_raw_fd());
+        // Checked after registering: a stop either sees the entry or is seen here.
+        !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The session has its request (or is ending).
+    pub fn request_arrived(&self, session: u64) {
+        self.idle_mtas.lock().remove(&session);
+    }
+
+    /// Wake every session waiting for a request, so that it can end at once.
+    pub(crate) fn wake_idle_sessions(&self) {
+        for &fd in self.idle_mtas.lock().values() {
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+
+    /// The runtime in force now (sessions keep the one they started with).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().clone()
+    }
+
+    /// Put a new runtime in force for new sessions (and the pool's new limits).
+    pub fn replace_runtime(&self, rt: Runtime) {
+        self.pool.set_limits(pool_limits(&rt.config));
+        *self.runtime.write() = Arc::new(rt);
+    }
+}
