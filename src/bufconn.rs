@@ -86,6 +86,15 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
+    /// A connection whose first input is `initial` (bytes already read from the stream by
+    /// someone else, e.g. what followed a PROXY header).
+    pub fn with_input(stream: S, initial: &[u8]) -> BufConn<S> {
+        let mut c = BufConn::new(stream);
+        c.inbuf = initial.to_vec();
+        c.end = initial.len();
+        c
+    }
+
     /// The stream.
     pub fn get_ref(&self) -> &S {
         &self.stream

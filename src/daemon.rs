@@ -123,7 +123,7 @@ fn reload(server: &Arc<Server>, path: &Path) {
             for w in &rt.config.warnings {
                 warn!("{w}");
             }
-            let listen = rt.config.listen.clone();
+            let listen = crate::server::wanted_listeners(&rt.config);
             match server.set_listen(&listen) {
                 Err(e) => error!("reload failed, keeping the running configuration: {e}"),
                 Ok(()) => {

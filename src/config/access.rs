@@ -64,6 +64,13 @@ pub struct Identity<'a> {
 }
 
 impl Config {
+    /// The client named `name` (a front-end's `client`).
+    pub fn client_named(&self, name: &str) -> Option<Identity<'_>> {
+        self.all_clients()
+            .find(|c| c.name == name)
+            .map(|c| self.identity(c))
+    }
+
     /// Every client: the `default` one (top-level secret) first when configured.
     fn all_clients(&self) -> impl Iterator<Item = &Client> {
         self.clients.iter()

@@ -100,6 +100,8 @@ fn to_raw(c: &Config) -> RawConfig {
             timeout: duration(c.dns.timeout),
             attempts: Some(c.dns.attempts as u64),
         }),
+        frontends: (!c.frontends.is_empty())
+            .then(|| c.frontends.iter().map(|f| f.to_raw()).collect()),
     }
 }
 

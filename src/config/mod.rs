@@ -9,6 +9,7 @@
 mod access;
 mod effective;
 mod error;
+mod frontends;
 mod net;
 mod raw;
 mod secret;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use access::{Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
 pub use error::ConfigError;
+pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 
@@ -94,6 +96,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// DNS resolution.
     pub dns: DnsConfig,
+    /// PROXY protocol and SOCKS5 listeners for MTAs that do not speak the native protocol.
+    pub frontends: Vec<frontends::Frontend>,
     /// Things that are allowed but probably wrong; log them at startup.
     pub warnings: Vec<String>,
 }

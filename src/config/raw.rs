@@ -35,6 +35,8 @@ pub(crate) struct RawConfig {
     pub mx_tls: Option<RawMxTls>,
     pub pool: Option<RawPool>,
     pub dns: Option<RawDns>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frontends: Option<Vec<super::frontends::RawFrontend>>,
 }
 
 /// One entry of `clients:`.

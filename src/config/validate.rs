@@ -100,6 +100,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     }
 
     let destination_ports = ports(raw.destination_ports)?;
+    let frontends = super::frontends::frontends(raw.frontends, &listen, &clients)?;
 
     Ok(Config {
         listen,
@@ -138,6 +139,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         mx_tls: mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
         pool: pool(raw.pool.unwrap_or_default())?,
         dns: dns(raw.dns.unwrap_or_default())?,
+        frontends,
         warnings,
     })
 }
@@ -439,7 +441,7 @@ pub(crate) fn networks(
 }
 
 /// `IP:port` (IPv6 as `[::1]:807`); with `default_port`, a bare IP too.
-fn socket_addrs(
+pub(crate) fn socket_addrs(
     key: &str,
     value: Option<StringList>,
     default: &[&str],

@@ -22,7 +22,7 @@ pub struct MxSettings {
     pub reply_limits: ReplyLimits,
 }
 
-fn dial_failure(e: DialError) -> FailureReply {
+pub fn dial_failure(e: &DialError) -> FailureReply {
     let f = match &e {
         DialError::SourceNotLocal { .. } => Failure::SourceNotLocal,
         DialError::FamilyMismatch { .. } => Failure::DestinationNotPermitted,
@@ -95,7 +95,7 @@ fn attempt(
     mx_host: Option<&str>,
 ) -> Result<MxConnection, (FailureReply, bool)> {
     let t = &settings.timeouts;
-    let tcp = dial(req.source, addr, t.connect).map_err(|e| (dial_failure(e), false))?;
+    let tcp = dial(req.source, addr, t.connect).map_err(|e| (dial_failure(&e), false))?;
     let local = tcp.local_addr().map_err(|e| {
         (
             FailureReply::new(Failure::NetworkError, format!("local address: {e}")),

@@ -1,7 +1,7 @@
 //! Listening sockets and their accept threads: admission (`allow_from`, per-address limits)
 //! happens here, before any TLS or protocol work; then the connection goes to the worker pool.
 
-use super::Server;
+use super::{ListenKind, Server};
 use crate::runtime::StartError;
 use crate::shared::IpSlot;
 use log::warn;
@@ -24,7 +24,7 @@ pub(super) fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
 }
 
 impl Server {
-    pub(super) fn accept_loop(&self, socket: &Socket, addr: SocketAddr) {
+    pub(super) fn accept_loop(&self, socket: &Socket, addr: SocketAddr, kind: ListenKind) {
         loop {
             let (conn, peer) = match socket.accept() {
                 Ok((c, p)) => (c, p),
@@ -77,7 +77,10 @@ impl Server {
             let job = Box::new(move || {
                 let _slot = slot;
                 shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                crate::session::serve(shared, tcp, peer);
+                match kind {
+                    ListenKind::Native => crate::session::serve(shared, tcp, peer),
+                    ListenKind::Frontend(i) => crate::frontend::serve(shared, tcp, peer, i),
+                }
             });
             if let Err(job) = self.workers.try_submit(job) {
                 // Dropping the job closes its socket.

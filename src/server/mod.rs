@@ -25,8 +25,29 @@ use workers::{PoolCounts, WorkerPool};
 /// ample room for rustls and the parsers while costing only the pages actually touched.
 pub const SESSION_STACK: usize = 256 * 1024;
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenKind {
+    /// The native protocol over TLS (`listen`).
+    Native,
+    /// The front-end at this index of `frontends`.
+    Frontend(usize),
+}
+
+/// Every listener a configuration asks for.
+pub fn wanted_listeners(config: &crate::config::Config) -> Vec<(SocketAddr, ListenKind)> {
+    let native = config.listen.iter().map(|a| (*a, ListenKind::Native));
+    let fronts = config
+        .frontends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| f.listen.iter().map(move |a| (*a, ListenKind::Frontend(i))));
+    native.chain(fronts).collect()
+}
+
 struct Listener {
     addr: SocketAddr,
+    kind: ListenKind,
     socket: Arc<Socket>,
     thread: Option<JoinHandle<()>>,
 }
@@ -45,7 +66,7 @@ impl Server {
         if let Some(w) = fd_budget(&rt.config) {
             warn!("{w}");
         }
-        let listen = rt.config.listen.clone();
+        let listen = wanted_listeners(&rt.config);
         let workers = WorkerPool::new(
             rt.config.max_sessions,
             rt.config.max_queued_sessions,
@@ -69,16 +90,16 @@ impl Server {
             Err(e) => warn!("cannot start the pool reaper thread (pooled connections will expire only at checkout): {e}"),
         }
         let mut sockets = Vec::new();
-        for addr in listen {
-            sockets.push((addr, bind(addr)?));
+        for (addr, kind) in listen {
+            sockets.push((addr, kind, bind(addr)?));
         }
-        for (addr, socket) in sockets {
-            server.add_listener(addr, socket);
+        for (addr, kind, socket) in sockets {
+            server.add_listener(addr, kind, socket);
         }
         Ok(server)
     }
 
-    fn add_listener(self: &Arc<Self>, configured: SocketAddr, socket: Socket) {
+    fn add_listener(self: &Arc<Self>, configured: SocketAddr, kind: ListenKind, socket: Socket) {
         let addr = socket
             .local_addr()
             .ok()
@@ -89,12 +110,24 @@ impl Server {
         let s2 = socket.clone();
         let thread = std::thread::Builder::new()
             .name(format!("accept {addr}"))
-            .spawn(move || me.accept_loop(&s2, addr));
+            .spawn(move || me.accept_loop(&s2, addr, kind));
         match thread {
             Ok(t) => {
-                info!("listening on {addr}");
+                match kind {
+                    ListenKind::Native => info!("listening on {addr}"),
+                    ListenKind::Frontend(i) => info!(
+                        "listening on {addr} (frontends[{i}], {})",
+                        self.shared
+                            .runtime()
+                            .config
+                            .frontends
+                            .get(i)
+                            .map_or("?", |f| f.kind.name())
+                    ),
+                }
                 self.listeners.lock().push(Listener {
                     addr: configured,
+                    kind,
                     socket,
                     thread: Some(t),
                 });
@@ -103,11 +136,22 @@ impl Server {
         }
     }
 
-    /// The addresses actually bound (with the ports chosen when `:0` was configured).
+    /// The native listener's addresses actually bound (with the ports chosen when `:0` was
+    /// configured).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.bound(ListenKind::Native)
+    }
+
+    /// The addresses actually bound for `frontends[index]`, in `listen` order.
+    pub fn frontend_addrs(&self, index: usize) -> Vec<SocketAddr> {
+        self.bound(ListenKind::Frontend(index))
+    }
+
+    fn bound(&self, kind: ListenKind) -> Vec<SocketAddr> {
         self.listeners
             .lock()
             .iter()
+            .filter(|l| l.kind == kind)
             .filter_map(|l| l.socket.local_addr().ok().and_then(|a| a.as_socket()))
             .collect()
     }
@@ -145,25 +189,47 @@ impl Server {
         idle
     }
 
-    /// The configured listen addresses currently bound.
-    pub fn listen_config(&self) -> Vec<SocketAddr> {
-        self.listeners.lock().iter().map(|l| l.addr).collect()
+    /// The configured listeners currently bound.
+    pub fn listen_config(&self) -> Vec<(SocketAddr, ListenKind)> {
+        self.listeners
+            .lock()
+            .iter()
+            .map(|l| (l.addr, l.kind))
+            .collect()
     }
 
-    /// Make the listeners match `wanted`: bind the new addresses first (all or nothing),
-    /// then stop the ones no longer configured. Unchanged listeners are not touched.
-    pub fn set_listen(self: &Arc<Self>, wanted: &[SocketAddr]) -> Result<(), StartError> {
+    /// Make the listeners match `wanted` (see [`wanted_listeners`]): bind the new ones first
+    /// (all or nothing), then stop the ones no longer configured. Unchanged listeners are not
+    /// touched. A front-end's settings apply to each new connection, from the runtime in force.
+    pub fn set_listen(
+        self: &Arc<Self>,
+        wanted: &[(SocketAddr, ListenKind)],
+    ) -> Result<(), StartError> {
+        let current = self.listen_config();
+        // An address that moves between listeners is rebound: stop the old one first.
+        let moved: Vec<SocketAddr> = wanted
+            .iter()
+            .filter(|w| !current.contains(w) && current.iter().any(|c| c.0 == w.0))
+            .map(|w| w.0)
+            .collect();
+        self.stop_listeners(|l| moved.contains(&l.addr));
         let current = self.listen_config();
         let mut fresh = Vec::new();
-        for addr in wanted.iter().filter(|a| !current.contains(a)) {
-            fresh.push((*addr, bind(*addr)?));
+        for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
+            fresh.push((*addr, *kind, bind(*addr)?));
         }
-        for (addr, socket) in fresh {
-            self.add_listener(addr, socket);
+        for (addr, kind, socket) in fresh {
+            self.add_listener(addr, kind, socket);
         }
+        self.stop_listeners(|l| !wanted.contains(&(l.addr, l.kind)));
+        Ok(())
+    }
+
+    /// Stop (and join) the listeners `which` selects.
+    fn stop_listeners(&self, which: impl Fn(&Listener) -> bool) {
         let mut gone = Vec::new();
         self.listeners.lock().retain_mut(|l| {
-            if wanted.contains(&l.addr) {
+            if !which(l) {
                 true
             } else {
                 let _ = l.socket.shutdown(std::net::Shutdown::Read);
@@ -177,6 +243,5 @@ impl Server {
             }
             info!("stopped listening on {addr}");
         }
-        Ok(())
     }
 }

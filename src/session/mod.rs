@@ -29,10 +29,11 @@ const MAX_PROTOCOL_ERRORS: u32 = 10;
 const STOPPING: &str = "the proxy is stopping; closing connection";
 
 /// Sent when the MTA was silent for `timeouts.mta_idle`.
-const IDLE_TIMEOUT: &[u8] = b"421 4.4.2 idle timeout: closing connection\r\n";
+pub(crate) const IDLE_TIMEOUT: &[u8] = b"421 4.4.2 idle timeout: closing connection\r\n";
 
 /// Sent when the connection reached `timeouts.session_lifetime`.
-const LIFETIME_EXCEEDED: &[u8] = b"421 4.4.2 session lifetime exceeded: closing connection\r\n";
+pub(crate) const LIFETIME_EXCEEDED: &[u8] =
+    b"421 4.4.2 session lifetime exceeded: closing connection\r\n";
 
 /// The failure for a CONNECT before authentication.
 fn auth_required() -> FailureReply {
@@ -41,7 +42,7 @@ fn auth_required() -> FailureReply {
 
 /// How long the next read from the MTA may wait: the idle timeout, cut short by the session
 /// deadline; None when the deadline has passed.
-fn read_timeout(idle: Duration, deadline: Instant) -> Option<Duration> {
+pub(crate) fn read_timeout(idle: Duration, deadline: Instant) -> Option<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     (!left.is_zero()).then(|| idle.min(left))
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod access;
 mod errors;
+mod frontends;
 
 const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-42";
 const EXAMPLE: &str = include_str!("../../../etc/greenarrow_proxy.yaml");

@@ -1,0 +1,135 @@
+//! `mode: smtp`: the SMTP-aware front for unmodified MTAs that leave STARTTLS to the proxy.
+//!
+//! The proxy sends its own banner (the MX connection is chosen only once the EHLO name is
+//! known: the pool key is source, EHLO name and MX), answers commands before EHLO itself, then
+//! on `EHLO name` takes a pooled connection for (source, name, MX) or sets one up — banner,
+//! EHLO, STARTTLS per the front-end's `tls`, EHLO — through the same egress core as the
+//! native protocol, and answers the MTA's EHLO with the MX's post-TLS capabilities minus
+//! STARTTLS and AUTH. The transactions then go through the same relay machine; the proxy
+//! answers QUIT itself and keeps or closes the MX connection by the same rules.
+
+pub mod greet;
+
+use self::greet::{before_hello, failure_421, hello_reply, Greet, BANNER, LINE_TOO_LONG};
+use super::Target;
+use crate::bufconn::{BufConn, ReadError};
+use crate::config::SmtpMode;
+use crate::protocol::{ConnectRequest, Origin};
+use crate::session::relay::RelayEnd;
+use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Errors tolerated before EHLO.
+const MAX_ERRORS: u32 = 10;
+
+/// Serve an MTA whose destination is `target`, on `mta` (bytes already read after the
+/// front-end's handshake in `initial`).
+pub(super) fn serve(
+    egress: &Egress,
+    mta: TcpStream,
+    initial: &[u8],
+    target: Target,
+    settings: &SmtpMode,
+    deadline: Instant,
+    banner_delay: Duration,
+) {
+    let rt = egress.rt;
+    let mut mta = BufConn::with_input(mta, initial);
+    if !banner_delay.is_zero() {
+        // A SOCKS client may read its reply and the first SMTP bytes in one read and lose
+        // the latter (nodemailer): let the reply travel alone.
+        std::thread::sleep(banner_delay);
+    }
+    if mta.send(BANNER).is_err() {
+        return;
+    }
+    let max_line = rt.config.limits.max_command_line;
+    let mut errors = 0;
+    let (name, extended) = loop {
+        let Some(timeout) = read_timeout(rt.config.timeouts.mta_idle, deadline) else {
+            let _ = mta.send(LIFETIME_EXCEEDED);
+            return;
+        };
+        if mta.set_timeout(timeout).is_err() {
+            return;
+        }
+        let n = match mta.read_line(max_line) {
+            Ok(n) => n,
+            Err(ReadError::Timeout) => {
+                let _ = mta.send(IDLE_TIMEOUT);
+                return;
+            }
+            Err(ReadError::LineTooLong(_)) => {
+                let _ = mta.send(LINE_TOO_LONG);
+                return;
+            }
+            Err(_) => return,
+        };
+        let step = before_hello(mta.pending().get(..n).unwrap_or_default());
+        mta.consume(n);
+        match step {
+            Greet::Reply { reply, error } => {
+                errors += u32::from(error);
+                if errors >= MAX_ERRORS {
+                    let _ = mta.send(greet::TOO_MANY_ERRORS);
+                    return;
+                }
+                if mta.send(reply).is_err() {
+                    return;
+                }
+            }
+            Greet::Close(reply) => {
+                let _ = mta.send(reply);
+                return;
+            }
+            Greet::Hello { name, extended } => break (name, extended),
+        }
+    };
+    let mut req = ConnectRequest::new(target.source, target.dest, &name);
+    req.port = target.port;
+    req.smtps = target.port == 465;
+    req.tls = settings.tls;
+    req.reuse = settings.reuse;
+    req.reuse_max_messages = settings.reuse_max_messages;
+    let started = Instant::now();
+    let stats = &egress.shared.stats;
+    let (mut mx, origin) = match egress.open_mx(&target.identity, &req) {
+        Ok(x) => x,
+        Err(f) => {
+            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            verbose!(rt, mta = egress.peer, source = req.source, dest = req.dest; "smtp front: connect failed: {f}");
+            let _ = mta.send(&failure_421(&f));
+            return;
+        }
+    };
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    mx.last_mta = Some(egress.peer);
+    verbose!(
+        rt,
+        mta = egress.peer,
+        source = mx.local.ip(),
+        mx = mx.remote;
+        "smtp front: ready in {:.2} ms: connection={} tls={}",
+        started.elapsed().as_secs_f64() * 1000.0,
+        if origin == Origin::New { "new" } else { "reused" },
+        mx.tls.as_ref().map_or("none", |t| t.version.as_str())
+    );
+    if mta.send(&hello_reply(&mx.greeting, extended)).is_err() {
+        egress.release(&req, mx, None);
+        return;
+    }
+    let out = egress.relay(&mut mta, mx, deadline);
+    let last: &[u8] = match out.end {
+        RelayEnd::Quit => greet::BYE,
+        RelayEnd::MtaTimeout => IDLE_TIMEOUT,
+        RelayEnd::Lifetime => LIFETIME_EXCEEDED,
+        RelayEnd::MtaGone => b"",
+    };
+    if !last.is_empty() {
+        let _ = mta.send(last);
+    }
+    egress.conclude(&req, out);
+    let _ = mta.get_ref().shutdown(std::net::Shutdown::Both);
+}
