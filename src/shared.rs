@@ -20,6 +20,11 @@ pub struct Stats {
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub messages: AtomicU64,
+    /// Connections accepted on a front-end (PROXY, SOCKS5).
+    pub frontend_sessions: AtomicU64,
+    /// Octets relayed by passthrough sessions, each way.
+    pub passthrough_bytes_to_mx: AtomicU64,
+    pub passthrough_bytes_to_mta: AtomicU64,
 }
 
 /// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.

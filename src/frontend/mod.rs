@@ -8,17 +8,123 @@
 //! - `passthrough`: `mode: passthrough`, bytes both ways (STARTTLS end to end).
 //! - `smtp`: `mode: smtp`, the SMTP-aware front (STARTTLS by the proxy, pooled connections).
 
+pub mod passthrough;
+mod proxy;
+pub mod proxy_header;
 pub mod smtp;
+mod socks;
+pub mod socks5;
 
 use crate::config::{Frontend, FrontendKind, Identity};
 use crate::dial::{dial, DialError};
 use crate::mx::connect::dial_failure;
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
+use crate::runtime::Runtime;
 use crate::session::Egress;
 use crate::shared::Shared;
+use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Render peer-controlled bytes for an error message: at most `max` bytes, printable ASCII as
+/// is, everything else escaped (`\r`, `\n`, `\x16`, ...), a trailing `...` when cut.
+fn escape_bytes(bytes: &[u8], max: usize) -> String {
+    let mut out: String = bytes
+        .iter()
+        .take(max)
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    if bytes.len() > max {
+        out.push_str("...");
+    }
+    out
+}
+
+/// TCP keepalive idle time on both legs of a passthrough session.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
+fn handshake_deadline(rt: &Runtime, deadline: Instant) -> Instant {
+    deadline.min(Instant::now() + rt.config.timeouts.mta_handshake)
+}
+
+/// Read once more from `tcp` into `buf` before `until`; `Err` with the reason at EOF, error
+/// or time-out.
+fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>, until: Instant) -> Result<(), String> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err("handshake timed out".into());
+    }
+    tcp.set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    let mut chunk = [0u8; 512];
+    loop {
+        return match tcp.read(&mut chunk) {
+            Ok(0) => Err("closed by the MTA".into()),
+            Ok(n) => {
+                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err("handshake timed out".into())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+    }
+}
+
+/// `mode: passthrough` once the MX is connected: relay bytes both ways, then count and log.
+fn passthrough_session(
+    egress: &Egress,
+    mta: &TcpStream,
+    mx: TcpStream,
+    initial: &[u8],
+    deadline: Instant,
+) {
+    let t = &egress.rt.config.timeouts;
+    let limits = PassthroughLimits {
+        idle: t.mta_idle,
+        stall: t.mx_command,
+        lifetime: Some(deadline.saturating_duration_since(Instant::now())),
+        keepalive: Some(KEEPALIVE),
+        buffer: DEFAULT_BUFFER,
+    };
+    let local = mx.local_addr().ok();
+    let remote = mx.peer_addr().ok();
+    let stats = &egress.shared.stats;
+    stats.connects.fetch_add(1, Ordering::Relaxed);
+    let sum = passthrough::relay(mta, &mx, initial, &limits);
+    stats
+        .passthrough_bytes_to_mx
+        .fetch_add(sum.mta_to_mx, Ordering::Relaxed);
+    stats
+        .passthrough_bytes_to_mta
+        .fetch_add(sum.mx_to_mta, Ordering::Relaxed);
+    let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
+    verbose!(
+        egress.rt,
+        mta = egress.peer,
+        source = show(local),
+        mx = show(remote);
+        "passthrough ended ({}): {} octets to the MX, {} to the MTA in {:.1}s",
+        sum.reason,
+        sum.mta_to_mx,
+        sum.mx_to_mta,
+        sum.duration.as_secs_f64()
+    );
+    let _ = mx.shutdown(std::net::Shutdown::Both);
+    let _ = mta.shutdown(std::net::Shutdown::Both);
+}
 
 /// Where an MTA wants to go, as a front-end's handshake said it.
 pub struct Target<'a> {
@@ -106,19 +212,10 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, index: usize
     };
     let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
     let fe: &Frontend = fe;
+    shared.stats.frontend_sessions.fetch_add(1, Ordering::Relaxed);
     match fe.kind {
         FrontendKind::ProxyProtocol => proxy::serve(&egress, fe, tcp, deadline),
         FrontendKind::Socks5 => socks::serve(&egress, fe, tcp, deadline),
     }
 }
 
-mod proxy {
-    use super::*;
-    pub(super) fn serve(_e: &Egress, _f: &Frontend, _t: TcpStream, _d: Instant) {
-        let _ = (check, dial_target, super::smtp::serve);
-    }
-}
-mod socks {
-    use super::*;
-    pub(super) fn serve(_e: &Egress, _f: &Frontend, _t: TcpStream, _d: Instant) {}
-}

@@ -1,0 +1,87 @@
+//! The PROXY protocol front-end's I/O: read the header (v1 or v2) within
+//! `timeouts.mta_handshake`, then serve the target in the front-end's mode. A failure the MTA
+//! should see is written as one SMTP line in place of the banner — `421 4.4.0
+//! greenarrow_proxy: <tag> <text>` — before the close, so that the MTA logs why.
+
+use super::proxy_header::{self, HeaderKind, Parsed};
+use super::smtp::greet::failure_421;
+use super::{dial_target, handshake_deadline, read_more, Target};
+use crate::config::{Frontend, FrontendMode};
+use crate::protocol::{Destination, Failure, FailureReply};
+use crate::session::Egress;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Serve one connection on a PROXY front-end.
+pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline: Instant) {
+    let rt = egress.rt;
+    let until = handshake_deadline(rt, deadline);
+    let mut buf = Vec::with_capacity(256);
+    let header = loop {
+        match proxy_header::parse(&buf) {
+            Ok(Parsed::Header(h)) => break h,
+            Ok(Parsed::Incomplete) => {
+                if let Err(why) = read_more(&mut tcp, &mut buf, until) {
+                    // A TCP health check (connect, close) or a silent peer: nothing to say.
+                    verbose!(rt, mta = egress.peer; "PROXY front-end: no header ({why})");
+                    return;
+                }
+            }
+            Err(e) => {
+                log::warn!(mta:% = egress.peer; "PROXY front-end: {e}");
+                let f = FailureReply::new(Failure::ProtocolError, e.to_string());
+                let _ = tcp.write_all(&failure_421(&f));
+                return;
+            }
+        }
+    };
+    let (source, destination) = match header.kind {
+        HeaderKind::Local => {
+            verbose!(rt, mta = egress.peer; "PROXY front-end: LOCAL/UNKNOWN header (health check); closing");
+            return;
+        }
+        HeaderKind::Proxied {
+            source,
+            destination,
+        } => (source.ip(), destination),
+    };
+    let initial = buf.get(header.consumed..).unwrap_or_default();
+    let Some(identity) = rt.config.client_named(&fe.client) else {
+        let f = FailureReply::new(
+            Failure::SourceNotPermitted,
+            format!("client {:?} is not configured", fe.client),
+        );
+        let _ = tcp.write_all(&failure_421(&f));
+        return;
+    };
+    let target = Target {
+        identity,
+        source,
+        dest: Destination::Ip(destination.ip()),
+        port: destination.port(),
+    };
+    match &fe.mode {
+        FrontendMode::Smtp(settings) => super::smtp::serve(
+            egress,
+            tcp,
+            initial,
+            target,
+            settings,
+            deadline,
+            Duration::ZERO,
+        ),
+        FrontendMode::Passthrough => match dial_target(egress, &target) {
+            Ok(mx) => super::passthrough_session(egress, &tcp, mx, initial, deadline),
+            Err(refusal) => {
+                egress
+                    .shared
+                    .stats
+                    .connect_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                verbose!(rt, mta = egress.peer, source = source, mx = destination; "PROXY front-end: refused: {}", refusal.failure);
+                let _ = tcp.write_all(&failure_421(&refusal.failure));
+            }
+        },
+    }
+}

@@ -1,0 +1,198 @@
+//! The SOCKS5 front-end's I/O: drive the `socks5` handshake machine within
+//! `timeouts.mta_handshake` (credentials checked against the clients' secrets, KumoMTA's
+//! BIND-then-CONNECT honoured), then serve the target in the front-end's mode. Every reply is
+//! one write with the request's address family; the MX's first bytes never share it.
+
+use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
+use super::{check, dial_target, handshake_deadline, read_more, Refusal, Target};
+use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
+use crate::dial::DialError;
+use crate::protocol::{Destination, Failure};
+use crate::session::Egress;
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// In `mode: smtp` the proxy's own banner follows the CONNECT reply: this gap keeps the two
+/// apart for clients that lose bytes read together with the reply (nodemailer's socks).
+const BANNER_GAP: Duration = Duration::from_millis(50);
+
+/// The reply code for a refusal.
+fn code_for(r: &Refusal) -> ReplyCode {
+    if let Some(d) = &r.dial {
+        return match d {
+            DialError::Refused { .. } => ReplyCode::ConnectionRefused,
+            DialError::Timeout { .. } => ReplyCode::TtlExpired,
+            DialError::Network { error, .. } => ReplyCode::from_io_error(error),
+            DialError::SourceNotLocal { .. } => ReplyCode::GeneralFailure,
+            DialError::FamilyMismatch { .. } => ReplyCode::AddressTypeNotSupported,
+        };
+    }
+    match r.failure.failure {
+        Failure::SourceNotPermitted | Failure::DestinationNotPermitted => ReplyCode::NotAllowed,
+        Failure::DnsNxDomain | Failure::DnsNoAddress | Failure::DnsNullMx => {
+            ReplyCode::HostUnreachable
+        }
+        _ => ReplyCode::GeneralFailure,
+    }
+}
+
+/// The source address of a client with exactly one single-address source network.
+fn only_source(id: &Identity) -> Option<IpAddr> {
+    match id.sources {
+        [one] if one.prefix_len() == if one.addr().is_ipv4() { 32 } else { 128 } => {
+            Some(one.addr())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `ip` can be bound on this host (a KumoMTA BIND asks exactly that).
+fn bindable(ip: IpAddr) -> std::io::Result<()> {
+    let addr = SocketAddr::new(ip, 0);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.bind(&SockAddr::from(addr))
+}
+
+/// Serve one connection on a SOCKS5 front-end.
+pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline: Instant) {
+    let rt = egress.rt;
+    let peer = egress.peer;
+    let until = handshake_deadline(rt, deadline);
+    let mut machine = Socks5Server::new(match fe.auth {
+        SocksAuth::Password => AuthMode::Password,
+        SocksAuth::None => AuthMode::None,
+    });
+    let mut identity: Option<Identity> = match fe.auth {
+        SocksAuth::None => rt.config.client_named(&fe.client),
+        SocksAuth::Password => None,
+    };
+    let mut named_source: Option<IpAddr> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
+        verbose!(rt, mta = peer; "SOCKS5 front-end: refused ({code}): {why}");
+        let _ = tcp.write_all(&reply(code, None, family));
+    };
+    let addr = loop {
+        let step = match machine.poll(&buf) {
+            Ok(s) => s,
+            Err(e) => {
+                verbose!(rt, mta = peer; "SOCKS5 front-end: {e}");
+                if let Some(bytes) = e.reply_bytes() {
+                    let _ = tcp.write_all(&bytes);
+                }
+                return;
+            }
+        };
+        let consumed = match &step {
+            Step::Reply { consume, .. }
+            | Step::Credentials { consume, .. }
+            | Step::Bind { consume, .. }
+            | Step::Connect { consume, .. } => *consume,
+            Step::NeedMore | Step::Done => 0,
+        };
+        buf.drain(..consumed.min(buf.len()));
+        match step {
+            Step::NeedMore => {
+                if let Err(why) = read_more(&mut tcp, &mut buf, until) {
+                    verbose!(rt, mta = peer; "SOCKS5 front-end: handshake not finished ({why})");
+                    return;
+                }
+            }
+            Step::Reply { bytes, .. } => {
+                if tcp.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Step::Credentials {
+                username, password, ..
+            } => {
+                identity = rt.config.authenticate(&password);
+                let name = String::from_utf8_lossy(&username).into_owned();
+                named_source = if name.is_empty() {
+                    None
+                } else {
+                    name.parse::<IpAddr>().ok()
+                };
+                let ok = identity.is_some() && (name.is_empty() || named_source.is_some());
+                let status = machine.credentials_result(ok);
+                if !ok {
+                    log::warn!(mta:% = peer; "SOCKS5 front-end: authentication failed{}", if identity.is_some() { " (the user name must be a source IP address or empty)" } else { "" });
+                }
+                if tcp.write_all(&status).is_err() || !ok {
+                    return;
+                }
+            }
+            Step::Bind { source, .. } => {
+                let family = Some(AddrFamily::of(source));
+                let permitted = identity
+                    .as_ref()
+                    .is_some_and(|id| id.sources.iter().any(|n| n.contains(source)));
+                if !permitted {
+                    return refuse(&mut tcp, ReplyCode::NotAllowed, family, &format!("source address {source} is not permitted for this client"));
+                }
+                if let Err(e) = bindable(source) {
+                    return refuse(&mut tcp, ReplyCode::GeneralFailure, family, &format!("source address {source} is not local: {e}"));
+                }
+                if tcp
+                    .write_all(&reply(ReplyCode::Succeeded, Some(SocketAddr::new(source, 0)), family))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Step::Connect { addr, .. } => break addr,
+            Step::Done => return,
+        }
+    };
+    let family = addr.family();
+    let Some(identity) = identity else {
+        return refuse(&mut tcp, ReplyCode::NotAllowed, family, "no client: the front-end's client is not configured");
+    };
+    let Some(source) = machine
+        .bound_source()
+        .or(named_source)
+        .or_else(|| only_source(&identity))
+    else {
+        return refuse(&mut tcp, ReplyCode::NotAllowed, family, "no source address: BIND one, give it as the user name, or give the client exactly one source address");
+    };
+    let (dest, port) = match &addr {
+        SocksAddr::Ip(a) => (Destination::Ip(a.ip()), a.port()),
+        SocksAddr::Domain(name, port) => (Destination::Host(name.clone()), *port),
+    };
+    let target = Target {
+        identity,
+        source,
+        dest,
+        port,
+    };
+    match &fe.mode {
+        FrontendMode::Passthrough => match dial_target(egress, &target) {
+            Ok(mx) => {
+                let local = mx.local_addr().ok();
+                if tcp
+                    .write_all(&reply(ReplyCode::Succeeded, local, family))
+                    .is_err()
+                {
+                    return;
+                }
+                super::passthrough_session(egress, &tcp, mx, &buf, deadline);
+            }
+            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+        },
+        FrontendMode::Smtp(settings) => match check(egress, &target) {
+            Ok(_) => {
+                let bound = SocketAddr::new(source, 0);
+                if tcp
+                    .write_all(&reply(ReplyCode::Succeeded, Some(bound), family))
+                    .is_err()
+                {
+                    return;
+                }
+                super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
+            }
+            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+        },
+    }
+}
