@@ -130,13 +130,27 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                     .as_ref()
                     .is_some_and(|id| id.sources.iter().any(|n| n.contains(source)));
                 if !permitted {
-                    return refuse(&mut tcp, ReplyCode::NotAllowed, family, &format!("source address {source} is not permitted for this client"));
+                    return refuse(
+                        &mut tcp,
+                        ReplyCode::NotAllowed,
+                        family,
+                        &format!("source address {source} is not permitted for this client"),
+                    );
                 }
                 if let Err(e) = bindable(source) {
-                    return refuse(&mut tcp, ReplyCode::GeneralFailure, family, &format!("source address {source} is not local: {e}"));
+                    return refuse(
+                        &mut tcp,
+                        ReplyCode::GeneralFailure,
+                        family,
+                        &format!("source address {source} is not local: {e}"),
+                    );
                 }
                 if tcp
-                    .write_all(&reply(ReplyCode::Succeeded, Some(SocketAddr::new(source, 0)), family))
+                    .write_all(&reply(
+                        ReplyCode::Succeeded,
+                        Some(SocketAddr::new(source, 0)),
+                        family,
+                    ))
                     .is_err()
                 {
                     return;
@@ -148,7 +162,12 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     };
     let family = addr.family();
     let Some(identity) = identity else {
-        return refuse(&mut tcp, ReplyCode::NotAllowed, family, "no client: the front-end's client is not configured");
+        return refuse(
+            &mut tcp,
+            ReplyCode::NotAllowed,
+            family,
+            "no client: the front-end's client is not configured",
+        );
     };
     let Some(source) = machine
         .bound_source()
