@@ -192,9 +192,18 @@ impl Raw {
 
 /// A test MX offering STARTTLS with a self-signed certificate for `mx.test`.
 pub fn tls_mx(faults: greenarrow_proxy::testmx::Faults) -> greenarrow_proxy::testmx::TestMx {
+    tls_mx_on("127.0.0.1:0".parse().unwrap(), faults)
+}
+
+/// [`tls_mx`] listening on `bind` (e.g. `[::1]:0`).
+pub fn tls_mx_on(
+    bind: SocketAddr,
+    faults: greenarrow_proxy::testmx::Faults,
+) -> greenarrow_proxy::testmx::TestMx {
     use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
     let cert = greenarrow_proxy::certgen::self_signed(&["mx.test"]).unwrap();
     TestMx::start(TestMxConfig {
+        bind,
         starttls: Some(
             greenarrow_proxy::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap(),
         ),
