@@ -430,6 +430,13 @@ impl Server {
         }
     }
 
+    /// The bound addresses of front-end `index` (the config's `frontends` list), in `listen`
+    /// order.
+    // stub: replaced by the front-end integration
+    pub fn frontend_addrs(&self, _index: usize) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+
     /// Sessions running and queued.
     pub fn worker_counts(&self) -> PoolCounts {
         self.workers.counts()

@@ -90,6 +90,24 @@ impl Harness {
         }
     }
 
+    /// The first bound address of front-end `i` (index into the config's `frontends` list).
+    pub fn frontend(&self, i: usize) -> SocketAddr {
+        self.server
+            .frontend_addrs(i)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("front-end {i} has no bound address"))
+    }
+
+    /// The first IPv6 address of front-end `i`.
+    pub fn frontend_v6(&self, i: usize) -> SocketAddr {
+        self.server
+            .frontend_addrs(i)
+            .into_iter()
+            .find(SocketAddr::is_ipv6)
+            .unwrap_or_else(|| panic!("front-end {i} has no IPv6 address"))
+    }
+
     pub fn client_config(&self) -> ProxyClientConfig {
         ProxyClientConfig {
             proxy: self.addr,
