@@ -90,6 +90,24 @@ impl Harness {
         }
     }
 
+    /// The first bound address of front-end `i` (index into the config's `frontends` list).
+    pub fn frontend(&self, i: usize) -> SocketAddr {
+        self.server
+            .frontend_addrs(i)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("front-end {i} has no bound address"))
+    }
+
+    /// The first IPv6 address of front-end `i`.
+    pub fn frontend_v6(&self, i: usize) -> SocketAddr {
+        self.server
+            .frontend_addrs(i)
+            .into_iter()
+            .find(SocketAddr::is_ipv6)
+            .unwrap_or_else(|| panic!("front-end {i} has no IPv6 address"))
+    }
+
     pub fn client_config(&self) -> ProxyClientConfig {
         ProxyClientConfig {
             proxy: self.addr,
@@ -192,9 +210,18 @@ impl Raw {
 
 /// A test MX offering STARTTLS with a self-signed certificate for `mx.test`.
 pub fn tls_mx(faults: greenarrow_proxy::testmx::Faults) -> greenarrow_proxy::testmx::TestMx {
+    tls_mx_on("127.0.0.1:0".parse().unwrap(), faults)
+}
+
+/// [`tls_mx`] listening on `bind` (e.g. `[::1]:0`).
+pub fn tls_mx_on(
+    bind: SocketAddr,
+    faults: greenarrow_proxy::testmx::Faults,
+) -> greenarrow_proxy::testmx::TestMx {
     use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
     let cert = greenarrow_proxy::certgen::self_signed(&["mx.test"]).unwrap();
     TestMx::start(TestMxConfig {
+        bind,
         starttls: Some(
             greenarrow_proxy::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap(),
         ),

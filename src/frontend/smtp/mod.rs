@@ -127,9 +127,11 @@ pub(super) fn serve(
         RelayEnd::Lifetime => LIFETIME_EXCEEDED,
         RelayEnd::MtaGone => b"",
     };
+    // The MX connection is back in the pool (or closing) before the MTA hears 221: an MTA that
+    // opens its next session at once finds it there.
+    egress.conclude(&req, out);
     if !last.is_empty() {
         let _ = mta.send(last);
     }
-    egress.conclude(&req, out);
     let _ = mta.get_ref().shutdown(std::net::Shutdown::Both);
 }
