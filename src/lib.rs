@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dial;
 pub mod dns;
+pub mod frontend;
 pub mod logging;
 pub mod mx;
 pub mod pool;
