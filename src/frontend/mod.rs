@@ -219,3 +219,13 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, index: usize
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_bytes_is_printable_and_bounded() {
+        assert_eq!(super::escape_bytes(b"EHLO x\r\n", 16), "EHLO x\\r\\n");
+        assert_eq!(super::escape_bytes(b"\x16\x03\x01", 2), "\\x16\\x03...");
+        assert_eq!(super::escape_bytes(b"", 4), "");
+    }
+}
