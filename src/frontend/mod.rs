@@ -212,13 +212,15 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, index: usize
     };
     let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
     let fe: &Frontend = fe;
-    shared.stats.frontend_sessions.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .frontend_sessions
+        .fetch_add(1, Ordering::Relaxed);
     match fe.kind {
         FrontendKind::ProxyProtocol => proxy::serve(&egress, fe, tcp, deadline),
         FrontendKind::Socks5 => socks::serve(&egress, fe, tcp, deadline),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

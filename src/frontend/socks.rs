@@ -69,6 +69,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
         SocksAuth::Password => None,
     };
     let mut named_source: Option<IpAddr> = None;
+    let mut bound_source: Option<IpAddr> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(64);
     let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
         verbose!(rt, mta = peer; "SOCKS5 front-end: refused ({code}): {why}");
@@ -145,6 +146,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                         &format!("source address {source} is not local: {e}"),
                     );
                 }
+                bound_source = Some(source);
                 if tcp
                     .write_all(&reply(
                         ReplyCode::Succeeded,
@@ -169,8 +171,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             "no client: the front-end's client is not configured",
         );
     };
-    let Some(source) = machine
-        .bound_source()
+    let Some(source) = bound_source
         .or(named_source)
         .or_else(|| only_source(&identity))
     else {

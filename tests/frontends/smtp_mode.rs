@@ -23,7 +23,7 @@ fn smtp_mode_two_swaks_sessions_share_one_mx_connection_and_one_tls_upgrade() {
         let ehlo_lines: Vec<&str> = out
             .stdout
             .lines()
-            .filter(|l| l.starts_with("<~  250"))
+            .filter(|l| l.starts_with("<-  250"))
             .collect();
         assert!(!ehlo_lines.is_empty(), "{out}");
         assert!(
