@@ -4,7 +4,7 @@
 //! greenarrow_proxy: <tag> <text>` — before the close, so that the MTA logs why.
 
 use super::proxy_header::{self, HeaderKind, Parsed};
-use super::smtp::greet::failure_421;
+use super::smtp::greet::{failure_421, reply_421};
 use super::{dial_target, handshake_deadline, read_more, Target};
 use crate::config::{Frontend, FrontendMode};
 use crate::protocol::{Destination, Failure, FailureReply};
@@ -30,8 +30,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             }
             Err(e) => {
                 log::warn!(mta:% = egress.peer; "PROXY front-end: {e}");
-                let f = FailureReply::new(Failure::ProtocolError, e.to_string());
-                let _ = tcp.write_all(&failure_421(&f));
+                let _ = tcp.write_all(&reply_421(e.tag(), &e.to_string(), &[]));
                 return;
             }
         }

@@ -64,6 +64,16 @@ fn proxy_failures_are_one_readable_421_line() {
         &proxy_answer(fe, &v1("127.0.0.2", refused)),
         "connect_refused",
     );
+    // Not a PROXY header at all (an MTA not configured for the PROXY protocol), and a
+    // malformed one: the tags of the header parser.
+    assert_421(
+        &proxy_answer(fe, b"EHLO mta1.example.com\r\n"),
+        "proxy_header_missing",
+    );
+    assert_421(
+        &proxy_answer(fe, b"PROXY TCP4 127.0.0.2 127.0.0.1 1 70000\r\n"),
+        "proxy_header_invalid",
+    );
     assert_eq!(mx.stats().connections, 0);
 
     // What an MTA makes of it: swaks reports the line as the server's banner.

@@ -86,7 +86,12 @@ pub fn hello_reply(greeting: &Reply, extended: bool) -> Vec<u8> {
 /// A failure as one SMTP reply an unmodified MTA logs and retries on: `421 4.4.0
 /// greenarrow_proxy: <tag> <text>`, then the MX's own lines when it said no.
 pub fn failure_421(f: &FailureReply) -> Vec<u8> {
-    let (_, _, tag) = f.failure.code();
+    reply_421(f.failure.code().2, &f.text, &f.mx_lines)
+}
+
+/// `421 4.4.0 greenarrow_proxy: <tag> <text>` (control characters blanked, text bounded),
+/// then one `421 mx: <line>` per line of `mx_lines`.
+pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
     let clean = |b: &[u8]| -> String {
         String::from_utf8_lossy(b)
             .chars()
@@ -96,9 +101,9 @@ pub fn failure_421(f: &FailureReply) -> Vec<u8> {
     };
     let mut lines = vec![format!(
         "4.4.0 greenarrow_proxy: {tag} {}",
-        clean(f.text.as_bytes())
+        clean(text.as_bytes())
     )];
-    lines.extend(f.mx_lines.iter().map(|l| format!("mx: {}", clean(l))));
+    lines.extend(mx_lines.iter().map(|l| format!("mx: {}", clean(l))));
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let sep = if i + 1 == lines.len() { ' ' } else { '-' };
