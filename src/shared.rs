@@ -20,6 +20,8 @@ pub struct Stats {
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub messages: AtomicU64,
+    /// Session jobs that panicked (caught; the worker went on).
+    pub panics: AtomicU64,
 }
 
 /// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.
@@ -70,6 +72,10 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     pub stats: Stats,
     pub stopping: AtomicBool,
+    /// Tests only: the next session panics right after its TLS handshake (to exercise the
+    /// worker's panic guard). Nothing in the daemon sets it.
+    #[doc(hidden)]
+    pub panic_next_session_for_tests: AtomicBool,
 }
 
 impl Shared {
@@ -83,6 +89,7 @@ impl Shared {
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),
+            panic_next_session_for_tests: AtomicBool::new(false),
         }
     }
 

@@ -248,10 +248,9 @@ fn read_step(
         Phase::Banner => "waiting for the MX banner",
         Phase::Command => "waiting for the MX reply",
     };
-    conn.set_timeout(timeout)
-        .map_err(|e| (read_failure(stage, e.into()), false))?;
+    // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply(&settings.reply_limits)
+        .read_reply_until(&settings.reply_limits, Instant::now() + timeout)
         .map_err(|e| (read_failure(stage, e), false))?;
     Ok(setup.on_reply(reply))
 }

@@ -77,7 +77,10 @@ impl Server {
             let job = Box::new(move || {
                 let _slot = slot;
                 shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                crate::session::serve(shared, tcp, peer);
+                let s = shared.clone();
+                super::guard::run_session(&s.stats, peer, || {
+                    crate::session::serve(shared, tcp, peer)
+                });
             });
             if let Err(job) = self.workers.try_submit(job) {
                 // Dropping the job closes its socket.
