@@ -12,6 +12,8 @@ pub mod config;
 pub mod daemon;
 pub mod dial;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod mx;
 pub mod pool;
