@@ -208,6 +208,9 @@ fn attempt(
         ),
         _ => None,
     };
+    // The last deadline-bound read may have left a short socket timeout: the relay's first
+    // write to the MX gets the command timeout (which the relay keeps, so no extra call).
+    let _ = conn.set_timeout(t.command);
     let (Some(banner), Some(greeting)) = (setup.banner.take(), setup.greeting.take()) else {
         return Err((
             FailureReply::new(Failure::MxSetupFailed, "set-up ended early"),
