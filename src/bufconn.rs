@@ -9,7 +9,7 @@
 use crate::smtp::{parse_reply, Reply, ReplyError, ReplyLimits};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much one `fill` reads at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -240,6 +240,77 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
+    /// Make the socket timeout end a read by `deadline` (to the millisecond): `Err(Timeout)`
+    /// when the deadline has passed. The timeout in place is kept when it ends no later than
+    /// that and no sooner than halfway there (a read that times out early is simply tried
+    /// again), so a deadline per reply costs no system call in the usual case; otherwise it
+    /// becomes the time left, rounded up to a whole millisecond.
+    pub fn set_timeout_until(&mut self, deadline: Instant) -> Result<(), ReadError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        let ms = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let cap = Duration::from_millis(ms);
+        match self.timeout {
+            Some(t) if t <= cap && t.saturating_mul(2) >= cap => Ok(()),
+            _ => Ok(self.set_timeout(cap)?),
+        }
+    }
+
+    /// [`BufConn::fill`] bounded by `deadline` (not per read): the socket timeout is what is
+    /// left before it, and a read that times out early is tried again for the rest.
+    pub fn fill_until(&mut self, deadline: Instant) -> Result<usize, ReadError> {
+        loop {
+            self.set_timeout_until(deadline)?;
+            match self.fill() {
+                Err(ReadError::Timeout) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// [`BufConn::read_reply`] with a deadline for the whole reply: a peer that trickles a
+    /// byte now and then cannot keep it open past `deadline`.
+    pub fn read_reply_until(
+        &mut self,
+        limits: &ReplyLimits,
+        deadline: Instant,
+    ) -> Result<Reply, ReadError> {
+        loop {
+            match parse_reply(self.pending(), limits) {
+                Ok(Some((reply, n))) => {
+                    self.consume(n);
+                    return Ok(reply);
+                }
+                Ok(None) => {
+                    self.fill_until(deadline)?;
+                }
+                Err(e) => return Err(ReadError::BadReply(e)),
+            }
+        }
+    }
+
+    /// [`BufConn::read_line`] with a deadline for the whole line.
+    pub fn read_line_until(&mut self, max: usize, deadline: Instant) -> Result<usize, ReadError> {
+        let mut scanned = 0;
+        loop {
+            let p = self.pending();
+            if let Some(i) = p[scanned..].iter().position(|&b| b == b'\n') {
+                let len = scanned + i + 1;
+                if len > max {
+                    return Err(ReadError::LineTooLong(max));
+                }
+                return Ok(len);
+            }
+            scanned = p.len();
+            if scanned >= max {
+                return Err(ReadError::LineTooLong(max));
+            }
+            self.fill_until(deadline)?;
+        }
+    }
+
     /// Add bytes to the output buffer.
     pub fn queue(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
@@ -408,6 +479,55 @@ mod tests {
             *c.get_ref().timeouts_set.borrow(),
             vec![Duration::from_secs(60)]
         );
+    }
+
+    #[test]
+    fn read_reply_until_gives_up_at_its_deadline_however_the_bytes_trickle() {
+        // One byte per read, forever: a deadline already passed ends it without a read.
+        let trickle: Vec<Option<&[u8]>> = vec![Some(b"2"); 64];
+        let mut c = BufConn::new(Script::new(trickle.clone()));
+        let r = c.read_reply_until(&ReplyLimits::default(), Instant::now());
+        assert!(matches!(r, Err(ReadError::Timeout)));
+        assert_eq!(c.get_ref().reads.len(), 64, "nothing was read");
+        let mut c = BufConn::new(Script::new(trickle));
+        let r = c.read_line_until(100, Instant::now());
+        assert!(matches!(r, Err(ReadError::Timeout)));
+    }
+
+    #[test]
+    fn read_until_tries_again_after_an_early_socket_timeout_and_sets_few_timeouts() {
+        let mut c = BufConn::new(Script::new(vec![
+            Some(b"25"),
+            None,
+            Some(b"0 ok\r\nQUIT\r"),
+            Some(b"\n"),
+        ]));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let r = c
+            .read_reply_until(&ReplyLimits::default(), deadline)
+            .unwrap();
+        assert_eq!(r.raw(), b"250 ok\r\n");
+        assert_eq!(c.read_line_until(100, deadline).unwrap(), 6);
+        // The first read set the timeout to the time left; later reads kept it (it still ends
+        // by the deadline and not before halfway there).
+        let set = c.get_ref().timeouts_set.borrow().clone();
+        assert_eq!(set.len(), 1, "{set:?}");
+        assert!(set[0] <= Duration::from_secs(600) && set[0] > Duration::from_secs(590));
+    }
+
+    #[test]
+    fn set_timeout_until_lowers_or_raises_a_timeout_that_does_not_fit() {
+        let mut c = BufConn::new(Script::new(vec![]));
+        c.set_timeout(Duration::from_secs(300)).unwrap();
+        c.set_timeout_until(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        c.set_timeout(Duration::from_millis(1)).unwrap();
+        c.set_timeout_until(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        let set = c.get_ref().timeouts_set.borrow().clone();
+        assert_eq!(set.len(), 4, "{set:?}");
+        assert!(set[1] <= Duration::from_secs(10) && set[3] <= Duration::from_secs(10));
+        assert!(set[1] > Duration::from_secs(9) && set[3] > Duration::from_secs(9));
     }
 
     #[test]

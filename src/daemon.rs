@@ -7,7 +7,7 @@
 //!   exit.
 
 use crate::config::{Config, ConfigError};
-use crate::pool::reaper::quit_all;
+use crate::pool::reaper::quit_detached;
 use crate::server::{Runtime, Server, StartError};
 use log::{error, info, warn};
 use sd_notify::NotifyState;
@@ -130,11 +130,7 @@ fn reload(server: &Arc<Server>, path: &Path) {
                     server.shared.replace_runtime(rt);
                     let gone = crate::report::after_reload(server);
                     // QUIT can wait on slow MXes: not on the signal thread.
-                    if !gone.is_empty() {
-                        let _ = std::thread::Builder::new()
-                            .name("reload pool".into())
-                            .spawn(move || quit_all(gone));
-                    }
+                    quit_detached(gone);
                     info!("configuration reloaded from {}", path.display());
                 }
             }

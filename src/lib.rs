@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod dial;
 pub mod dns;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod mx;
 pub mod pool;

@@ -25,6 +25,8 @@ pub struct Stats {
     /// Octets relayed by passthrough sessions, each way.
     pub passthrough_bytes_to_mx: AtomicU64,
     pub passthrough_bytes_to_mta: AtomicU64,
+    /// Session jobs that panicked (caught; the worker went on).
+    pub panics: AtomicU64,
 }
 
 /// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.
@@ -75,6 +77,10 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     pub stats: Stats,
     pub stopping: AtomicBool,
+    /// Tests only: the next session panics right after its TLS handshake (to exercise the
+    /// worker's panic guard). Nothing in the daemon sets it.
+    #[doc(hidden)]
+    pub panic_next_session_for_tests: AtomicBool,
 }
 
 impl Shared {
@@ -88,6 +94,7 @@ impl Shared {
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),
+            panic_next_session_for_tests: AtomicBool::new(false),
         }
     }
 

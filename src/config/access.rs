@@ -4,7 +4,7 @@
 use super::raw::{RawClient, StringList};
 use super::validate::{check_secret, networks, read_secret_file, required_path};
 use super::{Config, ConfigError, IpNet, Secret};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
@@ -118,12 +118,40 @@ impl Config {
             .map(|c| self.identity(c))
     }
 
-    /// Whether an MX address may be reached: refused when in `destination_deny` and not in
-    /// `destination_allow`.
+    /// Whether an MX address may be reached: refused when it is in `destination_deny` and
+    /// not in `destination_allow`. An IPv6 address that carries an IPv4 address
+    /// ([`embedded_ipv4`]: mapped, compatible, NAT64, 6to4) is checked in both forms: refused
+    /// when either is denied, unless either is allowed.
     pub fn destination_permitted(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.destination_allow.iter().any(|n| n.contains(ip))
-            || !self.destination_deny.iter().any(|n| n.contains(ip))
+        let forms = [
+            Some(ip.to_canonical()),
+            match ip {
+                IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+                IpAddr::V4(_) => None,
+            },
+        ];
+        let any_in = |nets: &[IpNet]| {
+            forms
+                .iter()
+                .flatten()
+                .any(|&f| nets.iter().any(|n| n.contains(f)))
+        };
+        any_in(&self.destination_allow) || !any_in(&self.destination_deny)
+    }
+}
+
+/// The IPv4 address an IPv6 address leads to, for the forms that embed one: IPv4-mapped
+/// (`::ffff:0:0/96`), IPv4-compatible (`::/96`), NAT64 with the well-known prefix
+/// (`64:ff9b::/96`, RFC 6052) and 6to4 (`2002::/16`, the IPv4 address in bits 16 to 48,
+/// RFC 3056).
+pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = |a: u16, b: u16| Ipv4Addr::from((u32::from(a) << 16) | u32::from(b));
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, a, b] | [0, 0, 0, 0, 0, 0, a, b] => Some(low(a, b)),
+        [0x64, 0xff9b, 0, 0, 0, 0, a, b] => Some(low(a, b)),
+        [0x2002, a, b, ..] => Some(low(a, b)),
+        _ => None,
     }
 }
 

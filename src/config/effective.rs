@@ -76,6 +76,7 @@ fn to_raw(c: &Config) -> RawConfig {
         timeouts: Some(RawTimeouts {
             mta_handshake: duration(t.mta_handshake),
             mta_idle: duration(t.mta_idle),
+            mta_auth: duration(t.mta_auth),
             session_lifetime: duration(t.session_lifetime),
             mx_connect: duration(t.mx_connect),
             mx_banner: duration(t.mx_banner),

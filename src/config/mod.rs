@@ -130,6 +130,9 @@ pub struct Timeouts {
     pub mta_handshake: Duration,
     /// Waiting for the MTA's next bytes.
     pub mta_idle: Duration,
+    /// From accept (TLS handshake included) to a successful `AUTH`: one deadline for a
+    /// connection not yet authenticated.
+    pub mta_auth: Duration,
     /// Longest life of one MTA connection.
     pub session_lifetime: Duration,
     /// TCP connect to the MX.
@@ -151,6 +154,7 @@ impl Default for Timeouts {
         Timeouts {
             mta_handshake: Duration::from_secs(10),
             mta_idle: Duration::from_secs(5 * 60),
+            mta_auth: Duration::from_secs(10),
             session_lifetime: Duration::from_secs(3600),
             mx_connect: Duration::from_secs(30),
             mx_banner: Duration::from_secs(5 * 60),

@@ -69,6 +69,7 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawTimeouts {
     pub mta_handshake: Option<String>,
     pub mta_idle: Option<String>,
+    pub mta_auth: Option<String>,
     pub session_lifetime: Option<String>,
     pub mx_connect: Option<String>,
     pub mx_banner: Option<String>,

@@ -177,6 +177,7 @@ fn timeouts(raw: RawTimeouts) -> Result<Timeouts> {
     Ok(Timeouts {
         mta_handshake: t("mta_handshake", raw.mta_handshake, d.mta_handshake)?,
         mta_idle: t("mta_idle", raw.mta_idle, d.mta_idle)?,
+        mta_auth: t("mta_auth", raw.mta_auth, d.mta_auth)?,
         session_lifetime: t("session_lifetime", raw.session_lifetime, d.session_lifetime)?,
         mx_connect: t("mx_connect", raw.mx_connect, d.mx_connect)?,
         mx_banner: t("mx_banner", raw.mx_banner, d.mx_banner)?,
@@ -317,9 +318,22 @@ pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// The 32-character rule. The message never contains the secret.
+/// The 32-character rule, and the characters `AUTH` can carry
+/// ([`crate::protocol::is_valid_secret`]). The message never contains the secret.
 pub(crate) fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<()> {
     let chars = secret.chars().count();
+    if !crate::protocol::is_valid_secret(secret.as_bytes()) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret contains a space, a control or non-ASCII character, or is longer \
+                 than {} characters: AUTH carries only printable ASCII characters other than \
+                 space, so no MTA could ever send it (generate one with e.g. \
+                 `openssl rand -hex 32`)",
+                crate::protocol::MAX_SECRET_LEN
+            ),
+        ));
+    }
     if chars < MIN_SECRET_CHARS {
         return Err(ConfigError::invalid(
             key,

@@ -208,6 +208,9 @@ fn attempt(
         ),
         _ => None,
     };
+    // The last deadline-bound read may have left a short socket timeout: the relay's first
+    // write to the MX gets the command timeout (which the relay keeps, so no extra call).
+    let _ = conn.set_timeout(t.command);
     let (Some(banner), Some(greeting)) = (setup.banner.take(), setup.greeting.take()) else {
         return Err((
             FailureReply::new(Failure::MxSetupFailed, "set-up ended early"),
@@ -248,10 +251,9 @@ fn read_step(
         Phase::Banner => "waiting for the MX banner",
         Phase::Command => "waiting for the MX reply",
     };
-    conn.set_timeout(timeout)
-        .map_err(|e| (read_failure(stage, e.into()), false))?;
+    // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply(&settings.reply_limits)
+        .read_reply_until(&settings.reply_limits, Instant::now() + timeout)
         .map_err(|e| (read_failure(stage, e), false))?;
     Ok(setup.on_reply(reply))
 }

@@ -69,11 +69,11 @@ impl Timeouts for MxStream {
     }
 }
 
-/// Send QUIT and wait up to `wait` for the reply (best effort: errors are ignored).
+/// Send QUIT and wait up to `wait` in all for the reply (best effort: errors are ignored).
 pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
-    let _ = conn.set_timeout(wait);
-    if conn.send(b"QUIT\r\n").is_ok() {
-        let _ = conn.read_reply(&Default::default());
+    let deadline = Instant::now() + wait;
+    if conn.set_timeout_until(deadline).is_ok() && conn.send(b"QUIT\r\n").is_ok() {
+        let _ = conn.read_reply_until(&Default::default(), deadline);
     }
 }
 
@@ -124,13 +124,14 @@ impl MxConnection {
         )
     }
 
-    /// One command round trip (`NOOP` or `RSET` probe); true when the MX answered 2xx.
-    pub fn probe(&mut self, command: &[u8], timeout: Duration) -> bool {
-        self.conn.set_timeout(timeout).is_ok()
+    /// One command round trip (`NOOP` or `RSET` probe) finished by `deadline`; true when the MX
+    /// answered 2xx.
+    pub fn probe(&mut self, command: &[u8], deadline: Instant) -> bool {
+        self.conn.set_timeout_until(deadline).is_ok()
             && self.conn.send(command).is_ok()
             && self
                 .conn
-                .read_reply(&Default::default())
+                .read_reply_until(&Default::default(), deadline)
                 .is_ok_and(|r| (200..300).contains(&r.code()))
     }
 

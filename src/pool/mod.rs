@@ -140,6 +140,8 @@ pub struct Rejected {
 /// Why a connection was not stored.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
+    /// The MX sent bytes no command asked for (they are unread), or closed the connection.
+    UnreadInput,
     TooOld,
     KeyFull,
     PoolFull,
@@ -148,6 +150,9 @@ pub enum Refused {
 impl Refused {
     pub fn reason(&self) -> &'static str {
         match self {
+            Refused::UnreadInput => {
+                "the MX sent bytes no command asked for, or closed the connection"
+            }
             Refused::TooOld => "older than pool.reuse_time_limit",
             Refused::KeyFull => "pool.max_idle_per_key reached for this key",
             Refused::PoolFull => "pool.max_idle_total reached",
@@ -172,13 +177,15 @@ impl Pool {
         *self.limits.lock()
     }
 
-    /// Take the most recently used idle connection for `key` that satisfies `want` and is not
-    /// too old. Connections found expired on the way are returned in `expired` for the caller
-    /// to close outside the lock.
+    /// Take the most recently used idle connection for `key` that satisfies `want`, is not too
+    /// old and has carried fewer than `max_messages` messages (the request's
+    /// `reuse_max_messages`). Connections found expired on the way, or at `max_messages`, are
+    /// returned in `expired` for the caller to close outside the lock.
     pub fn checkout(
         &self,
         key: &PoolKey,
         want: &TlsWant,
+        max_messages: Option<u64>,
         now: Instant,
         expired: &mut Vec<MxConnection>,
     ) -> Option<MxConnection> {
@@ -193,6 +200,7 @@ impl Pool {
                 let stale = list.get(i).is_some_and(|e| {
                     now.duration_since(e.since) >= limits.idle_ttl
                         || now.duration_since(e.conn.created) >= limits.reuse_time_limit
+                        || max_messages.is_some_and(|cap| e.conn.messages >= cap)
                 });
                 if stale {
                     if let Some(e) = list.remove(i) {
@@ -224,11 +232,16 @@ impl Pool {
         mut conn: MxConnection,
         now: Instant,
     ) -> Result<(), Box<Rejected>> {
+        let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
+        // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
+        // taken for the next user's replies.
+        if !conn.is_alive() {
+            return reject(conn, Refused::UnreadInput);
+        }
         // An idle connection holds no buffer memory (its buffers are empty between sessions;
         // freed here, outside the lock).
         conn.conn.release_buffers();
         let limits = self.limits();
-        let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         if now.duration_since(conn.created) >= limits.reuse_time_limit {
             return reject(conn, Refused::TooOld);
         }

@@ -6,6 +6,7 @@ use super::Pool;
 use crate::mx::MxConnection;
 use log::info;
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +16,42 @@ pub const QUIT_WAIT: Duration = Duration::from_secs(2);
 
 /// At most this many threads say QUIT at once.
 const QUIT_THREADS: usize = 16;
+
+/// At most this many [`quit_detached`] threads at once; beyond, connections are closed
+/// without QUIT (a polite QUIT is a courtesy, threads are not free).
+const MAX_DETACHED_QUITS: usize = 256;
+
+/// [`quit_detached`] threads running now.
+static DETACHED_QUITS: AtomicUsize = AtomicUsize::new(0);
+
+/// QUIT and close `conns` off the calling thread (a session's path must not wait for an MX's
+/// `221`): on a detached thread that runs [`quit_all`]. When too many such threads run already
+/// or none can be started, the connections are closed without QUIT.
+pub fn quit_detached(conns: Vec<MxConnection>) {
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            DETACHED_QUITS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    if conns.is_empty() {
+        return;
+    }
+    if DETACHED_QUITS.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED_QUITS {
+        DETACHED_QUITS.fetch_sub(1, Ordering::SeqCst);
+        conns.into_iter().for_each(MxConnection::close);
+        return;
+    }
+    let running = Running;
+    // Should the thread not start, the closure is dropped: `running` is released and the
+    // connections are closed (dropped) without QUIT.
+    let _ = std::thread::Builder::new()
+        .name("mx quit".into())
+        .spawn(move || {
+            let _running = running;
+            quit_all(conns);
+        });
+}
 
 /// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow
 /// MX does not hold up the rest (each waits at most [`QUIT_WAIT`] per connection).

@@ -13,6 +13,6 @@ mod props;
 
 pub use reply::{reply_lines, ConnectReady, Failure, FailureReply, Origin};
 pub use request::{
-    parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy, MAX_REQUEST_LINE,
-    PROTOCOL_VERSION,
+    is_valid_secret, parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy,
+    MAX_REQUEST_LINE, MAX_SECRET_LEN, PROTOCOL_VERSION,
 };

@@ -28,6 +28,9 @@ pub enum Failure {
     AuthRequired,
     /// 535: wrong secret or unsupported version (the connection is then closed).
     AuthFailed,
+    /// 454: no successful `AUTH` within `timeouts.mta_auth` of the accept (the connection is
+    /// then closed).
+    AuthTimeout,
     /// 550: the source IP is not in `source_addresses`.
     SourceNotPermitted,
     /// 551: the destination port or address is not permitted.
@@ -71,6 +74,7 @@ impl Failure {
             ProtocolError => (500, "5.5.2", "protocol_error"),
             AuthRequired => (530, "5.7.0", "auth_required"),
             AuthFailed => (535, "5.7.8", "auth_failed"),
+            AuthTimeout => (454, "4.7.0", "auth_timeout"),
             SourceNotPermitted => (550, "5.7.1", "source_not_permitted"),
             DestinationNotPermitted => (551, "5.7.1", "destination_not_permitted"),
             SourceNotLocal => (451, "4.3.0", "source_not_local"),
@@ -113,6 +117,7 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::ProtocolError,
     Failure::AuthRequired,
     Failure::AuthFailed,
+    Failure::AuthTimeout,
     Failure::SourceNotPermitted,
     Failure::DestinationNotPermitted,
     Failure::SourceNotLocal,

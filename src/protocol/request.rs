@@ -190,6 +190,19 @@ fn err<T>(msg: impl Into<String>) -> Result<T, RequestError> {
     Err(RequestError(msg.into()))
 }
 
+/// The longest secret `AUTH` can carry: a request line is at most [`MAX_REQUEST_LINE`] octets
+/// with `AUTH 1 ` before the secret and CRLF after it.
+pub const MAX_SECRET_LEN: usize = MAX_REQUEST_LINE - b"AUTH 1 \r\n".len();
+
+/// Whether `secret` can be sent in `AUTH`: 1 to [`MAX_SECRET_LEN`] printable ASCII characters
+/// other than space (`!` to `~`). The one definition: the request parser accepts exactly these,
+/// and the configuration check refuses any other secret (it could never match).
+pub fn is_valid_secret(secret: &[u8]) -> bool {
+    !secret.is_empty()
+        && secret.len() <= MAX_SECRET_LEN
+        && secret.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 /// Strip the line ending; refuse control characters and non-ASCII bytes.
 fn line_text(line: &[u8]) -> Result<&str, RequestError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -252,7 +265,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
             let version: u32 = version
                 .parse()
                 .map_err(|_| RequestError(format!("AUTH: bad protocol version {version:?}")))?;
-            if secret.is_empty() || secret.contains(' ') {
+            if !is_valid_secret(secret.as_bytes()) {
                 return err("usage: AUTH <version> <secret> (the secret contains no spaces)");
             }
             Ok(Request::Auth {
@@ -389,6 +402,30 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_printable_ascii_without_spaces_and_fits_a_request_line() {
+        assert!(is_valid_secret(b"!~0123456789abcdefABCDEF#:\"'"));
+        for bad in [
+            &b""[..],
+            b"with space",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+            b"nul\0",
+            b"del\x7f",
+        ] {
+            assert!(!is_valid_secret(bad), "{bad:?}");
+        }
+        assert!(is_valid_secret(&[b'x'; MAX_SECRET_LEN]));
+        assert!(!is_valid_secret(&[b'x'; MAX_SECRET_LEN + 1]));
+        // The parser accepts exactly these.
+        let line = format!("AUTH 1 {}\r\n", "x".repeat(MAX_SECRET_LEN));
+        assert!(matches!(
+            parse_request(line.as_bytes()),
+            Ok(Request::Auth { .. })
+        ));
+        assert!(parse_request(b"AUTH 1 two words\r\n").is_err());
+    }
 
     #[test]
     fn parses_auth_noop_quit() {

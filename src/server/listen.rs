@@ -77,10 +77,11 @@ impl Server {
             let job = Box::new(move || {
                 let _slot = slot;
                 shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
-                match kind {
+                let s = shared.clone();
+                super::guard::run_session(&s.stats, peer, || match kind {
                     ListenKind::Native => crate::session::serve(shared, tcp, peer),
                     ListenKind::Frontend(i) => crate::frontend::serve(shared, tcp, peer, i),
-                }
+                });
             });
             if let Err(job) = self.workers.try_submit(job) {
                 // Dropping the job closes its socket.

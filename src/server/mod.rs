@@ -1,6 +1,8 @@
 //! The daemon's server: listeners and their accept threads (`listen`), the worker pool
-//! (`workers`), the file-descriptor budget (`limits`), and start, reload and drain.
+//! (`workers`) and the panic guard around each session job (`guard`), the file-descriptor
+//! budget (`limits`), and start, reload and drain.
 
+pub mod guard;
 mod limits;
 mod listen;
 pub mod workers;

@@ -10,7 +10,7 @@ use crate::config::Identity;
 use crate::dns::{DnsError, Family};
 use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
-use crate::pool::reaper::quit_all;
+use crate::pool::reaper::quit_detached;
 use crate::pool::{PoolKey, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
 use crate::runtime::Runtime;
@@ -21,11 +21,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How long a checkout probe (`pool.checkout_probe`) may take.
+/// How long the checkout probes (`pool.checkout_probe`) of one request may take in all (or
+/// `timeouts.mx_command` when shorter); after that the proxy dials a new connection.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long to wait for the MX's 221 after our QUIT.
-pub(crate) const QUIT_WAIT: Duration = Duration::from_secs(5);
+/// How long the `RSET` that cleans a connection before it is pooled may take.
+const RSET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One MTA session's view of the proxy: the shared state, the configuration in force when the
 /// session started, and the MTA's address (for the log).
@@ -78,8 +79,10 @@ impl Egress<'_> {
         self.authorize(id, req)?;
         let candidates = self.destinations(req)?;
         if req.reuse {
+            // One deadline for every probe of this request: a hung MX costs it once.
+            let deadline = Instant::now() + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command);
             for (addr, host) in &candidates {
-                if let Some(found) = self.reuse(req, *addr, host.as_deref()) {
+                if let Some(found) = self.reuse(req, *addr, host.as_deref(), deadline) {
                     return Ok(found);
                 }
             }
@@ -140,33 +143,39 @@ impl Egress<'_> {
         }
     }
 
-    /// A healthy pooled connection for `addr`, if there is one. Dead ones are discarded.
+    /// A healthy pooled connection for `addr`, if there is one and `deadline` (for the
+    /// probes) has not passed. Dead ones are discarded.
     fn reuse(
         &self,
         req: &ConnectRequest,
         addr: SocketAddr,
         host: Option<&str>,
+        deadline: Instant,
     ) -> Option<(MxConnection, Origin)> {
         let pool = &self.shared.pool;
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
         loop {
-            let mut expired = Vec::new();
-            let got = pool.checkout(&key, &want, Instant::now(), &mut expired);
-            if !expired.is_empty() {
-                // QUIT waits on the MX: not on this session's way to its connection.
-                // (Should the thread not start, dropping them closes them without QUIT.)
-                let _ = std::thread::Builder::new()
-                    .name("pool expire".into())
-                    .spawn(move || quit_all(expired));
+            if Instant::now() >= deadline {
+                return None;
             }
+            let mut expired = Vec::new();
+            let got = pool.checkout(
+                &key,
+                &want,
+                req.reuse_max_messages,
+                Instant::now(),
+                &mut expired,
+            );
+            // QUIT waits on the MX: not on this session's way to its connection.
+            quit_detached(expired);
             let mut c = got?;
             let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
                 crate::config::Probe::None => None,
                 crate::config::Probe::Noop => Some(b"NOOP\r\n"),
                 crate::config::Probe::Rset => Some(b"RSET\r\n"),
             };
-            if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, PROBE_TIMEOUT)) {
+            if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, deadline)) {
                 verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
                 c.close();
                 continue;
@@ -272,7 +281,7 @@ impl Egress<'_> {
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
-                    if !mx.probe(b"RSET\r\n", Duration::from_secs(10)) {
+                    if !mx.probe(b"RSET\r\n", Instant::now() + RSET_TIMEOUT) {
                         return Some("RSET after an unfinished transaction failed".into());
                     }
                 }
@@ -285,10 +294,12 @@ impl Egress<'_> {
             }
             None
         })();
+        // QUIT (and its wait for the MX's 221) happens off the session's path: the MTA may
+        // already have its 221 and send its next request.
         let mx = match why_not {
             Some(reason) => {
                 verbose!(self.rt, mta = self.peer, mx = mx.remote; "not kept: {reason}");
-                mx.quit(QUIT_WAIT);
+                quit_detached(vec![mx]);
                 return;
             }
             None => mx,
@@ -299,7 +310,7 @@ impl Egress<'_> {
             Ok(()) => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
             Err(rejected) => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", rejected.why.reason());
-                rejected.conn.quit(QUIT_WAIT);
+                quit_detached(vec![rejected.conn]);
             }
         }
     }

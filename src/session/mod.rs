@@ -47,17 +47,52 @@ pub(crate) fn read_timeout(idle: Duration, deadline: Instant) -> Option<Duration
     (!left.is_zero()).then(|| idle.min(left))
 }
 
+/// The failure for a connection that did not authenticate within `timeouts.mta_auth`.
+fn auth_timeout(limit: Duration) -> FailureReply {
+    FailureReply::new(
+        Failure::AuthTimeout,
+        format!(
+            "no successful AUTH within {} of connecting (timeouts.mta_auth); closing connection",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+/// Takes the session out of the registry of sessions waiting for a request when it ends,
+/// however it ends (a panic included): a stale entry would let a stop shut down a descriptor
+/// that by then belongs to another connection.
+struct Deregister<'a> {
+    shared: &'a Shared,
+    number: u64,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        self.shared.request_arrived(self.number);
+    }
+}
+
 /// Serve one accepted MTA connection to its end.
 pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
     let rt = shared.runtime();
+    let t = &rt.config.timeouts;
     let _ = tcp.set_nodelay(true);
-    let tls = match rt.acceptor.accept(tcp, rt.config.timeouts.mta_handshake) {
+    // The handshake counts against the unauthenticated deadline.
+    let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => t,
         Err(e) => {
             verbose!(rt, mta = peer; "TLS handshake with the MTA failed: {e}");
             return;
         }
     };
+    if shared.panic_next_session_for_tests.load(Ordering::Relaxed)
+        && shared
+            .panic_next_session_for_tests
+            .swap(false, Ordering::SeqCst)
+    {
+        panic!("session panic requested by a test");
+    }
     // A verified client certificate may identify a client (mutual TLS).
     let identity = if rt.config.tls_client_ca.is_some() {
         let names = tls.peer_names();
@@ -70,14 +105,21 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         None
     };
     let mut mta = BufConn::new(tls);
+    let number = shared.session_number();
+    // Declared after `mta`: dropped (deregistered) before the socket closes.
+    let _registered = Deregister {
+        shared: &shared,
+        number,
+    };
     let mut session = Session {
         shared: &shared,
         rt: &rt,
         peer,
         identity,
-        number: shared.session_number(),
+        number,
         errors: 0,
-        deadline: Instant::now() + rt.config.timeouts.session_lifetime,
+        deadline: accepted + t.session_lifetime,
+        auth_deadline: accepted + t.mta_auth,
     };
     session.run(&mut mta);
     mta.get_mut().tcp().shutdown(std::net::Shutdown::Both).ok();
@@ -94,6 +136,9 @@ struct Session<'a> {
     errors: u32,
     /// `timeouts.session_lifetime` from the accept.
     deadline: Instant,
+    /// `timeouts.mta_auth` from the accept: until the client is identified, the one deadline
+    /// (the TLS handshake, `NOOP`s and anything else count against it).
+    auth_deadline: Instant,
 }
 
 enum Next {
@@ -111,16 +156,41 @@ impl Session<'_> {
         }
     }
 
+    /// The deadline in force: the session's lifetime, and before authentication the
+    /// unauthenticated deadline.
+    fn current_deadline(&self) -> Instant {
+        if self.identity.is_none() {
+            self.deadline.min(self.auth_deadline)
+        } else {
+            self.deadline
+        }
+    }
+
+    /// What to tell the MTA when a wait for its next request timed out (then close).
+    fn timed_out(&self) -> Vec<u8> {
+        let now = Instant::now();
+        if self.identity.is_none() && now >= self.auth_deadline {
+            auth_timeout(self.rt.config.timeouts.mta_auth).render()
+        } else if now >= self.deadline {
+            LIFETIME_EXCEEDED.to_vec()
+        } else {
+            IDLE_TIMEOUT.to_vec()
+        }
+    }
+
     fn run(&mut self, mta: &mut BufConn<ServerTlsStream>) {
         loop {
-            let Some(timeout) = read_timeout(self.rt.config.timeouts.mta_idle, self.deadline)
+            let Some(timeout) =
+                read_timeout(self.rt.config.timeouts.mta_idle, self.current_deadline())
             else {
-                let _ = mta.send(LIFETIME_EXCEEDED);
+                let _ = mta.send(&self.timed_out());
                 return;
             };
             if mta.set_timeout(timeout).is_err() {
                 return;
             }
+            // One deadline for the whole request line: trickling bytes does not stretch it.
+            let until = Instant::now() + timeout;
             // Waiting for the next request (nothing complete buffered): a stop may wake us.
             let waiting = !mta.pending().contains(&b'\n');
             if waiting
@@ -132,7 +202,7 @@ impl Session<'_> {
                 let _ = mta.send(&FailureReply::new(Failure::Busy, STOPPING).render());
                 return;
             }
-            let read = mta.read_line(MAX_REQUEST_LINE);
+            let read = mta.read_line_until(MAX_REQUEST_LINE, until);
             if waiting {
                 self.shared.request_arrived(self.number);
             }
@@ -143,11 +213,7 @@ impl Session<'_> {
                     return;
                 }
                 Err(ReadError::Timeout) => {
-                    let _ = mta.send(if Instant::now() >= self.deadline {
-                        LIFETIME_EXCEEDED
-                    } else {
-                        IDLE_TIMEOUT
-                    });
+                    let _ = mta.send(&self.timed_out());
                     return;
                 }
                 Err(ReadError::LineTooLong(_)) => {

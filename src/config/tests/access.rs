@@ -137,6 +137,69 @@ fn destination_policy_denies_internal_ranges_by_default() {
     );
 }
 
+/// Issue 11 item 9d: IPv6 forms that carry an IPv4 address are checked in their IPv4 form too.
+#[test]
+fn ipv6_forms_embedding_an_ipv4_address_are_checked_against_the_ipv4_deny_list() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let c = parse(&minimal()).unwrap();
+    for denied in [
+        "64:ff9b::a9fe:a9fe",     // NAT64 of 169.254.169.254
+        "64:ff9b::7f00:1",        // NAT64 of 127.0.0.1
+        "64:ff9b::c0a8:101",      // NAT64 of 192.168.1.1
+        "2002:a9fe:a9fe::",       // 6to4 of 169.254.169.254
+        "2002:0a00:0001:1::1",    // 6to4 of 10.0.0.1
+        "::a9fe:a9fe",            // IPv4-compatible
+        "::ffff:169.254.169.254", // IPv4-mapped
+    ] {
+        assert!(!c.destination_permitted(ip(denied)), "{denied}");
+    }
+    for ok in [
+        "64:ff9b::808:808", // NAT64 of 8.8.8.8
+        "2002:808:808::1",  // 6to4 of 8.8.8.8
+        "::ffff:1.1.1.1",
+        "2a00:1450::a9fe:a9fe", // not a form that embeds IPv4
+    ] {
+        assert!(c.destination_permitted(ip(ok)), "{ok}");
+    }
+    // An allowed form wins: allowing 127.0.0.0/8 allows its NAT64 form, and allowing the
+    // NAT64 prefix allows what it carries.
+    let c = parse(&format!(
+        "{}destination_allow: [127.0.0.0/8]
+",
+        minimal()
+    ))
+    .unwrap();
+    assert!(c.destination_permitted(ip("64:ff9b::7f00:1")));
+    assert!(!c.destination_permitted(ip("64:ff9b::a9fe:a9fe")));
+    let c = parse(&format!(
+        "{}destination_allow: [\"64:ff9b::/96\"]\n",
+        minimal()
+    ))
+    .unwrap();
+    assert!(c.destination_permitted(ip("64:ff9b::a9fe:a9fe")));
+}
+
+#[test]
+fn embedded_ipv4_addresses_are_found_in_their_forms_only() {
+    use crate::config::access::embedded_ipv4;
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+    let v4 = |s: &str| Some(s.parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!(
+        embedded_ipv4(v6("64:ff9b::a9fe:a9fe")),
+        v4("169.254.169.254")
+    );
+    assert_eq!(
+        embedded_ipv4(v6("2002:a9fe:a9fe:1:2:3:4:5")),
+        v4("169.254.169.254")
+    );
+    assert_eq!(embedded_ipv4(v6("::a9fe:a9fe")), v4("169.254.169.254"));
+    assert_eq!(embedded_ipv4(v6("::ffff:a9fe:a9fe")), v4("169.254.169.254"));
+    assert_eq!(embedded_ipv4(v6("::1")), v4("0.0.0.1"));
+    assert_eq!(embedded_ipv4(v6("64:ff9b:1::a9fe:a9fe")), None);
+    assert_eq!(embedded_ipv4(v6("2001:db8::a9fe:a9fe")), None);
+    assert_eq!(embedded_ipv4(v6("fe80::a9fe:a9fe")), None);
+}
+
 #[test]
 fn session_limits_have_defaults_and_bounds() {
     let c = parse(&minimal()).unwrap();

@@ -80,6 +80,50 @@ fn short_secret_is_refused_without_echo() {
     assert!(!e.contains("short-secret-123"), "{e}");
 }
 
+/// Issue 11 item 9e: a secret `AUTH` could never carry (a space, a control or non-ASCII
+/// character, longer than a request line allows) is refused, without echoing it.
+#[test]
+fn secrets_auth_cannot_carry_are_refused_without_echo() {
+    let long = "x".repeat(crate::protocol::MAX_SECRET_LEN + 1);
+    for bad in [
+        "a secret with spaces in it, 32 characters or more",
+        "non-ascii-secret-\u{e9}\u{e9}\u{e9}-0123456789abcdef",
+        "tab-in-the-secret\t0123456789abcdef0123",
+        long.as_str(),
+    ] {
+        let yaml = minimal().replace(SECRET, &bad.replace('\t', "\\t"));
+        let e = error(&yaml);
+        assert!(
+            e.starts_with(
+                "auth_shared_secret: the secret contains a space, a control or non-ASCII character"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains(bad), "{e}");
+        let yaml = format!(
+            "{}clients:\n  - name: a\n    secrets: [\"{}\"]\n",
+            minimal(),
+            bad.replace('\t', "\\t")
+        );
+        let e = error(&yaml);
+        assert!(
+            e.starts_with("clients[0].secrets[0]: the secret contains a space"),
+            "{e}"
+        );
+    }
+    // The longest secret AUTH can carry is accepted.
+    let longest = "y".repeat(crate::protocol::MAX_SECRET_LEN);
+    let c = parse(&minimal().replace(SECRET, &longest)).unwrap();
+    let line = format!("AUTH 1 {longest}\r\n");
+    assert_eq!(line.len(), crate::protocol::MAX_REQUEST_LINE);
+    match crate::protocol::parse_request(line.as_bytes()).unwrap() {
+        crate::protocol::Request::Auth { secret, .. } => {
+            assert!(c.secret_matches(&secret));
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
 #[test]
 fn both_or_neither_secret() {
     let both = format!("{}auth_shared_secret_file: /etc/gp/secret\n", minimal());

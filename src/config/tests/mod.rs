@@ -75,6 +75,7 @@ limits:
 timeouts:
   mta_handshake: 1s
   mta_idle: 2m
+  mta_auth: 3s
   mx_connect: 3s
   mx_banner: 4s
   mx_command: 5s
@@ -132,6 +133,7 @@ fn full_valid_file() {
         Timeouts {
             mta_handshake: s(1),
             mta_idle: s(120),
+            mta_auth: s(3),
             session_lifetime: s(3600),
             mx_connect: s(3),
             mx_banner: s(4),
@@ -273,7 +275,7 @@ fn example_and_docs_list_every_key() {
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 47, "{keys:?}");
+    assert_eq!(keys.len(), 48, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");
@@ -371,6 +373,17 @@ fn secret_file_trimmed_and_relative() {
         e.starts_with("auth_shared_secret_file: the secret is 5 characters"),
         "{e}"
     );
+
+    // A space inside: AUTH could never carry it.
+    std::fs::write(&secret_path, format!("{SECRET} {SECRET}\n")).unwrap();
+    let e = Config::from_yaml_str(&yaml, &dir.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("auth_shared_secret_file: the secret contains a space"),
+        "{e}"
+    );
+    assert!(!e.contains(SECRET), "{e}");
 
     // Missing file.
     std::fs::remove_file(&secret_path).unwrap();

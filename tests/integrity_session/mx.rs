@@ -1,0 +1,71 @@
+//! The MX side of set-up: a trickled reply, and destinations that embed a denied IPv4 address.
+
+use crate::common::*;
+use crate::scripted;
+use greenarrow_proxy::client::ClientError;
+use greenarrow_proxy::protocol::{ConnectRequest, Destination, Failure, TlsPolicy};
+use std::time::Duration;
+
+/// Issue 11 item 5 (set-up): every read of an MX reply during set-up has a deadline for the
+/// whole reply. An MX that trickles its banner one byte every 300 ms (13 s in all) under
+/// `mx_banner: 1s` fails the CONNECT with the banner timeout, and the proxy has closed the
+/// connection before the MX could finish the banner.
+#[test]
+fn a_trickled_banner_fails_at_the_banner_deadline() {
+    const BANNER: &[u8] = b"220 trickle.test ESMTP one byte at a time\r\n";
+    let (addr, script) = scripted::mx(|mut p| {
+        for (sent, b) in BANNER.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(300));
+            if !p.send(&[*b]) {
+                return (sent, false);
+            }
+        }
+        // The whole banner went out: read EHLO, answer nothing, wait for the close.
+        while p.line().is_some() {}
+        (BANNER.len(), true)
+    });
+    let h = Harness::start(
+        &[addr.port()],
+        "timeouts:\n  mx_banner: 1s\n  mx_command: 1s\n",
+    );
+    let mut c = h.client();
+    let err = c
+        .open(&req("127.0.0.2", addr, TlsPolicy::None))
+        .err()
+        .expect("a trickled banner must not complete the CONNECT");
+    let ClientError::Proxy(f) = err else {
+        panic!("expected a failure reply, got {err}");
+    };
+    assert_eq!(f.failure, Failure::MxSetupFailed, "{f:?}");
+    assert!(f.text.contains("banner"), "{}", f.text);
+    let (sent, finished) = script.join().unwrap();
+    assert!(
+        !finished && sent < BANNER.len(),
+        "the MX trickled {sent} of {} octets before the proxy gave up",
+        BANNER.len()
+    );
+}
+
+/// Issue 11 item 9d: IPv6 addresses that carry an IPv4 address (NAT64 `64:ff9b::/96`, 6to4
+/// `2002::/16`, IPv4-compatible `::/96`, IPv4-mapped `::ffff:0:0/96`) are checked against the
+/// IPv4 deny-list: each form of 169.254.169.254 is refused before any dial.
+#[test]
+fn ipv6_forms_embedding_a_denied_ipv4_address_are_refused() {
+    let h = Harness::start(&[25], "");
+    let mut c = h.client();
+    for dest in [
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "::a9fe:a9fe",
+        "::ffff:169.254.169.254",
+    ] {
+        let r = ConnectRequest::new(ip("::1"), Destination::Ip(ip(dest)), "mta.test");
+        match c.open(&r) {
+            Err(ClientError::Proxy(f)) => {
+                assert_eq!(f.failure, Failure::DestinationNotPermitted, "{dest}: {f:?}")
+            }
+            Err(e) => panic!("{dest}: {e}"),
+            Ok(_) => panic!("{dest}: connected"),
+        }
+    }
+}
