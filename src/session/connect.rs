@@ -12,6 +12,7 @@ use crate::pool::{PoolKey, TlsWant};
 use crate::protocol::{
     reply_lines, ConnectReady, ConnectRequest, Destination, Failure, FailureReply, Origin,
 };
+use crate::smtp::{MxFacts, Relay};
 use crate::tls::ServerTlsStream;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -67,13 +68,17 @@ impl Session<'_> {
             return Next::Close;
         }
         let t = &self.rt.config.timeouts;
+        let facts = MxFacts {
+            chunking: mx.caps.chunking,
+            ehlo_name: req.ehlo.clone(),
+        };
         let out = relay::relay(
             mta,
             mx,
+            Relay::new(self.rt.relay_limits, facts),
             t.mta_idle,
             self.deadline,
             &self.rt.mx.timeouts,
-            self.rt.relay_limits,
             &self.rt.mx.reply_limits,
         );
         self.finish(mta, &req, out)

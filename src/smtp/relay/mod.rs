@@ -2,12 +2,16 @@
 //!
 //! # Model
 //!
-//! The I/O loop owns two connections and a buffer of unconsumed bytes from the MTA. It calls
-//! [`Relay::poll_input`] with that buffer and acts on the returned [`InputStep`]: forward a
-//! prefix to the MX, discard a prefix, answer the MTA itself, read a reply from the MX, read more
-//! from the MTA, end the session, or drop the MX connection. It consumes exactly what the step
-//! says and calls again, until the step is [`InputStep::AwaitMx`] or [`InputStep::NeedInput`].
-//! Replies read from the MX go to [`Relay::on_mx_reply`] and then, unchanged, to the MTA.
+//! The I/O loop owns two connections, each with a buffer of unconsumed input. It calls
+//! [`Relay::poll_input`] with the MTA's and acts on the returned [`InputStep`]: forward a
+//! prefix to the MX, discard a prefix, answer the MTA itself, read from the MX, read more from
+//! the MTA, end the session, or drop the MX connection. It consumes exactly what the step says
+//! and calls again, until the step is [`InputStep::AwaitMx`] or [`InputStep::NeedInput`].
+//! It calls [`Relay::poll_mx`] with the MX's input and acts on the [`MxStep`]: relay a reply
+//! to the MTA unchanged, read more, look whether the MX sent anything beyond the last reply
+//! owed, or close the MX connection because it broke the protocol (the `mx` submodule: any
+//! byte the MX sends that no command asked for kills the connection before it can shift a
+//! reply onto the wrong command).
 //!
 //! The machine never copies message bytes: steps are lengths of prefixes of the caller's input.
 //! Its state is small (a mode, a few flags, and one tag per reply still owed), and the number
@@ -22,32 +26,43 @@
 //! CR LF `.` CR LF, checking for SMTP smuggling sequences (the `body` submodule). `BDAT n` is
 //! followed by exactly `n` bytes of chunk data, forwarded without interpretation.
 //!
+//! `BDAT` to an MX that did not offer CHUNKING is answered by the machine (the chunk is read and
+//! discarded), never forwarded: such an MX would read the chunk as commands. An MTA that sends
+//! EHLO or HELO with another name than the proxy's (or HELO at all) changes the connection's
+//! identity at the MX, which then is not pooled.
+//!
 //! When the MX connection is lost ([`Relay::mx_lost`], a relayed `421`, a protocol violation by
-//! the MX, or an aborted unsafe body) the machine is *dead*: it answers everything still owed and
+//! the MX, an aborted unsafe body, or a cancelled AUTH exchange) the machine is *dead*: it answers everything still owed and
 //! every later command itself, so the MTA always gets a well-formed session.
 //!
 //! [`Relay::pool_state`] says whether the MX connection could be reused for another session.
 
 mod body;
 mod dead;
+mod mx;
 mod types;
 
+#[cfg(test)]
+mod adversary;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_dead;
+#[cfg(test)]
+mod tests_mx;
 
 use std::collections::VecDeque;
 
 use self::body::{BodyState, Scan};
 use super::command::{classify, looks_like_data_or_bdat, looks_like_mail, Verb};
-use super::reply::Reply;
+use super::reply::ReplyScan;
+use super::strip_line_end;
 
 pub use self::types::{
-    InputStep, PoolState, RelayError, RelayLimits, ReplyEffect, LINE_TOO_LONG, SMUGGLING_REJECTED,
-    STARTTLS_REFUSED,
+    InputStep, MxFacts, MxStep, PoolState, RelayError, RelayLimits, ReplyEffect, BDAT_REFUSED,
+    LINE_TOO_LONG, SMUGGLING_REJECTED, STARTTLS_REFUSED,
 };
 
 /// The command a reply is owed to.
@@ -106,7 +121,9 @@ enum Mode {
     /// BDAT chunk data still to forward; the reply is owed once it is all sent.
     Chunk { remaining: u64, last: bool },
     /// Discarding an over-long line through its LF; then 500.
-    DiscardLine { resume_auth: bool },
+    DiscardLine,
+    /// Discarding a BDAT chunk the MX must not see (it did not offer CHUNKING); then 502.
+    RefuseChunk { remaining: u64 },
     /// Dead: discarding a body through its CR LF . CR LF; then 554 (smuggled) or 421.
     DiscardBody { state: BodyState, smuggled: bool },
     /// Dead: discarding the rest of a BDAT chunk; then 421.
@@ -125,12 +142,17 @@ struct Dead {
 #[derive(Clone, Debug)]
 pub struct Relay {
     limits: RelayLimits,
+    facts: MxFacts,
     mode: Mode,
     owed: VecDeque<Owed>,
     dead: Option<Dead>,
     in_transaction: bool,
     used_auth: bool,
+    /// Why the MTA's own EHLO/HELO makes the connection unfit for the pool.
+    renamed: Option<&'static str>,
     accepted: u64,
+    /// How far the reply the MX is sending was already checked.
+    scan: ReplyScan,
 }
 
 enum Line {
@@ -152,6 +174,7 @@ fn find_line(input: &[u8], max: usize) -> Line {
 /// What to do with a complete command line in live command mode.
 enum Action {
     Forward(Owed),
+    Hello { helo: bool },
     Chunk { size: u64, last: bool },
     Quit,
     StartTls,
@@ -159,7 +182,8 @@ enum Action {
 
 fn action_for(line: &[u8]) -> Action {
     match classify(line) {
-        Ok(Verb::Helo | Verb::Ehlo) => Action::Forward(Owed::Hello),
+        Ok(Verb::Helo) => Action::Hello { helo: true },
+        Ok(Verb::Ehlo) => Action::Hello { helo: false },
         Ok(Verb::Mail) => Action::Forward(Owed::Mail),
         Ok(Verb::Rset) => Action::Forward(Owed::Rset),
         Ok(Verb::Data) => Action::Forward(Owed::Data),
@@ -193,16 +217,20 @@ fn clamp_len(remaining: u64, available: usize) -> usize {
 }
 
 impl Relay {
-    /// A machine for a fresh session (command mode, nothing owed).
-    pub fn new(limits: RelayLimits) -> Relay {
+    /// A machine for a fresh session (command mode, nothing owed) over an MX connection
+    /// described by `facts`.
+    pub fn new(limits: RelayLimits, facts: MxFacts) -> Relay {
         Relay {
             limits,
+            facts,
             mode: Mode::Command,
             owed: VecDeque::new(),
             dead: None,
             in_transaction: false,
             used_auth: false,
+            renamed: None,
             accepted: 0,
+            scan: ReplyScan::default(),
         }
     }
 
@@ -279,9 +307,15 @@ impl Relay {
                             if pos > 0 || !self.owed.is_empty() {
                                 return flush(pos, InputStep::AwaitMx);
                             }
-                            self.mode = Mode::DiscardLine {
-                                resume_auth: self.mode == Mode::AuthResponse,
-                            };
+                            let in_auth = self.mode == Mode::AuthResponse;
+                            self.mode = Mode::DiscardLine;
+                            if in_auth {
+                                // The MX waits for this response: it can neither have it nor
+                                // be left waiting (the MTA's next line would be taken for the
+                                // response). Close the MX connection; the line gets its 500.
+                                self.die("AUTH exchange cancelled: response line too long", "");
+                                return InputStep::AbortMx;
+                            }
                             return self.discard_line(rest);
                         }
                     };
@@ -300,16 +334,24 @@ impl Relay {
                             self.owed.push_back(owed);
                             pos += len;
                         }
-                        Action::Chunk { size, last } => {
+                        Action::Hello { helo } => {
+                            self.note_hello(line, helo);
+                            self.owed.push_back(Owed::Hello);
+                            pos += len;
+                        }
+                        Action::Chunk { size, last } if self.facts.chunking => {
                             self.mode = Mode::Chunk {
                                 remaining: size,
                                 last,
                             };
                             pos += len;
                         }
-                        Action::Quit | Action::StartTls if pos > 0 || !self.owed.is_empty() => {
+                        Action::Chunk { .. } | Action::Quit | Action::StartTls
+                            if pos > 0 || !self.owed.is_empty() =>
+                        {
                             return flush(pos, InputStep::AwaitMx);
                         }
+                        Action::Chunk { size, .. } => return self.refuse_chunk(size, rest, len),
                         Action::Quit => return InputStep::Quit(len),
                         Action::StartTls => {
                             return InputStep::Reply {
@@ -319,11 +361,17 @@ impl Relay {
                         }
                     }
                 }
-                Mode::DiscardLine { .. } => {
+                Mode::DiscardLine => {
                     if pos > 0 {
                         return InputStep::Forward(pos);
                     }
                     return self.discard_line(rest);
+                }
+                Mode::RefuseChunk { remaining } => {
+                    if pos > 0 {
+                        return InputStep::Forward(pos);
+                    }
+                    return self.refuse_chunk(remaining, rest, 0);
                 }
                 Mode::DiscardBody { .. } | Mode::DiscardChunk { .. } => {
                     // Only reachable when dead; handled there.
@@ -347,14 +395,9 @@ impl Relay {
 
     /// In `DiscardLine` mode: discard through the LF, then answer 500.
     fn discard_line(&mut self, input: &[u8]) -> InputStep {
-        let resume_auth = matches!(self.mode, Mode::DiscardLine { resume_auth: true });
         match input.iter().position(|&b| b == b'\n') {
             Some(i) => {
-                self.mode = if resume_auth && self.dead.is_none() {
-                    Mode::AuthResponse
-                } else {
-                    Mode::Command
-                };
+                self.mode = Mode::Command;
                 InputStep::Reply {
                     consume: i + 1,
                     reply: LINE_TOO_LONG.to_vec(),
@@ -365,57 +408,43 @@ impl Relay {
         }
     }
 
-    /// Feed one complete reply read from the MX (only when a reply is owed, else `Err`). On
-    /// `Ok` the caller sends `reply.raw()` to the MTA unchanged. On `Err` the machine is dead
-    /// (the MX is out of sync): do not relay the reply, close the MX connection; the owed reply
-    /// will come from [`Relay::poll_input`] as a synthetic 421.
-    pub fn on_mx_reply(&mut self, reply: &Reply) -> Result<ReplyEffect, RelayError> {
-        if self.dead.is_some() {
-            return Err(RelayError::NotAwaiting);
+    /// Refusing a BDAT chunk: consume `skip` bytes (the BDAT line) and up to `remaining` bytes
+    /// of chunk after them; once the chunk is all read, answer 502.
+    fn refuse_chunk(&mut self, remaining: u64, input: &[u8], skip: usize) -> InputStep {
+        let data = input.get(skip..).unwrap_or(&[]);
+        let n = clamp_len(remaining, data.len());
+        let remaining = remaining.saturating_sub(n as u64);
+        let consume = skip + n;
+        if remaining == 0 {
+            self.mode = Mode::Command;
+            return InputStep::Reply {
+                consume,
+                reply: BDAT_REFUSED.to_vec(),
+            };
         }
-        let Some(&owed) = self.owed.front() else {
-            self.die("MX sent an unsolicited reply", "");
-            return Err(RelayError::NotAwaiting);
+        self.mode = Mode::RefuseChunk { remaining };
+        if consume == 0 {
+            InputStep::NeedInput
+        } else {
+            InputStep::Discard(consume)
+        }
+    }
+
+    /// The MTA sent EHLO (or HELO, `helo`) itself: with another name than the proxy's, or
+    /// HELO at all (the MX then no longer speaks ESMTP on this connection), the connection
+    /// must not serve the next MTA, which is told the proxy's name and EHLO reply.
+    fn note_hello(&mut self, line: &[u8], helo: bool) {
+        let content = strip_line_end(line);
+        let arg = match content.iter().position(|&b| b == b' ') {
+            Some(i) => content.get(i..).unwrap_or(&[]),
+            None => &[],
         };
-        let code = reply.code();
-        if code == 421 {
-            self.owed.pop_front();
-            self.die("MX closed the session (421)", "");
-            return Ok(ReplyEffect::ServiceClosing);
+        let arg = arg.trim_ascii();
+        if !arg.eq_ignore_ascii_case(self.facts.ehlo_name.as_bytes()) {
+            self.renamed = Some("the MTA changed the EHLO name");
+        } else if helo && self.renamed.is_none() {
+            self.renamed = Some("the MTA sent HELO: the MX no longer speaks ESMTP here");
         }
-        let unexpected = match owed {
-            Owed::Data => code != 354 && code / 100 == 3,
-            Owed::Auth => code != 334 && code / 100 == 3,
-            Owed::MustFail => code < 400,
-            _ => code / 100 == 3,
-        };
-        let needs_command_mode = code == 354 || (code == 334 && owed == Owed::Auth);
-        if unexpected
-            || !(200..600).contains(&code)
-            || (needs_command_mode && self.mode != Mode::Command)
-        {
-            self.die("MX protocol violation", "");
-            return Err(RelayError::UnexpectedReply {
-                code,
-                command: owed.name(),
-            });
-        }
-        self.owed.pop_front();
-        let positive = (200..300).contains(&code);
-        match owed {
-            Owed::Hello | Owed::Rset if positive => self.in_transaction = false,
-            Owed::Mail if positive => self.in_transaction = true,
-            Owed::Data if code == 354 => self.mode = Mode::Body(BodyState::START),
-            Owed::Auth if code == 334 => self.mode = Mode::AuthResponse,
-            Owed::DataEnd | Owed::Bdat { last: true } => {
-                self.in_transaction = false;
-                if positive {
-                    self.accepted += 1;
-                }
-            }
-            _ => {}
-        }
-        Ok(ReplyEffect::Continue)
     }
 
     /// The MX connection is gone (closed, timed out, protocol error, or a 421 was just
@@ -469,15 +498,19 @@ impl Relay {
         if self.used_auth {
             return PoolState::Unusable("AUTH was used on this connection");
         }
+        if let Some(why) = self.renamed {
+            return PoolState::Unusable(why);
+        }
         if !self.owed.is_empty() {
             return PoolState::Unusable("replies from the MX are outstanding");
         }
         match self.mode {
-            Mode::Command => {}
+            // A refused chunk never reached the MX.
+            Mode::Command | Mode::RefuseChunk { .. } => {}
             Mode::AuthResponse => return PoolState::Unusable("inside an AUTH exchange"),
             Mode::Body(_) => return PoolState::Unusable("inside a message body"),
             Mode::Chunk { .. } => return PoolState::Unusable("inside a BDAT chunk"),
-            Mode::DiscardLine { .. } | Mode::DiscardBody { .. } | Mode::DiscardChunk { .. } => {
+            Mode::DiscardLine | Mode::DiscardBody { .. } | Mode::DiscardChunk { .. } => {
                 return PoolState::Unusable("discarding MTA input")
             }
         }
@@ -496,5 +529,10 @@ impl Relay {
     /// The MTA sent AUTH (the connection must never be pooled).
     pub fn used_auth(&self) -> bool {
         self.used_auth
+    }
+
+    /// Why the machine is dead (for the log), or None while the MX connection is in use.
+    pub fn dead_reason(&self) -> Option<&'static str> {
+        self.dead.as_ref().map(|d| d.reason)
     }
 }

@@ -1,7 +1,7 @@
 //! Unit tests for the relay state machine, and a small driver shared with the property tests.
 
 use super::*;
-use crate::smtp::reply::{parse_reply, ReplyLimits};
+use crate::smtp::reply::{parse_reply, Reply, ReplyLimits};
 use InputStep::{AbortMx, AwaitMx, Discard, Forward, NeedInput, Quit};
 
 pub(super) fn reply(s: &str) -> Reply {
@@ -18,7 +18,7 @@ pub(super) enum Event {
     Local(Vec<u8>),
     /// An MX reply relayed to the MTA.
     Mx(Vec<u8>),
-    /// An MX reply refused by `on_mx_reply`.
+    /// An MX reply refused by `poll_mx`.
     Refused(u16),
     Quit,
     Abort,
@@ -68,7 +68,7 @@ pub(super) fn drive(
             AwaitMx => {
                 assert!(relay.awaiting_mx());
                 match mx(&run.to_mx) {
-                    Some(r) => match relay.on_mx_reply(&r) {
+                    Some(r) => match judge(relay, &r) {
                         Ok(effect) => {
                             run.to_mta.extend_from_slice(r.raw());
                             run.events.push(Event::Mx(r.raw().to_vec()));
@@ -107,6 +107,27 @@ pub(super) fn drive(
     run
 }
 
+/// Give the machine one complete reply as the whole MX input, with nothing after it.
+pub(super) fn judge(relay: &mut Relay, reply: &Reply) -> Result<ReplyEffect, RelayError> {
+    let raw = reply.raw();
+    match relay.poll_mx(raw, &ReplyLimits::default(), true) {
+        MxStep::Relay { consume, effect } => {
+            assert_eq!(consume, raw.len());
+            Ok(effect)
+        }
+        MxStep::Violation(e) => Err(e),
+        other => panic!("a complete reply gave {other:?}"),
+    }
+}
+
+/// Facts of an MX offering CHUNKING, set up with EHLO `mta.test`.
+pub(super) fn facts() -> MxFacts {
+    MxFacts {
+        chunking: true,
+        ehlo_name: "mta.test".into(),
+    }
+}
+
 /// An MX that answers from a list, in order.
 fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
     let mut replies: Vec<Reply> = replies.iter().rev().map(|r| reply(r)).collect();
@@ -114,7 +135,7 @@ fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
 }
 
 fn relay() -> Relay {
-    Relay::new(RelayLimits::default())
+    Relay::new(RelayLimits::default(), facts())
 }
 
 fn run(input: &[u8], replies: &[&str]) -> (Relay, Run) {
@@ -124,7 +145,7 @@ fn run(input: &[u8], replies: &[&str]) -> (Relay, Run) {
 }
 
 fn mx(r: &mut Relay, s: &str) -> ReplyEffect {
-    r.on_mx_reply(&reply(s)).unwrap()
+    judge(r, &reply(s)).unwrap()
 }
 
 #[test]
@@ -153,10 +174,10 @@ fn incomplete_line_waits_for_input_or_owed_reply() {
     assert_eq!(r.poll_input(b"RSE"), AwaitMx);
     mx(&mut r, "250 ok\r\n");
     assert_eq!(r.poll_input(b"RSE"), NeedInput);
-    assert_eq!(
-        r.on_mx_reply(&reply("250 x\r\n")),
-        Err(RelayError::NotAwaiting)
-    );
+    assert!(matches!(
+        judge(&mut r, &reply("250 x\r\n")),
+        Err(RelayError::Unsolicited { .. })
+    ));
 }
 
 #[test]
@@ -360,7 +381,7 @@ fn malformed_bdat_is_forwarded_as_a_sync_point() {
     // An MX that accepts what we could not parse disagrees about framing: dead.
     let mut r = relay();
     assert_eq!(r.poll_input(b"BDAT 10 \r\n0123456789"), Forward(10));
-    let err = r.on_mx_reply(&reply("250 ok\r\n")).unwrap_err();
+    let err = judge(&mut r, &reply("250 ok\r\n")).unwrap_err();
     assert!(matches!(err, RelayError::UnexpectedReply { code: 250, .. }));
     assert!(err.to_string().contains("out of sync"));
     assert!(matches!(
@@ -374,7 +395,7 @@ fn data_with_arguments_getting_354_is_refused() {
     let mut r = relay();
     assert_eq!(r.poll_input(b"DATA please\r\nbody\r\n"), Forward(13));
     assert_eq!(r.poll_input(b"body\r\n"), AwaitMx);
-    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert!(judge(&mut r, &reply("354 go\r\n")).is_err());
     assert!(!r.awaiting_mx());
     assert!(matches!(r.pool_state(), PoolState::Unusable(_)));
     // The owed reply for the DATA line is now a synthetic 421.
@@ -392,10 +413,11 @@ fn data_with_arguments_getting_354_is_refused() {
 fn intermediate_reply_to_ordinary_command_kills() {
     let mut r = relay();
     assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
-    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert!(judge(&mut r, &reply("354 go\r\n")).is_err());
     assert_eq!(
-        r.on_mx_reply(&reply("250 ok\r\n")),
-        Err(RelayError::NotAwaiting)
+        r.poll_mx(b"250 ok\r\n", &ReplyLimits::default(), true),
+        MxStep::Idle,
+        "a dead machine reads nothing more"
     );
 }
 
@@ -464,9 +486,12 @@ fn starttls_is_refused_locally_after_owed_replies() {
 
 #[test]
 fn over_long_line_is_discarded_and_answered() {
-    let mut r = Relay::new(RelayLimits {
-        max_command_line: 16,
-    });
+    let mut r = Relay::new(
+        RelayLimits {
+            max_command_line: 16,
+        },
+        facts(),
+    );
     let long = [b'x'; 40];
     let mut input = b"NOOP\r\n".to_vec();
     input.extend_from_slice(&long);
@@ -486,9 +511,12 @@ fn over_long_line_is_discarded_and_answered() {
     );
     assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
     // A complete line one byte too long; exactly at the limit is fine.
-    let mut r = Relay::new(RelayLimits {
-        max_command_line: 16,
-    });
+    let mut r = Relay::new(
+        RelayLimits {
+            max_command_line: 16,
+        },
+        facts(),
+    );
     assert_eq!(
         r.poll_input(b"NOOP 7890123456\r\n"),
         InputStep::Reply {
