@@ -5,8 +5,9 @@
 //! session normally.
 
 use super::body::{self, Scan};
+use super::input::{clamp_len, find_line, Line};
 use super::types::{InputStep, SMUGGLING_REJECTED};
-use super::{clamp_len, find_line, Dead, Line, Mode, Relay};
+use super::{Dead, Mode, Relay};
 use crate::smtp::command::{classify, Verb};
 use crate::smtp::printable;
 

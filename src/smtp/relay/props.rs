@@ -9,7 +9,7 @@
 
 use proptest::prelude::*;
 
-use super::tests::{drive, facts, judge, reply, Event};
+use super::driver::{drive, facts, judge, reply, Event};
 use super::*;
 use crate::smtp::Reply;
 
@@ -144,7 +144,7 @@ fn split(input: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
 }
 
 /// Run `chunks` against the session's scripted MX.
-fn run_session(s: &Session, chunks: &[Vec<u8>]) -> (Relay, super::tests::Run) {
+fn run_session(s: &Session, chunks: &[Vec<u8>]) -> (Relay, super::driver::Run) {
     let mut relay = Relay::new(RelayLimits::default(), facts());
     let mut replies = s.replies.iter();
     let out = drive(&mut relay, chunks, &mut |forwarded| {

@@ -1,6 +1,6 @@
 //! Unit tests for dead mode, the smuggling defence and pool states.
 
-use super::tests::{drive, facts, judge, reply, Event};
+use super::driver::{drive, facts, judge, reply, Event};
 use super::*;
 use crate::smtp::Reply;
 use InputStep::{Discard, Forward, NeedInput, Quit};
@@ -18,7 +18,7 @@ fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
     move |_| replies.pop()
 }
 
-fn run(input: &[u8], replies: &[&str]) -> (Relay, super::tests::Run) {
+fn run(input: &[u8], replies: &[&str]) -> (Relay, super::driver::Run) {
     let mut r = relay();
     let out = drive(&mut r, &[input.to_vec()], &mut script(replies));
     (r, out)

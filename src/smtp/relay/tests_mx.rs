@@ -1,7 +1,7 @@
 //! Unit tests for the MX side ([`Relay::poll_mx`]), BDAT to an MX without CHUNKING, the MTA's
 //! own EHLO/HELO, and the over-long AUTH response.
 
-use super::tests::facts;
+use super::driver::facts;
 use super::*;
 use crate::smtp::reply::{ReplyError, ReplyLimits};
 use InputStep::{AbortMx, AwaitMx, Discard, Forward, NeedInput};
