@@ -142,6 +142,22 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
+    /// Give back the buffers' memory beyond `keep` bytes each (after a burst of large
+    /// replies or lines): unconsumed input moves to the front and is kept, as is queued output.
+    pub fn shrink_to(&mut self, keep: usize) {
+        if self.inbuf.capacity() > keep {
+            self.inbuf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.inbuf
+                .truncate(self.end.max(keep.min(self.inbuf.len())));
+            self.inbuf.shrink_to(keep);
+        }
+        if self.out.capacity() > keep {
+            self.out.shrink_to(keep);
+        }
+    }
+
     /// Read once from the stream and append what arrived. `Err(Closed)` at end of stream.
     pub fn fill(&mut self) -> Result<usize, ReadError> {
         if self.inbuf.len() - self.end < READ_CHUNK {
@@ -321,6 +337,11 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         !self.out.is_empty()
     }
 
+    /// How many bytes of output are waiting.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Write the output buffer out and flush the stream.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
@@ -463,6 +484,31 @@ mod tests {
         assert!(c.pending().is_empty());
         assert_eq!(c.inbuf.capacity(), 0);
         assert_eq!(c.out.capacity(), 0);
+    }
+
+    #[test]
+    fn shrink_to_keeps_unconsumed_input_and_queued_output() {
+        let big = vec![b'x'; READ_CHUNK * 8];
+        let mut c = BufConn::new(Script::new(vec![
+            Some(&big),
+            Some(&big),
+            Some(b"250 ok\r\n"),
+        ]));
+        while c.pending().len() < big.len() * 2 {
+            c.fill().unwrap();
+        }
+        c.consume(big.len() * 2 - 3);
+        c.queue(&big);
+        c.flush().unwrap();
+        c.queue(b"queued");
+        assert!(c.inbuf.capacity() > 64 * 1024 && c.out.capacity() > 64 * 1024);
+        c.shrink_to(4096);
+        assert!(c.inbuf.capacity() <= 4096, "{}", c.inbuf.capacity());
+        assert!(c.out.capacity() <= 4096, "{}", c.out.capacity());
+        assert_eq!(c.pending(), b"xxx");
+        assert_eq!(c.output_len(), 6);
+        c.fill().unwrap();
+        assert_eq!(c.pending(), b"xxx250 ok\r\n");
     }
 
     #[test]

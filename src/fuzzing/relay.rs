@@ -1,9 +1,12 @@
-//! The relay state machine driven by random MTA bytes, random MX replies and random losses of
-//! the MX connection, the way the proxy's I/O loop drives it. Checks the step contract: never
-//! a panic, steps within the input, progress, no forwarding after an abort, one reply per
-//! AwaitMx, and a dead machine keeps answering by itself.
+//! The relay state machine driven by random MTA bytes, random MX bytes (listed replies and
+//! arbitrary bytes, split anywhere, extra or unsolicited) and random losses of the MX
+//! connection, the way the proxy's I/O loop drives it. Checks the step contract: never a
+//! panic, steps within the input, progress, no forwarding after an abort, no relayed reply
+//! unless one was owed, and a dead machine keeps answering by itself.
 
-use crate::smtp::{parse_reply, InputStep, Relay, RelayLimits, ReplyEffect, ReplyLimits};
+use crate::smtp::{
+    parse_reply, InputStep, MxFacts, MxStep, Relay, RelayLimits, ReplyEffect, ReplyLimits,
+};
 
 /// Replies an MX commonly gives, to reach deep states quickly.
 const REPLIES: &[&[u8]] = &[
@@ -41,15 +44,23 @@ impl Input<'_> {
     }
 }
 
-/// The `relay` target: the input read as a little program (see [`Input`]).
+/// The `relay` target.
 pub fn relay(data: &[u8]) {
     let mut input = Input { data };
     let max_line = 64 + usize::from(input.byte().unwrap_or(0));
-    let mut relay = Relay::new(RelayLimits {
-        max_command_line: max_line,
-    });
+    let flags = input.byte().unwrap_or(0);
+    let mut relay = Relay::new(
+        RelayLimits {
+            max_command_line: max_line,
+        },
+        MxFacts {
+            chunking: flags.is_multiple_of(2),
+            ehlo_name: "mta.test".into(),
+        },
+    );
     let reply_limits = ReplyLimits::default();
     let mut buf: Vec<u8> = Vec::new();
+    let mut mx_buf: Vec<u8> = Vec::new();
     let mut to_mx = 0usize;
     let mut aborted = false;
     let mut steps = 0usize;
@@ -88,37 +99,25 @@ pub fn relay(data: &[u8]) {
             InputStep::AwaitMx => {
                 assert!(relay.awaiting_mx());
                 let _ = relay.awaiting_data_end();
-                // The MX: a listed reply, arbitrary bytes as a reply, or a lost connection.
+                // The MX: a listed reply, arbitrary bytes, or a lost connection.
                 let op = input.byte().unwrap_or(0);
-                let reply = match op % 8 {
-                    0 => None,
+                match op % 8 {
+                    0 => {
+                        relay.mx_lost("lost");
+                        assert!(!relay.awaiting_mx());
+                        mx_buf.clear();
+                        continue;
+                    }
                     1 | 2 => {
                         let n = usize::from(input.byte().unwrap_or(0) % 64);
-                        let bytes = input.take(n).to_vec();
-                        match parse_reply(&bytes, &reply_limits) {
-                            Ok(Some((r, _))) => Some(r),
-                            _ => None,
-                        }
+                        mx_buf.extend_from_slice(input.take(n));
                     }
                     _ => {
                         let i = usize::from(input.byte().unwrap_or(0)) % REPLIES.len();
-                        parse_reply(REPLIES[i], &reply_limits)
-                            .ok()
-                            .flatten()
-                            .map(|(r, _)| r)
-                    }
-                };
-                match reply {
-                    Some(r) => match relay.on_mx_reply(&r) {
-                        Ok(ReplyEffect::ServiceClosing) => relay.mx_lost("421"),
-                        Ok(ReplyEffect::Continue) => {}
-                        Err(_) => assert!(!relay.awaiting_mx()),
-                    },
-                    None => {
-                        relay.mx_lost("lost");
-                        assert!(!relay.awaiting_mx());
+                        mx_buf.extend_from_slice(REPLIES[i]);
                     }
                 }
+                judge_mx(&mut relay, &mut mx_buf, &reply_limits, op >= 128);
             }
             InputStep::NeedInput => {
                 // The MTA: the next chunk of bytes, or the end of the session.
@@ -131,6 +130,55 @@ pub fn relay(data: &[u8]) {
                     return;
                 }
                 buf.extend_from_slice(&chunk);
+                // Now and then the MX speaks unasked (or follows a reply with more bytes).
+                if n % 16 == 15 {
+                    mx_buf.extend_from_slice(b"250 stray\r\n");
+                }
+                judge_mx(&mut relay, &mut mx_buf, &reply_limits, true);
+            }
+        }
+    }
+}
+
+/// Let the machine judge the MX input until it needs more; check the MX step contract.
+fn judge_mx(relay: &mut Relay, mx_buf: &mut Vec<u8>, limits: &ReplyLimits, quiet: bool) {
+    let mut quiet = quiet;
+    loop {
+        let owed = relay.awaiting_mx();
+        match relay.poll_mx(mx_buf, limits, quiet) {
+            MxStep::Relay { consume, effect } => {
+                assert!(owed, "relayed a reply nobody owed");
+                assert!(consume > 0 && consume <= mx_buf.len());
+                assert!(parse_reply(&mx_buf[..consume], limits)
+                    .is_ok_and(|r| r.is_some_and(|(_, n)| n == consume)));
+                mx_buf.drain(..consume);
+                if effect == ReplyEffect::ServiceClosing {
+                    relay.mx_lost("421");
+                    mx_buf.clear();
+                    return;
+                }
+            }
+            MxStep::CheckSilence => {
+                assert!(owed && !quiet);
+                quiet = true;
+            }
+            MxStep::NeedMore => {
+                assert!(owed);
+                return;
+            }
+            MxStep::Idle => {
+                assert!(!owed);
+                mx_buf.clear();
+                return;
+            }
+            MxStep::Violation(_) => {
+                assert!(!relay.awaiting_mx());
+                assert!(matches!(
+                    relay.pool_state(),
+                    crate::smtp::PoolState::Unusable(_)
+                ));
+                mx_buf.clear();
+                return;
             }
         }
     }

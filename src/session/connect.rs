@@ -59,7 +59,7 @@ impl Session<'_> {
             egress.release(&req, mx, None);
             return Next::Close;
         }
-        let out = egress.relay(mta, mx, self.deadline);
+        let out = egress.relay(mta, mx, &req, self.deadline);
         self.finish(mta, &req, out)
     }
 }

@@ -15,7 +15,7 @@ use crate::pool::{PoolKey, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
-use crate::smtp::PoolState;
+use crate::smtp::{MxFacts, PoolState, Relay};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -101,20 +101,26 @@ impl Egress<'_> {
         Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
     }
 
-    /// Relay the MTA's SMTP session over `mx` until the MTA's QUIT or disconnect.
+    /// Relay the MTA's SMTP session over `mx` (opened for `req`) until the MTA's QUIT or
+    /// disconnect, with a relay machine that knows the connection's facts.
     pub fn relay<S: Read + Write + Timeouts>(
         &self,
         mta: &mut BufConn<S>,
         mx: MxConnection,
+        req: &ConnectRequest,
         deadline: Instant,
     ) -> RelayOutcome {
+        let facts = MxFacts {
+            chunking: mx.caps.chunking,
+            ehlo_name: req.ehlo.clone(),
+        };
         relay::relay(
             mta,
             mx,
+            Relay::new(self.rt.relay_limits, facts),
             self.rt.config.timeouts.mta_idle,
             deadline,
             &self.rt.mx.timeouts,
-            self.rt.relay_limits,
             &self.rt.mx.reply_limits,
         )
     }

@@ -1,14 +1,39 @@
 //! The relay loop: thin blocking I/O around the sans-I/O [`Relay`] machine.
 //!
 //! Lockstep: forward everything the MTA sent that can be forwarded (one write to the MX per
-//! batch), then read the replies owed (one write to the MTA per batch), then read the MTA
-//! again. Every command line earns exactly one reply, so one thread never deadlocks.
+//! batch), then read the replies owed, handing each to the MTA as soon as the machine accepts
+//! it (written out once more than [`MTA_FLUSH_AT`] bytes wait, otherwise once per batch), then
+//! read the MTA again. Every command line earns exactly one reply, so one thread never
+//! deadlocks.
+//!
+//! The MX is read only while a reply is owed, and then within a deadline for the whole reply
+//! (`timeouts.mx_command`, or `mx_data_done` after the end of a message, never beyond the
+//! session's deadline). Whatever the MX sends that nobody asked for is a protocol violation
+//! the machine decides on ([`Relay::poll_mx`]); the loop shows it every byte that is already
+//! there, looking without waiting ([`look`]) before a new batch goes to an MX that owes nothing
+//! and before the last reply owed is accepted. After a violation the MX connection is closed
+//! (no QUIT) and the MTA gets the proxy's `421 4.4.2` for everything still owed.
+//!
+//! Memory: the MTA's input is consumed line by line and streamed through in bodies; the MX's
+//! input holds at most one reply being read (bounded by the reply limits) plus one read; the
+//! output toward the MTA is written out above [`MTA_FLUSH_AT`]; buffers grown by a burst are
+//! shrunk back to [`KEEP_BUFFER`] whenever the loop waits for the MTA (docs/SECURITY.md gives
+//! the resulting bound per session).
 
 use crate::bufconn::{BufConn, ReadError, Timeouts};
-use crate::mx::{MxConnection, MxTimeouts};
-use crate::smtp::{InputStep, Relay, RelayLimits, ReplyEffect, ReplyLimits};
-use std::io::{Read, Write};
+use crate::mx::{MxConnection, MxStream, MxTimeouts};
+use crate::smtp::{printable, InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
+
+/// Replies waiting for the MTA are written out once more than this many bytes wait; a reply
+/// at least this long is written straight through. What a session holds for the MTA therefore
+/// stays below twice this, however much the MX sends.
+pub const MTA_FLUSH_AT: usize = 64 * 1024;
+
+/// When the loop waits for the MTA, each buffer (input and output, both connections) larger
+/// than this gives its memory back down to this size.
+pub const KEEP_BUFFER: usize = 64 * 1024;
 
 /// How a relayed SMTP session ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,27 +60,47 @@ pub struct RelayOutcome {
     pub mid_body: bool,
 }
 
-/// Relay the MTA's SMTP session to `mx` until the MTA's QUIT or disconnect.
+/// Relay the MTA's SMTP session to `mx` with the machine `relay` (made for this connection:
+/// [`Relay::new`] with the connection's facts) until the MTA's QUIT or disconnect. `deadline`
+/// is the session's: no read, from either side, outlasts it.
 pub fn relay<S: Read + Write + Timeouts>(
     mta: &mut BufConn<S>,
     mx: MxConnection,
+    mut relay: Relay,
     mta_idle: Duration,
     deadline: Instant,
     mx_timeouts: &MxTimeouts,
-    relay_limits: RelayLimits,
     reply_limits: &ReplyLimits,
 ) -> RelayOutcome {
-    let mut relay = Relay::new(relay_limits);
     let mut mx = Some(mx);
     let mut mx_lost: Option<String> = None;
+    // `why` goes to the log; the MTA's 421s keep the machine's own short reason when it
+    // already has one (it never carries bytes the MX chose).
     let mut lose = |relay: &mut Relay, mx: &mut Option<MxConnection>, why: String| {
-        relay.mx_lost(&why);
+        if relay.dead_reason().is_none() {
+            relay.mx_lost(&why);
+        }
         if let Some(c) = mx.take() {
             c.close();
         }
         mx_lost.get_or_insert(why);
     };
+    // The MX socket's timeout while a reply deadline is further away than this: the shorter
+    // phase timeout, set once (`set_timeout` skips unchanged values), so replies cost no
+    // timeout system calls; only near a deadline is the socket timeout cut to what is left.
+    let base = mx_timeouts.command.min(mx_timeouts.data_done);
+    // When the reply being read must be complete.
+    let mut reply_deadline: Option<Instant> = None;
     let end = loop {
+        // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
+        //    before anything more goes to it (a byte read later would pass for a reply).
+        if !relay.awaiting_mx() && !mta.pending().is_empty() {
+            if let Some(c) = mx.as_mut() {
+                if let Err(why) = check_silent(&mut relay, c, reply_limits) {
+                    lose(&mut relay, &mut mx, why);
+                }
+            }
+        }
         // 1. Act on all the input we have.
         let mut quit = false;
         loop {
@@ -78,11 +123,8 @@ pub fn relay<S: Read + Write + Timeouts>(
                     break;
                 }
                 InputStep::AbortMx => {
-                    lose(
-                        &mut relay,
-                        &mut mx,
-                        "message body aborted (ambiguous end-of-data)".into(),
-                    );
+                    let why = relay.dead_reason().unwrap_or("relay aborted").to_string();
+                    lose(&mut relay, &mut mx, why);
                 }
                 InputStep::AwaitMx | InputStep::NeedInput => break,
             }
@@ -90,7 +132,8 @@ pub fn relay<S: Read + Write + Timeouts>(
         // 2. Send the batch to the MX.
         if let Some(c) = mx.as_mut() {
             if c.conn.has_output() {
-                if let Err(e) = c.conn.flush() {
+                let sent = c.conn.set_timeout(base).and_then(|_| c.conn.flush());
+                if let Err(e) = sent {
                     lose(&mut relay, &mut mx, format!("writing to the MX: {e}"));
                     continue;
                 }
@@ -99,55 +142,78 @@ pub fn relay<S: Read + Write + Timeouts>(
         if quit {
             break RelayEnd::Quit;
         }
-        // 3. Read the replies owed.
+        // 3. Read what the MX owes, one reply per round, each to the MTA as it is accepted.
         if relay.awaiting_mx() {
             let Some(c) = mx.as_mut() else {
                 // Cannot happen: a dead machine answers for itself. Be safe anyway.
                 lose(&mut relay, &mut mx, "MX connection missing".into());
                 continue;
             };
-            let timeout = if relay.awaiting_data_end() {
-                mx_timeouts.data_done
-            } else {
-                mx_timeouts.command
+            let mut quiet = false;
+            let step = loop {
+                match relay.poll_mx(c.conn.pending(), reply_limits, quiet) {
+                    MxStep::CheckSilence => match look(c) {
+                        Look::Nothing | Look::Closed => quiet = true,
+                        Look::Data => {}
+                        Look::Failed(e) => break Err(format!("reading from the MX: {e}")),
+                    },
+                    step => break Ok(step),
+                }
             };
-            // The socket keeps the shorter of the two deadlines (set once: `set_timeout`
-            // skips the system calls when unchanged); a read owed the longer one goes on
-            // after the shorter expires. No timeout switching per message.
-            let base = mx_timeouts.command.min(mx_timeouts.data_done);
-            let r = c
-                .conn
-                .set_timeout(base)
-                .map_err(ReadError::from)
-                .and_then(|_| c.conn.read_reply_within(reply_limits, timeout));
-            match r {
-                // The machine judges the reply first: one it refuses (e.g. a 2xx where the
-                // MX should have said 354) is not relayed; the owed reply becomes the
-                // proxy's 421, so the MTA still gets exactly one reply per command.
-                Ok(reply) => {
-                    let judged = relay.on_mx_reply(&reply);
-                    if judged.is_ok() {
-                        mta.queue(reply.raw());
+            match step {
+                Ok(MxStep::Relay { consume, effect }) => {
+                    reply_deadline = None;
+                    let reply = c.conn.pending().get(..consume).unwrap_or_default();
+                    let written = pass_to_mta(mta, reply);
+                    let closing = (effect == ReplyEffect::ServiceClosing)
+                        .then(|| format!("the MX closed the session: {}", printable(reply, 200)));
+                    c.conn.consume(consume);
+                    if written.is_err() {
+                        break RelayEnd::MtaGone;
                     }
-                    match judged {
-                        Ok(ReplyEffect::Continue) => {}
-                        Ok(ReplyEffect::ServiceClosing) => {
-                            lose(
-                                &mut relay,
-                                &mut mx,
-                                format!("the MX closed the session: {}", reply.text()),
-                            );
-                        }
-                        Err(e) => lose(&mut relay, &mut mx, format!("relay state: {e}")),
+                    if let Some(why) = closing {
+                        lose(&mut relay, &mut mx, why);
                     }
                 }
-                Err(e) => lose(&mut relay, &mut mx, format!("reading the MX reply: {e}")),
+                Ok(MxStep::NeedMore) => {
+                    let until = *reply_deadline.get_or_insert_with(|| {
+                        let phase = if relay.awaiting_data_end() {
+                            mx_timeouts.data_done
+                        } else {
+                            mx_timeouts.command
+                        };
+                        (Instant::now() + phase).min(deadline)
+                    });
+                    if let Err(e) = fill_until(&mut c.conn, until, base) {
+                        reply_deadline = None;
+                        let why = match e {
+                            ReadError::Timeout => {
+                                "no complete reply from the MX within its deadline".into()
+                            }
+                            e => format!("reading the MX reply: {e}"),
+                        };
+                        lose(&mut relay, &mut mx, why);
+                    }
+                }
+                Ok(MxStep::Violation(e)) => {
+                    reply_deadline = None;
+                    lose(&mut relay, &mut mx, format!("MX protocol violation: {e}"));
+                }
+                Ok(MxStep::Idle | MxStep::CheckSilence) => {
+                    // Cannot happen while a reply is owed. Be safe anyway.
+                    lose(&mut relay, &mut mx, "relay state: no reply to read".into());
+                }
+                Err(why) => lose(&mut relay, &mut mx, why),
             }
             continue;
         }
-        // 4. Deliver the replies and wait for the MTA.
+        // 4. Deliver the replies, give back what a burst took, and wait for the MTA.
         if mta.has_output() && mta.flush().is_err() {
             break RelayEnd::MtaGone;
+        }
+        mta.shrink_to(KEEP_BUFFER);
+        if let Some(c) = mx.as_mut() {
+            c.conn.shrink_to(KEEP_BUFFER);
         }
         let Some(timeout) = super::read_timeout(mta_idle, deadline) else {
             break RelayEnd::Lifetime;
@@ -166,8 +232,115 @@ pub fn relay<S: Read + Write + Timeouts>(
     RelayOutcome {
         end,
         relay,
-        mx,
         mx_lost,
+        mx,
         mid_body,
+    }
+}
+
+/// Queue `reply` for the MTA; write the queue out once it holds more than [`MTA_FLUSH_AT`]
+/// bytes, and write a reply at least that long straight through, not copying it.
+fn pass_to_mta<S: Read + Write + Timeouts>(mta: &mut BufConn<S>, reply: &[u8]) -> io::Result<()> {
+    if reply.len() >= MTA_FLUSH_AT {
+        if mta.has_output() {
+            mta.flush()?;
+        }
+        return mta.write_through(reply);
+    }
+    mta.queue(reply);
+    if mta.output_len() > MTA_FLUSH_AT {
+        mta.flush()?;
+    }
+    Ok(())
+}
+
+/// One read from the MX that ends by `until`. The socket keeps the timeout `base` while the
+/// deadline is further away than that, and gets what is left only near it, so a reply
+/// trickled a byte at a time is cut at its deadline.
+fn fill_until(
+    conn: &mut BufConn<MxStream>,
+    until: Instant,
+    base: Duration,
+) -> Result<usize, ReadError> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Timeout);
+        }
+        conn.set_timeout(left.min(base))?;
+        match conn.fill() {
+            // `base` passed with no byte, but the deadline (a longer phase) has not.
+            Err(ReadError::Timeout) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// The MX owes nothing: anything it sent is a violation, a close loses it.
+fn check_silent(
+    relay: &mut Relay,
+    c: &mut MxConnection,
+    limits: &ReplyLimits,
+) -> Result<(), String> {
+    match look(c) {
+        Look::Nothing => Ok(()),
+        Look::Closed => Err("the MX closed the connection".into()),
+        Look::Failed(e) => Err(format!("reading from the MX: {e}")),
+        Look::Data => match relay.poll_mx(c.conn.pending(), limits, true) {
+            MxStep::Violation(e) => Err(format!("MX protocol violation: {e}")),
+            // Cannot happen with nothing owed and bytes read; never relay them anyway.
+            _ => Err("MX sent data when no reply was owed".into()),
+        },
+    }
+}
+
+/// What [`look`] found.
+enum Look {
+    /// Nothing to read now (a TLS record without data, such as a session ticket, counts as
+    /// nothing).
+    Nothing,
+    /// Bytes arrived; they are in the connection's input buffer.
+    Data,
+    /// The MX closed the connection.
+    Closed,
+    /// The socket or TLS failed.
+    Failed(String),
+}
+
+/// Look at the MX without waiting: one non-blocking peek at the socket (and, under TLS, at
+/// data already decrypted); only when something is there, one read that does not wait.
+fn look(c: &mut MxConnection) -> Look {
+    let buffered = match c.conn.get_mut() {
+        MxStream::Tls(s) => s.has_buffered_input(),
+        MxStream::Plain(_) => false,
+    };
+    if !buffered {
+        use nix::sys::socket::{recv, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let fd = c.conn.get_ref().tcp().as_raw_fd();
+        let mut b = [0u8; 1];
+        loop {
+            match recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) => return Look::Nothing,
+                Err(e) => return Look::Failed(e.to_string()),
+                Ok(0) => return Look::Closed,
+                Ok(_) => break,
+            }
+        }
+    }
+    let tcp = c.conn.get_ref().tcp();
+    if let Err(e) = tcp.set_nonblocking(true) {
+        return Look::Failed(e.to_string());
+    }
+    let read = c.conn.fill();
+    if let Err(e) = c.conn.get_ref().tcp().set_nonblocking(false) {
+        return Look::Failed(e.to_string());
+    }
+    match read {
+        Ok(_) => Look::Data,
+        Err(ReadError::Timeout) => Look::Nothing,
+        Err(ReadError::Closed) => Look::Closed,
+        Err(e) => Look::Failed(e.to_string()),
     }
 }

@@ -18,8 +18,10 @@ pub mod stuff;
 
 pub use command::{classify, CommandError, Verb};
 pub use ehlo::Capabilities;
-pub use relay::{InputStep, PoolState, Relay, RelayError, RelayLimits, ReplyEffect};
-pub use reply::{parse_reply, Reply, ReplyError, ReplyLimits};
+pub use relay::{
+    InputStep, MxFacts, MxStep, PoolState, Relay, RelayError, RelayLimits, ReplyEffect,
+};
+pub use reply::{parse_reply, Reply, ReplyError, ReplyLimits, ReplyScan};
 pub use stuff::dot_stuff;
 
 /// Render peer-controlled bytes for a log line or an error message: lossy UTF-8, every control

@@ -180,46 +180,91 @@ impl std::error::Error for ReplyError {}
 /// (including an incomplete line that already has `max_line` bytes without a line end). The
 /// start of an incomplete line is checked too, so garbage is refused without waiting for a LF.
 pub fn parse_reply(buf: &[u8], limits: &ReplyLimits) -> Result<Option<(Reply, usize)>, ReplyError> {
-    let mut pos = 0usize;
-    let mut first_code: Option<u16> = None;
-    let mut count = 0usize;
-    loop {
-        let rest = buf.get(pos..).unwrap_or(&[]);
-        let window = rest.get(..limits.max_line).unwrap_or(rest);
-        let Some(lf) = window.iter().position(|&b| b == b'\n') else {
-            check_partial_line(rest, first_code)?;
-            if rest.len() >= limits.max_line {
-                return Err(ReplyError::LineTooLong {
-                    limit: limits.max_line,
+    Ok(ReplyScan::default().scan(buf, limits)?.map(|(code, n)| {
+        let raw = buf.get(..n).unwrap_or(buf).to_vec();
+        (Reply { code, raw }, n)
+    }))
+}
+
+/// An incremental [`parse_reply`] that copies nothing: it finds where the reply at the front
+/// of a buffer ends and remembers how far the reply's complete lines were already checked, so
+/// a long reply arriving in many reads is scanned once overall, not once per read.
+///
+/// Contract: between calls the buffer keeps the bytes it had (the caller only appends), until
+/// a call returns a complete reply or an error; then the scan starts afresh. A buffer shorter
+/// than what was already checked restarts the scan too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyScan {
+    /// Bytes of complete continuation lines already checked.
+    pos: usize,
+    /// How many lines they are.
+    lines: usize,
+    /// Their code.
+    first_code: Option<u16>,
+}
+
+impl ReplyScan {
+    /// Scan `buf` as [`parse_reply`] would, returning the reply's code and length instead of a
+    /// copy of it.
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &ReplyLimits,
+    ) -> Result<Option<(u16, usize)>, ReplyError> {
+        if buf.len() < self.pos {
+            *self = ReplyScan::default();
+        }
+        let r = self.scan_from(buf, limits);
+        if !matches!(r, Ok(None)) {
+            *self = ReplyScan::default();
+        }
+        r
+    }
+
+    fn scan_from(
+        &mut self,
+        buf: &[u8],
+        limits: &ReplyLimits,
+    ) -> Result<Option<(u16, usize)>, ReplyError> {
+        loop {
+            let rest = buf.get(self.pos..).unwrap_or(&[]);
+            let window = rest.get(..limits.max_line).unwrap_or(rest);
+            let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+                check_partial_line(rest, self.first_code)?;
+                if rest.len() >= limits.max_line {
+                    return Err(ReplyError::LineTooLong {
+                        limit: limits.max_line,
+                    });
+                }
+                return Ok(None);
+            };
+            let count = self.lines + 1;
+            if count > limits.max_lines {
+                return Err(ReplyError::TooManyLines {
+                    limit: limits.max_lines,
                 });
             }
-            return Ok(None);
-        };
-        count += 1;
-        if count > limits.max_lines {
-            return Err(ReplyError::TooManyLines {
-                limit: limits.max_lines,
-            });
-        }
-        let line = rest.get(..=lf).unwrap_or(rest);
-        let (code, last) = parse_line(line)?;
-        match first_code {
-            None => first_code = Some(code),
-            Some(first) if first != code => {
-                return Err(ReplyError::CodeMismatch { first, later: code })
+            let line = rest.get(..=lf).unwrap_or(rest);
+            let (code, last) = parse_line(line)?;
+            match self.first_code {
+                Some(first) if first != code => {
+                    return Err(ReplyError::CodeMismatch { first, later: code })
+                }
+                _ => {}
             }
-            Some(_) => {}
-        }
-        pos += lf + 1;
-        if last {
-            let raw = buf.get(..pos).unwrap_or(buf).to_vec();
-            return Ok(Some((Reply { code, raw }, pos)));
-        }
-        if count >= limits.max_lines {
-            // A continuation line at the limit: the next line would be one too many.
-            return Err(ReplyError::TooManyLines {
-                limit: limits.max_lines,
-            });
+            let end = self.pos + lf + 1;
+            if last {
+                return Ok(Some((code, end)));
+            }
+            if count >= limits.max_lines {
+                // A continuation line at the limit: the next line would be one too many.
+                return Err(ReplyError::TooManyLines {
+                    limit: limits.max_lines,
+                });
+            }
+            self.pos = end;
+            self.lines = count;
+            self.first_code = Some(code);
         }
     }
 }
@@ -444,6 +489,31 @@ mod tests {
                 let (r, n) = parse(&reply).unwrap().unwrap();
                 prop_assert_eq!(n, reply.len());
                 prop_assert_eq!(r.raw(), &reply[..]);
+            }
+
+            /// Fed a growing buffer (what the caller appends between calls), the incremental
+            /// scan decides exactly what `parse_reply` decides on each prefix.
+            #[test]
+            fn incremental_scan_matches_parse_reply(
+                buf in prop::collection::vec(prop::sample::select(
+                    vec![b'2', b'5', b'0', b'-', b' ', b'\r', b'\n', b'x']), 0..120),
+                cuts in prop::collection::vec(0usize..120, 0..12),
+                max_line in 1usize..20, max_lines in 1usize..5,
+            ) {
+                let limits = ReplyLimits { max_line, max_lines };
+                let mut ends: Vec<usize> = cuts.into_iter().filter(|&c| c <= buf.len()).collect();
+                ends.push(buf.len());
+                ends.sort_unstable();
+                let mut scan = ReplyScan::default();
+                for end in ends {
+                    let prefix = &buf[..end];
+                    let whole = parse_reply(prefix, &limits).map(|o| o.map(|(r, n)| (r.code(), n)));
+                    let got = scan.scan(prefix, &limits);
+                    prop_assert_eq!(&got, &whole);
+                    if !matches!(got, Ok(None)) {
+                        break;
+                    }
+                }
             }
 
             #[test]

@@ -212,6 +212,16 @@ impl ClientTlsStream {
         &self.facts
     }
 
+    /// Whether the TLS layer holds something a read returns without touching the socket:
+    /// decrypted data (records already received are processed; no I/O), or the peer's
+    /// close_notify or an error a read reports.
+    pub fn has_buffered_input(&mut self) -> bool {
+        match self.inner.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+            Err(_) => true,
+        }
+    }
+
     /// Send close_notify (best effort) and shut the socket down.
     pub fn close(mut self) {
         self.inner.conn.send_close_notify();

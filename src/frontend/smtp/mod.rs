@@ -120,7 +120,7 @@ pub(super) fn serve(
         egress.release(&req, mx, None);
         return;
     }
-    let out = egress.relay(&mut mta, mx, deadline);
+    let out = egress.relay(&mut mta, mx, &req, deadline);
     let last: &[u8] = match out.end {
         RelayEnd::Quit => greet::BYE,
         RelayEnd::MtaTimeout => IDLE_TIMEOUT,

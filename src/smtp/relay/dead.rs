@@ -5,8 +5,9 @@
 //! session normally.
 
 use super::body::{self, Scan};
+use super::input::{clamp_len, find_line, Line};
 use super::types::{InputStep, SMUGGLING_REJECTED};
-use super::{clamp_len, find_line, Dead, Line, Mode, Relay};
+use super::{Dead, Mode, Relay};
 use crate::smtp::command::{classify, Verb};
 use crate::smtp::printable;
 
@@ -68,7 +69,7 @@ impl Relay {
                     InputStep::Discard(n)
                 }
             }
-            Mode::DiscardLine { .. } => self.discard_line(input),
+            Mode::DiscardLine => self.discard_line(input),
             // `die` converts these; kept total for safety.
             Mode::Body(state) => {
                 self.mode = Mode::DiscardBody {
@@ -77,7 +78,7 @@ impl Relay {
                 };
                 self.poll_dead(input)
             }
-            Mode::Chunk { remaining, .. } => {
+            Mode::Chunk { remaining, .. } | Mode::RefuseChunk { remaining } => {
                 self.mode = Mode::DiscardChunk { remaining };
                 self.poll_dead(input)
             }
@@ -87,7 +88,7 @@ impl Relay {
                     Line::Complete(len) => len,
                     Line::Incomplete => return InputStep::NeedInput,
                     Line::TooLong => {
-                        self.mode = Mode::DiscardLine { resume_auth: false };
+                        self.mode = Mode::DiscardLine;
                         return self.discard_line(input);
                     }
                 };
@@ -133,9 +134,10 @@ impl Relay {
                 state,
                 smuggled: false,
             },
-            Mode::Chunk { remaining, .. } => Mode::DiscardChunk { remaining },
+            Mode::Chunk { remaining, .. } | Mode::RefuseChunk { remaining } => {
+                Mode::DiscardChunk { remaining }
+            }
             Mode::AuthResponse => Mode::Command,
-            Mode::DiscardLine { .. } => Mode::DiscardLine { resume_auth: false },
             other => other,
         };
     }

@@ -9,8 +9,9 @@
 
 use proptest::prelude::*;
 
-use super::tests::{drive, reply, Event};
+use super::driver::{drive, facts, judge, reply, Event};
 use super::*;
+use crate::smtp::Reply;
 
 /// One step of a generated valid session.
 #[derive(Clone, Debug)]
@@ -143,8 +144,8 @@ fn split(input: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
 }
 
 /// Run `chunks` against the session's scripted MX.
-fn run_session(s: &Session, chunks: &[Vec<u8>]) -> (Relay, super::tests::Run) {
-    let mut relay = Relay::new(RelayLimits::default());
+fn run_session(s: &Session, chunks: &[Vec<u8>]) -> (Relay, super::driver::Run) {
+    let mut relay = Relay::new(RelayLimits::default(), facts());
     let mut replies = s.replies.iter();
     let out = drive(&mut relay, chunks, &mut |forwarded| {
         let (needed, r) = replies.next().expect("machine awaited a reply nobody owes");
@@ -211,7 +212,7 @@ proptest! {
     ) {
         let input: Vec<u8> = parts.concat();
         let chunks = split(&input, &cuts);
-        let mut relay = Relay::new(RelayLimits { max_command_line: max_line });
+        let mut relay = Relay::new(RelayLimits { max_command_line: max_line }, facts());
         let mut calls = 0usize;
         let _ = drive(&mut relay, &chunks, &mut |_| {
             calls += 1;
@@ -231,9 +232,9 @@ proptest! {
             prop::sample::select(vec![b'.', b'\r', b'\n', b'a']), 0..40),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
     ) {
-        let mut relay = Relay::new(RelayLimits::default());
+        let mut relay = Relay::new(RelayLimits::default(), facts());
         prop_assert_eq!(relay.poll_input(b"DATA\r\n"), InputStep::Forward(6));
-        relay.on_mx_reply(&reply("354 go\r\n")).unwrap();
+        judge(&mut relay, &reply("354 go\r\n")).unwrap();
         let out = drive(&mut relay, &split(&body, &cuts), &mut |_| Some(reply("250 ok\r\n")));
         let candidates = lenient_candidates(&out.to_mx);
         let strict_end = (0..body.len()).find(|&i| {

@@ -1,111 +1,9 @@
-//! Unit tests for the relay state machine, and a small driver shared with the property tests.
+//! Unit tests for the relay state machine.
 
+use super::driver::{drive, facts, judge, reply, Event, Run};
 use super::*;
-use crate::smtp::reply::{parse_reply, ReplyLimits};
+use crate::smtp::{Reply, ReplyLimits};
 use InputStep::{AbortMx, AwaitMx, Discard, Forward, NeedInput, Quit};
-
-pub(super) fn reply(s: &str) -> Reply {
-    parse_reply(s.as_bytes(), &ReplyLimits::default())
-        .unwrap()
-        .unwrap()
-        .0
-}
-
-/// What happened in a driven session, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Event {
-    /// A reply the machine made itself.
-    Local(Vec<u8>),
-    /// An MX reply relayed to the MTA.
-    Mx(Vec<u8>),
-    /// An MX reply refused by `on_mx_reply`.
-    Refused(u16),
-    Quit,
-    Abort,
-}
-
-#[derive(Debug, Default)]
-pub(super) struct Run {
-    pub to_mx: Vec<u8>,
-    pub to_mta: Vec<u8>,
-    pub events: Vec<Event>,
-    pub leftover: Vec<u8>,
-    /// to_mx length at the moment of an AbortMx.
-    pub mx_len_at_abort: Option<usize>,
-}
-
-/// Play an I/O loop: feed `chunks` one at a time on NeedInput, answer AwaitMx with `mx`
-/// (given the bytes forwarded so far; `None` = the MX is lost). Checks the step contract.
-pub(super) fn drive(
-    relay: &mut Relay,
-    chunks: &[Vec<u8>],
-    mx: &mut dyn FnMut(&[u8]) -> Option<Reply>,
-) -> Run {
-    let mut run = Run::default();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunks = chunks.iter();
-    let total: usize = chunks.clone().map(Vec::len).sum();
-    let mut budget = 4 * total + 2 * chunks.len() + 100;
-    loop {
-        budget = budget.checked_sub(1).expect("relay made no progress");
-        let step = relay.poll_input(&buf);
-        match step {
-            Forward(n) => {
-                assert!(n > 0 && n <= buf.len(), "{step:?} of {}", buf.len());
-                assert!(run.mx_len_at_abort.is_none(), "forward after AbortMx");
-                run.to_mx.extend(buf.drain(..n));
-            }
-            Discard(n) => {
-                assert!(n > 0 && n <= buf.len(), "{step:?} of {}", buf.len());
-                buf.drain(..n);
-            }
-            InputStep::Reply { consume, reply } => {
-                assert!(consume <= buf.len());
-                buf.drain(..consume);
-                run.to_mta.extend_from_slice(&reply);
-                run.events.push(Event::Local(reply));
-            }
-            AwaitMx => {
-                assert!(relay.awaiting_mx());
-                match mx(&run.to_mx) {
-                    Some(r) => match relay.on_mx_reply(&r) {
-                        Ok(effect) => {
-                            run.to_mta.extend_from_slice(r.raw());
-                            run.events.push(Event::Mx(r.raw().to_vec()));
-                            if effect == ReplyEffect::ServiceClosing {
-                                relay.mx_lost("MX closed the session");
-                            }
-                        }
-                        Err(_) => {
-                            assert!(!relay.awaiting_mx());
-                            run.events.push(Event::Refused(r.code()));
-                        }
-                    },
-                    None => relay.mx_lost("MX connection lost"),
-                }
-            }
-            NeedInput => match chunks.next() {
-                Some(c) => buf.extend_from_slice(c),
-                None => break,
-            },
-            Quit(n) => {
-                assert!(n > 0 && n <= buf.len());
-                assert!(!relay.awaiting_mx());
-                buf.drain(..n);
-                run.events.push(Event::Quit);
-                break;
-            }
-            AbortMx => {
-                assert!(run.mx_len_at_abort.is_none(), "second AbortMx");
-                run.mx_len_at_abort = Some(run.to_mx.len());
-                run.events.push(Event::Abort);
-                relay.mx_lost("aborted");
-            }
-        }
-    }
-    run.leftover = buf;
-    run
-}
 
 /// An MX that answers from a list, in order.
 fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
@@ -114,7 +12,7 @@ fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
 }
 
 fn relay() -> Relay {
-    Relay::new(RelayLimits::default())
+    Relay::new(RelayLimits::default(), facts())
 }
 
 fn run(input: &[u8], replies: &[&str]) -> (Relay, Run) {
@@ -124,7 +22,7 @@ fn run(input: &[u8], replies: &[&str]) -> (Relay, Run) {
 }
 
 fn mx(r: &mut Relay, s: &str) -> ReplyEffect {
-    r.on_mx_reply(&reply(s)).unwrap()
+    judge(r, &reply(s)).unwrap()
 }
 
 #[test]
@@ -153,10 +51,10 @@ fn incomplete_line_waits_for_input_or_owed_reply() {
     assert_eq!(r.poll_input(b"RSE"), AwaitMx);
     mx(&mut r, "250 ok\r\n");
     assert_eq!(r.poll_input(b"RSE"), NeedInput);
-    assert_eq!(
-        r.on_mx_reply(&reply("250 x\r\n")),
-        Err(RelayError::NotAwaiting)
-    );
+    assert!(matches!(
+        judge(&mut r, &reply("250 x\r\n")),
+        Err(RelayError::Unsolicited { .. })
+    ));
 }
 
 #[test]
@@ -360,7 +258,7 @@ fn malformed_bdat_is_forwarded_as_a_sync_point() {
     // An MX that accepts what we could not parse disagrees about framing: dead.
     let mut r = relay();
     assert_eq!(r.poll_input(b"BDAT 10 \r\n0123456789"), Forward(10));
-    let err = r.on_mx_reply(&reply("250 ok\r\n")).unwrap_err();
+    let err = judge(&mut r, &reply("250 ok\r\n")).unwrap_err();
     assert!(matches!(err, RelayError::UnexpectedReply { code: 250, .. }));
     assert!(err.to_string().contains("out of sync"));
     assert!(matches!(
@@ -374,7 +272,7 @@ fn data_with_arguments_getting_354_is_refused() {
     let mut r = relay();
     assert_eq!(r.poll_input(b"DATA please\r\nbody\r\n"), Forward(13));
     assert_eq!(r.poll_input(b"body\r\n"), AwaitMx);
-    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert!(judge(&mut r, &reply("354 go\r\n")).is_err());
     assert!(!r.awaiting_mx());
     assert!(matches!(r.pool_state(), PoolState::Unusable(_)));
     // The owed reply for the DATA line is now a synthetic 421.
@@ -392,10 +290,11 @@ fn data_with_arguments_getting_354_is_refused() {
 fn intermediate_reply_to_ordinary_command_kills() {
     let mut r = relay();
     assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
-    assert!(r.on_mx_reply(&reply("354 go\r\n")).is_err());
+    assert!(judge(&mut r, &reply("354 go\r\n")).is_err());
     assert_eq!(
-        r.on_mx_reply(&reply("250 ok\r\n")),
-        Err(RelayError::NotAwaiting)
+        r.poll_mx(b"250 ok\r\n", &ReplyLimits::default(), true),
+        MxStep::Idle,
+        "a dead machine reads nothing more"
     );
 }
 
@@ -464,9 +363,12 @@ fn starttls_is_refused_locally_after_owed_replies() {
 
 #[test]
 fn over_long_line_is_discarded_and_answered() {
-    let mut r = Relay::new(RelayLimits {
-        max_command_line: 16,
-    });
+    let mut r = Relay::new(
+        RelayLimits {
+            max_command_line: 16,
+        },
+        facts(),
+    );
     let long = [b'x'; 40];
     let mut input = b"NOOP\r\n".to_vec();
     input.extend_from_slice(&long);
@@ -486,9 +388,12 @@ fn over_long_line_is_discarded_and_answered() {
     );
     assert_eq!(r.poll_input(b"NOOP\r\n"), Forward(6));
     // A complete line one byte too long; exactly at the limit is fine.
-    let mut r = Relay::new(RelayLimits {
-        max_command_line: 16,
-    });
+    let mut r = Relay::new(
+        RelayLimits {
+            max_command_line: 16,
+        },
+        facts(),
+    );
     assert_eq!(
         r.poll_input(b"NOOP 7890123456\r\n"),
         InputStep::Reply {

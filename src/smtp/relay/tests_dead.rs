@@ -1,15 +1,16 @@
 //! Unit tests for dead mode, the smuggling defence and pool states.
 
-use super::tests::{drive, reply, Event};
+use super::driver::{drive, facts, judge, reply, Event};
 use super::*;
+use crate::smtp::Reply;
 use InputStep::{Discard, Forward, NeedInput, Quit};
 
 fn relay() -> Relay {
-    Relay::new(RelayLimits::default())
+    Relay::new(RelayLimits::default(), facts())
 }
 
 fn mx(r: &mut Relay, s: &str) -> ReplyEffect {
-    r.on_mx_reply(&reply(s)).unwrap()
+    judge(r, &reply(s)).unwrap()
 }
 
 fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
@@ -17,7 +18,7 @@ fn script(replies: &[&str]) -> impl FnMut(&[u8]) -> Option<Reply> {
     move |_| replies.pop()
 }
 
-fn run(input: &[u8], replies: &[&str]) -> (Relay, super::tests::Run) {
+fn run(input: &[u8], replies: &[&str]) -> (Relay, super::driver::Run) {
     let mut r = relay();
     let out = drive(&mut r, &[input.to_vec()], &mut script(replies));
     (r, out)
@@ -38,7 +39,7 @@ fn mx_421_then_dead_mode_synthetic_replies() {
         Forward(44)
     );
     assert_eq!(
-        r.on_mx_reply(&reply("421 4.3.2 bye\r\n")),
+        judge(&mut r, &reply("421 4.3.2 bye\r\n")),
         Ok(ReplyEffect::ServiceClosing)
     );
     assert!(!r.awaiting_mx());
@@ -78,7 +79,10 @@ fn mx_421_then_dead_mode_synthetic_replies() {
     );
     assert_eq!(r.poll_input(b"QUI"), NeedInput);
     assert_eq!(r.poll_input(b"QUIT\r\n"), Quit(6));
-    assert!(r.on_mx_reply(&reply("250 ok\r\n")).is_err());
+    assert_eq!(
+        r.poll_mx(b"250 ok\r\n", &Default::default(), true),
+        MxStep::Idle
+    );
 }
 
 #[test]
@@ -193,7 +197,10 @@ fn smuggling_patterns_abort() {
 fn pool_state_transitions() {
     let mut r = relay();
     assert_eq!(r.pool_state(), PoolState::Clean);
-    assert_eq!(r.poll_input(b"EHLO x\r\nMAIL FROM:<>\r\n"), Forward(22));
+    assert_eq!(
+        r.poll_input(b"EHLO mta.test\r\nMAIL FROM:<>\r\n"),
+        Forward(29)
+    );
     assert_eq!(
         r.pool_state(),
         PoolState::Unusable("replies from the MX are outstanding")
@@ -220,7 +227,7 @@ fn pool_state_transitions() {
         PoolState::NeedsRset,
         "MAIL-like line counted"
     );
-    assert_eq!(r.poll_input(b"EHLO x\r\n"), Forward(8));
+    assert_eq!(r.poll_input(b"EHLO MTA.test\r\n"), Forward(15));
     mx(&mut r, "250 mx\r\n");
     assert_eq!(r.pool_state(), PoolState::Clean);
     // The final DATA reply closes the transaction whatever its code.

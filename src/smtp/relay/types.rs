@@ -3,11 +3,16 @@
 
 use std::fmt;
 
+use crate::smtp::ReplyError;
+
 /// Reply to an MTA line longer than [`RelayLimits::max_command_line`].
 pub const LINE_TOO_LONG: &[u8] = b"500 5.5.2 line too long\r\n";
 /// Reply to STARTTLS from the MTA.
 pub const STARTTLS_REFUSED: &[u8] =
     b"454 4.7.0 TLS toward the MX is handled by greenarrow_proxy; STARTTLS not relayed\r\n";
+/// Reply to `BDAT` when the MX did not offer CHUNKING (the chunk is read and discarded).
+pub const BDAT_REFUSED: &[u8] =
+    b"502 5.5.1 BDAT not available: the MX did not offer CHUNKING; chunk discarded\r\n";
 /// Final reply to a DATA body that contained an ambiguous end-of-data sequence.
 pub const SMUGGLING_REJECTED: &[u8] =
     b"554 5.6.0 message rejected: ambiguous end-of-data sequence (bare LF/CR around '.')\r\n";
@@ -28,6 +33,17 @@ impl Default for RelayLimits {
     }
 }
 
+/// What the machine must know about the MX connection and how it was set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxFacts {
+    /// The MX offered CHUNKING (RFC 3030) in its EHLO reply: `BDAT` may be relayed. Without
+    /// it the machine answers `BDAT` itself ([`BDAT_REFUSED`]) and never forwards it.
+    pub chunking: bool,
+    /// The name the proxy gave in EHLO (or HELO) when it set the connection up. An MTA that
+    /// sends EHLO or HELO with another name makes the connection unfit for the pool.
+    pub ehlo_name: String,
+}
+
 /// What the I/O loop must do next with the MTA input it passed to
 /// [`Relay::poll_input`](super::Relay::poll_input).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +60,7 @@ pub enum InputStep {
         reply: Vec<u8>,
     },
     /// A reply from the MX is owed and nothing more can be done with the input until it is
-    /// read: read one reply from the MX and call [`Relay::on_mx_reply`](super::Relay::on_mx_reply).
+    /// read: read from the MX and call [`Relay::poll_mx`](super::Relay::poll_mx).
     AwaitMx,
     /// More input from the MTA is needed (input empty, an incomplete line, or in a body a
     /// possible terminator not complete yet): keep the unconsumed input and call again with
@@ -56,9 +72,12 @@ pub enum InputStep {
     /// line); the SMTP session is over. The caller answers 221 itself and decides, with
     /// [`Relay::pool_state`](super::Relay::pool_state), what to do with the MX connection.
     Quit(usize),
-    /// The message body being relayed is unsafe (SMTP smuggling): close the MX connection at
-    /// once without sending anything more. Nothing is consumed. The machine is now dead: it
-    /// discards the rest of the body and answers the DATA with a 554.
+    /// Close the MX connection at once without sending anything more. Nothing is consumed.
+    /// The machine is now dead ([`Relay::dead_reason`](super::Relay::dead_reason) says why).
+    /// Either the message body being relayed is unsafe (SMTP smuggling): the machine discards
+    /// the rest of the body and answers the DATA with a 554; or an AUTH response line was too
+    /// long: the machine discards it through its line end and answers it with a 500, which
+    /// cancels the AUTH exchange.
     AbortMx,
 }
 
@@ -72,6 +91,35 @@ pub enum ReplyEffect {
     ServiceClosing,
 }
 
+/// What the I/O loop must do next with the MX input it passed to
+/// [`Relay::poll_mx`](super::Relay::poll_mx).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MxStep {
+    /// `input[..consume]` is the reply owed: send it to the MTA unchanged, consume it, act on
+    /// `effect`, and call again.
+    Relay {
+        /// Length of the reply at the front of the input.
+        consume: usize,
+        /// What to do after relaying it.
+        effect: ReplyEffect,
+    },
+    /// A reply is owed and the input holds only part of it (or nothing): read more from the
+    /// MX (within the reply's deadline) and call again with it appended.
+    NeedMore,
+    /// The input is exactly the last reply owed. Before it is accepted, look without waiting
+    /// whether the MX has sent anything after it: call again with what arrived appended, or
+    /// with `quiet: true` when nothing did. (An MX must not send anything the MTA has not
+    /// asked for yet; bytes that are already there are a protocol violation.)
+    CheckSilence,
+    /// No reply is owed and the input is empty: nothing to do. (Before forwarding a new batch
+    /// the caller looks whether the MX sent anything meanwhile and calls again with it.)
+    Idle,
+    /// The MX broke the protocol: do not relay anything more from it, close its connection
+    /// (no QUIT). The machine is dead; every reply still owed comes from
+    /// [`Relay::poll_input`](super::Relay::poll_input) as the proxy's `421 4.4.2`.
+    Violation(RelayError),
+}
+
 /// Whether the MX connection could serve another MTA session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolState {
@@ -83,13 +131,26 @@ pub enum PoolState {
     Unusable(&'static str),
 }
 
-/// A reply from the MX the machine could not accept. After any of these the machine is dead;
-/// the caller must not relay the reply and must close the MX connection.
+/// How the MX broke the protocol ([`MxStep::Violation`]). After any of these the machine is
+/// dead; the caller must not relay anything more from the MX and must close the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelayError {
-    /// No reply was owed (the MX sent an unsolicited reply, or the caller read one when the
-    /// machine did not ask for it).
-    NotAwaiting,
+    /// The MX sent bytes when no reply was owed.
+    Unsolicited {
+        /// The start of what it sent, made printable.
+        start: String,
+    },
+    /// The MX sent bytes after the last reply owed (beyond its reply to `command`): it
+    /// answered more than it was asked, or before it was asked (after a `354` or `334`, the
+    /// MTA has not sent the body or response yet). The reply before them is not relayed.
+    TrailingData {
+        /// The command whose reply they follow.
+        command: &'static str,
+        /// The start of the bytes, made printable.
+        start: String,
+    },
+    /// The bytes are not a valid reply, or exceed the reply limits.
+    BadReply(ReplyError),
     /// The MX answered with a code that makes its view of the session differ from ours (for
     /// example an intermediate 3xx to a command that has no continuation).
     UnexpectedReply {
@@ -103,7 +164,14 @@ pub enum RelayError {
 impl fmt::Display for RelayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RelayError::NotAwaiting => write!(f, "MX sent a reply when none was owed"),
+            RelayError::Unsolicited { start } => {
+                write!(f, "MX sent data when no reply was owed: {start:?}")
+            }
+            RelayError::TrailingData { command, start } => write!(
+                f,
+                "MX sent more than its reply to {command}: {start:?}; session out of sync"
+            ),
+            RelayError::BadReply(e) => write!(f, "{e}"),
             RelayError::UnexpectedReply { code, command } => write!(
                 f,
                 "MX answered {command} with unexpected reply code {code}; session out of sync"
