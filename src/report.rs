@@ -48,7 +48,7 @@ pub fn report_lines(server: &Server) -> Vec<String> {
     let s = &server.shared.stats;
     let w = server.worker_counts();
     let mut summary = format!(
-        "summary pooled={} keys={} pool_hits={} pool_misses={} pool_stored={} sessions_active={} sessions_queued={} threads={} sessions_total={} connects={} connect_failures={} messages={} refused_allow_from={} refused_busy={} refused_per_ip={} session_panics={}",
+        "summary pooled={} keys={} pool_hits={} pool_misses={} pool_stored={} sessions_active={} sessions_queued={} threads={} sessions_total={} connects={} connect_failures={} messages={} refused_allow_from={} refused_busy={} refused_per_ip={} session_panics={} frontend_sessions={} passthrough_octets_to_mx={} passthrough_octets_to_mta={}",
         counters.idle,
         counters.keys,
         counters.hits,
@@ -65,6 +65,9 @@ pub fn report_lines(server: &Server) -> Vec<String> {
         s.refused_busy.load(Ordering::Relaxed),
         s.refused_per_ip.load(Ordering::Relaxed),
         s.panics.load(Ordering::Relaxed),
+        s.frontend_sessions.load(Ordering::Relaxed),
+        s.passthrough_bytes_to_mx.load(Ordering::Relaxed),
+        s.passthrough_bytes_to_mta.load(Ordering::Relaxed),
     );
     if !per_key.is_empty() {
         summary.push_str(" per_key=");

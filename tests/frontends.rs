@@ -168,6 +168,31 @@ fn swaks_through_proxy(version: u8, tls: bool) {
         "one MX connection per MTA session"
     );
     assert_eq!(mx.stats().tls_handshakes, if tls { 2 } else { 0 });
+    // The SIGUSR1 report counts front-end sessions and the octets passed through, once the
+    // sessions have ended (swaks is gone when its QUIT is answered; the proxy may still be
+    // closing): poll the counters, no fixed sleep.
+    let summary = || {
+        greenarrow_proxy::report::report_lines(&h.server)
+            .pop()
+            .unwrap_or_default()
+    };
+    let field = |line: &str, key: &str| -> u64 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let until = std::time::Instant::now() + WAIT;
+    let mut line = summary();
+    while field(&line, "passthrough_octets_to_mta") == 0 || h.server.worker_counts().busy > 0 {
+        assert!(std::time::Instant::now() < until, "{line}");
+        std::thread::sleep(Duration::from_millis(10));
+        line = summary();
+    }
+    assert_eq!(field(&line, "frontend_sessions"), 2, "{line}");
+    let up = field(&line, "passthrough_octets_to_mx");
+    // At least both messages went up (more with TLS, the records' overhead).
+    assert!(up as usize >= 2 * 100, "{line}");
 }
 
 #[test]
