@@ -192,29 +192,19 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
-    /// Read one line (through its LF) of at most `max` bytes; returns it without consuming.
-    /// Call [`BufConn::consume`] with its length once handled.
-    pub fn read_line(&mut self, max: usize) -> Result<usize, ReadError> {
-        let mut scanned = 0;
-        loop {
-            let p = self.pending();
-            if let Some(i) = p[scanned..].iter().position(|&b| b == b'\n') {
-                let len = scanned + i + 1;
-                if len > max {
-                    return Err(ReadError::LineTooLong(max));
-                }
-                return Ok(len);
-            }
-            scanned = p.len();
-            if scanned >= max {
-                return Err(ReadError::LineTooLong(max));
-            }
-            self.fill()?;
-        }
+    /// Read one complete SMTP reply, bounded by `limits`, and consume it. Each read waits
+    /// for the socket's timeout (see [`BufConn::read_reply_until`] for a deadline on the whole
+    /// reply).
+    pub fn read_reply(&mut self, limits: &ReplyLimits) -> Result<Reply, ReadError> {
+        self.read_reply_by(limits, Self::fill)
     }
 
-    /// Read one complete SMTP reply, bounded by `limits`, and consume it.
-    pub fn read_reply(&mut self, limits: &ReplyLimits) -> Result<Reply, ReadError> {
+    /// A reply, reading more with `more` while it is incomplete.
+    fn read_reply_by(
+        &mut self,
+        limits: &ReplyLimits,
+        mut more: impl FnMut(&mut Self) -> Result<usize, ReadError>,
+    ) -> Result<Reply, ReadError> {
         loop {
             match parse_reply(self.pending(), limits) {
                 Ok(Some((reply, n))) => {
@@ -222,36 +212,9 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
                     return Ok(reply);
                 }
                 Ok(None) => {
-                    self.fill()?;
+                    more(self)?;
                 }
                 Err(e) => return Err(ReadError::BadReply(e)),
-            }
-        }
-    }
-
-    /// [`BufConn::read_reply`] with its own deadline `timeout`, without changing the socket's
-    /// timeout in the usual case: the socket keeps the timeout last set with
-    /// [`BufConn::set_timeout`] (`base`, which should not exceed `timeout`), and when it
-    /// expires before `timeout` has passed the read goes on for the time remaining. This
-    /// saves two system calls per change between reply deadlines (e.g. command vs end of
-    /// data). Without a timeout set, this is `read_reply`.
-    pub fn read_reply_within(
-        &mut self,
-        limits: &ReplyLimits,
-        timeout: Duration,
-    ) -> Result<Reply, ReadError> {
-        let started = std::time::Instant::now();
-        loop {
-            match self.read_reply(limits) {
-                Err(ReadError::Timeout) => {
-                    let remaining = timeout.saturating_sub(started.elapsed());
-                    if remaining.is_zero() {
-                        return Err(ReadError::Timeout);
-                    }
-                    let base = self.timeout.unwrap_or(remaining);
-                    self.set_timeout(remaining.min(base))?;
-                }
-                r => return r,
             }
         }
     }
@@ -293,21 +256,12 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         limits: &ReplyLimits,
         deadline: Instant,
     ) -> Result<Reply, ReadError> {
-        loop {
-            match parse_reply(self.pending(), limits) {
-                Ok(Some((reply, n))) => {
-                    self.consume(n);
-                    return Ok(reply);
-                }
-                Ok(None) => {
-                    self.fill_until(deadline)?;
-                }
-                Err(e) => return Err(ReadError::BadReply(e)),
-            }
-        }
+        self.read_reply_by(limits, |c| c.fill_until(deadline))
     }
 
-    /// [`BufConn::read_line`] with a deadline for the whole line.
+    /// Read one line (through its LF) of at most `max` bytes, complete by `deadline` however
+    /// its bytes trickle in; returns its length without consuming it. Call
+    /// [`BufConn::consume`] with the length once handled.
     pub fn read_line_until(&mut self, max: usize, deadline: Instant) -> Result<usize, ReadError> {
         let mut scanned = 0;
         loop {
@@ -394,193 +348,4 @@ impl Timeouts for crate::tls::ClientTlsStream {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
-
-    /// A scripted stream: each read returns the next item (bytes, or a timeout).
-    struct Script {
-        reads: VecDeque<Option<Vec<u8>>>,
-        timeouts_set: RefCell<Vec<Duration>>,
-    }
-
-    impl Script {
-        fn new(reads: Vec<Option<&[u8]>>) -> Script {
-            Script {
-                reads: reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect(),
-                timeouts_set: RefCell::new(Vec::new()),
-            }
-        }
-    }
-
-    impl Read for Script {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            match self.reads.pop_front() {
-                None => Ok(0),
-                Some(None) => Err(io::ErrorKind::TimedOut.into()),
-                Some(Some(b)) => {
-                    let n = b.len().min(buf.len());
-                    buf[..n].copy_from_slice(&b[..n]);
-                    if n < b.len() {
-                        self.reads.push_front(Some(b[n..].to_vec()));
-                    }
-                    Ok(n)
-                }
-            }
-        }
-    }
-
-    impl Write for Script {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Timeouts for Script {
-        fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-            self.timeouts_set.borrow_mut().push(timeout);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn input_survives_many_fills_and_partial_consumes() {
-        let big = vec![b'x'; READ_CHUNK * 3];
-        let mut c = BufConn::new(Script::new(vec![
-            Some(b"250-a\r\n25"),
-            Some(b"0 b\r\n"),
-            Some(&big),
-            Some(b"\r\nEND\r\n"),
-        ]));
-        let r = c.read_reply(&ReplyLimits::default()).unwrap();
-        assert_eq!(r.raw(), b"250-a\r\n250 b\r\n");
-        let mut got = Vec::new();
-        while !got.ends_with(b"END\r\n") {
-            if c.pending().is_empty() {
-                c.fill().unwrap();
-            }
-            let n = c.pending().len().min(1000);
-            got.extend_from_slice(&c.pending()[..n]);
-            c.consume(n);
-        }
-        assert_eq!(got.len(), big.len() + 7);
-        assert!(got[..big.len()].iter().all(|&b| b == b'x'));
-        assert!(matches!(c.fill(), Err(ReadError::Closed)));
-    }
-
-    #[test]
-    fn release_buffers_keeps_unconsumed_input() {
-        let mut c = BufConn::new(Script::new(vec![Some(b"250 ok\r\n220 x\r\n")]));
-        c.fill().unwrap();
-        c.consume(8);
-        c.release_buffers();
-        assert_eq!(c.pending(), b"220 x\r\n");
-        c.consume(7);
-        c.release_buffers();
-        assert!(c.pending().is_empty());
-        assert_eq!(c.inbuf.capacity(), 0);
-        assert_eq!(c.out.capacity(), 0);
-    }
-
-    #[test]
-    fn shrink_to_keeps_unconsumed_input_and_queued_output() {
-        let big = vec![b'x'; READ_CHUNK * 8];
-        let mut c = BufConn::new(Script::new(vec![
-            Some(&big),
-            Some(&big),
-            Some(b"250 ok\r\n"),
-        ]));
-        while c.pending().len() < big.len() * 2 {
-            c.fill().unwrap();
-        }
-        c.consume(big.len() * 2 - 3);
-        c.queue(&big);
-        c.flush().unwrap();
-        c.queue(b"queued");
-        assert!(c.inbuf.capacity() > 64 * 1024 && c.out.capacity() > 64 * 1024);
-        c.shrink_to(4096);
-        assert!(c.inbuf.capacity() <= 4096, "{}", c.inbuf.capacity());
-        assert!(c.out.capacity() <= 4096, "{}", c.out.capacity());
-        assert_eq!(c.pending(), b"xxx");
-        assert_eq!(c.output_len(), 6);
-        c.fill().unwrap();
-        assert_eq!(c.pending(), b"xxx250 ok\r\n");
-    }
-
-    #[test]
-    fn read_reply_within_outlasts_the_socket_timeout_without_switching() {
-        // Two socket timeouts, then the reply: fine within a long deadline, and the socket
-        // timeout is only lowered when the deadline is nearer than the base timeout.
-        let mut c = BufConn::new(Script::new(vec![None, None, Some(b"250 done\r\n")]));
-        c.set_timeout(Duration::from_secs(60)).unwrap();
-        let r = c
-            .read_reply_within(&ReplyLimits::default(), Duration::from_secs(600))
-            .unwrap();
-        assert_eq!(r.code(), 250);
-        assert_eq!(
-            *c.get_ref().timeouts_set.borrow(),
-            vec![Duration::from_secs(60)]
-        );
-    }
-
-    #[test]
-    fn read_reply_until_gives_up_at_its_deadline_however_the_bytes_trickle() {
-        // One byte per read, forever: a deadline already passed ends it without a read.
-        let trickle: Vec<Option<&[u8]>> = vec![Some(b"2"); 64];
-        let mut c = BufConn::new(Script::new(trickle.clone()));
-        let r = c.read_reply_until(&ReplyLimits::default(), Instant::now());
-        assert!(matches!(r, Err(ReadError::Timeout)));
-        assert_eq!(c.get_ref().reads.len(), 64, "nothing was read");
-        let mut c = BufConn::new(Script::new(trickle));
-        let r = c.read_line_until(100, Instant::now());
-        assert!(matches!(r, Err(ReadError::Timeout)));
-    }
-
-    #[test]
-    fn read_until_tries_again_after_an_early_socket_timeout_and_sets_few_timeouts() {
-        let mut c = BufConn::new(Script::new(vec![
-            Some(b"25"),
-            None,
-            Some(b"0 ok\r\nQUIT\r"),
-            Some(b"\n"),
-        ]));
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let r = c
-            .read_reply_until(&ReplyLimits::default(), deadline)
-            .unwrap();
-        assert_eq!(r.raw(), b"250 ok\r\n");
-        assert_eq!(c.read_line_until(100, deadline).unwrap(), 6);
-        // The first read set the timeout to the time left; later reads kept it (it still ends
-        // by the deadline and not before halfway there).
-        let set = c.get_ref().timeouts_set.borrow().clone();
-        assert_eq!(set.len(), 1, "{set:?}");
-        assert!(set[0] <= Duration::from_secs(600) && set[0] > Duration::from_secs(590));
-    }
-
-    #[test]
-    fn set_timeout_until_lowers_or_raises_a_timeout_that_does_not_fit() {
-        let mut c = BufConn::new(Script::new(vec![]));
-        c.set_timeout(Duration::from_secs(300)).unwrap();
-        c.set_timeout_until(Instant::now() + Duration::from_secs(10))
-            .unwrap();
-        c.set_timeout(Duration::from_millis(1)).unwrap();
-        c.set_timeout_until(Instant::now() + Duration::from_secs(10))
-            .unwrap();
-        let set = c.get_ref().timeouts_set.borrow().clone();
-        assert_eq!(set.len(), 4, "{set:?}");
-        assert!(set[1] <= Duration::from_secs(10) && set[3] <= Duration::from_secs(10));
-        assert!(set[1] > Duration::from_secs(9) && set[3] > Duration::from_secs(9));
-    }
-
-    #[test]
-    fn read_reply_within_gives_up_at_its_deadline() {
-        let mut c = BufConn::new(Script::new(vec![None, None, None, None]));
-        c.set_timeout(Duration::from_millis(1)).unwrap();
-        let r = c.read_reply_within(&ReplyLimits::default(), Duration::ZERO);
-        assert!(matches!(r, Err(ReadError::Timeout)));
-    }
-}
+mod tests;

@@ -154,7 +154,7 @@ impl From<FailureReply> for Refusal {
 
 impl Target<'_> {
     /// The request the egress core checks (and, in `mode: smtp`, opens).
-    fn request(&self, ehlo: &str) -> ConnectRequest {
+    pub(crate) fn request(&self, ehlo: &str) -> ConnectRequest {
         let mut req = ConnectRequest::new(self.source, self.dest.clone(), ehlo);
         req.port = self.port;
         req

@@ -3,7 +3,7 @@
 
 use super::{Next, Session};
 use crate::bufconn::BufConn;
-use crate::protocol::{reply_lines, ConnectReady, ConnectRequest, Origin};
+use crate::protocol::{reply_lines, ConnectReady, ConnectRequest};
 use crate::tls::ServerTlsStream;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -45,16 +45,7 @@ impl Session<'_> {
             banner: reply_lines(mx.banner.raw()),
             ehlo: reply_lines(mx.greeting.raw()),
         };
-        verbose!(
-            self.rt,
-            mta = self.peer,
-            source = mx.local.ip(),
-            mx = mx.remote;
-            "ready in {:.2} ms: connection={} tls={}",
-            started.elapsed().as_secs_f64() * 1000.0,
-            if origin == Origin::New { "new" } else { "reused" },
-            mx.tls.as_ref().map_or("none", |t| t.version.as_str())
-        );
+        egress.log_ready(started, &mx, &origin);
         if mta.send(&ready.render()).is_err() {
             egress.release(&req, mx, None);
             return Next::Close;

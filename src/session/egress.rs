@@ -101,6 +101,20 @@ impl Egress<'_> {
         Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
     }
 
+    /// Log (verbose) that `mx` is ready for the MTA, `started` being when the request came.
+    pub fn log_ready(&self, started: Instant, mx: &MxConnection, origin: &Origin) {
+        verbose!(
+            self.rt,
+            mta = self.peer,
+            source = mx.local.ip(),
+            mx = mx.remote;
+            "ready in {:.2} ms: connection={} tls={}",
+            started.elapsed().as_secs_f64() * 1000.0,
+            if *origin == Origin::New { "new" } else { "reused" },
+            mx.tls.as_ref().map_or("none", |t| t.version.as_str())
+        );
+    }
+
     /// Relay the MTA's SMTP session over `mx` (opened for `req`) until the MTA's QUIT or
     /// disconnect, with a relay machine that knows the connection's facts.
     pub fn relay<S: Read + Write + Timeouts>(

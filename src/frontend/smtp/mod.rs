@@ -14,7 +14,6 @@ use self::greet::{before_hello, failure_421, hello_reply, Greet, BANNER, LINE_TO
 use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
-use crate::protocol::{ConnectRequest, Origin};
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
@@ -52,10 +51,8 @@ pub(super) fn serve(
             let _ = mta.send(LIFETIME_EXCEEDED);
             return;
         };
-        if mta.set_timeout(timeout).is_err() {
-            return;
-        }
-        let n = match mta.read_line(max_line) {
+        // One deadline for the whole line: an MTA trickling bytes cannot stretch it.
+        let n = match mta.read_line_until(max_line, Instant::now() + timeout) {
             Ok(n) => n,
             Err(ReadError::Timeout) => {
                 let _ = mta.send(IDLE_TIMEOUT);
@@ -87,8 +84,7 @@ pub(super) fn serve(
             Greet::Hello { name, extended } => break (name, extended),
         }
     };
-    let mut req = ConnectRequest::new(target.source, target.dest, &name);
-    req.port = target.port;
+    let mut req = target.request(&name);
     req.smtps = target.port == 465;
     req.tls = settings.tls;
     req.reuse = settings.reuse;
@@ -106,16 +102,7 @@ pub(super) fn serve(
     };
     stats.connects.fetch_add(1, Ordering::Relaxed);
     mx.last_mta = Some(egress.peer);
-    verbose!(
-        rt,
-        mta = egress.peer,
-        source = mx.local.ip(),
-        mx = mx.remote;
-        "smtp front: ready in {:.2} ms: connection={} tls={}",
-        started.elapsed().as_secs_f64() * 1000.0,
-        if origin == Origin::New { "new" } else { "reused" },
-        mx.tls.as_ref().map_or("none", |t| t.version.as_str())
-    );
+    egress.log_ready(started, &mx, &origin);
     if mta.send(&hello_reply(&mx.greeting, extended)).is_err() {
         egress.release(&req, mx, None);
         return;
