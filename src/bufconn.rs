@@ -281,6 +281,11 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
+    /// Take the unwritten output (to rewrite it; queue the result again).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// Add bytes to the output buffer.
     pub fn queue(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);

@@ -6,7 +6,6 @@ use super::Pool;
 use crate::mx::MxConnection;
 use log::info;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,8 +20,10 @@ const QUIT_THREADS: usize = 16;
 /// without QUIT (a polite QUIT is a courtesy, threads are not free).
 const MAX_DETACHED_QUITS: usize = 256;
 
-/// [`quit_detached`] threads running now.
-static DETACHED_QUITS: AtomicUsize = AtomicUsize::new(0);
+/// [`quit_detached`] threads running now, and a condition signalled when one ends (a drain
+/// waits for them: QUITs in progress are not cut off by the process's exit).
+static DETACHED_QUITS: Mutex<usize> = parking_lot::const_mutex(0);
+static DETACHED_DONE: Condvar = Condvar::new();
 
 /// QUIT and close `conns` off the calling thread (a session's path must not wait for an MX's
 /// `221`): on a detached thread that runs [`quit_all`]. When too many such threads run already
@@ -31,16 +32,21 @@ pub fn quit_detached(conns: Vec<MxConnection>) {
     struct Running;
     impl Drop for Running {
         fn drop(&mut self) {
-            DETACHED_QUITS.fetch_sub(1, Ordering::SeqCst);
+            *DETACHED_QUITS.lock() -= 1;
+            DETACHED_DONE.notify_all();
         }
     }
     if conns.is_empty() {
         return;
     }
-    if DETACHED_QUITS.fetch_add(1, Ordering::SeqCst) >= MAX_DETACHED_QUITS {
-        DETACHED_QUITS.fetch_sub(1, Ordering::SeqCst);
-        conns.into_iter().for_each(MxConnection::close);
-        return;
+    {
+        let mut n = DETACHED_QUITS.lock();
+        if *n >= MAX_DETACHED_QUITS {
+            drop(n);
+            conns.into_iter().for_each(MxConnection::close);
+            return;
+        }
+        *n += 1;
     }
     let running = Running;
     // Should the thread not start, the closure is dropped: `running` is released and the
@@ -51,6 +57,17 @@ pub fn quit_detached(conns: Vec<MxConnection>) {
             let _running = running;
             quit_all(conns);
         });
+}
+
+/// Wait until every [`quit_detached`] thread has ended, or `until`; true if none is left.
+pub fn wait_detached_quits(until: Instant) -> bool {
+    let mut n = DETACHED_QUITS.lock();
+    while *n > 0 {
+        if DETACHED_DONE.wait_until(&mut n, until).timed_out() {
+            return *n == 0;
+        }
+    }
+    true
 }
 
 /// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow

@@ -11,7 +11,7 @@ pub use crate::runtime::{pool_limits, Runtime, StartError};
 pub use crate::shared::{IpSlot, Shared, Stats};
 pub use limits::{fd_budget, fds_needed};
 
-use crate::pool::reaper::{quit_all, Reaper};
+use crate::pool::reaper::{quit_all, wait_detached_quits, Reaper, QUIT_WAIT};
 use crate::pool::Pool;
 use listen::bind;
 use log::{error, info, warn};
@@ -183,12 +183,16 @@ impl Server {
     /// pooled connection (including those the sessions just returned). True if all ended.
     pub fn drain(&self, grace: std::time::Duration) -> bool {
         self.workers.shutdown();
+        let started = std::time::Instant::now();
         let idle = self.workers.wait_idle(grace);
         if let Some(mut r) = self.reaper.lock().take() {
             r.stop();
         }
         quit_all(self.shared.pool.take_all());
-        idle
+        // QUITs the sessions left running off their path: let them finish (each waits at most
+        // QUIT_WAIT for the MX), within what is left of the grace period.
+        let until = started + grace.max(QUIT_WAIT);
+        wait_detached_quits(until) && idle
     }
 
     /// The configured listeners currently bound.

@@ -4,6 +4,7 @@
 mod connect;
 pub mod egress;
 mod finish;
+mod held;
 pub mod relay;
 
 pub use egress::Egress;

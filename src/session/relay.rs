@@ -20,6 +20,7 @@
 //! shrunk back to [`KEEP_BUFFER`] whenever the loop waits for the MTA (docs/SECURITY.md gives
 //! the resulting bound per session).
 
+use super::held::Held;
 use crate::bufconn::{BufConn, ReadError, Timeouts};
 use crate::mx::{MxConnection, MxStream, MxTimeouts};
 use crate::smtp::{printable, InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
@@ -74,6 +75,8 @@ pub fn relay<S: Read + Write + Timeouts>(
 ) -> RelayOutcome {
     let mut mx = Some(mx);
     let mut mx_lost: Option<String> = None;
+    // MX replies queued for the MTA and not yet written (withdrawn if the MX proves out of step).
+    let mut held = Held::default();
     // `why` goes to the log; the MTA's 421s keep the machine's own short reason when it
     // already has one (it never carries bytes the MX chose).
     let mut lose = |relay: &mut Relay, mx: &mut Option<MxConnection>, why: String| {
@@ -96,8 +99,11 @@ pub fn relay<S: Read + Write + Timeouts>(
         //    before anything more goes to it (a byte read later would pass for a reply).
         if !relay.awaiting_mx() && !mta.pending().is_empty() {
             if let Some(c) = mx.as_mut() {
-                if let Err(why) = check_silent(&mut relay, c, reply_limits) {
+                if let Err((why, out_of_step)) = check_silent(&mut relay, c, reply_limits) {
                     lose(&mut relay, &mut mx, why);
+                    if out_of_step {
+                        withdraw(&mut held, mta, &relay);
+                    }
                 }
             }
         }
@@ -164,7 +170,13 @@ pub fn relay<S: Read + Write + Timeouts>(
                 Ok(MxStep::Relay { consume, effect }) => {
                     reply_deadline = None;
                     let reply = c.conn.pending().get(..consume).unwrap_or_default();
+                    let start = mta.output_len();
                     let written = pass_to_mta(mta, reply);
+                    match written {
+                        Ok(true) => held.clear(),
+                        Ok(false) => held.push(start, mta.output_len()),
+                        Err(_) => {}
+                    }
                     let closing = (effect == ReplyEffect::ServiceClosing)
                         .then(|| format!("the MX closed the session: {}", printable(reply, 200)));
                     c.conn.consume(consume);
@@ -198,6 +210,8 @@ pub fn relay<S: Read + Write + Timeouts>(
                 Ok(MxStep::Violation(e)) => {
                     reply_deadline = None;
                     lose(&mut relay, &mut mx, format!("MX protocol violation: {e}"));
+                    // The batch's replies still unwritten may be shifted: withdraw them.
+                    withdraw(&mut held, mta, &relay);
                 }
                 Ok(MxStep::Idle | MxStep::CheckSilence) => {
                     // Cannot happen while a reply is owed. Be safe anyway.
@@ -208,6 +222,7 @@ pub fn relay<S: Read + Write + Timeouts>(
             continue;
         }
         // 4. Deliver the replies, give back what a burst took, and wait for the MTA.
+        held.clear();
         if mta.has_output() && mta.flush().is_err() {
             break RelayEnd::MtaGone;
         }
@@ -238,20 +253,33 @@ pub fn relay<S: Read + Write + Timeouts>(
     }
 }
 
+/// The MX is out of step: the replies held for the MTA become the proxy's `421`.
+fn withdraw<S: Read + Write + Timeouts>(held: &mut Held, mta: &mut BufConn<S>, relay: &Relay) {
+    if held.len() > 0 {
+        let why = relay.dead_reason().unwrap_or("MX out of step");
+        let with = format!("421 4.4.2 {}\r\n", printable(why.as_bytes(), 200));
+        let out = mta.take_output();
+        mta.queue(&held.withdraw(&out, with.as_bytes()));
+    }
+}
+
 /// Queue `reply` for the MTA; write the queue out once it holds more than [`MTA_FLUSH_AT`]
-/// bytes, and write a reply at least that long straight through, not copying it.
-fn pass_to_mta<S: Read + Write + Timeouts>(mta: &mut BufConn<S>, reply: &[u8]) -> io::Result<()> {
+/// bytes, and write a reply at least that long straight through, not copying it. `Ok(true)`
+/// when everything queued (this reply included) has been written.
+fn pass_to_mta<S: Read + Write + Timeouts>(mta: &mut BufConn<S>, reply: &[u8]) -> io::Result<bool> {
     if reply.len() >= MTA_FLUSH_AT {
         if mta.has_output() {
             mta.flush()?;
         }
-        return mta.write_through(reply);
+        mta.write_through(reply)?;
+        return Ok(true);
     }
     mta.queue(reply);
     if mta.output_len() > MTA_FLUSH_AT {
         mta.flush()?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// One read from the MX that ends by `until`. The socket keeps the timeout `base` while the
@@ -276,20 +304,21 @@ fn fill_until(
     }
 }
 
-/// The MX owes nothing: anything it sent is a violation, a close loses it.
+/// The MX owes nothing: anything it sent is a violation (`true`: it is out of step), a close
+/// loses it.
 fn check_silent(
     relay: &mut Relay,
     c: &mut MxConnection,
     limits: &ReplyLimits,
-) -> Result<(), String> {
+) -> Result<(), (String, bool)> {
     match look(c) {
         Look::Nothing => Ok(()),
-        Look::Closed => Err("the MX closed the connection".into()),
-        Look::Failed(e) => Err(format!("reading from the MX: {e}")),
+        Look::Closed => Err(("the MX closed the connection".into(), false)),
+        Look::Failed(e) => Err((format!("reading from the MX: {e}"), false)),
         Look::Data => match relay.poll_mx(c.conn.pending(), limits, true) {
-            MxStep::Violation(e) => Err(format!("MX protocol violation: {e}")),
+            MxStep::Violation(e) => Err((format!("MX protocol violation: {e}"), true)),
             // Cannot happen with nothing owed and bytes read; never relay them anyway.
-            _ => Err("MX sent data when no reply was owed".into()),
+            _ => Err(("MX sent data when no reply was owed".into(), true)),
         },
     }
 }
