@@ -219,11 +219,12 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         }
     }
 
-    /// Make the socket timeout end a read by `deadline` (to the millisecond): `Err(Timeout)`
-    /// when the deadline has passed. The timeout in place is kept when it ends no later than
-    /// that and no sooner than halfway there (a read that times out early is simply tried
-    /// again), so a deadline per reply costs no system call in the usual case; otherwise it
-    /// becomes the time left, rounded up to a whole millisecond.
+    /// Make the socket timeout end a read by `deadline`: `Err(Timeout)` when the deadline has
+    /// passed. The timeout in place is kept when it ends no later than the deadline plus a
+    /// 1/64 margin (a phase's deadline set a moment ago, a timeout of that phase's length)
+    /// and no sooner than halfway there (a read that times out early is simply tried again),
+    /// so a deadline per reply costs no system call in the usual case; otherwise it becomes
+    /// the time left, rounded up to a whole millisecond.
     pub fn set_timeout_until(&mut self, deadline: Instant) -> Result<(), ReadError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -232,7 +233,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
         let ms = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         let cap = Duration::from_millis(ms);
         match self.timeout {
-            Some(t) if t <= cap && t.saturating_mul(2) >= cap => Ok(()),
+            Some(t) if t <= cap + t / 64 && t.saturating_mul(2) >= cap => Ok(()),
             _ => Ok(self.set_timeout(cap)?),
         }
     }

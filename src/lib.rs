@@ -27,3 +27,4 @@ pub mod shared;
 pub mod smtp;
 pub mod testmx;
 pub mod tls;
+pub mod workers;

@@ -163,3 +163,20 @@ fn set_timeout_until_lowers_or_raises_a_timeout_that_does_not_fit() {
     assert!(set[1] <= Duration::from_secs(10) && set[3] <= Duration::from_secs(10));
     assert!(set[1] > Duration::from_secs(9) && set[3] > Duration::from_secs(9));
 }
+
+#[test]
+fn a_deadline_one_timeout_away_keeps_the_timeout_in_place() {
+    // The relay's usual case: the socket has the phase's timeout, and a reply's deadline is
+    // that long from when its first byte was awaited; later reads of the same reply (here
+    // 50 ms later) find a little less time left: still no system call.
+    let mut c = BufConn::new(Script::new(vec![]));
+    c.set_timeout(Duration::from_secs(300)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    c.set_timeout_until(deadline).unwrap();
+    c.set_timeout_until(deadline - Duration::from_millis(50))
+        .unwrap();
+    assert_eq!(
+        *c.get_ref().timeouts_set.borrow(),
+        vec![Duration::from_secs(300)]
+    );
+}

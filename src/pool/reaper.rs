@@ -4,9 +4,10 @@
 
 use super::Pool;
 use crate::mx::MxConnection;
+use crate::workers::WorkerPool;
 use log::info;
 use parking_lot::{Condvar, Mutex};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,58 +17,35 @@ pub const QUIT_WAIT: Duration = Duration::from_secs(2);
 /// At most this many threads say QUIT at once.
 const QUIT_THREADS: usize = 16;
 
-/// At most this many [`quit_detached`] threads at once; beyond, connections are closed
-/// without QUIT (a polite QUIT is a courtesy, threads are not free).
+/// At most this many [`quit_detached`] jobs wait for a QUIT thread; beyond, connections are
+/// closed without QUIT (a polite QUIT is a courtesy, threads are not free).
 const MAX_DETACHED_QUITS: usize = 256;
 
-/// [`quit_detached`] threads running now, and a condition signalled when one ends (a drain
-/// waits for them: QUITs in progress are not cut off by the process's exit).
-static DETACHED_QUITS: Mutex<usize> = parking_lot::const_mutex(0);
-static DETACHED_DONE: Condvar = Condvar::new();
+/// Stack size of a QUIT thread (a TLS close included).
+const QUIT_STACK: usize = 256 * 1024;
+
+/// The threads that say QUIT off the sessions' path: started on demand (at most
+/// [`QUIT_THREADS`]), then kept, with a queue of at most [`MAX_DETACHED_QUITS`] jobs.
+fn quitters() -> &'static WorkerPool {
+    static POOL: OnceLock<WorkerPool> = OnceLock::new();
+    POOL.get_or_init(|| WorkerPool::new(QUIT_THREADS, MAX_DETACHED_QUITS, QUIT_STACK))
+}
 
 /// QUIT and close `conns` off the calling thread (a session's path must not wait for an MX's
-/// `221`): on a detached thread that runs [`quit_all`]. When too many such threads run already
-/// or none can be started, the connections are closed without QUIT.
+/// `221`): a job for the QUIT threads, which run [`quit_all`]. When they are all busy and
+/// their queue is full, the connections are closed without QUIT.
 pub fn quit_detached(conns: Vec<MxConnection>) {
-    struct Running;
-    impl Drop for Running {
-        fn drop(&mut self) {
-            *DETACHED_QUITS.lock() -= 1;
-            DETACHED_DONE.notify_all();
-        }
-    }
     if conns.is_empty() {
         return;
     }
-    {
-        let mut n = DETACHED_QUITS.lock();
-        if *n >= MAX_DETACHED_QUITS {
-            drop(n);
-            conns.into_iter().for_each(MxConnection::close);
-            return;
-        }
-        *n += 1;
-    }
-    let running = Running;
-    // Should the thread not start, the closure is dropped: `running` is released and the
-    // connections are closed (dropped) without QUIT.
-    let _ = std::thread::Builder::new()
-        .name("mx quit".into())
-        .spawn(move || {
-            let _running = running;
-            quit_all(conns);
-        });
+    // Refused, the job is dropped: the connections close without QUIT.
+    let _ = quitters().try_submit(Box::new(move || quit_all(conns)));
 }
 
-/// Wait until every [`quit_detached`] thread has ended, or `until`; true if none is left.
+/// Wait until every [`quit_detached`] job has ended, or `until`; true if none is left (a
+/// drain waits for them: QUITs in progress are not cut off by the process's exit).
 pub fn wait_detached_quits(until: Instant) -> bool {
-    let mut n = DETACHED_QUITS.lock();
-    while *n > 0 {
-        if DETACHED_DONE.wait_until(&mut n, until).timed_out() {
-            return *n == 0;
-        }
-    }
-    true
+    quitters().wait_idle(until.saturating_duration_since(Instant::now()))
 }
 
 /// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow

@@ -5,7 +5,7 @@
 pub mod guard;
 mod limits;
 mod listen;
-pub mod workers;
+pub use crate::workers;
 
 pub use crate::runtime::{pool_limits, Runtime, StartError};
 pub use crate::shared::{IpSlot, Shared, Stats};

@@ -196,7 +196,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                         };
                         (Instant::now() + phase).min(deadline)
                     });
-                    if let Err(e) = fill_until(&mut c.conn, until, base) {
+                    if let Err(e) = c.conn.fill_until(until) {
                         reply_deadline = None;
                         let why = match e {
                             ReadError::Timeout => {
@@ -280,28 +280,6 @@ fn pass_to_mta<S: Read + Write + Timeouts>(mta: &mut BufConn<S>, reply: &[u8]) -
         return Ok(true);
     }
     Ok(false)
-}
-
-/// One read from the MX that ends by `until`. The socket keeps the timeout `base` while the
-/// deadline is further away than that, and gets what is left only near it, so a reply
-/// trickled a byte at a time is cut at its deadline.
-fn fill_until(
-    conn: &mut BufConn<MxStream>,
-    until: Instant,
-    base: Duration,
-) -> Result<usize, ReadError> {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        conn.set_timeout(left.min(base))?;
-        match conn.fill() {
-            // `base` passed with no byte, but the deadline (a longer phase) has not.
-            Err(ReadError::Timeout) => continue,
-            r => return r,
-        }
-    }
 }
 
 /// The MX owes nothing: anything it sent is a violation (`true`: it is out of step), a close

@@ -1,4 +1,5 @@
-//! A bounded pool of session threads with a bounded queue.
+//! A bounded pool of threads with a bounded queue: the session workers, and the threads that
+//! say QUIT off the sessions' path (`pool::reaper::quit_detached`).
 //!
 //! Threads are started on demand, up to `max_workers`, and then stay for the life of the
 //! process waiting for work. Accepted connections wait in a queue of at most `max_queued`
