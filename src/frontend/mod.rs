@@ -205,12 +205,13 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, index: usize
         return;
     };
     let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
     let egress = Egress {
         shared: &shared,
         rt: &rt,
         peer,
+        deadline,
     };
-    let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
     let fe: &Frontend = fe;
     shared
         .stats

@@ -62,20 +62,24 @@ pub fn try_next_address(f: &FailureReply) -> bool {
 ///
 /// On an opportunistic request with `tls_fallback=yes`, a failed TLS handshake is followed by
 /// one new connection without TLS; the connection then carries a `tls_note` saying so.
+///
+/// Every phase keeps its own timeout, cut short by `deadline` (the session's lifetime): no
+/// step of the set-up outlives it.
 pub fn establish(
     settings: &MxSettings,
     req: &ConnectRequest,
     addr: SocketAddr,
     mx_host: Option<&str>,
+    deadline: Instant,
 ) -> Result<MxConnection, FailureReply> {
-    match attempt(settings, req, req.tls, addr, mx_host) {
+    match attempt(settings, req, req.tls, addr, mx_host, deadline) {
         Err((f, true))
             if req.tls == TlsPolicy::Opportunistic
                 && req.tls_fallback
                 && f.failure == Failure::TlsFailed =>
         {
-            let mut c =
-                attempt(settings, req, TlsPolicy::None, addr, mx_host).map_err(|(f, _)| f)?;
+            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host, deadline)
+                .map_err(|(f, _)| f)?;
             c.tls_note = Some(format!(
                 "TLS handshake failed ({}); reconnected without TLS (tls_fallback=yes)",
                 f.text
@@ -93,9 +97,17 @@ fn attempt(
     policy: TlsPolicy,
     addr: SocketAddr,
     mx_host: Option<&str>,
+    deadline: Instant,
 ) -> Result<MxConnection, (FailureReply, bool)> {
     let t = &settings.timeouts;
-    let tcp = dial(req.source, addr, t.connect).map_err(|e| (dial_failure(&e), false))?;
+    // A phase's timeout, cut short by the session's deadline (never zero: the socket calls
+    // refuse a zero timeout; an expired deadline leaves a millisecond).
+    let within = |timeout: Duration| {
+        timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1))
+    };
+    let tcp = dial(req.source, addr, within(t.connect)).map_err(|e| (dial_failure(&e), false))?;
     let local = tcp.local_addr().map_err(|e| {
         (
             FailureReply::new(Failure::NetworkError, format!("local address: {e}")),
@@ -114,9 +126,11 @@ fn attempt(
                 if let Err(e) = conn.send(&bytes) {
                     return Err((read_failure("sending to the MX", e.into()), false));
                 }
-                read_step(&mut conn, &mut setup, settings, phase)?
+                read_step(&mut conn, &mut setup, settings, phase, deadline)?
             }
-            Action::ReadReply(phase) => read_step(&mut conn, &mut setup, settings, phase)?,
+            Action::ReadReply(phase) => {
+                read_step(&mut conn, &mut setup, settings, phase, deadline)?
+            }
             Action::StartTls => {
                 let (stream, rest) = conn.into_parts();
                 if !rest.is_empty() {
@@ -144,7 +158,13 @@ fn attempt(
                 };
                 let tls = settings
                     .tls
-                    .connect(tcp, cert_policy, tls_name, addr.ip(), t.tls_handshake)
+                    .connect(
+                        tcp,
+                        cert_policy,
+                        tls_name,
+                        addr.ip(),
+                        within(t.tls_handshake),
+                    )
                     .map_err(|e| (tls_failure(&e, policy), true))?;
                 tls_facts = Some(tls.facts().clone());
                 conn = BufConn::new(MxStream::Tls(Box::new(tls)));
@@ -242,6 +262,7 @@ fn read_step(
     setup: &mut Setup,
     settings: &MxSettings,
     phase: Phase,
+    deadline: Instant,
 ) -> Result<Action, (FailureReply, bool)> {
     let timeout = match phase {
         Phase::Banner => settings.timeouts.banner,
@@ -253,7 +274,10 @@ fn read_step(
     };
     // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply_until(&settings.reply_limits, Instant::now() + timeout)
+        .read_reply_until(
+            &settings.reply_limits,
+            (Instant::now() + timeout).min(deadline),
+        )
         .map_err(|e| (read_failure(stage, e), false))?;
     Ok(setup.on_reply(reply))
 }

@@ -35,6 +35,9 @@ pub struct Egress<'a> {
     pub shared: &'a Shared,
     pub rt: &'a Runtime,
     pub peer: SocketAddr,
+    /// The session's end (`timeouts.session_lifetime` from the accept): no read or dial of
+    /// the egress core outlives it.
+    pub deadline: Instant,
 }
 
 impl Egress<'_> {
@@ -80,7 +83,8 @@ impl Egress<'_> {
         let candidates = self.destinations(req)?;
         if req.reuse {
             // One deadline for every probe of this request: a hung MX costs it once.
-            let deadline = Instant::now() + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command);
+            let deadline = (Instant::now() + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
+                .min(self.deadline);
             for (addr, host) in &candidates {
                 if let Some(found) = self.reuse(req, *addr, host.as_deref(), deadline) {
                     return Ok(found);
@@ -89,7 +93,7 @@ impl Egress<'_> {
         }
         let mut last = None;
         for (addr, host) in candidates {
-            match establish(&self.rt.mx, req, addr, host.as_deref()) {
+            match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
                 Ok(c) => return Ok((c, Origin::New)),
                 Err(f) if try_next_address(&f) => {
                     verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
@@ -301,7 +305,10 @@ impl Egress<'_> {
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
-                    if !mx.probe(b"RSET\r\n", Instant::now() + RSET_TIMEOUT) {
+                    if !mx.probe(
+                        b"RSET\r\n",
+                        (Instant::now() + RSET_TIMEOUT).min(self.deadline),
+                    ) {
                         return Some("RSET after an unfinished transaction failed".into());
                     }
                 }

@@ -154,6 +154,7 @@ impl Session<'_> {
             shared: self.shared,
             rt: self.rt,
             peer: self.peer,
+            deadline: self.deadline,
         }
     }
 

@@ -46,6 +46,42 @@ fn a_trickled_banner_fails_at_the_banner_deadline() {
     );
 }
 
+/// Issue 11 item 5: no read outlives `session_lifetime`, the set-up's included: a banner
+/// trickled under a generous `mx_banner` is cut when the session's lifetime ends.
+#[test]
+fn the_set_up_ends_with_the_sessions_lifetime() {
+    const BANNER: &[u8] = b"220 trickle.test ESMTP one byte at a time\r\n";
+    let (addr, script) = scripted::mx(|mut p| {
+        for (sent, b) in BANNER.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(300));
+            if !p.send(&[*b]) {
+                return (sent, false);
+            }
+        }
+        while p.line().is_some() {}
+        (BANNER.len(), true)
+    });
+    let h = Harness::start(
+        &[addr.port()],
+        "timeouts:\n  mx_banner: 1m\n  session_lifetime: 2s\n",
+    );
+    let mut c = h.client();
+    let err = c
+        .open(&req("127.0.0.2", addr, TlsPolicy::None))
+        .err()
+        .expect("the CONNECT must end with the session's lifetime");
+    let ClientError::Proxy(f) = err else {
+        panic!("expected a failure reply, got {err}");
+    };
+    assert_eq!(f.failure, Failure::MxSetupFailed, "{f:?}");
+    let (sent, finished) = script.join().unwrap();
+    assert!(
+        !finished && sent < BANNER.len(),
+        "the MX trickled {sent} of {} octets before the proxy gave up",
+        BANNER.len()
+    );
+}
+
 /// Issue 11 item 9d: IPv6 addresses that carry an IPv4 address (NAT64 `64:ff9b::/96`, 6to4
 /// `2002::/16`, IPv4-compatible `::/96`, IPv4-mapped `::ffff:0:0/96`) are checked against the
 /// IPv4 deny-list: each form of 169.254.169.254 is refused before any dial.

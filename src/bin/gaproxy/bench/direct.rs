@@ -13,7 +13,7 @@ use greenarrow_proxy::smtp::{dot_stuff, Reply, ReplyLimits};
 use greenarrow_proxy::tls::{MinVersion, MxTlsConnector};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a direct session failed.
 #[derive(Debug)]
@@ -93,7 +93,14 @@ impl DirectTarget {
         } else {
             TlsPolicy::None
         };
-        establish(&self.settings, &req, self.addr, None).map_err(DirectError::Setup)
+        establish(
+            &self.settings,
+            &req,
+            self.addr,
+            None,
+            Instant::now() + Duration::from_secs(3600),
+        )
+        .map_err(DirectError::Setup)
     }
 }
 
