@@ -216,3 +216,110 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IpNet;
+    use crate::protocol::FailureReply;
+    use std::io;
+    use std::time::Duration;
+
+    fn refusal(failure: Failure, dial: Option<DialError>) -> Refusal {
+        Refusal {
+            failure: FailureReply::new(failure, "x"),
+            dial,
+        }
+    }
+
+    #[test]
+    fn reply_codes_follow_the_refusal() {
+        let dest: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let os = |errno| io::Error::from_raw_os_error(errno);
+        let cases = [
+            (
+                refusal(Failure::SourceNotPermitted, None),
+                ReplyCode::NotAllowed,
+            ),
+            (
+                refusal(Failure::DestinationNotPermitted, None),
+                ReplyCode::NotAllowed,
+            ),
+            (
+                refusal(Failure::DnsNxDomain, None),
+                ReplyCode::HostUnreachable,
+            ),
+            (
+                refusal(Failure::DnsTemporary, None),
+                ReplyCode::GeneralFailure,
+            ),
+            (
+                refusal(Failure::ConnectRefused, Some(DialError::Refused { dest })),
+                ReplyCode::ConnectionRefused,
+            ),
+            (
+                refusal(
+                    Failure::ConnectTimeout,
+                    Some(DialError::Timeout {
+                        dest,
+                        after: Duration::from_secs(1),
+                    }),
+                ),
+                ReplyCode::TtlExpired,
+            ),
+            (
+                refusal(
+                    Failure::NetworkError,
+                    Some(DialError::Network {
+                        dest,
+                        error: os(nix::libc::ENETUNREACH),
+                    }),
+                ),
+                ReplyCode::NetworkUnreachable,
+            ),
+            (
+                refusal(
+                    Failure::NetworkError,
+                    Some(DialError::Network {
+                        dest,
+                        error: os(nix::libc::EHOSTUNREACH),
+                    }),
+                ),
+                ReplyCode::HostUnreachable,
+            ),
+            (
+                refusal(
+                    Failure::SourceNotLocal,
+                    Some(DialError::SourceNotLocal {
+                        source: "192.0.2.1".parse().unwrap(),
+                        error: os(nix::libc::EADDRNOTAVAIL),
+                    }),
+                ),
+                ReplyCode::GeneralFailure,
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(code_for(&r), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_single_address_client_has_an_only_source() {
+        let nets = |list: &[&str]| -> Vec<IpNet> {
+            list.iter().map(|s| IpNet::parse(s).unwrap()).collect()
+        };
+        let id =
+            |sources: &[IpNet]| -> Option<IpAddr> { only_source(&Identity { name: "c", sources }) };
+        assert_eq!(
+            id(&nets(&["192.0.2.10"])),
+            Some("192.0.2.10".parse().unwrap())
+        );
+        assert_eq!(
+            id(&nets(&["2001:db8::10/128"])),
+            Some("2001:db8::10".parse().unwrap())
+        );
+        assert_eq!(id(&nets(&["192.0.2.0/28"])), None);
+        assert_eq!(id(&nets(&["192.0.2.10", "192.0.2.11"])), None);
+        assert_eq!(id(&[]), None);
+    }
+}
