@@ -544,3 +544,103 @@ fn logs_go_to_stderr_when_not_connected_to_the_journal() {
     d.wait_for("stopping: no longer accepting connections");
     assert_eq!(d.wait_exit().code(), Some(0));
 }
+
+/// The first line a front-end connection reads after `header`.
+fn first_line_after(fe: SocketAddr, header: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TcpStream::connect(fe).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(header).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    let _ = s.write_all(b"QUIT\r\n");
+    line
+}
+
+/// The address a listener log line names: `listening on 127.0.0.1:40000 (frontends[0], ...)`.
+fn listening_addr(line: &str) -> SocketAddr {
+    let rest = line.split_once("listening on ").unwrap().1;
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn sighup_adds_front_ends_and_changes_their_mode_for_new_connections() {
+    let front = "frontends:\n  - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n";
+    let s = Setup::new(front);
+    let mut d = s.daemon();
+    let pp = listening_addr(&d.wait_for("(frontends[0], proxy_protocol)"));
+    d.wait_ready();
+    let header = format!(
+        "PROXY TCP4 127.0.0.2 127.0.0.1 1 {}\r\n",
+        s.mx.addr().port()
+    );
+    // Passthrough: the MX's own banner.
+    let banner = first_line_after(pp, header.as_bytes());
+    assert!(banner.starts_with("220 mx.test "), "{banner}");
+
+    // The same listener in mode smtp (not rebound: the new mode applies to new
+    // connections), and a SOCKS5 front-end added.
+    let changed = s.yaml.replace(
+        front,
+        "frontends:\n  - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n    mode: smtp\n  - kind: socks5\n    listen: [\"127.0.0.1:0\"]\n",
+    );
+    assert_ne!(changed, s.yaml);
+    s.rewrite(&changed);
+    d.signal(SIGHUP);
+    let socks = listening_addr(&d.wait_for("(frontends[1], socks5)"));
+    d.wait_for("configuration reloaded from");
+    let banner = first_line_after(pp, header.as_bytes());
+    assert_eq!(banner, "220 greenarrow_proxy ESMTP ready\r\n");
+    // SOCKS5 with auth: password answers a client offering no authentication with 05 FF.
+    {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect(socks).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [5, 0xff]);
+    }
+
+    // A fixed address that changes kind (PROXY to SOCKS5) is rebound as the new kind.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = |kind: &str| {
+        s.yaml.replace(
+            front,
+            &format!("frontends:\n  - kind: {kind}\n    listen: [\"127.0.0.1:{port}\"]\n"),
+        )
+    };
+    s.rewrite(&fixed("proxy_protocol"));
+    d.signal(SIGHUP);
+    d.wait_for(&format!(
+        "listening on 127.0.0.1:{port} (frontends[0], proxy_protocol)"
+    ));
+    d.wait_for("configuration reloaded from");
+    s.rewrite(&fixed("socks5"));
+    d.signal(SIGHUP);
+    d.wait_for(&format!(
+        "listening on 127.0.0.1:{port} (frontends[0], socks5)"
+    ));
+    d.wait_for("configuration reloaded from");
+    {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [5, 0xff], "SOCKS5 now on that port");
+    }
+
+    // Front-ends removed: the listeners stop.
+    s.rewrite(&s.yaml.replace(front, ""));
+    d.signal(SIGHUP);
+    d.wait_for("configuration reloaded from");
+    assert!(TcpStream::connect_timeout(&pp, WAIT).is_err());
+    assert!(TcpStream::connect_timeout(&socks, WAIT).is_err());
+    assert!(TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), WAIT).is_err());
+}

@@ -80,7 +80,7 @@ impl Server {
                 let s = shared.clone();
                 super::guard::run_session(&s.stats, peer, || match kind {
                     ListenKind::Native => crate::session::serve(shared, tcp, peer),
-                    ListenKind::Frontend(i) => crate::frontend::serve(shared, tcp, peer, i),
+                    ListenKind::Frontend(i, _) => crate::frontend::serve(shared, tcp, peer, i),
                 });
             });
             if let Err(job) = self.workers.try_submit(job) {

@@ -11,6 +11,7 @@ pub use crate::runtime::{pool_limits, Runtime, StartError};
 pub use crate::shared::{IpSlot, Shared, Stats};
 pub use limits::{fd_budget, fds_needed};
 
+use crate::config::FrontendKind;
 use crate::pool::reaper::{quit_all, wait_detached_quits, Reaper, QUIT_WAIT};
 use crate::pool::Pool;
 use listen::bind;
@@ -32,18 +33,18 @@ pub const SESSION_STACK: usize = 256 * 1024;
 pub enum ListenKind {
     /// The native protocol over TLS (`listen`).
     Native,
-    /// The front-end at this index of `frontends`.
-    Frontend(usize),
+    /// The front-end at this index of `frontends`, of this kind.
+    Frontend(usize, FrontendKind),
 }
 
 /// Every listener a configuration asks for.
 pub fn wanted_listeners(config: &crate::config::Config) -> Vec<(SocketAddr, ListenKind)> {
     let native = config.listen.iter().map(|a| (*a, ListenKind::Native));
-    let fronts = config
-        .frontends
-        .iter()
-        .enumerate()
-        .flat_map(|(i, f)| f.listen.iter().map(move |a| (*a, ListenKind::Frontend(i))));
+    let fronts = config.frontends.iter().enumerate().flat_map(|(i, f)| {
+        f.listen
+            .iter()
+            .map(move |a| (*a, ListenKind::Frontend(i, f.kind)))
+    });
     native.chain(fronts).collect()
 }
 
@@ -117,15 +118,9 @@ impl Server {
             Ok(t) => {
                 match kind {
                     ListenKind::Native => info!("listening on {addr}"),
-                    ListenKind::Frontend(i) => info!(
-                        "listening on {addr} (frontends[{i}], {})",
-                        self.shared
-                            .runtime()
-                            .config
-                            .frontends
-                            .get(i)
-                            .map_or("?", |f| f.kind.name())
-                    ),
+                    ListenKind::Frontend(i, k) => {
+                        info!("listening on {addr} (frontends[{i}], {})", k.name())
+                    }
                 }
                 self.listeners.lock().push(Listener {
                     addr: configured,
@@ -141,19 +136,19 @@ impl Server {
     /// The native listener's addresses actually bound (with the ports chosen when `:0` was
     /// configured).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.bound(ListenKind::Native)
+        self.bound(|k| k == ListenKind::Native)
     }
 
     /// The addresses actually bound for `frontends[index]`, in `listen` order.
     pub fn frontend_addrs(&self, index: usize) -> Vec<SocketAddr> {
-        self.bound(ListenKind::Frontend(index))
+        self.bound(|k| matches!(k, ListenKind::Frontend(i, _) if i == index))
     }
 
-    fn bound(&self, kind: ListenKind) -> Vec<SocketAddr> {
+    fn bound(&self, which: impl Fn(ListenKind) -> bool) -> Vec<SocketAddr> {
         self.listeners
             .lock()
             .iter()
-            .filter(|l| l.kind == kind)
+            .filter(|l| which(l.kind))
             .filter_map(|l| l.socket.local_addr().ok().and_then(|a| a.as_socket()))
             .collect()
     }
@@ -212,13 +207,15 @@ impl Server {
         wanted: &[(SocketAddr, ListenKind)],
     ) -> Result<(), StartError> {
         let current = self.listen_config();
-        // An address that moves between listeners is rebound: stop the old one first.
-        let moved: Vec<SocketAddr> = wanted
+        // An address that moves to another listener is rebound: stop the old one first (port
+        // 0 asks for a new port each time, so it never collides).
+        let moved: Vec<(SocketAddr, ListenKind)> = current
             .iter()
-            .filter(|w| !current.contains(w) && current.iter().any(|c| c.0 == w.0))
-            .map(|w| w.0)
+            .filter(|c| c.0.port() != 0 && !wanted.contains(c))
+            .filter(|c| wanted.iter().any(|w| w.0 == c.0))
+            .copied()
             .collect();
-        self.stop_listeners(|l| moved.contains(&l.addr));
+        self.stop_listeners(|l| moved.contains(&(l.addr, l.kind)));
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
