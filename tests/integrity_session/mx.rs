@@ -6,14 +6,13 @@ use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{ConnectRequest, Destination, Failure, TlsPolicy};
 use std::time::Duration;
 
-/// Issue 11 item 5 (set-up): every read of an MX reply during set-up has a deadline for the
-/// whole reply. An MX that trickles its banner one byte every 300 ms (13 s in all) under
-/// `mx_banner: 1s` fails the CONNECT with the banner timeout, and the proxy has closed the
-/// connection before the MX could finish the banner.
-#[test]
-fn a_trickled_banner_fails_at_the_banner_deadline() {
-    const BANNER: &[u8] = b"220 trickle.test ESMTP one byte at a time\r\n";
-    let (addr, script) = scripted::mx(|mut p| {
+/// The banner a trickling MX sends, one byte every 300 ms (13 s in all).
+const BANNER: &[u8] = b"220 trickle.test ESMTP one byte at a time\r\n";
+
+/// An MX that trickles [`BANNER`], then reads until the close. Its thread says how many octets
+/// it sent and whether it finished before the proxy closed the connection.
+fn trickling_mx() -> (std::net::SocketAddr, std::thread::JoinHandle<(usize, bool)>) {
+    scripted::mx(|mut p| {
         for (sent, b) in BANNER.iter().enumerate() {
             std::thread::sleep(Duration::from_millis(300));
             if !p.send(&[*b]) {
@@ -23,7 +22,16 @@ fn a_trickled_banner_fails_at_the_banner_deadline() {
         // The whole banner went out: read EHLO, answer nothing, wait for the close.
         while p.line().is_some() {}
         (BANNER.len(), true)
-    });
+    })
+}
+
+/// Issue 11 item 5 (set-up): every read of an MX reply during set-up has a deadline for the
+/// whole reply. An MX that trickles its banner one byte every 300 ms (13 s in all) under
+/// `mx_banner: 1s` fails the CONNECT with the banner timeout, and the proxy has closed the
+/// connection before the MX could finish the banner.
+#[test]
+fn a_trickled_banner_fails_at_the_banner_deadline() {
+    let (addr, script) = trickling_mx();
     let h = Harness::start(
         &[addr.port()],
         "timeouts:\n  mx_banner: 1s\n  mx_command: 1s\n",
@@ -50,17 +58,7 @@ fn a_trickled_banner_fails_at_the_banner_deadline() {
 /// trickled under a generous `mx_banner` is cut when the session's lifetime ends.
 #[test]
 fn the_set_up_ends_with_the_sessions_lifetime() {
-    const BANNER: &[u8] = b"220 trickle.test ESMTP one byte at a time\r\n";
-    let (addr, script) = scripted::mx(|mut p| {
-        for (sent, b) in BANNER.iter().enumerate() {
-            std::thread::sleep(Duration::from_millis(300));
-            if !p.send(&[*b]) {
-                return (sent, false);
-            }
-        }
-        while p.line().is_some() {}
-        (BANNER.len(), true)
-    });
+    let (addr, script) = trickling_mx();
     let h = Harness::start(
         &[addr.port()],
         "timeouts:\n  mx_banner: 1m\n  session_lifetime: 2s\n",
