@@ -246,3 +246,33 @@ fn a_multi_megabyte_message_over_tls_arrives_byte_exact() {
         );
     }
 }
+
+/// `smtps=yes` has no plaintext to fall back to: `tls_fallback=yes` does not apply, a failed
+/// handshake fails the request (448) after one connection. (It used to reconnect, again with
+/// implicit TLS, and a retry that succeeded said "reconnected without TLS".)
+#[test]
+fn smtps_does_not_fall_back_to_plaintext() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Not TLS on an implicit-TLS port: every handshake fails; count the connections.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(b"220 plaintext here\r\n");
+        }
+    });
+    let h = Harness::start(&[addr.port()], "");
+    let mut c = h.client();
+    let mut r = req("127.0.0.2", addr, TlsPolicy::Opportunistic);
+    r.smtps = true;
+    r.tls_fallback = true;
+    let f = failure(c.open(&r).err().expect("no TLS, no connection"));
+    assert_eq!(f.failure, Failure::TlsFailed, "{f:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no second connection");
+}

@@ -60,8 +60,9 @@ pub fn try_next_address(f: &FailureReply) -> bool {
 
 /// Dial `addr` from the request's source and run the set-up sequence.
 ///
-/// On an opportunistic request with `tls_fallback=yes`, a failed TLS handshake is followed by
-/// one new connection without TLS; the connection then carries a `tls_note` saying so.
+/// On an opportunistic request with `tls_fallback=yes`, a failed STARTTLS handshake is followed
+/// by one new connection without TLS; the connection then carries a `tls_note` saying so. With
+/// `smtps=yes` there is no plaintext to fall back to: the failure stands.
 ///
 /// Every phase keeps its own timeout, cut short by `deadline` (the session's lifetime): no
 /// step of the set-up outlives it.
@@ -76,6 +77,7 @@ pub fn establish(
         Err((f, true))
             if req.tls == TlsPolicy::Opportunistic
                 && req.tls_fallback
+                && !req.smtps
                 && f.failure == Failure::TlsFailed =>
         {
             let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host, deadline)
