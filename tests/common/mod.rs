@@ -125,13 +125,7 @@ impl Harness {
     /// A raw connection that has sent `AUTH` and `CONNECT` pipelined and read `235` and the
     /// `250 ... ready` reply: the next bytes are SMTP to the MX.
     pub fn raw_connected(&self, r: &ConnectRequest) -> Raw {
-        let mut raw = self.raw();
-        raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
-        let auth = raw.reply();
-        assert!(auth.starts_with("235 "), "{auth}");
-        let ready = raw.reply();
-        assert!(ready.ends_with("250 ready\r\n"), "{ready}");
-        raw
+        open(self, r).0
     }
 
     /// A raw TLS connection to the proxy (for byte-level tests).
@@ -261,4 +255,21 @@ pub fn req(source: &str, mx: SocketAddr, tls: TlsPolicy) -> ConnectRequest {
     r.port = mx.port();
     r.tls = tls;
     r
+}
+
+/// A raw MTA connection with AUTH done and `r` connected; returns it with the ready reply.
+pub fn open(h: &Harness, r: &ConnectRequest) -> (Raw, String) {
+    let mut raw = h.raw();
+    raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
+    let auth = raw.reply();
+    assert!(auth.starts_with("235 "), "{auth}");
+    let ready = raw.reply();
+    assert!(ready.ends_with("250 ready\r\n"), "{ready}");
+    (raw, ready)
+}
+
+/// Send `bytes`, then read `n` replies.
+pub fn exchange(raw: &mut Raw, bytes: &[u8], n: usize) -> Vec<String> {
+    raw.send(bytes);
+    (0..n).map(|_| raw.reply()).collect()
 }

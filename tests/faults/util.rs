@@ -32,23 +32,6 @@ pub fn reuse_req(mx: SocketAddr) -> ConnectRequest {
     r
 }
 
-/// A raw MTA connection with AUTH done and `r` connected; returns it with the ready reply.
-pub fn open(h: &Harness, r: &ConnectRequest) -> (Raw, String) {
-    let mut raw = h.raw();
-    raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
-    let auth = raw.reply();
-    assert!(auth.starts_with("235 "), "{auth}");
-    let ready = raw.reply();
-    assert!(ready.ends_with("250 ready\r\n"), "{ready}");
-    (raw, ready)
-}
-
-/// Send `bytes`, then read `n` replies.
-pub fn exchange(raw: &mut Raw, bytes: &[u8], n: usize) -> Vec<String> {
-    raw.send(bytes);
-    (0..n).map(|_| raw.reply()).collect()
-}
-
 /// MAIL, RCPT and DATA pipelined; asserts 250, 250, 354.
 pub fn start_data(raw: &mut Raw) {
     let r = exchange(

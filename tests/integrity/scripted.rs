@@ -171,22 +171,6 @@ pub fn request(mx: &ScriptedMx, reuse: bool) -> ConnectRequest {
     r
 }
 
-/// AUTH and CONNECT; the ready reply.
-pub fn open(h: &Harness, r: &ConnectRequest) -> (Raw, String) {
-    let mut raw = h.raw();
-    raw.send(format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes());
-    let auth = raw.reply();
-    assert!(auth.starts_with("235 "), "{auth}");
-    let ready = raw.reply();
-    assert!(ready.ends_with("250 ready\r\n"), "{ready}");
-    (raw, ready)
-}
-
-pub fn exchange(raw: &mut Raw, bytes: &[u8], n: usize) -> Vec<String> {
-    raw.send(bytes);
-    (0..n).map(|_| raw.reply()).collect()
-}
-
 /// QUIT the SMTP session (221), then a proxy NOOP: its answer comes once the session thread
 /// is done with the MX connection (pooled or closed).
 pub fn quit_then_noop(raw: &mut Raw) {

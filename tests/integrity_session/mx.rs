@@ -25,58 +25,49 @@ fn trickling_mx() -> (std::net::SocketAddr, std::thread::JoinHandle<(usize, bool
     })
 }
 
+/// A CONNECT to a [`trickling_mx`] under `yaml`: it must fail with `mx_setup_failed`, and the
+/// proxy must have closed the connection before the MX finished its banner.
+fn connect_to_a_trickling_mx(yaml: &str, why: &str) -> greenarrow_proxy::protocol::FailureReply {
+    let (addr, script) = trickling_mx();
+    let h = Harness::start(&[addr.port()], yaml);
+    let mut c = h.client();
+    let err = c
+        .open(&req("127.0.0.2", addr, TlsPolicy::None))
+        .err()
+        .expect(why);
+    let ClientError::Proxy(f) = err else {
+        panic!("expected a failure reply, got {err}");
+    };
+    assert_eq!(f.failure, Failure::MxSetupFailed, "{f:?}");
+    let (sent, finished) = script.join().unwrap();
+    assert!(
+        !finished && sent < BANNER.len(),
+        "the MX trickled {sent} of {} octets before the proxy gave up",
+        BANNER.len()
+    );
+    f
+}
+
 /// Issue 11 item 5 (set-up): every read of an MX reply during set-up has a deadline for the
 /// whole reply. An MX that trickles its banner one byte every 300 ms (13 s in all) under
 /// `mx_banner: 1s` fails the CONNECT with the banner timeout, and the proxy has closed the
 /// connection before the MX could finish the banner.
 #[test]
 fn a_trickled_banner_fails_at_the_banner_deadline() {
-    let (addr, script) = trickling_mx();
-    let h = Harness::start(
-        &[addr.port()],
+    let f = connect_to_a_trickling_mx(
         "timeouts:\n  mx_banner: 1s\n  mx_command: 1s\n",
+        "a trickled banner must not complete the CONNECT",
     );
-    let mut c = h.client();
-    let err = c
-        .open(&req("127.0.0.2", addr, TlsPolicy::None))
-        .err()
-        .expect("a trickled banner must not complete the CONNECT");
-    let ClientError::Proxy(f) = err else {
-        panic!("expected a failure reply, got {err}");
-    };
-    assert_eq!(f.failure, Failure::MxSetupFailed, "{f:?}");
     assert!(f.text.contains("banner"), "{}", f.text);
-    let (sent, finished) = script.join().unwrap();
-    assert!(
-        !finished && sent < BANNER.len(),
-        "the MX trickled {sent} of {} octets before the proxy gave up",
-        BANNER.len()
-    );
 }
 
 /// Issue 11 item 5: no read outlives `session_lifetime`, the set-up's included: a banner
 /// trickled under a generous `mx_banner` is cut when the session's lifetime ends.
 #[test]
 fn the_set_up_ends_with_the_sessions_lifetime() {
-    let (addr, script) = trickling_mx();
-    let h = Harness::start(
-        &[addr.port()],
+    connect_to_a_trickling_mx(
         "timeouts:\n  mx_banner: 1m\n  session_lifetime: 2s\n",
-    );
-    let mut c = h.client();
-    let err = c
-        .open(&req("127.0.0.2", addr, TlsPolicy::None))
-        .err()
-        .expect("the CONNECT must end with the session's lifetime");
-    let ClientError::Proxy(f) = err else {
-        panic!("expected a failure reply, got {err}");
-    };
-    assert_eq!(f.failure, Failure::MxSetupFailed, "{f:?}");
-    let (sent, finished) = script.join().unwrap();
-    assert!(
-        !finished && sent < BANNER.len(),
-        "the MX trickled {sent} of {} octets before the proxy gave up",
-        BANNER.len()
+        "the CONNECT must end with the session's lifetime",
     );
 }
 
