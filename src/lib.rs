@@ -6,6 +6,7 @@
 mod macros;
 
 pub mod bufconn;
+pub mod caps;
 pub mod certgen;
 pub mod client;
 pub mod config;

@@ -2,6 +2,7 @@
 //! force, the pool, counters, per-address session counts, and the registry of sessions idle
 //! between requests (so that a stop can wake them).
 
+use crate::caps::Caps;
 use crate::pool::Pool;
 use crate::runtime::{pool_limits, Runtime};
 use parking_lot::{Mutex, RwLock};
@@ -75,6 +76,8 @@ pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     /// Idle MX connections for reuse.
     pub pool: Arc<Pool>,
+    /// Open MX connections under caps, and the requests waiting for one.
+    pub caps: Caps,
     pub stats: Stats,
     pub stopping: AtomicBool,
     /// Tests only: the next session panics right after its TLS handshake (to exercise the
@@ -91,6 +94,7 @@ impl Shared {
             idle_mtas: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             pool,
+            caps: Caps::new(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),
