@@ -89,12 +89,14 @@ pub struct Shared {
 impl Shared {
     /// Shared state for a server starting with `rt` and `pool`.
     pub fn new(rt: Runtime, pool: Arc<Pool>) -> Shared {
+        let caps = Caps::new();
+        caps.set_config(&rt.config.caps);
         Shared {
             per_ip: Mutex::new(HashMap::new()),
             idle_mtas: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             pool,
-            caps: Caps::new(),
+            caps,
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),
@@ -136,9 +138,11 @@ impl Shared {
         self.runtime.read().clone()
     }
 
-    /// Put a new runtime in force for new sessions (and the pool's new limits).
+    /// Put a new runtime in force for new sessions (and the pool's new limits, and the new
+    /// connection caps for new connections).
     pub fn replace_runtime(&self, rt: Runtime) {
         self.pool.set_limits(pool_limits(&rt.config));
+        self.caps.set_config(&rt.config.caps);
         *self.runtime.write() = Arc::new(rt);
     }
 }

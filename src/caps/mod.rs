@@ -1,11 +1,39 @@
 //! Proxy-wide connection caps per (source IP, destination) and the requests waiting for a
 //! connection under a cap.
 //!
-//! SKELETON: the types and methods below are the interface the status view and the metrics
-//! read; the caps work fills them in (counting, waiting, hand-over).
+//! Every open MX connection (in use by a session or idle in the pool; native, SMTP-aware and
+//! passthrough alike) holds a [`Permit`] for its pair; dropping the permit (closing the
+//! connection) releases its place. The bookkeeping and every decision are in the sans-I/O
+//! [`ledger`]; this module puts it under one mutex and delivers what it decides:
+//!
+//! - a request at a cap waits, if allowed, in a FIFO queue with its own channel: no lock is
+//!   held while it waits;
+//! - a connection coming back from a session goes to the oldest waiter it satisfies (same key,
+//!   TLS want, message cap) directly, or is closed when that lets an older waiter dial;
+//! - a released permit lets the oldest waiter that can now dial do so;
+//! - idle pooled connections of another key that fill the cap are closed to make room.
+//!
+//! Lock order: the caps mutex may be held while taking the pool's (`Pool::inner`), never the
+//! reverse; nothing is ever dropped, sent or closed under either (grants go out after release).
 
-use crate::pool::PoolKey;
-use std::net::IpAddr;
+mod ledger;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use ledger::{Acquire, Block, Pair, Reuse, Scope};
+pub use stats::BUCKETS;
+
+use crate::config::CapsConfig;
+use crate::mx::MxConnection;
+use crate::pool::reaper::quit_detached;
+use crate::pool::{Pool, PoolKey};
+use ledger::{Ask, Ledger, Offer};
+use parking_lot::Mutex;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One (source IP, destination) pair as the status view shows it.
@@ -38,27 +66,447 @@ pub struct WaitSnapshot {
     pub sum_seconds: f64,
 }
 
+/// What reaches a waiting request.
+enum Grant {
+    /// A connection of its key, handed over on its way back to the pool (still in use).
+    Conn(MxConnection),
+    /// A place under the cap: dial.
+    Permit(Permit),
+}
+
+type Grants = Vec<(SyncSender<Grant>, Instant, Pair, PoolKey)>;
+
+struct State {
+    ledger: Ledger<SyncSender<Grant>>,
+    config: Arc<CapsConfig>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+}
+
+impl Inner {
+    /// Send each waiter its permit (never under the lock: a permit that cannot be delivered
+    /// is dropped, which takes the lock again).
+    fn deliver(self: &Arc<Inner>, grants: Grants) {
+        for (tx, _, pair, key) in grants {
+            let p = Permit {
+                caps: self.clone(),
+                pair,
+                key,
+                idle: false,
+                armed: true,
+            };
+            let _ = tx.try_send(Grant::Permit(p));
+        }
+    }
+}
+
+/// A connection's place under its pair's caps; dropping it releases the place (and lets the
+/// oldest waiter that can now dial do so).
+pub struct Permit {
+    caps: Arc<Inner>,
+    pair: Pair,
+    key: PoolKey,
+    /// Counted idle (the connection is in the pool).
+    idle: bool,
+    /// False once the place went to someone else (then dropping does nothing).
+    armed: bool,
+}
+
+impl Permit {
+    /// The pair the permit counts toward.
+    pub fn pair(&self) -> &Pair {
+        &self.pair
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Permit({} -> {}, idle={})",
+            self.pair.source, self.pair.destination, self.idle
+        )
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let grants = self.caps.state.lock().ledger.release_and_pump(
+            &self.pair,
+            &self.key,
+            self.idle,
+            Instant::now(),
+        );
+        self.caps.deliver(grants);
+    }
+}
+
+/// What a request gets under the caps.
+pub enum Obtained {
+    /// A place: dial, and put the permit in the new connection.
+    Dial(Permit),
+    /// A pooled connection of its key, handed over (or taken from the pool) while it waited.
+    Reused(MxConnection),
+}
+
+/// A request for a connection to `mx` from `source` as `ehlo`.
+pub struct Request<'a> {
+    pub source: IpAddr,
+    pub ehlo: &'a str,
+    pub mx: SocketAddr,
+    /// `Some` when a reused connection is acceptable (`reuse=yes`).
+    pub reuse: Option<Reuse>,
+    /// The request's `wait=` (None: `caps.wait`); never more than `caps.wait`.
+    pub wait: Option<Duration>,
+    /// The session's end: no wait outlives it.
+    pub deadline: Instant,
+}
+
+/// A request the caps refused: the cap that held it, and how long it waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapFailure {
+    pub source: IpAddr,
+    pub destination: String,
+    pub block: Block,
+    pub limit: Option<usize>,
+    pub waited: Duration,
+}
+
+impl fmt::Display for CapFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.block {
+            Block::Pair => "max_connections",
+            Block::Source => "max_connections_per_source",
+            Block::Rate(_) => "max_new_connections",
+        };
+        write!(f, "source {} to {}: {what}", self.source, self.destination)?;
+        if let Some(n) = self.limit {
+            write!(f, " ({n})")?;
+        }
+        write!(f, " reached; waited {:.1} s", self.waited.as_secs_f64())
+    }
+}
+
+/// What happened to a connection given back after a session.
+pub enum Returned {
+    /// Stored in the pool.
+    Pooled,
+    /// Handed to a waiting request.
+    Handed,
+    /// Closed so that a waiting request (another key) can dial.
+    ClosedForWaiter,
+    /// The pool refused it: close it.
+    Refused(Box<crate::pool::Rejected>),
+}
+
 /// The ledger of open MX connections under caps, and the queue of waiting requests.
-#[derive(Default)]
-pub struct Caps {}
+pub struct Caps {
+    inner: Arc<Inner>,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps::new()
+    }
+}
 
 impl Caps {
     pub fn new() -> Caps {
-        Caps::default()
+        let config = CapsConfig::default();
+        Caps {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    ledger: Ledger::new(config.window),
+                    config: Arc::new(config),
+                }),
+            }),
+        }
+    }
+
+    /// Put `config` in force (start, reload): new caps apply to new connections; open ones
+    /// stay; waiters that the new caps let through dial now.
+    pub fn set_config(&self, config: &CapsConfig) {
+        let config = Arc::new(config.clone());
+        let grants = {
+            let mut st = self.inner.state.lock();
+            st.config = config.clone();
+            st.ledger
+                .reconfigure(config.window, |s, mx| config.pair(s, mx), Instant::now())
+        };
+        self.inner.deliver(grants);
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<CapsConfig> {
+        self.inner.state.lock().config.clone()
+    }
+
+    /// A place for one more connection for `req`: at once, by closing an idle pooled
+    /// connection of another key, or after waiting (FIFO) for a released place or a connection
+    /// of its key coming back. Err when the wait expired (or was not allowed).
+    pub fn obtain(&self, pool: &Pool, req: &Request) -> Result<Obtained, CapFailure> {
+        let started = Instant::now();
+        let (ask, cfg_wait) = {
+            let st = self.inner.state.lock();
+            let caps = st.config.pair(req.source, req.mx);
+            let ask = Ask {
+                pair: Pair {
+                    source: req.source.to_canonical(),
+                    destination: caps.destination.clone(),
+                },
+                key: PoolKey::new(req.source, req.ehlo, req.mx),
+                mx: req.mx,
+                caps,
+                reuse: req.reuse.clone(),
+            };
+            (ask, st.config.wait)
+        };
+        let wait = req.wait.map_or(cfg_wait, |w| w.min(cfg_wait));
+        let end = (started + wait).min(req.deadline);
+        let fail = |block| CapFailure {
+            source: ask.pair.source,
+            destination: ask.pair.destination.to_string(),
+            block,
+            limit: match block {
+                Block::Pair => ask.caps.limits.max_connections,
+                Block::Source => ask.caps.max_connections_per_source,
+                Block::Rate(_) => ask.caps.limits.max_new_connections,
+            },
+            waited: started.elapsed(),
+        };
+        // A few rounds at most: an eviction can lose its room to an older waiter.
+        for _ in 0..4 {
+            let now = Instant::now();
+            let may_wait = end > now;
+            let (tx, rx) = sync_channel(1);
+            let mut st = self.inner.state.lock();
+            match st.ledger.acquire(ask.clone(), now, may_wait, tx) {
+                Acquire::Granted => return Ok(Obtained::Dial(self.permit(&ask))),
+                Acquire::Refused(block) => return Err(fail(block)),
+                Acquire::Queued { id, wake, block } => {
+                    drop(st);
+                    return self.wait(id, wake, rx, end).map_err(|()| fail(block));
+                }
+                Acquire::Evict(scope) => {
+                    let mut expired = Vec::new();
+                    // One of its own key first (it came back meanwhile), else another's.
+                    let own = req.reuse.as_ref().and_then(|r| {
+                        pool.checkout(&ask.key, &r.want, r.max_messages, now, &mut expired)
+                    });
+                    if let Some(mut c) = own {
+                        if let Some(p) = c.permit.as_mut() {
+                            st.ledger.mark_in_use(&p.pair, &p.key);
+                            p.idle = false;
+                        }
+                        drop(st);
+                        quit_detached(expired);
+                        return Ok(Obtained::Reused(c));
+                    }
+                    let config = st.config.clone();
+                    let victim = pool.take_one(|k| {
+                        k.source == ask.pair.source
+                            && (scope == Scope::Source
+                                || config.destination(k.mx) == ask.pair.destination)
+                    });
+                    let block = match scope {
+                        Scope::Pair => Block::Pair,
+                        Scope::Source => Block::Source,
+                    };
+                    let Some(mut victim) = victim else {
+                        // Counted idle but already on its way out: queue (the release of its
+                        // place will serve the queue).
+                        let queued = may_wait.then(|| {
+                            let (tx, rx) = sync_channel(1);
+                            (st.ledger.enqueue(ask.clone(), now, tx), rx)
+                        });
+                        // Nothing is dropped under the lock.
+                        drop(st);
+                        quit_detached(expired);
+                        let Some((id, rx)) = queued else {
+                            return Err(fail(block));
+                        };
+                        return self.wait(id, None, rx, end).map_err(|()| fail(block));
+                    };
+                    let vp = victim.permit.take();
+                    let result = match &vp {
+                        Some(p) => st.ledger.transfer((&p.pair, &p.key), &ask, now),
+                        None => Err(Vec::new()),
+                    };
+                    if let Some(mut p) = vp {
+                        p.armed = false;
+                    }
+                    drop(st);
+                    expired.push(victim);
+                    quit_detached(expired);
+                    match result {
+                        Ok(()) => return Ok(Obtained::Dial(self.permit(&ask))),
+                        Err(grants) => self.inner.deliver(grants),
+                    }
+                }
+            }
+        }
+        Err(fail(Block::Pair))
+    }
+
+    /// A new permit for `ask` (its place is reserved already).
+    fn permit(&self, ask: &Ask) -> Permit {
+        Permit {
+            caps: self.inner.clone(),
+            pair: ask.pair.clone(),
+            key: ask.key.clone(),
+            idle: false,
+            armed: true,
+        }
+    }
+
+    /// Wait (no lock held) for a grant until `end`, waking at `wake` when the rate window
+    /// frees room.
+    fn wait(
+        &self,
+        id: u64,
+        mut wake: Option<Instant>,
+        rx: Receiver<Grant>,
+        end: Instant,
+    ) -> Result<Obtained, ()> {
+        loop {
+            let now = Instant::now();
+            let until = wake.map_or(end, |w| w.min(end));
+            match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(g) => return Ok(grant(g)),
+                Err(RecvTimeoutError::Disconnected) => return Err(()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let mut st = self.inner.state.lock();
+                    if now >= end {
+                        let expired = st.ledger.cancel(id, now);
+                        drop(st);
+                        if expired {
+                            return Err(());
+                        }
+                        // Served meanwhile: the grant was sent before we had the lock.
+                        return rx.try_recv().map(grant).map_err(|_| ());
+                    }
+                    let grants = st.ledger.pump(now);
+                    wake = st.ledger.wake_of(id, now);
+                    drop(st);
+                    self.inner.deliver(grants);
+                }
+            }
+        }
+    }
+
+    /// A connection taken from the pool for a session: in use again.
+    pub fn taken_from_pool(&self, conn: &mut MxConnection) {
+        if let Some(p) = conn.permit.as_mut() {
+            if p.idle {
+                self.inner.state.lock().ledger.mark_in_use(&p.pair, &p.key);
+                p.idle = false;
+            }
+        }
+    }
+
+    /// A healthy connection back from a session (the caller checked it is alive): to the
+    /// oldest waiter it satisfies, closed for an older waiter that can then dial, or pooled.
+    pub fn give_back(
+        &self,
+        pool: &Pool,
+        key: PoolKey,
+        mut conn: MxConnection,
+        now: Instant,
+    ) -> Returned {
+        let Some(permit) = conn.permit.as_ref() else {
+            return match pool.store(key, conn, now) {
+                Ok(()) => Returned::Pooled,
+                Err(r) => Returned::Refused(r),
+            };
+        };
+        let (pair, pkey) = (permit.pair.clone(), permit.key.clone());
+        let mut st = self.inner.state.lock();
+        let offer = {
+            let c = &conn;
+            st.ledger.offer(
+                &pair,
+                &pkey,
+                |r| r.want.satisfied_by(c) && r.max_messages.is_none_or(|m| c.messages < m),
+                now,
+            )
+        };
+        match offer {
+            Offer::Pool => {
+                if let Some(p) = conn.permit.as_mut() {
+                    p.idle = true;
+                }
+                match pool.store(key, conn, now) {
+                    Ok(()) => Returned::Pooled,
+                    Err(mut r) => {
+                        st.ledger.mark_in_use(&pair, &pkey);
+                        drop(st);
+                        if let Some(p) = r.conn.permit.as_mut() {
+                            p.idle = false;
+                        }
+                        Returned::Refused(r)
+                    }
+                }
+            }
+            Offer::Hand(tx, _) => {
+                drop(st);
+                if let Err(
+                    std::sync::mpsc::TrySendError::Full(Grant::Conn(c))
+                    | std::sync::mpsc::TrySendError::Disconnected(Grant::Conn(c)),
+                ) = tx.try_send(Grant::Conn(conn))
+                {
+                    quit_detached(vec![c]);
+                }
+                Returned::Handed
+            }
+            Offer::CloseFor(tx, _, wpair, wkey) => {
+                if let Some(mut p) = conn.permit.take() {
+                    p.armed = false;
+                }
+                drop(st);
+                self.inner.deliver(vec![(tx, now, wpair, wkey)]);
+                quit_detached(vec![conn]);
+                Returned::ClosedForWaiter
+            }
+        }
     }
 
     /// Every (source, destination) pair with an open connection, a cap or a waiter.
-    pub fn rows(&self, _now: Instant) -> Vec<CapRow> {
-        Vec::new()
+    pub fn rows(&self, now: Instant) -> Vec<CapRow> {
+        let views = self.inner.state.lock().ledger.view();
+        views
+            .into_iter()
+            .map(|v| CapRow {
+                source: v.pair.source,
+                destination: v.pair.destination.to_string(),
+                in_use: v.open.saturating_sub(v.idle),
+                idle: v.idle,
+                max_connections: v.max_connections,
+                waiting: v.waiting,
+                oldest_wait: v.oldest.map(|t| now.saturating_duration_since(t)),
+            })
+            .collect()
     }
 
     /// Connections in use by a session (open, not idle in the pool), per pool key.
     pub fn in_use_by_key(&self) -> Vec<(PoolKey, usize)> {
-        Vec::new()
+        self.inner.state.lock().ledger.in_use_by_key()
     }
 
     /// The wait counters and histogram.
     pub fn wait_stats(&self) -> WaitSnapshot {
-        WaitSnapshot::default()
+        self.inner.state.lock().ledger.stats.snapshot()
+    }
+}
+
+fn grant(g: Grant) -> Obtained {
+    match g {
+        Grant::Conn(c) => Obtained::Reused(c),
+        Grant::Permit(p) => Obtained::Dial(p),
     }
 }

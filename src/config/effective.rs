@@ -103,6 +103,7 @@ fn to_raw(c: &Config) -> RawConfig {
         }),
         frontends: (!c.frontends.is_empty())
             .then(|| c.frontends.iter().map(|f| f.to_raw()).collect()),
+        caps: Some(c.caps.to_raw()),
     }
 }
 

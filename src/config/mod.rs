@@ -7,6 +7,7 @@
 //! See `docs/CONFIG.md` for the reference of every key.
 
 mod access;
+mod caps;
 mod effective;
 mod error;
 mod frontends;
@@ -19,6 +20,10 @@ mod validate;
 mod tests;
 
 pub use access::{Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
+pub use caps::{
+    CapDestination, CapLimits, CapsConfig, DestinationGroup, PairCaps, SourceCaps,
+    DEFAULT_CAPS_WAIT, DEFAULT_CAPS_WINDOW,
+};
 pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use net::{IpNet, IpNetError};
@@ -98,6 +103,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// PROXY protocol and SOCKS5 listeners for MTAs that do not speak the native protocol.
     pub frontends: Vec<frontends::Frontend>,
+    /// Connection caps per (source IP, destination), destination groups, waiting at a cap.
+    pub caps: CapsConfig,
     /// Things that are allowed but probably wrong; log them at startup.
     pub warnings: Vec<String>,
 }

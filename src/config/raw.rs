@@ -37,6 +37,7 @@ pub(crate) struct RawConfig {
     pub dns: Option<RawDns>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frontends: Option<Vec<super::frontends::RawFrontend>>,
+    pub caps: Option<super::caps::RawCaps>,
 }
 
 /// One entry of `clients:`.

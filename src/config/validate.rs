@@ -140,6 +140,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         pool: pool(raw.pool.unwrap_or_default())?,
         dns: dns(raw.dns.unwrap_or_default())?,
         frontends,
+        caps: super::caps::caps(raw.caps)?,
         warnings,
     })
 }

@@ -15,6 +15,7 @@ pub mod smtp;
 mod socks;
 pub mod socks5;
 
+use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
 use crate::dial::{dial, DialError};
 use crate::mx::connect::dial_failure;
@@ -173,13 +174,24 @@ fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, Refusal> {
         .collect())
 }
 
-/// `mode: passthrough`: check, then dial the first address that answers, from the source.
-fn dial_target(egress: &Egress, target: &Target) -> Result<TcpStream, Refusal> {
+/// `mode: passthrough`: check, then dial the first address that answers, from the source,
+/// each under the connection caps (the permit is held for the whole session; a request at a
+/// cap waits up to `caps.wait` for a place).
+fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), Refusal> {
     let addrs = check(egress, target)?;
+    let req = target.request("");
     let mut last = None;
     for addr in addrs {
+        let permit = match egress.obtain(&req, addr, None)? {
+            Obtained::Dial(p) => p,
+            // Not asked for (reuse=no).
+            Obtained::Reused(c) => {
+                c.close();
+                continue;
+            }
+        };
         match dial(target.source, addr, egress.rt.mx.timeouts.connect) {
-            Ok(tcp) => return Ok(tcp),
+            Ok(tcp) => return Ok((tcp, permit)),
             Err(e @ DialError::SourceNotLocal { .. }) => {
                 return Err(Refusal {
                     failure: dial_failure(&e),

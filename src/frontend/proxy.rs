@@ -71,7 +71,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Duration::ZERO,
         ),
         FrontendMode::Passthrough => match dial_target(egress, &target) {
-            Ok(mx) => super::passthrough_session(egress, &tcp, mx, initial, deadline),
+            Ok((mx, _permit)) => super::passthrough_session(egress, &tcp, mx, initial, deadline),
             Err(refusal) => {
                 egress
                     .shared

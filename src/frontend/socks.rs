@@ -189,7 +189,8 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     };
     match &fe.mode {
         FrontendMode::Passthrough => match dial_target(egress, &target) {
-            Ok(mx) => {
+            // The permit holds the place under the caps until the session ends.
+            Ok((mx, _permit)) => {
                 let local = mx.local_addr().ok();
                 if tcp
                     .write_all(&reply(ReplyCode::Succeeded, local, family))

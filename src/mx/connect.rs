@@ -256,6 +256,7 @@ fn attempt(
         messages: 0,
         bytes: 0,
         last_mta: None,
+        permit: None,
     })
 }
 

@@ -103,6 +103,8 @@ pub struct MxConnection {
     pub bytes: u64,
     /// The MTA that used it last.
     pub last_mta: Option<SocketAddr>,
+    /// Its place under the connection caps (`caps`), released when the connection is dropped.
+    pub permit: Option<crate::caps::Permit>,
 }
 
 impl MxConnection {

@@ -229,7 +229,7 @@ impl Pool {
     pub fn checkin(
         &self,
         key: PoolKey,
-        mut conn: MxConnection,
+        conn: MxConnection,
         now: Instant,
     ) -> Result<(), Box<Rejected>> {
         let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
@@ -238,6 +238,18 @@ impl Pool {
         if !conn.is_alive() {
             return reject(conn, Refused::UnreadInput);
         }
+        self.store(key, conn, now)
+    }
+
+    /// [`Pool::checkin`] without the liveness peek (the caller made it): keep `conn` for reuse
+    /// under `key`, or hand it back with the reason it was refused. No I/O.
+    pub fn store(
+        &self,
+        key: PoolKey,
+        mut conn: MxConnection,
+        now: Instant,
+    ) -> Result<(), Box<Rejected>> {
+        let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         // An idle connection holds no buffer memory (its buffers are empty between sessions;
         // freed here, outside the lock).
         conn.conn.release_buffers();
@@ -280,6 +292,28 @@ impl Pool {
         }
         inner.total -= out.len();
         out
+    }
+
+    /// Remove the longest-idle connection whose key passes `pick` (to close it and make room
+    /// under a connection cap).
+    pub fn take_one(&self, pick: impl Fn(&PoolKey) -> bool) -> Option<MxConnection> {
+        let mut inner = self.inner.lock();
+        let key = inner
+            .map
+            .iter()
+            .filter(|(k, l)| !l.is_empty() && pick(k))
+            .filter_map(|(k, l)| l.front().map(|e| (k, e.since)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(k, _)| k.clone())?;
+        let list = inner.map.get_mut(&key)?;
+        let taken = list.pop_front().map(|e| e.conn);
+        if list.is_empty() {
+            inner.map.remove(&key);
+        }
+        if taken.is_some() {
+            inner.total -= 1;
+        }
+        taken
     }
 
     /// Remove everything (shutdown).

@@ -63,6 +63,9 @@ pub enum Failure {
     DnsNoAddress,
     /// 556: the domain publishes a null MX (RFC 7505): it accepts no mail.
     DnsNullMx,
+    /// 452: a connection cap (`caps:`) for the source and destination is reached and no
+    /// connection came free within the wait; nothing was sent to the MX.
+    ConcurrencyLimit,
 }
 
 impl Failure {
@@ -93,6 +96,7 @@ impl Failure {
             DnsNxDomain => (552, "5.1.2", "dns_nxdomain"),
             DnsNoAddress => (553, "5.4.4", "dns_no_address"),
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
+            ConcurrencyLimit => (452, "4.4.5", "concurrency_limit"),
         }
     }
 
@@ -136,6 +140,7 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::DnsNxDomain,
     Failure::DnsNoAddress,
     Failure::DnsNullMx,
+    Failure::ConcurrencyLimit,
 ];
 
 /// A failure reply: the failure, a human text, and the MX's raw reply lines when the MX said no.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// The protocol version this implementation speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -117,6 +118,9 @@ pub struct ConnectRequest {
     pub reuse: bool,
     /// `reuse_max_messages=N`: do not keep the connection once it has carried N messages.
     pub reuse_max_messages: Option<u64>,
+    /// `wait=N` (seconds) or `wait=Nms`: how long to wait at a connection cap (`caps:`) for a
+    /// connection; at most `caps.wait`, which is also the default. `wait=0`: do not wait.
+    pub wait: Option<Duration>,
 }
 
 impl ConnectRequest {
@@ -133,6 +137,7 @@ impl ConnectRequest {
             smtps: false,
             reuse: false,
             reuse_max_messages: None,
+            wait: None,
         }
     }
 
@@ -168,6 +173,13 @@ impl ConnectRequest {
         }
         if let Some(n) = self.reuse_max_messages {
             s.push_str(&format!(" reuse_max_messages={n}"));
+        }
+        if let Some(w) = self.wait {
+            if w.subsec_millis() == 0 {
+                s.push_str(&format!(" wait={}", w.as_secs()));
+            } else {
+                s.push_str(&format!(" wait={}ms", w.as_millis()));
+            }
         }
         s.push_str("\r\n");
         s
@@ -297,6 +309,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
     let mut smtps = None;
     let mut reuse = None;
     let mut reuse_max = None;
+    let mut wait = None;
     for word in params.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = word
             .split_once('=')
@@ -314,6 +327,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             "smtps" => smtps.replace(value).is_some(),
             "reuse" => reuse.replace(value).is_some(),
             "reuse_max_messages" => reuse_max.replace(value).is_some(),
+            "wait" => wait.replace(value).is_some(),
             _ => return err(format!("CONNECT: unknown parameter {key:?}")),
         };
         if slot_is_set {
@@ -376,6 +390,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             }
         },
     };
+    let wait = wait.map(parse_wait).transpose()?;
     Ok(ConnectRequest {
         source,
         dest,
@@ -396,7 +411,38 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             .transpose()?
             .unwrap_or(false),
         reuse_max_messages,
+        wait,
     })
+}
+
+/// Longest `wait=` accepted.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// `wait=N` (seconds) or `wait=Nms`, at most an hour.
+fn parse_wait(v: &str) -> Result<Duration, RequestError> {
+    let (digits, ms) = match v.strip_suffix("ms") {
+        Some(d) => (d, true),
+        None => (v, false),
+    };
+    let n: Option<u64> =
+        if !digits.is_empty() && digits.len() <= 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            digits.parse().ok()
+        } else {
+            None
+        };
+    let d = n.map(|n| {
+        if ms {
+            Duration::from_millis(n)
+        } else {
+            Duration::from_secs(n)
+        }
+    });
+    match d {
+        Some(d) if d <= MAX_WAIT => Ok(d),
+        _ => err(format!(
+            "CONNECT: wait={v:?} is not a number of seconds (or of milliseconds with ms) up to 3600 s"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 
 use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
+use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
 use crate::dns::{DnsError, Family};
 use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
-use crate::pool::{PoolKey, TlsWant};
+use crate::pool::{PoolKey, Refused, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
@@ -93,8 +94,30 @@ impl Egress<'_> {
         }
         let mut last = None;
         for (addr, host) in candidates {
+            // A place under the connection caps (perhaps after a wait, perhaps a connection
+            // of this key handed over meanwhile).
+            let permit = match self.obtain(req, addr, host.as_deref())? {
+                Obtained::Dial(p) => p,
+                Obtained::Reused(mut c) => {
+                    let deadline = (Instant::now()
+                        + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
+                    .min(self.deadline);
+                    if self.healthy(&mut c, deadline) {
+                        return Ok(self.reused(c, host.as_deref()));
+                    }
+                    // Dead: its place is free again; ask once more.
+                    c.close();
+                    match self.obtain(req, addr, host.as_deref())? {
+                        Obtained::Dial(p) => p,
+                        Obtained::Reused(c) => return Ok(self.reused(c, host.as_deref())),
+                    }
+                }
+            };
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
-                Ok(c) => return Ok((c, Origin::New)),
+                Ok(mut c) => {
+                    c.permit = Some(permit);
+                    return Ok((c, Origin::New));
+                }
                 Err(f) if try_next_address(&f) => {
                     verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
                     last = Some(f);
@@ -103,6 +126,59 @@ impl Egress<'_> {
             }
         }
         Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
+    }
+
+    /// A place under the connection caps for a connection to `addr` (see `caps`): Err with
+    /// `concurrency_limit` when the cap holds past the request's wait.
+    pub fn obtain(
+        &self,
+        req: &ConnectRequest,
+        addr: SocketAddr,
+        host: Option<&str>,
+    ) -> Result<Obtained, FailureReply> {
+        let reuse = req.reuse.then(|| Reuse {
+            want: TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr),
+            max_messages: req.reuse_max_messages,
+        });
+        let request = CapRequest {
+            source: req.source,
+            ehlo: &req.ehlo,
+            mx: addr,
+            reuse,
+            wait: req.wait,
+            deadline: self.deadline,
+        };
+        self.shared
+            .caps
+            .obtain(&self.shared.pool, &request)
+            .map_err(|e| {
+                verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "connection cap: {e}");
+                FailureReply::new(Failure::ConcurrencyLimit, e.to_string())
+            })
+    }
+
+    /// A pooled connection for a session: liveness peek and the checkout probe, all within
+    /// `deadline`; false if it is dead.
+    fn healthy(&self, c: &mut MxConnection, deadline: Instant) -> bool {
+        let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
+            crate::config::Probe::None => None,
+            crate::config::Probe::Noop => Some(b"NOOP\r\n"),
+            crate::config::Probe::Rset => Some(b"RSET\r\n"),
+        };
+        c.is_alive() && !probe.is_some_and(|p| !c.probe(p, deadline))
+    }
+
+    /// A pooled connection handed to this session, with its origin for the ready reply.
+    fn reused(&self, mut c: MxConnection, host: Option<&str>) -> (MxConnection, Origin) {
+        let origin = Origin::Reused {
+            age: c.created.elapsed(),
+            uses: c.uses,
+            messages: c.messages,
+        };
+        c.uses += 1;
+        // The name this request used (none for an IP literal), not the first user's.
+        c.mx_host = host.map(str::to_string);
+        (c, origin)
     }
 
     /// Log (verbose) that `mx` is ready for the MTA, `started` being when the request came.
@@ -194,25 +270,13 @@ impl Egress<'_> {
             // QUIT waits on the MX: not on this session's way to its connection.
             quit_detached(expired);
             let mut c = got?;
-            let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
-                crate::config::Probe::None => None,
-                crate::config::Probe::Noop => Some(b"NOOP\r\n"),
-                crate::config::Probe::Rset => Some(b"RSET\r\n"),
-            };
-            if !c.is_alive() || probe.is_some_and(|p| !c.probe(p, deadline)) {
+            self.shared.caps.taken_from_pool(&mut c);
+            if !self.healthy(&mut c, deadline) {
                 verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
                 c.close();
                 continue;
             }
-            let origin = Origin::Reused {
-                age: c.created.elapsed(),
-                uses: c.uses,
-                messages: c.messages,
-            };
-            c.uses += 1;
-            // The name this request used (none for an IP literal), not the first user's.
-            c.mx_host = host.map(str::to_string);
-            return Some((c, origin));
+            return Some(self.reused(c, host));
         }
     }
 
@@ -333,9 +397,26 @@ impl Egress<'_> {
         };
         let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
         let remote = mx.remote;
-        match self.shared.pool.checkin(key, mx, Instant::now()) {
-            Ok(()) => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
-            Err(rejected) => {
+        // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
+        // taken for the next user's replies.
+        if !mx.is_alive() {
+            verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", Refused::UnreadInput.reason());
+            quit_detached(vec![mx]);
+            return;
+        }
+        match self
+            .shared
+            .caps
+            .give_back(&self.shared.pool, key, mx, Instant::now())
+        {
+            Returned::Pooled => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
+            Returned::Handed => {
+                verbose!(self.rt, mta = self.peer, mx = remote; "kept: handed to a request waiting at its connection cap")
+            }
+            Returned::ClosedForWaiter => {
+                verbose!(self.rt, mta = self.peer, mx = remote; "not kept: closed to make room for a request of another key waiting at the connection cap")
+            }
+            Returned::Refused(rejected) => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", rejected.why.reason());
                 quit_detached(vec![rejected.conn]);
             }
