@@ -96,6 +96,8 @@ pub struct Stats {
     pub connections: u64,
     /// Connections open now.
     pub open_connections: u64,
+    /// The most connections open at once (the concurrency high-water mark).
+    pub max_open_connections: u64,
     /// TLS handshakes completed (STARTTLS and implicit).
     pub tls_handshakes: u64,
     /// Messages accepted.
@@ -186,6 +188,8 @@ impl Shared {
             s.connections.push(record);
             s.stats.connections += 1;
             s.stats.open_connections += 1;
+            s.stats.max_open_connections =
+                s.stats.max_open_connections.max(s.stats.open_connections);
             s.connections.len() - 1
         });
         if let Some(sock) = socket {

@@ -272,10 +272,16 @@ fn example_and_docs_list_every_key() {
         "secrets",
         "secret_files",
         "tls_client_names",
+        "max_connections",
+        "max_new_connections",
+        "max_connections_per_source",
+        "destinations",
+        "addresses",
+        "sources",
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 48, "{keys:?}");
+    assert_eq!(keys.len(), 57, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");
