@@ -31,6 +31,8 @@
 //! `mode: smtp`: the MX connection is checked in (or closed) before the MTA gets the 221 to
 //! its QUIT, so the MTA's next session can reuse it.
 
+#[path = "frontends/caps.rs"]
+mod caps;
 #[path = "common/clients.rs"]
 mod clients;
 mod common;

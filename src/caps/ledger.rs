@@ -13,6 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+/// How often a waiter under a rate cap looks again by itself at most.
+pub const RATE_RECHECK: Duration = Duration::from_secs(1);
+
 /// A (source IP, destination) pair: what a cap counts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Pair {
@@ -177,10 +180,7 @@ impl<T> Ledger<T> {
         if !may_wait {
             return Acquire::Refused(block);
         }
-        let wake = match block {
-            Block::Rate(t) => Some(t),
-            _ => None,
-        };
+        let wake = self.rate_wake(&ask.pair, block, now);
         let id = self.enqueue(ask, now, token);
         Acquire::Queued { id, wake, block }
     }
@@ -320,12 +320,23 @@ impl<T> Ledger<T> {
         }
     }
 
-    /// Waiter `id`'s next rate-window wake, if it is queued and the rate is what blocks.
+    /// When waiter `id` should look again by itself: when the rate window has room, if the
+    /// rate blocks; at least every [`RATE_RECHECK`] under a rate cap (no event announces that
+    /// the window moved); never otherwise (releases and returning connections wake it).
     pub fn wake_of(&mut self, id: u64, now: Instant) -> Option<Instant> {
         let pair = self.waiters.iter().find(|w| w.id == id)?.pair.clone();
-        match self.blocked(&pair, now) {
-            Some(Block::Rate(t)) => Some(t),
-            _ => None,
+        let block = self.blocked(&pair, now)?;
+        self.rate_wake(&pair, block, now)
+    }
+
+    fn rate_wake(&self, pair: &Pair, block: Block, now: Instant) -> Option<Instant> {
+        match block {
+            Block::Rate(t) => Some(t),
+            _ => self
+                .pairs
+                .get(pair)
+                .and_then(|s| s.caps.limits.max_new_connections)
+                .map(|_| now + RATE_RECHECK.min(self.window)),
         }
     }
 

@@ -388,8 +388,9 @@ impl Caps {
                         if expired {
                             return Err(());
                         }
-                        // Served meanwhile: the grant was sent before we had the lock.
-                        return rx.try_recv().map(grant).map_err(|_| ());
+                        // Served meanwhile: the grant is sent right after the server's
+                        // lock section (never dropped: its sender is held until then).
+                        return rx.recv().map(grant).map_err(|_| ());
                     }
                     let grants = st.ledger.pump(now);
                     wake = st.ledger.wake_of(id, now);
