@@ -104,6 +104,7 @@ run proxy-tls-reuse --target proxy --mx-tls --reuse "${common[@]}"
 large=(--concurrency 4 --messages 5 --size 5000000 --sessions-per-mta 1 --duration 10m)
 run direct-large --target direct "${large[@]}"
 run proxy-large --target proxy "${large[@]}"
+benches/caps.sh "$gaproxy" "$dur"
 
 echo
 echo "== summary (msgs/s unless stated; 20 MTAs, 5 KB messages, one message per SMTP session)"

@@ -96,6 +96,13 @@ pub struct BenchArgs {
     /// Timeout of every network step.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// --target proxy: cap the MX connections per (source, MX) at this many (`caps:
+    /// max_connections`, `wait: 60s`); the MTAs wait for a pooled connection.
+    #[arg(long)]
+    pub cap: Option<usize>,
+    /// Every MTA uses the same source address (127.0.0.2) instead of one of its own.
+    #[arg(long)]
+    pub one_source: bool,
 }
 
 /// The daemon binary to run.
@@ -147,6 +154,7 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
                 max_sessions: a.concurrency + 16,
                 max_idle: a.concurrency * 2 + 16,
                 binary: proxy_binary(&a)?,
+                cap: a.cap,
             })?;
             let pid = p.pid;
             let kind = TargetKind::Proxy(p.client.clone());
@@ -176,6 +184,7 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
         reuse: a.reuse,
         mx_tls: a.mx_tls,
         fresh_mta_connection: a.fresh_mta_connection,
+        one_source: a.one_source,
     };
     let mut tracer = None;
     let outcome = load::run(&load, || {
@@ -196,6 +205,16 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
         st.stats.messages >= s.messages
     });
     let mx_messages = mx.stats().messages;
+    if a.cap.is_some() || a.one_source {
+        let st = mx.stats();
+        println!(
+            "CAPS label={} cap={} mx_connections={} mx_max_open={}",
+            a.label,
+            a.cap.map_or("none".to_string(), |c| c.to_string()),
+            st.connections,
+            st.max_open_connections
+        );
+    }
     drop(proxy);
     drop(haproxy);
     report(&a, &outcome, cpu, peak_kib, syscalls, mx_messages, mx_ok);

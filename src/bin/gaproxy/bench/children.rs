@@ -83,6 +83,8 @@ pub struct ProxySpec {
     pub max_idle: usize,
     /// Run the daemon binary at this path; `None`: a server in this process.
     pub binary: Option<PathBuf>,
+    /// `caps: max_connections` per (source, MX).
+    pub cap: Option<usize>,
 }
 
 /// A running proxy and how to reach it.
@@ -133,6 +135,10 @@ impl ProxyUnderTest {
             spec.max_idle.clamp(1, 100_000),
             spec.max_idle.max(1),
         );
+        let yaml = match spec.cap {
+            Some(n) => format!("{yaml}caps:\n  wait: 60s\n  max_connections: {n}\n"),
+            None => yaml,
+        };
         let client = |addr| -> Result<ProxyClientConfig, BoxError> {
             Ok(ProxyClientConfig {
                 proxy: addr,

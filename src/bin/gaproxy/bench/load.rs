@@ -34,6 +34,8 @@ pub struct Load {
     pub reuse: bool,
     pub mx_tls: bool,
     pub fresh_mta_connection: bool,
+    /// Every MTA uses 127.0.0.2.
+    pub one_source: bool,
 }
 
 /// What the MTAs measured.
@@ -140,7 +142,11 @@ pub fn run(load: &Load, at_start: impl FnOnce() -> Option<f64>) -> Result<Outcom
 
 /// One MTA: connect, wait for the start, then sessions until the deadline.
 fn mta(load: &Load, i: usize, barrier: &Barrier) -> Sample {
-    let source = source_of(i);
+    let source = if load.one_source {
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))
+    } else {
+        source_of(i)
+    };
     let message = sample_message(FROM, TO, i as u32, load.size);
     let mut sample = Sample::default();
     match &load.kind {

@@ -67,6 +67,7 @@ pub fn run(a: &BenchArgs, mx: &TestMx, bin: PathBuf) -> Result<(), BoxError> {
         max_sessions: sessions + 16,
         max_idle: pooled + 16,
         binary: Some(bin),
+        cap: None,
     })?;
     let pid = proxy.pid.ok_or("no proxy pid")?;
     let rss = || status_kib(pid, "VmRSS").unwrap_or(0);
