@@ -69,7 +69,7 @@ pub struct WaitSnapshot {
 /// What reaches a waiting request.
 enum Grant {
     /// A connection of its key, handed over on its way back to the pool (still in use).
-    Conn(MxConnection),
+    Conn(Box<MxConnection>),
     /// A place under the cap: dial.
     Permit(Permit),
 }
@@ -151,7 +151,7 @@ pub enum Obtained {
     /// A place: dial, and put the permit in the new connection.
     Dial(Permit),
     /// A pooled connection of its key, handed over (or taken from the pool) while it waited.
-    Reused(MxConnection),
+    Reused(Box<MxConnection>),
 }
 
 /// A request for a connection to `mx` from `source` as `ehlo`.
@@ -305,7 +305,7 @@ impl Caps {
                         }
                         drop(st);
                         quit_detached(expired);
-                        return Ok(Obtained::Reused(c));
+                        return Ok(Obtained::Reused(Box::new(c)));
                     }
                     let config = st.config.clone();
                     let victim = pool.take_one(|k| {
@@ -459,9 +459,9 @@ impl Caps {
                 if let Err(
                     std::sync::mpsc::TrySendError::Full(Grant::Conn(c))
                     | std::sync::mpsc::TrySendError::Disconnected(Grant::Conn(c)),
-                ) = tx.try_send(Grant::Conn(conn))
+                ) = tx.try_send(Grant::Conn(Box::new(conn)))
                 {
-                    quit_detached(vec![c]);
+                    quit_detached(vec![*c]);
                 }
                 Returned::Handed
             }

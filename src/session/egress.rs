@@ -98,7 +98,8 @@ impl Egress<'_> {
             // of this key handed over meanwhile).
             let permit = match self.obtain(req, addr, host.as_deref())? {
                 Obtained::Dial(p) => p,
-                Obtained::Reused(mut c) => {
+                Obtained::Reused(c) => {
+                    let mut c = *c;
                     let deadline = (Instant::now()
                         + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
                     .min(self.deadline);
@@ -109,7 +110,7 @@ impl Egress<'_> {
                     c.close();
                     match self.obtain(req, addr, host.as_deref())? {
                         Obtained::Dial(p) => p,
-                        Obtained::Reused(c) => return Ok(self.reused(c, host.as_deref())),
+                        Obtained::Reused(c) => return Ok(self.reused(*c, host.as_deref())),
                     }
                 }
             };
@@ -165,7 +166,7 @@ impl Egress<'_> {
             crate::config::Probe::Noop => Some(b"NOOP\r\n"),
             crate::config::Probe::Rset => Some(b"RSET\r\n"),
         };
-        c.is_alive() && !probe.is_some_and(|p| !c.probe(p, deadline))
+        c.is_alive() && probe.is_none_or(|p| c.probe(p, deadline))
     }
 
     /// A pooled connection handed to this session, with its origin for the ready reply.
