@@ -74,6 +74,7 @@ fn round_trips_every_parameter() {
     c.smtps = true;
     c.reuse = true;
     c.reuse_max_messages = Some(100);
+    c.wait = Some(std::time::Duration::from_millis(1500));
     assert_eq!(
         parse_request(c.to_line().as_bytes()).unwrap(),
         Request::Connect(c.clone())
@@ -135,6 +136,18 @@ fn rejects_bad_connects_precisely() {
             "positive",
         ),
         (
+            "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=3601",
+            "wait=",
+        ),
+        (
+            "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=-1",
+            "wait=",
+        ),
+        (
+            "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=1.5s",
+            "wait=",
+        ),
+        (
             "CONNECT source=127.0.0.1 host=bad..name ehlo=a",
             "neither an IP",
         ),
@@ -166,4 +179,21 @@ fn smtps_defaults_to_port_465() {
         panic!()
     };
     assert!(c.smtps);
+}
+
+#[test]
+fn wait_takes_seconds_or_milliseconds() {
+    use std::time::Duration;
+    let wait = |w: &str| match parse_request(
+        format!("CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait={w}").as_bytes(),
+    ) {
+        Ok(Request::Connect(c)) => c.wait,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(wait("0"), Some(Duration::ZERO));
+    assert_eq!(wait("30"), Some(Duration::from_secs(30)));
+    assert_eq!(wait("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(wait("3600"), Some(Duration::from_secs(3600)));
+    let c = parse_request(b"CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a").unwrap();
+    assert!(matches!(c, Request::Connect(c) if c.wait.is_none()));
 }
