@@ -246,3 +246,29 @@ fn a_reload_changes_the_cap_for_new_connections_and_keeps_open_ones() {
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
     assert_eq!(mx.stats().connections, 2);
 }
+
+#[test]
+fn the_rate_cap_counts_new_connections_in_the_window() {
+    let mx = plain_mx();
+    let h = Harness::start(
+        &[mx.addr().port()],
+        "caps:\n  window: 1h\n  max_new_connections: 2\n",
+    );
+    let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::None);
+    r.wait = Some(Duration::ZERO);
+    let mut c = h.client();
+    for _ in 0..2 {
+        let s = c.open(&r).unwrap();
+        s.quit().unwrap();
+    }
+    // Both are closed (reuse=no), but two dials are in the window: the third waits, and fails.
+    match c.open(&r) {
+        Err(ClientError::Proxy(f)) => {
+            assert_eq!(f.failure, Failure::ConcurrencyLimit);
+            assert!(f.text.contains("max_new_connections (2)"), "{}", f.text);
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("expected concurrency_limit"),
+    }
+    assert_eq!(mx.stats().connections, 2);
+}
