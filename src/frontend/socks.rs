@@ -119,7 +119,18 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 let ok = identity.is_some() && (name.is_empty() || named_source.is_some());
                 let status = machine.credentials_result(ok);
                 if !ok {
-                    log::warn!(mta:% = peer; "SOCKS5 front-end: authentication failed{}", if identity.is_some() { " (the user name must be a source IP address or empty)" } else { "" });
+                    crate::logging::peer_warning(
+                        peer,
+                        crate::logging::PeerEvent::AuthFailed,
+                        format_args!(
+                            "SOCKS5 front-end: authentication failed{}",
+                            if identity.is_some() {
+                                " (the user name must be a source IP address or empty)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
                 }
                 if tcp.write_all(&status).is_err() || !ok {
                     return;
@@ -199,7 +210,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::passthrough_session(egress, &tcp, mx, &buf, deadline);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
         FrontendMode::Smtp(settings) => match check(egress, &target) {
             Ok(_) => {
@@ -212,9 +223,28 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
     }
+}
+
+/// Refuse a target the egress core refused: log it as a failed request, reply.
+fn refuse_target(
+    egress: &Egress,
+    tcp: &mut TcpStream,
+    target: &Target,
+    r: &Refusal,
+    family: Option<AddrFamily>,
+) {
+    crate::logging::request_failed(
+        egress.rt.config.log_verbose,
+        "SOCKS5 front-end: refused",
+        egress.peer,
+        target.identity.name,
+        &target.request(""),
+        &r.failure,
+    );
+    let _ = tcp.write_all(&reply(code_for(r), None, family));
 }
 
 #[cfg(test)]
