@@ -13,6 +13,7 @@ mod frontends;
 mod net;
 mod raw;
 mod secret;
+mod suggest;
 mod validate;
 
 #[cfg(test)]
