@@ -9,7 +9,9 @@
 mod access;
 mod effective;
 mod error;
+pub mod files;
 mod frontends;
+pub mod host;
 mod net;
 mod raw;
 mod secret;
