@@ -253,7 +253,7 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Timeout of one query attempt.
     pub timeout: Duration,
-    /// Attempts per query.
+    /// Retries of a query after a timeout or network error (sent `attempts + 1` times at most).
     pub attempts: usize,
 }
 
