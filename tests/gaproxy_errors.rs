@@ -69,7 +69,10 @@ fn an_smtp_server_is_named_as_such() {
         err.contains("this port speaks SMTP, not the proxy protocol"),
         "{err}"
     );
-    assert!(err.contains(&format!("the server at {proxy} answered")), "{err}");
+    assert!(
+        err.contains(&format!("the server at {proxy} answered")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,10 +103,22 @@ fn proxy_takes_a_host_name() {
     let (out, _) = send(
         &dir,
         &h.ca_pem,
-        &["--proxy", &proxy, "--mx", "127.0.0.1", "--port", &port, "--tls", "none"],
+        &[
+            "--proxy",
+            &proxy,
+            "--mx",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls",
+            "none",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}{stdout}", stderr(&out));
-    assert!(stdout.contains("=== message 1: delivered to 1 recipient(s)"), "{stdout}");
+    assert!(
+        stdout.contains("=== message 1: delivered to 1 recipient(s)"),
+        "{stdout}"
+    );
     assert_eq!(mx.state().messages.len(), 1);
 }

@@ -71,8 +71,10 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     let mut named_source: Option<IpAddr> = None;
     let mut bound_source: Option<IpAddr> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(64);
+    // A refused BIND or CONNECT (source not permitted or not local, no client or source):
+    // a problem, logged whatever `log_verbose`.
     let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
-        verbose!(rt, mta = peer; "SOCKS5 front-end: refused ({code}): {why}");
+        log::warn!(mta:% = peer; "SOCKS5 front-end: refused ({code}): {why}");
         let _ = tcp.write_all(&reply(code, None, family));
     };
     let addr = loop {
