@@ -34,42 +34,43 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
-    let (dir, config) = files("");
-    let key = dir.0.join("key.pem");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    for p in [&dir.0, &config] {
-        let mode = if p.is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+/// `--check-config` of `config` run as a user who cannot read `file` (root reads anything:
+/// as root, the check runs as nobody, 65534; otherwise `file` gets mode 000). Returns the
+/// output and that user's name.
+fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, String) {
+    for entry in std::fs::read_dir(&dir.0).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    std::fs::set_permissions(
-        dir.0.join("cert.pem"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
-    let root = nix::unistd::geteuid().is_root();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = process::binary();
     cmd.args(["--check-config", "--config-filename"])
-        .arg(&config)
+        .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let user = if root {
-        // As the daemon would run: not root (root reads anything). 65534 is "nobody".
+    let user = if nix::unistd::geteuid().is_root() {
         cmd.uid(65534).gid(65534);
         nix::unistd::User::from_uid(65534.into())
             .ok()
             .flatten()
             .map_or("uid 65534".to_string(), |u| u.name)
     } else {
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o000)).unwrap();
         nix::unistd::User::from_uid(nix::unistd::geteuid())
             .unwrap()
             .unwrap()
             .name
     };
-    let out = cmd.output().unwrap();
+    (cmd.output().unwrap(), user)
+}
+
+#[test]
+fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
+    let (dir, config) = files("");
+    let key = dir.0.join("key.pem");
+    let (out, user) = check_unreadable(&dir, &config, &key);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(
@@ -79,6 +80,29 @@ fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
              user {user})",
             key.display()
         )
+    );
+}
+
+#[test]
+fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
+    let (dir, config) = files("");
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, common::SECRET).unwrap();
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let yaml = yaml.replace(
+        &format!("auth_shared_secret: \"{}\"\n", common::SECRET),
+        "auth_shared_secret_file: secret\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (out, user) = check_unreadable(&dir, &config, &secret);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "auth_shared_secret_file: {}: permission denied (greenarrow_proxy runs as user {user})",
+            secret.display()
+        )),
+        "{err}"
     );
 }
 

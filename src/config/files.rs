@@ -19,18 +19,18 @@ pub struct FileError {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.key,
-            self.path.display(),
-            io_reason(&self.error)
-        )?;
-        if self.error.kind() == io::ErrorKind::PermissionDenied {
-            write!(f, " (greenarrow_proxy runs as user {})", self.user)?;
-        }
-        Ok(())
+        let what = describe(&self.path, &self.error, || self.user.clone());
+        write!(f, "{}: {what}", self.key)
     }
+}
+
+/// `path: reason`, and the user when permission was denied.
+fn describe(path: &Path, error: &io::Error, user: impl FnOnce() -> String) -> String {
+    let mut s = format!("{}: {}", path.display(), io_reason(error));
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        s.push_str(&format!(" (greenarrow_proxy runs as user {})", user()));
+    }
+    s
 }
 
 impl std::error::Error for FileError {}
@@ -49,6 +49,12 @@ pub fn io_reason(e: &io::Error) -> String {
                 .to_lowercase()
         }
     }
+}
+
+/// `path: reason`, naming the process's user when permission was denied (for the secret
+/// files, read while the configuration is validated).
+pub fn unreadable(path: &Path, error: &io::Error) -> String {
+    describe(path, error, process_user)
 }
 
 /// The files `config` names, each with its key.
