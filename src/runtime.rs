@@ -2,6 +2,7 @@
 //! everything loaded from it (TLS acceptor and connector, MX settings, relay limits, the DNS
 //! resolver). Built at start and at each reload; sessions keep the one they started with.
 
+use crate::config::files::{check_readable, FileError};
 use crate::config::Config;
 use crate::dns::{Resolver, ResolverSettings};
 use crate::mx::{MxSettings, MxTimeouts};
@@ -12,6 +13,7 @@ use log::warn;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// What a configuration turns into at (re)load: the config plus everything loaded from it.
 pub struct Runtime {
@@ -29,6 +31,12 @@ pub struct Runtime {
 pub enum StartError {
     /// The MTA-facing certificate/key or the MX roots could not be loaded.
     Tls(TlsError),
+    /// A file the configuration names cannot be read by this process.
+    File(FileError),
+    /// A file the configuration names (`key`) holds nothing usable.
+    Unusable { key: String, error: TlsError },
+    /// `tls_private_key` is not the key of `tls_certificate`.
+    KeyMismatch { cert: PathBuf, key: PathBuf },
     /// A listen address could not be bound.
     Bind { addr: SocketAddr, error: io::Error },
 }
@@ -37,6 +45,14 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Tls(e) => write!(f, "{e}"),
+            StartError::File(e) => write!(f, "{e}"),
+            StartError::Unusable { key, error } => write!(f, "{key}: {error}"),
+            StartError::KeyMismatch { cert, key } => write!(
+                f,
+                "tls_private_key: {} is not the key of the certificate in tls_certificate ({})",
+                key.display(),
+                cert.display()
+            ),
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
         }
     }
@@ -47,13 +63,15 @@ impl std::error::Error for StartError {}
 impl Runtime {
     /// Load what the configuration names (certificate, key, roots).
     pub fn build(config: Config) -> Result<Runtime, StartError> {
+        check_readable(&config).map_err(StartError::File)?;
+        let named = |error: TlsError| file_error(&config, error);
         let acceptor = TlsAcceptor::from_pem_files_with_client_ca(
             &config.tls_certificate,
             &config.tls_private_key,
             config.tls_client_ca.as_deref(),
         )
-        .map_err(StartError::Tls)?;
-        let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(StartError::Tls)?;
+        .map_err(named)?;
+        let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(named)?;
         let min = match config.mx_tls.min_version {
             crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
             crate::config::TlsVersion::Tls13 => MinVersion::Tls13,
@@ -96,6 +114,26 @@ impl Runtime {
             relay_limits,
             resolver,
         })
+    }
+}
+
+/// A TLS error loading what `config` names, with the key that names the file.
+fn file_error(config: &Config, error: TlsError) -> StartError {
+    match error {
+        TlsError::KeyMismatch => StartError::KeyMismatch {
+            cert: config.tls_certificate.clone(),
+            key: config.tls_private_key.clone(),
+        },
+        TlsError::Pem { ref path, .. } => {
+            match crate::config::files::named_files(config)
+                .into_iter()
+                .find(|(_, p)| *p == path.as_path())
+            {
+                Some((key, _)) => StartError::Unusable { key, error },
+                None => StartError::Tls(error),
+            }
+        }
+        error => StartError::Tls(error),
     }
 }
 

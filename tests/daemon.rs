@@ -496,7 +496,7 @@ fn a_daemon_that_cannot_start_says_why_once_and_exits_1() {
     assert_eq!(
         d.seen(),
         [format!(
-            "ERROR cannot start: {nope}: No such file or directory (os error 2)"
+            "ERROR cannot start: tls_certificate: {nope}: no such file"
         )]
     );
 

@@ -37,6 +37,9 @@ fn main() -> ExitCode {
                 if let Some(w) = greenarrow_proxy::server::fd_budget(&rt.config) {
                     eprintln!("warning: {w}");
                 }
+                for w in greenarrow_proxy::config::host::warnings(&rt.config) {
+                    eprintln!("warning: {w}");
+                }
                 print!("{}", rt.config.to_effective_yaml());
                 eprintln!("{}: configuration is valid", args.config.display());
                 ExitCode::SUCCESS

@@ -205,7 +205,7 @@ pub(crate) fn clients(
             let k = key(&format!("secret_files[{j}]"));
             let path = required_path(&k, Some(p), base_dir)?;
             let text = read_secret_file(&path)
-                .map_err(|e| ConfigError::invalid(&k, format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::invalid(&k, super::files::unreadable(&path, &e)))?;
             check_secret(&k, &text, warnings)?;
             secrets.push(Secret::new(text.into_bytes()));
             secret_files.push(path);

@@ -126,7 +126,12 @@ pub(crate) fn from_yaml(err: &yaml_serde::Error) -> ConfigError {
             None => field.to_string(),
         });
         let tail = tail.trim_start_matches(',').trim_start();
-        message = if tail.is_empty() {
+        let suggestion = (reworded == "unknown key")
+            .then(|| super::suggest::nearest(field, super::suggest::expected_keys(tail)))
+            .flatten();
+        message = if let Some(s) = suggestion {
+            format!("{reworded}; did you mean `{s}`? ({tail})")
+        } else if tail.is_empty() {
             reworded.to_string()
         } else {
             format!("{reworded}; {tail}")

@@ -10,10 +10,13 @@ mod access;
 mod caps;
 mod effective;
 mod error;
+pub mod files;
 mod frontends;
+pub mod host;
 mod net;
 mod raw;
 mod secret;
+mod suggest;
 mod validate;
 
 #[cfg(test)]
@@ -257,7 +260,7 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Timeout of one query attempt.
     pub timeout: Duration,
-    /// Attempts per query.
+    /// Retries of a query after a timeout or network error (sent `attempts + 1` times at most).
     pub attempts: usize,
 }
 

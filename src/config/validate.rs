@@ -281,7 +281,7 @@ fn secret(
             const KEY: &str = "auth_shared_secret_file";
             let path = required_path(KEY, Some(path), base_dir)?;
             let text = read_secret_file(&path)
-                .map_err(|e| ConfigError::invalid(KEY, format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::invalid(KEY, super::files::unreadable(&path, &e)))?;
             check_secret(KEY, &text, warnings)?;
             if let Ok(meta) = std::fs::metadata(&path) {
                 use std::os::unix::fs::PermissionsExt;

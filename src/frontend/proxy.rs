@@ -29,7 +29,11 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
             }
             Err(e) => {
-                log::warn!(mta:% = egress.peer; "PROXY front-end: {e}");
+                crate::logging::peer_warning(
+                    egress.peer,
+                    crate::logging::PeerEvent::ProxyHeader,
+                    format_args!("PROXY front-end: {e}"),
+                );
                 let _ = tcp.write_all(&reply_421(e.tag(), &e.to_string(), &[]));
                 return;
             }
@@ -78,7 +82,14 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                     .stats
                     .connect_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                verbose!(rt, mta = egress.peer, source = source, mx = destination; "PROXY front-end: refused: {}", refusal.failure);
+                crate::logging::request_failed(
+                    rt.config.log_verbose,
+                    "PROXY front-end: refused",
+                    egress.peer,
+                    target.identity.name,
+                    &target.request(""),
+                    &refusal.failure,
+                );
                 let _ = tcp.write_all(&failure_421(&refusal.failure));
             }
         },

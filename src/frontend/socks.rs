@@ -71,8 +71,10 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     let mut named_source: Option<IpAddr> = None;
     let mut bound_source: Option<IpAddr> = None;
     let mut buf: Vec<u8> = Vec::with_capacity(64);
+    // A refused BIND or CONNECT (source not permitted or not local, no client or source):
+    // a problem, logged whatever `log_verbose`.
     let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
-        verbose!(rt, mta = peer; "SOCKS5 front-end: refused ({code}): {why}");
+        log::warn!(mta:% = peer; "SOCKS5 front-end: refused ({code}): {why}");
         let _ = tcp.write_all(&reply(code, None, family));
     };
     let addr = loop {
@@ -119,7 +121,18 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 let ok = identity.is_some() && (name.is_empty() || named_source.is_some());
                 let status = machine.credentials_result(ok);
                 if !ok {
-                    log::warn!(mta:% = peer; "SOCKS5 front-end: authentication failed{}", if identity.is_some() { " (the user name must be a source IP address or empty)" } else { "" });
+                    crate::logging::peer_warning(
+                        peer,
+                        crate::logging::PeerEvent::AuthFailed,
+                        format_args!(
+                            "SOCKS5 front-end: authentication failed{}",
+                            if identity.is_some() {
+                                " (the user name must be a source IP address or empty)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
                 }
                 if tcp.write_all(&status).is_err() || !ok {
                     return;
@@ -200,7 +213,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::passthrough_session(egress, &tcp, mx, &buf, deadline);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
         FrontendMode::Smtp(settings) => match check(egress, &target) {
             Ok(_) => {
@@ -213,9 +226,28 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
     }
+}
+
+/// Refuse a target the egress core refused: log it as a failed request, reply.
+fn refuse_target(
+    egress: &Egress,
+    tcp: &mut TcpStream,
+    target: &Target,
+    r: &Refusal,
+    family: Option<AddrFamily>,
+) {
+    crate::logging::request_failed(
+        egress.rt.config.log_verbose,
+        "SOCKS5 front-end: refused",
+        egress.peer,
+        target.identity.name,
+        &target.request(""),
+        &r.failure,
+    );
+    let _ = tcp.write_all(&reply(code_for(r), None, family));
 }
 
 #[cfg(test)]

@@ -58,7 +58,11 @@ impl Server {
                     .stats
                     .refused_allow_from
                     .fetch_add(1, Ordering::Relaxed);
-                warn!(mta:% = peer; "refused: not in allow_from");
+                crate::logging::peer_warning(
+                    peer,
+                    crate::logging::PeerEvent::NotAllowed,
+                    format_args!("refused: not in allow_from"),
+                );
                 drop(conn);
                 continue;
             }
@@ -68,7 +72,14 @@ impl Server {
                     .stats
                     .refused_per_ip
                     .fetch_add(1, Ordering::Relaxed);
-                warn!(mta:% = peer; "refused: {} sessions from this address already (max_sessions_per_ip)", rt.config.max_sessions_per_ip);
+                crate::logging::peer_warning(
+                    peer,
+                    crate::logging::PeerEvent::PerIpLimit,
+                    format_args!(
+                        "refused: {} sessions from this address already (max_sessions_per_ip)",
+                        rt.config.max_sessions_per_ip
+                    ),
+                );
                 continue;
             };
             drop(rt);

@@ -25,7 +25,15 @@ impl Session<'_> {
             Ok(x) => x,
             Err(f) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                verbose!(self.rt, mta = self.peer, source = req.source, dest = req.dest; "connect failed: {f}");
+                let client = self.identity.as_ref().map_or("-", |id| id.name);
+                crate::logging::request_failed(
+                    self.rt.config.log_verbose,
+                    "connect failed",
+                    self.peer,
+                    client,
+                    &req,
+                    &f,
+                );
                 return if mta.send(&f.render()).is_err() {
                     Next::Close
                 } else {

@@ -11,13 +11,14 @@ pub use egress::Egress;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
+use crate::logging::{self, PeerEvent};
 use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::tls::ServerTlsStream;
-use log::warn;
+use crate::tls::TlsError;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -82,8 +83,17 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     // The handshake counts against the unauthenticated deadline.
     let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => t,
-        Err(e) => {
+        // A peer that closes without a word (a TCP health check) is no problem.
+        Err(e @ TlsError::ClosedDuringHandshake) => {
             verbose!(rt, mta = peer; "TLS handshake with the MTA failed: {e}");
+            return;
+        }
+        Err(e) => {
+            logging::peer_warning(
+                peer,
+                PeerEvent::MtaTlsFailed,
+                format_args!("TLS handshake with the MTA failed: {e}"),
+            );
             return;
         }
     };
@@ -278,7 +288,11 @@ impl Session<'_> {
                         Next::Continue,
                     )
                 } else {
-                    warn!(mta:% = self.peer; "authentication failed");
+                    logging::peer_warning(
+                        self.peer,
+                        PeerEvent::AuthFailed,
+                        format_args!("authentication failed"),
+                    );
                     let f = FailureReply::new(Failure::AuthFailed, "authentication failed");
                     reply(mta, &f.render(), Next::Close)
                 }

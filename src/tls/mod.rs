@@ -37,8 +37,10 @@ pub enum TlsError {
     Pem { path: PathBuf, detail: String },
     /// PEM text (not from a file) holds nothing usable.
     PemText(String),
-    /// rustls refused the configuration (e.g. key does not match certificate).
+    /// rustls refused the configuration.
     Config(String),
+    /// The private key is not the key of the (first) certificate.
+    KeyMismatch,
     /// The name given for the peer is not a valid DNS name or IP address.
     InvalidName(String),
     /// The handshake did not finish within its deadline.
@@ -59,6 +61,9 @@ impl fmt::Display for TlsError {
             TlsError::Pem { path, detail } => write!(f, "{}: {detail}", path.display()),
             TlsError::PemText(d) => write!(f, "PEM: {d}"),
             TlsError::Config(d) => write!(f, "TLS configuration: {d}"),
+            TlsError::KeyMismatch => {
+                write!(f, "the private key does not match the certificate")
+            }
             TlsError::InvalidName(n) => write!(f, "invalid TLS name {n:?}"),
             TlsError::HandshakeTimeout(d) => {
                 write!(

@@ -90,9 +90,12 @@ impl TlsAcceptor {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
         };
-        let config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch
+            }
+            e => TlsError::Config(e.to_string()),
+        })?;
         Ok(TlsAcceptor {
             config: Arc::new(config),
         })

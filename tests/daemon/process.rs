@@ -27,7 +27,7 @@ pub fn binary() -> Command {
 pub struct Daemon {
     child: Child,
     lines: Receiver<String>,
-    /// Every stderr line received so far, in order.
+    /// Every stderr line received so far, in order, without its timestamp.
     seen: Vec<String>,
     exited: bool,
     secrets: Vec<String>,
@@ -87,11 +87,13 @@ impl Daemon {
         &self.seen
     }
 
-    /// The next line, or None at EOF; panics after the deadline.
+    /// The next line without its timestamp, or None at EOF; panics after the deadline, and
+    /// on a line that does not start with a timestamp.
     fn next_line(&mut self, deadline: Instant, what: &str) -> Option<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => {
+                let line = strip_timestamp(&line).to_string();
                 self.seen.push(line.clone());
                 Some(line)
             }
@@ -163,6 +165,20 @@ impl Drop for Daemon {
             self.assert_no_secret();
         }
     }
+}
+
+/// A log line without its leading RFC 3339 UTC timestamp (`2026-11-30T22:47:18.123Z `);
+/// panics if it has none.
+pub fn strip_timestamp(line: &str) -> &str {
+    let (stamp, rest) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("a log line without a timestamp: {line:?}"));
+    let ok = stamp.len() == 24
+        && stamp.ends_with('Z')
+        && stamp.as_bytes().get(10) == Some(&b'T')
+        && humantime::parse_rfc3339(stamp).is_ok();
+    assert!(ok, "a log line without a timestamp: {line:?}");
+    rest
 }
 
 /// The addresses a "... ready on A, B" line names.

@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod proxy_addr;
 mod send;
 mod testmx;
 

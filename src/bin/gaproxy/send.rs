@@ -1,19 +1,20 @@
 //! `gaproxy send`: deliver messages through a proxy and print the transcript.
 
+use crate::proxy_addr::{self, ProxyAddr};
 use clap::Args;
 use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
 use greenarrow_proxy::protocol::{ConnectRequest, Destination, Origin, TlsPolicy};
 use greenarrow_proxy::tls::ProxyClientTls;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// The proxy's address.
-    #[arg(long, default_value = "127.0.0.1:807")]
-    pub proxy: SocketAddr,
-    /// Name (or IP) the proxy's certificate must match [default: the proxy's IP].
+    /// The proxy: IP:PORT or HOST:PORT, or an IP or host alone (port 807).
+    #[arg(long, default_value = "127.0.0.1:807", value_parser = proxy_addr::parse)]
+    pub proxy: ProxyAddr,
+    /// Name (or IP) the proxy's certificate must match [default: the host of --proxy].
     #[arg(long)]
     pub proxy_name: Option<String>,
     /// File holding the shared secret (optional with --client-cert).
@@ -107,22 +108,20 @@ pub fn tls_policy(s: &str) -> Result<TlsPolicy, String> {
 pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
     let secret = match &a.secret_file {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| format!("--secret-file {}: {e}", path.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => String::new(),
     };
-    let mut tls = ProxyClientTls::from_ca_file(&a.ca_file)?;
+    let mut tls = ProxyClientTls::from_ca_file(&a.ca_file).map_err(|e| format!("--ca-file {e}"))?;
     if let (Some(cert), Some(key)) = (&a.client_cert, &a.client_key) {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         tls = tls.with_client_cert(&read(cert)?, &read(key)?)?;
     }
+    let proxy = a.proxy.resolve()?;
     let cfg = ProxyClientConfig {
-        proxy: a.proxy,
-        tls_name: a
-            .proxy_name
-            .clone()
-            .unwrap_or_else(|| a.proxy.ip().to_string()),
+        proxy,
+        tls_name: a.proxy_name.clone().unwrap_or_else(|| a.proxy.host.clone()),
         tls,
         secret,
         timeout: a.timeout,
@@ -146,7 +145,14 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let to: Vec<&str> = a.to.iter().map(String::as_str).collect();
-    let mut proxy = ProxyClient::connect(&cfg)?;
+    let mut proxy = ProxyClient::connect(&cfg).map_err(|e| {
+        let banner = if proxy_addr::worth_probing(&e) {
+            proxy_addr::probe(proxy)
+        } else {
+            Vec::new()
+        };
+        proxy_addr::explain(&e, proxy, &cfg.tls_name, &a.ca_file, &banner)
+    })?;
     proxy.record_transcript();
     let mut failures = 0;
     for n in 1..=a.count {

@@ -6,7 +6,7 @@ use super::{error, minimal, parse, ConfigError, SECRET};
 fn unknown_top_level_key() {
     let e = error(&format!("{}listne: 127.0.0.1:807\n", minimal()));
     assert!(
-        e.starts_with("listne: unknown key; expected one of `listen`"),
+        e.starts_with("listne: unknown key; did you mean `listen`? (expected one of `listen`"),
         "{e}"
     );
     assert!(e.ends_with("at line 5 column 1"), "{e}");
@@ -23,11 +23,22 @@ fn unknown_nested_key() {
         minimal()
     ));
     assert!(
-        e.starts_with("timeouts.mx_comand: unknown key; expected one of `mta_handshake`"),
+        e.starts_with(
+            "timeouts.mx_comand: unknown key; did you mean `mx_command`? (expected one of `mta_handshake`"
+        ),
         "{e}"
     );
     let e = error(&format!("{}dns: {{nameserver: [192.0.2.1]}}\n", minimal()));
-    assert!(e.starts_with("dns.nameserver: unknown key;"), "{e}");
+    assert!(
+        e.starts_with("dns.nameserver: unknown key; did you mean `nameservers`?"),
+        "{e}"
+    );
+    // Nothing near: no suggestion, the list.
+    let e = error(&format!("{}dns: {{bogus: 1}}\n", minimal()));
+    assert!(
+        e.starts_with("dns.bogus: unknown key; expected one of `"),
+        "{e}"
+    );
 }
 
 #[test]

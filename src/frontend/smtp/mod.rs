@@ -95,7 +95,14 @@ pub(super) fn serve(
         Ok(x) => x,
         Err(f) => {
             stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-            verbose!(rt, mta = egress.peer, source = req.source, dest = req.dest; "smtp front: connect failed: {f}");
+            crate::logging::request_failed(
+                rt.config.log_verbose,
+                "smtp front: connect failed",
+                egress.peer,
+                target.identity.name,
+                &req,
+                &f,
+            );
             let _ = mta.send(&failure_421(&f));
             return;
         }

@@ -1,0 +1,176 @@
+//! `greenarrow_proxy --check-config` diagnostics (issue 14, item 4): files the daemon cannot
+//! read name the key, the file and the user; a key that is not the certificate's; a CA
+//! certificate as the server certificate and addresses not on this host are warnings.
+
+mod common;
+#[allow(dead_code)]
+#[path = "daemon/process.rs"]
+mod process;
+
+use common::{proxy_files, TempDir};
+use greenarrow_proxy::certgen;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+/// A working configuration (certificate, key, listen on loopback) plus `extra`.
+fn files(extra: &str) -> (TempDir, PathBuf) {
+    let (dir, yaml, _) = proxy_files(&[25], extra);
+    let config = dir.0.join("greenarrow_proxy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    (dir, config)
+}
+
+fn check(config: &Path) -> Output {
+    process::run(&[
+        "--check-config",
+        "--config-filename",
+        config.to_str().unwrap(),
+    ])
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--check-config` of `config` run as a user who cannot read `file` (root reads anything:
+/// as root, the check runs as nobody, 65534; otherwise `file` gets mode 000). Returns the
+/// output and that user's name.
+fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, String) {
+    for entry in std::fs::read_dir(&dir.0).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = process::binary();
+    cmd.args(["--check-config", "--config-filename"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let user = if nix::unistd::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+        nix::unistd::User::from_uid(65534.into())
+            .ok()
+            .flatten()
+            .map_or("uid 65534".to_string(), |u| u.name)
+    } else {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name
+    };
+    (cmd.output().unwrap(), user)
+}
+
+#[test]
+fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
+    let (dir, config) = files("");
+    let key = dir.0.join("key.pem");
+    let (out, user) = check_unreadable(&dir, &config, &key);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "greenarrow_proxy: tls_private_key: {}: permission denied (greenarrow_proxy runs as \
+             user {user})",
+            key.display()
+        )
+    );
+}
+
+#[test]
+fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
+    let (dir, config) = files("");
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, common::SECRET).unwrap();
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let yaml = yaml.replace(
+        &format!("auth_shared_secret: \"{}\"\n", common::SECRET),
+        "auth_shared_secret_file: secret\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let (out, user) = check_unreadable(&dir, &config, &secret);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "auth_shared_secret_file: {}: permission denied (greenarrow_proxy runs as user {user})",
+            secret.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_ca_file_names_its_key() {
+    let (dir, config) = files("mx_tls:\n  ca_file: missing-ca.pem\n");
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "greenarrow_proxy: mx_tls.ca_file: {}: no such file",
+            dir.0.join("missing-ca.pem").display()
+        )
+    );
+}
+
+#[test]
+fn a_key_of_another_certificate_is_named_as_such() {
+    let (dir, config) = files("");
+    let other = certgen::self_signed(&["localhost"]).unwrap();
+    std::fs::write(dir.0.join("key.pem"), &other.key_pem).unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "greenarrow_proxy: tls_private_key: {} is not the key of the certificate in \
+             tls_certificate ({})",
+            dir.0.join("key.pem").display(),
+            dir.0.join("cert.pem").display()
+        )
+    );
+}
+
+#[test]
+fn a_ca_certificate_and_absent_addresses_are_warnings() {
+    let (dir, config) = files(
+        "source_addresses: [127.0.0.2, 198.51.100.7]\n\
+         frontends:\n  - kind: socks5\n    listen: [\"198.51.100.8:1080\"]\n",
+    );
+    // A CA certificate (and its key) as the server certificate.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(dir.0.join("cert.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.0.join("key.pem"), key.serialize_pem()).unwrap();
+    let out = check(&config);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: source_addresses[1]: 198.51.100.7 is not an address of this host: requests \
+             from it will fail with source_not_local until it is added"
+                .to_string(),
+            "warning: frontends[0].listen[0]: 198.51.100.8 is not an address of this host: the \
+             proxy cannot listen on 198.51.100.8:1080"
+                .to_string(),
+            format!(
+                "warning: tls_certificate: {}: the first certificate is a CA certificate \
+                 (CA:TRUE), not a server certificate: MTAs will refuse it; put the server's own \
+                 certificate first",
+                dir.0.join("cert.pem").display()
+            ),
+        ],
+        "{err}"
+    );
+}
