@@ -35,7 +35,8 @@ pub fn is_problem(f: Failure) -> bool {
         | NetworkError
         | AuthFailed
         | AuthTimeout
-        | ProtocolError => true,
+        | ProtocolError
+        | ConcurrencyLimit => true,
         Busy
         | AuthRequired
         | MxSetupFailed
