@@ -13,6 +13,7 @@ mod frontends;
 mod net;
 mod raw;
 mod secret;
+mod status;
 mod validate;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
+pub use status::{MetricsConfig, DEFAULT_CONTROL_SOCKET};
 
 use std::fmt;
 use std::io::Read;
@@ -98,6 +100,10 @@ pub struct Config {
     pub dns: DnsConfig,
     /// PROXY protocol and SOCKS5 listeners for MTAs that do not speak the native protocol.
     pub frontends: Vec<frontends::Frontend>,
+    /// The control socket (`gaproxy status`, `drain`); None: none.
+    pub control_socket: Option<PathBuf>,
+    /// The metrics listener.
+    pub metrics: MetricsConfig,
     /// Things that are allowed but probably wrong; log them at startup.
     pub warnings: Vec<String>,
 }

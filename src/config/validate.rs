@@ -140,6 +140,8 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         pool: pool(raw.pool.unwrap_or_default())?,
         dns: dns(raw.dns.unwrap_or_default())?,
         frontends,
+        control_socket: super::status::control_socket(raw.control_socket, base_dir)?,
+        metrics: super::status::metrics(raw.metrics)?,
         warnings,
     })
 }

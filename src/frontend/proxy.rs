@@ -76,8 +76,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 egress
                     .shared
                     .stats
-                    .connect_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .count_connect_failure(refusal.failure.failure);
                 verbose!(rt, mta = egress.peer, source = source, mx = destination; "PROXY front-end: refused: {}", refusal.failure);
                 let _ = tcp.write_all(&failure_421(&refusal.failure));
             }

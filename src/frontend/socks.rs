@@ -199,7 +199,10 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::passthrough_session(egress, &tcp, mx, &buf, deadline);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => {
+                egress.shared.stats.count_connect_failure(r.failure.failure);
+                refuse(&mut tcp, code_for(&r), family, &r.failure.to_string())
+            }
         },
         FrontendMode::Smtp(settings) => match check(egress, &target) {
             Ok(_) => {
@@ -212,7 +215,10 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
             }
-            Err(r) => refuse(&mut tcp, code_for(&r), family, &r.failure.to_string()),
+            Err(r) => {
+                egress.shared.stats.count_connect_failure(r.failure.failure);
+                refuse(&mut tcp, code_for(&r), family, &r.failure.to_string())
+            }
         },
     }
 }

@@ -63,6 +63,9 @@ pub enum Failure {
     DnsNoAddress,
     /// 556: the domain publishes a null MX (RFC 7505): it accepts no mail.
     DnsNullMx,
+    /// 453: the operator drained the source address or the MX (`gaproxy drain`); new
+    /// connections for it are refused until `gaproxy undrain`.
+    Drained,
 }
 
 impl Failure {
@@ -93,6 +96,7 @@ impl Failure {
             DnsNxDomain => (552, "5.1.2", "dns_nxdomain"),
             DnsNoAddress => (553, "5.4.4", "dns_no_address"),
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
+            Drained => (453, "4.3.2", "drained"),
         }
     }
 
@@ -136,6 +140,7 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::DnsNxDomain,
     Failure::DnsNoAddress,
     Failure::DnsNullMx,
+    Failure::Drained,
 ];
 
 /// A failure reply: the failure, a human text, and the MX's raw reply lines when the MX said no.

@@ -24,7 +24,7 @@ impl Session<'_> {
         let (mut mx, origin) = match opened {
             Ok(x) => x,
             Err(f) => {
-                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                stats.count_connect_failure(f.failure);
                 verbose!(self.rt, mta = self.peer, source = req.source, dest = req.dest; "connect failed: {f}");
                 return if mta.send(&f.render()).is_err() {
                     Next::Close

@@ -43,6 +43,15 @@ pub struct Egress<'a> {
 impl Egress<'_> {
     /// The source address is permitted for the client and the port by `destination_ports`.
     pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), FailureReply> {
+        if self.shared.drains.source_drained(req.source) {
+            return Err(FailureReply::new(
+                Failure::Drained,
+                format!(
+                    "source address {} is drained by the operator (gaproxy undrain)",
+                    req.source
+                ),
+            ));
+        }
         if !id.sources.iter().any(|n| n.contains(req.source)) {
             return Err(FailureReply::new(
                 Failure::SourceNotPermitted,
@@ -70,7 +79,23 @@ impl Egress<'_> {
         &self,
         req: &ConnectRequest,
     ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
-        self.permitted(req, self.candidates(req)?)
+        let permitted = self.permitted(req, self.candidates(req)?)?;
+        let total = permitted.len();
+        let drains = &self.shared.drains;
+        let open: Vec<_> = permitted
+            .into_iter()
+            .filter(|(a, _)| !drains.mx_drained(*a))
+            .collect();
+        if open.is_empty() {
+            return Err(FailureReply::new(
+                Failure::Drained,
+                format!(
+                    "{}: {total} address(es), all drained by the operator (gaproxy undrain)",
+                    req.dest
+                ),
+            ));
+        }
+        Ok(open)
     }
 
     /// Check permissions, resolve, then reuse or dial (banner, EHLO, STARTTLS, EHLO).
@@ -94,7 +119,13 @@ impl Egress<'_> {
         let mut last = None;
         for (addr, host) in candidates {
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
-                Ok(c) => return Ok((c, Origin::New)),
+                Ok(c) => {
+                    if c.tls.is_some() {
+                        let stats = &self.shared.stats;
+                        stats.tls_handshakes_mx.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok((c, Origin::New));
+                }
                 Err(f) if try_next_address(&f) => {
                     verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
                     last = Some(f);
@@ -302,6 +333,9 @@ impl Egress<'_> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Some("the proxy is stopping".to_string());
             }
+            if self.shared.drains.key_drained(req.source, mx.remote) {
+                return Some("its source address or MX is drained".to_string());
+            }
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
@@ -333,8 +367,17 @@ impl Egress<'_> {
         };
         let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
         let remote = mx.remote;
+        let source = key.source;
         match self.shared.pool.checkin(key, mx, Instant::now()) {
-            Ok(()) => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
+            Ok(()) => {
+                verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse");
+                // A drain that came between the check above and the check-in took nothing:
+                // take it out again.
+                if self.shared.drains.key_drained(source, remote) {
+                    let drains = &self.shared.drains;
+                    quit_detached(self.shared.pool.take_keys_where(|k| !drains.matches(k)));
+                }
+            }
             Err(rejected) => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", rejected.why.reason());
                 quit_detached(vec![rejected.conn]);

@@ -81,7 +81,13 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     // The handshake counts against the unauthenticated deadline.
     let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
-        Ok(t) => t,
+        Ok(t) => {
+            shared
+                .stats
+                .tls_handshakes_mta
+                .fetch_add(1, Ordering::Relaxed);
+            t
+        }
         Err(e) => {
             verbose!(rt, mta = peer; "TLS handshake with the MTA failed: {e}");
             return;
