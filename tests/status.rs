@@ -1,0 +1,545 @@
+//! The live status view: the control socket (`gaproxy status`, `drain`, `undrain`, run as real
+//! processes against a real proxy on loopback) and the metrics listener (scraped over HTTP).
+
+mod common;
+
+use common::*;
+use greenarrow_proxy::client::ClientError;
+use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy::testmx::{Faults, TestMx};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn reuse_req(source: &str, mx: SocketAddr) -> ConnectRequest {
+    let mut r = req(source, mx, TlsPolicy::Opportunistic);
+    r.reuse = true;
+    r
+}
+
+/// One MTA connection delivering `n` messages, then QUIT: returns how its MX connection came.
+fn deliver(h: &Harness, r: &ConnectRequest, n: usize) -> Origin {
+    let mut c = h.client();
+    let mut s = c.open(r).unwrap();
+    let origin = s.ready.origin.clone();
+    for i in 0..n {
+        s.send_mail(
+            "a@x.test",
+            &["b@y.test"],
+            format!("message {i}\r\n").as_bytes(),
+        )
+        .unwrap();
+    }
+    s.quit().unwrap();
+    c.quit().unwrap();
+    origin
+}
+
+fn failure(h: &Harness, r: &ConnectRequest) -> Failure {
+    let mut c = h.client();
+    match c.open(r) {
+        Err(ClientError::Proxy(f)) => f.failure,
+        Err(e) => panic!("expected a proxy failure, got {e}"),
+        Ok(_) => panic!("expected a proxy failure, got a connection"),
+    }
+}
+
+/// A proxy with its control socket in its own directory, and `extra` configuration.
+fn proxy(mx: &TestMx, extra: &str) -> (Harness, PathBuf) {
+    let h = Harness::start(
+        &[mx.addr().port()],
+        &format!("control_socket: control.sock\n{extra}"),
+    );
+    let path = h.dir.0.join("control.sock");
+    assert_eq!(h.server.control_path().as_deref(), Some(path.as_path()));
+    (h, path)
+}
+
+fn gaproxy(args: &[&str], socket: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gaproxy {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn status_json(socket: &Path) -> Value {
+    let out = gaproxy(&["status", "--json"], socket);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The idle connections the status shows for `source`.
+fn idle_of(st: &Value, source: &str) -> Vec<Value> {
+    st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == source)
+        .flat_map(|p| p["idle"].as_array().unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn gaproxy_status_json_shows_the_pooled_connection_and_the_counters() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(&mx, "");
+    let r = reuse_req("127.0.0.2", mx.addr());
+    assert_eq!(deliver(&h, &r, 2), Origin::New);
+    assert!(mx.wait_until(WAIT, |s| s.stats.messages == 2));
+
+    let st = status_json(&socket);
+    assert_eq!(st["version"], 1);
+    let pools = st["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 1, "{st:#}");
+    let p = &pools[0];
+    assert_eq!(p["source"], "127.0.0.2");
+    assert_eq!(p["ehlo"], "mta.test");
+    assert_eq!(p["mx"], mx.addr().to_string());
+    assert_eq!(p["in_use"], 0);
+    let idle = p["idle"].as_array().unwrap();
+    assert_eq!(idle.len(), 1, "{st:#}");
+    assert_eq!(idle[0]["uses"], 1);
+    assert_eq!(idle[0]["messages"], 2);
+    // The MX's own record of the TLS session is what the status reports.
+    let conn = &mx.connections()[0];
+    assert_eq!(idle[0]["tls_version"].as_str(), conn.tls_version.as_deref());
+    assert_eq!(idle[0]["tls_cipher"].as_str(), conn.tls_cipher.as_deref());
+    assert!(idle[0]["last_mta"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(idle[0]["age_seconds"].as_f64().unwrap() >= idle[0]["idle_seconds"].as_f64().unwrap());
+    let c = &st["counters"];
+    assert_eq!(c["pooled"], 1);
+    assert_eq!(c["pool_stored"], 1);
+    assert_eq!(c["pool_misses"], 1);
+    assert_eq!(c["connects"], 1);
+    assert_eq!(c["messages"], 2);
+    assert_eq!(c["sessions_total"], 1);
+    assert_eq!(c["tls_handshakes_mx"], 1);
+    assert_eq!(c["tls_handshakes_mta"], 1);
+    // The counters are the SIGUSR1 report's, same names.
+    let summary = greenarrow_proxy::report::report_lines(&h.server)
+        .pop()
+        .unwrap();
+    let names: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+    let report_names: Vec<&str> = summary
+        .split(' ')
+        .skip(1)
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .filter(|k| *k != "per_key" && *k != "failures")
+        .collect();
+    // (serde_json's Value sorts keys: compare as sets.)
+    let mut report_names = report_names;
+    report_names.sort();
+    assert_eq!(names, report_names);
+    // Caps (filled in by the caps ledger) and waits are there, of their type.
+    assert!(st["caps"].is_array());
+    assert!(st["waits"]["waited"].is_u64() && st["waits"]["buckets"].is_array());
+    assert!(st["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["tag"] == "drained" && f["code"] == 453 && f["count"] == 0));
+    assert_eq!(st["drains"]["sources"], Value::Array(vec![]));
+
+    // Without --json: the same figures, as tables.
+    let text = stdout(&gaproxy(&["status"], &socket));
+    assert!(text.contains("Idle pooled connections:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("127.0.0.2") && l.contains(&mx.addr().to_string())),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["messages", "2"])),
+        "{text}"
+    );
+}
+
+#[test]
+fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(&mx, "");
+    let a = reuse_req("127.0.0.2", mx.addr());
+    let b = reuse_req("127.0.0.3", mx.addr());
+    deliver(&h, &a, 1);
+    deliver(&h, &b, 1);
+    assert_eq!(mx.stats().connections, 2);
+
+    let out = stdout(&gaproxy(&["drain", "--source", "127.0.0.2"], &socket));
+    assert!(
+        out.contains("drained source 127.0.0.2: 1 idle pooled connection(s) closed"),
+        "{out}"
+    );
+    // The MX saw QUIT on the connection from 127.0.0.2, and only on that one.
+    let from = |ip: &str| {
+        let ip: IpAddr = ip.parse().unwrap();
+        move |c: &greenarrow_proxy::testmx::ConnRecord| c.peer.ip() == ip
+    };
+    assert!(mx.wait_until(WAIT, |s| s
+        .connections
+        .iter()
+        .any(|c| from("127.0.0.2")(c) && c.quit_received && c.closed)));
+    assert!(!mx
+        .connections()
+        .iter()
+        .any(|c| from("127.0.0.3")(c) && c.quit_received));
+
+    // New connections from it: 453 drained, nothing sent to the MX.
+    assert_eq!(failure(&h, &a), Failure::Drained);
+    assert_eq!(Failure::Drained.code(), (453, "4.3.2", "drained"));
+    assert_eq!(mx.stats().connections, 2);
+    // The other source still works, on its pooled connection.
+    assert!(matches!(deliver(&h, &b, 1), Origin::Reused { .. }));
+    let st = status_json(&socket);
+    assert_eq!(st["drains"]["sources"], serde_json::json!(["127.0.0.2"]));
+    assert!(idle_of(&st, "127.0.0.2").is_empty());
+    assert_eq!(idle_of(&st, "127.0.0.3").len(), 1);
+    assert!(st["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["tag"] == "drained" && f["count"] == 1));
+
+    let out = stdout(&gaproxy(&["undrain", "--source", "127.0.0.2"], &socket));
+    assert!(
+        out.contains("undrained 1") && out.contains("drains in force: none"),
+        "{out}"
+    );
+    assert_eq!(deliver(&h, &a, 1), Origin::New);
+    assert_eq!(mx.stats().connections, 3);
+    assert!(mx.wait_until(WAIT, |s| s.stats.messages == 4));
+}
+
+#[test]
+fn a_connection_in_use_when_drained_finishes_its_session_and_is_not_pooled() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(&mx, "");
+    let r = reuse_req("127.0.0.2", mx.addr());
+    let mut c = h.client();
+    let mut s = c.open(&r).unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"before\r\n")
+        .unwrap();
+    // Drained by MX address (every port) while the session is in progress.
+    let out = stdout(&gaproxy(&["drain", "--mx", "127.0.0.1"], &socket));
+    assert!(out.contains("0 idle pooled connection(s) closed"), "{out}");
+    s.send_mail("a@x.test", &["b@y.test"], b"after\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
+    // Both messages went through; then QUIT, and nothing pooled.
+    assert!(mx.wait_until(WAIT, |s| s.stats.messages == 2
+        && s.connections
+            .first()
+            .is_some_and(|c| c.quit_received && c.closed)));
+    let st = status_json(&socket);
+    assert_eq!(st["counters"]["pooled"], 0, "{st:#}");
+    assert_eq!(st["drains"]["mx"], serde_json::json!(["127.0.0.1"]));
+    // Every source is refused for that MX.
+    assert_eq!(
+        failure(&h, &reuse_req("127.0.0.3", mx.addr())),
+        Failure::Drained
+    );
+    gaproxy(&["undrain", "--all"], &socket);
+    assert_eq!(deliver(&h, &r, 1), Origin::New);
+}
+
+#[test]
+fn the_smtp_aware_front_end_obeys_a_drain_too() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(
+        &mx,
+        "frontends:\n  - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n    mode: smtp\n",
+    );
+    gaproxy(&["drain", "--source", "127.0.0.2"], &socket);
+    let mut tcp = TcpStream::connect(h.frontend(0)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let header = format!(
+        "PROXY TCP4 127.0.0.2 {} 40000 {}\r\n",
+        mx.addr().ip(),
+        mx.addr().port()
+    );
+    tcp.write_all(header.as_bytes()).unwrap();
+    let mut read = std::io::BufReader::new(tcp.try_clone().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut read, &mut line).unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    tcp.write_all(b"EHLO mta.test\r\n").unwrap();
+    let mut answer = String::new();
+    read.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("421 ") && answer.contains("drained"),
+        "{answer}"
+    );
+    assert_eq!(mx.stats().connections, 0);
+}
+
+#[test]
+fn the_control_socket_is_0660_and_answers_bad_requests_with_clear_errors() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(&mx, "");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let ask = |bytes: &[u8]| -> Value {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let v = ask(b"frobnicate now\n");
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["error"],
+        "unknown request \"frobnicate\" (expected status, drain or undrain)"
+    );
+    let v = ask(b"drain source mx.example\n");
+    assert_eq!(v["error"], "\"mx.example\" is not an IP address");
+    let v = ask(b"undrain source 127.0.0.9\n");
+    assert_eq!(v["error"], "source 127.0.0.9 is not drained");
+    let v = ask(&[b'x'; 600]);
+    assert_eq!(v["error"], "request longer than 512 bytes");
+    // A client that sends nothing gets an answer saying so (the thread moves on).
+    let mut silent = UnixStream::connect(&socket).unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    let mut text = String::new();
+    silent.read_to_string(&mut text).unwrap();
+    assert!(
+        text.contains("no complete request line within 2s"),
+        "{text}"
+    );
+    // gaproxy says what went wrong and fails.
+    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+        .args(["undrain", "--mx", "127.0.0.1:25", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "gaproxy: refused: mx 127.0.0.1:25 is not drained\n"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+        .args(["status", "--socket"])
+        .arg(h.dir.0.join("nothing-here.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to the control socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stopping the proxy removes its socket.
+    h.server.stop_accepting();
+    assert!(h.server.drain(Duration::from_secs(5)));
+    assert!(!socket.exists());
+}
+
+/// GET `path` over HTTP/1.1: (status code, headers, body).
+fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    if method != "HEAD" {
+        assert_eq!(body.len(), len);
+    }
+    (code, head.to_string(), body.to_string())
+}
+
+/// Parse an exposition: every line a comment (`# HELP`/`# TYPE`) or a sample; returns the
+/// samples as (name{labels}, value).
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut typed = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.splitn(3, ' ');
+            let (kw, name, what) = (w.next().unwrap(), w.next().unwrap(), w.next().unwrap());
+            assert!(name_ok(name), "{line}");
+            match kw {
+                "HELP" => assert!(!what.is_empty(), "{line}"),
+                "TYPE" => {
+                    assert!(["counter", "gauge", "histogram"].contains(&what), "{line}");
+                    assert!(typed.insert(name.to_string()), "second TYPE: {line}");
+                }
+                _ => panic!("not a comment of the format: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name_ok(name), "{line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap();
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                assert!(name_ok(k), "{line}");
+                assert!(
+                    v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                    "{line}"
+                );
+            }
+        }
+        let v = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        out.push((series.to_string(), v));
+    }
+    out
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("no {series}"))
+        .1
+}
+
+#[test]
+fn metrics_scraped_over_http_match_the_counters() {
+    let mx = tls_mx(Faults::default());
+    let (h, _socket) = proxy(&mx, "metrics:\n  listen: 127.0.0.1:0\n");
+    let addr = h.server.metrics_addr().expect("metrics listener");
+    assert!(addr.ip().is_loopback());
+    // 3 sessions of 2 messages from one source (one MX connection, reused twice), 1 from
+    // another, and one refused request.
+    let r = reuse_req("127.0.0.2", mx.addr());
+    for _ in 0..3 {
+        deliver(&h, &r, 2);
+    }
+    deliver(&h, &reuse_req("127.0.0.3", mx.addr()), 1);
+    let mut denied = reuse_req("127.0.0.4", mx.addr());
+    denied.port = 9;
+    assert_eq!(failure(&h, &denied), Failure::DestinationNotPermitted);
+    assert!(mx.wait_until(WAIT, |s| s.stats.messages == 7));
+
+    let (code, head, body) = http(addr, "GET", "/metrics");
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let m = parse_exposition(&body);
+    let p = |s: &str| sample(&m, &format!("greenarrow_proxy_{s}"));
+    assert_eq!(p("sessions_total"), 5.0);
+    assert_eq!(p("messages_total"), 7.0);
+    assert_eq!(p("connects_total"), 4.0);
+    assert_eq!(p("connect_failures_total"), 1.0);
+    assert_eq!(p("connect_results_total{result=\"ok\",code=\"250\"}"), 4.0);
+    assert_eq!(
+        p("connect_results_total{result=\"destination_not_permitted\",code=\"551\"}"),
+        1.0
+    );
+    assert_eq!(
+        p("connect_results_total{result=\"drained\",code=\"453\"}"),
+        0.0
+    );
+    assert_eq!(p("pool_hits_total"), 2.0);
+    assert_eq!(p("pool_misses_total"), 2.0);
+    assert_eq!(p("pooled_connections"), 2.0);
+    assert_eq!(p("tls_handshakes_mx_total"), 2.0);
+    assert_eq!(p("tls_handshakes_mta_total"), 5.0);
+    assert_eq!(mx.stats().tls_handshakes, 2);
+    assert_eq!(
+        p("source_connections{source=\"127.0.0.2\",state=\"idle\"}"),
+        1.0
+    );
+    assert_eq!(
+        p("source_connections{source=\"127.0.0.3\",state=\"idle\"}"),
+        1.0
+    );
+    assert_eq!(
+        p("cap_wait_seconds_bucket{le=\"+Inf\"}"),
+        p("cap_wait_seconds_count")
+    );
+    // Bounded: nothing per MX address.
+    assert!(
+        !body.contains(&mx.addr().to_string()) && !body.contains("127.0.0.1"),
+        "{body}"
+    );
+    // Read-only, one path.
+    assert_eq!(http(addr, "POST", "/metrics").0, 405);
+    assert_eq!(http(addr, "GET", "/").0, 404);
+    let (code, _, body) = http(addr, "HEAD", "/metrics");
+    assert_eq!((code, body.as_str()), (200, ""));
+}
+
+#[test]
+fn endpoints_follow_the_configuration_and_nothing_listens_when_not_configured() {
+    let mx = tls_mx(Faults::default());
+    let (h, socket) = proxy(&mx, "metrics:\n  listen: 127.0.0.1:0\n");
+    let addr = h.server.metrics_addr().unwrap();
+    assert_eq!(http(addr, "GET", "/metrics").0, 200);
+    // A reload without metrics and with another control socket path.
+    let yaml = |extra: &str| {
+        // Relative paths: the certificate and key of `h`, in its directory.
+        let (_, yaml, _) = proxy_files(&[mx.addr().port()], "");
+        greenarrow_proxy::config::Config::from_yaml_str(&format!("{yaml}{extra}"), &h.dir.0)
+            .unwrap()
+    };
+    h.server
+        .set_endpoints(&yaml("control_socket: other.sock\n"));
+    assert_eq!(h.server.metrics_addr(), None);
+    let refused = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(!socket.exists());
+    let other = h.dir.0.join("other.sock");
+    assert_eq!(status_json(&other)["version"], 1);
+    // `none`: no control socket either.
+    h.server.set_endpoints(&yaml("control_socket: none\n"));
+    assert_eq!(h.server.control_path(), None);
+    assert!(!other.exists());
+}
