@@ -68,10 +68,24 @@ pub struct DrainList {
     pub mx: Vec<String>,
 }
 
-#[derive(Default)]
-struct Set {
+/// A copy of the drains in force, to match pool keys without holding the drains' lock (a
+/// pool filter runs under the pool's lock).
+#[derive(Clone, Default)]
+pub struct Set {
     sources: BTreeSet<IpAddr>,
     mx: BTreeSet<MxTarget>,
+}
+
+impl Set {
+    /// Whether a connection from `source` to `mx` is drained (either end).
+    pub fn key_drained(&self, source: IpAddr, mx: SocketAddr) -> bool {
+        self.sources.contains(&source.to_canonical()) || self.mx.iter().any(|m| m.matches(mx))
+    }
+
+    /// Whether pooled connections under `key` are drained.
+    pub fn matches(&self, key: &PoolKey) -> bool {
+        self.key_drained(key.source, key.mx)
+    }
 }
 
 /// The drains in force (one small mutex; held only to read or change the sets).
@@ -120,13 +134,12 @@ impl Drains {
 
     /// Whether a connection from `source` to `mx` is drained (either end).
     pub fn key_drained(&self, source: IpAddr, mx: SocketAddr) -> bool {
-        let s = self.set.lock();
-        s.sources.contains(&source.to_canonical()) || s.mx.iter().any(|m| m.matches(mx))
+        self.set.lock().key_drained(source, mx)
     }
 
-    /// Whether pooled connections under `key` are drained.
-    pub fn matches(&self, key: &PoolKey) -> bool {
-        self.key_drained(key.source, key.mx)
+    /// A copy of the drains in force.
+    pub fn copy(&self) -> Set {
+        self.set.lock().clone()
     }
 
     /// The drains in force.
@@ -175,12 +188,12 @@ mod tests {
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
         let key = PoolKey::new(ip, "mta.test", sa("127.0.0.1:25"));
         let other = PoolKey::new("127.0.0.3".parse().unwrap(), "mta.test", sa("127.0.0.1:25"));
-        assert!(!d.matches(&key));
+        assert!(!d.copy().matches(&key));
         d.drain_source(ip);
-        assert!(d.matches(&key) && !d.matches(&other));
+        assert!(d.copy().matches(&key) && !d.copy().matches(&other));
         assert!(d.source_drained("::ffff:127.0.0.2".parse().unwrap()));
         assert_eq!(d.undrain_all(), 1);
-        assert!(!d.matches(&key));
+        assert!(!d.copy().matches(&key));
         assert!(!d.undrain_source(ip));
     }
 

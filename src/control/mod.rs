@@ -305,7 +305,8 @@ pub fn answer(server: &Server, req: Request) -> Value {
                 DrainTarget::Mx(m) => drains.drain_mx(m),
             };
             // Taken under the pool lock, QUIT and closed off it (and off this thread).
-            let idle = shared.pool.take_keys_where(|k| !drains.matches(k));
+            let drained = drains.copy();
+            let idle = shared.pool.take_keys_where(|k| !drained.matches(k));
             let closed = idle.len();
             quit_detached(idle);
             info!("control: drained {target}: {closed} idle pooled connection(s) closed; new connections refused until undrained");

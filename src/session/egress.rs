@@ -374,8 +374,8 @@ impl Egress<'_> {
                 // A drain that came between the check above and the check-in took nothing:
                 // take it out again.
                 if self.shared.drains.key_drained(source, remote) {
-                    let drains = &self.shared.drains;
-                    quit_detached(self.shared.pool.take_keys_where(|k| !drains.matches(k)));
+                    let drained = self.shared.drains.copy();
+                    quit_detached(self.shared.pool.take_keys_where(|k| !drained.matches(k)));
                 }
             }
             Err(rejected) => {
