@@ -2,6 +2,16 @@
 //! processes against a real proxy on loopback) and the metrics listener (scraped over HTTP).
 
 mod common;
+// The daemon tests' helpers (only some are used here).
+#[allow(dead_code)]
+#[path = "daemon/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "daemon/raw.rs"]
+mod raw;
+#[allow(dead_code)]
+#[path = "daemon/setup.rs"]
+mod setup;
 
 use common::*;
 use greenarrow_proxy::client::ClientError;
@@ -542,4 +552,37 @@ fn endpoints_follow_the_configuration_and_nothing_listens_when_not_configured() 
     h.server.set_endpoints(&yaml("control_socket: none\n"));
     assert_eq!(h.server.control_path(), None);
     assert!(!other.exists());
+}
+
+#[test]
+fn the_daemon_keeps_drains_over_sighup_and_moves_its_control_socket_with_the_file() {
+    let s = setup::Setup::new("control_socket: control.sock\n");
+    let mut d = s.daemon();
+    let socket = s.dir.0.join("control.sock");
+    d.wait_for(&format!("control socket on {}", socket.display()));
+    let addr = d.wait_ready()[0];
+    s.deliver(addr, SECRET, &s.request("127.0.0.2", true), b"hello\r\n");
+    d.wait_for("kept for reuse");
+    let out = stdout(&gaproxy(&["drain", "--source", "127.0.0.2"], &socket));
+    assert!(out.contains("1 idle pooled connection(s) closed"), "{out}");
+    d.wait_for("control: drained source 127.0.0.2");
+
+    // A reload that moves the control socket: the drain stays, the old socket goes.
+    s.rewrite(&s.yaml.replace("control.sock", "moved.sock"));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for("configuration reloaded from");
+    let moved = s.dir.0.join("moved.sock");
+    assert!(!socket.exists());
+    let st = status_json(&moved);
+    assert_eq!(st["drains"]["sources"], serde_json::json!(["127.0.0.2"]));
+    let mut c = s.client(addr, SECRET);
+    match c.open(&s.request("127.0.0.2", true)) {
+        Err(ClientError::Proxy(f)) => assert_eq!(f.failure, Failure::Drained),
+        other => panic!("expected 453 drained, got {:?}", other.map(|_| ())),
+    }
+    s.deliver(addr, SECRET, &s.request("127.0.0.3", true), b"other\r\n");
+
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+    assert!(!moved.exists(), "the socket file is removed at exit");
 }
