@@ -189,6 +189,13 @@ pub fn figures(server: &Server, counters: &crate::pool::PoolCounters) -> Vec<Fig
             n(&s.passthrough_bytes_to_mta),
         ),
         f(
+            "relay_octets_to_mx",
+            "relay_octets_to_mx_total",
+            Counter,
+            "Octets MTAs sent to MXes through the SMTP relay (commands and message data).",
+            n(&s.relay_bytes_to_mx),
+        ),
+        f(
             "tls_handshakes_mta",
             "tls_handshakes_mta_total",
             Counter,

@@ -29,6 +29,9 @@ pub struct Stats {
     /// Octets relayed by passthrough sessions, each way.
     pub passthrough_bytes_to_mx: AtomicU64,
     pub passthrough_bytes_to_mta: AtomicU64,
+    /// Octets MTAs sent through the SMTP relay (native protocol, SMTP-aware front-ends) to
+    /// MXes: commands and message data.
+    pub relay_bytes_to_mx: AtomicU64,
     /// Session jobs that panicked (caught; the worker went on).
     pub panics: AtomicU64,
     /// Failed connects by failure (`connect_failures` is their sum).

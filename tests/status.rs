@@ -503,6 +503,12 @@ fn metrics_scraped_over_http_match_the_counters() {
     assert_eq!(p("tls_handshakes_mx_total"), 2.0);
     assert_eq!(p("tls_handshakes_mta_total"), 5.0);
     assert_eq!(mx.stats().tls_handshakes, 2);
+    // The MTAs' commands and message data: at least the messages the MX received.
+    let relayed = p("relay_octets_to_mx_total");
+    assert!(
+        relayed >= mx.stats().bytes as f64 && relayed > 0.0,
+        "{relayed}"
+    );
     assert_eq!(
         p("source_connections{source=\"127.0.0.2\",state=\"idle\"}"),
         1.0

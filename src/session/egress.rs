@@ -178,10 +178,11 @@ impl Egress<'_> {
     /// close it (never completing a message the MTA did not finish).
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome) {
         let messages = out.relay.messages_accepted();
-        self.shared
-            .stats
-            .messages
-            .fetch_add(messages, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.messages.fetch_add(messages, Ordering::Relaxed);
+        stats
+            .relay_bytes_to_mx
+            .fetch_add(out.octets_to_mx, Ordering::Relaxed);
         if let Some(why) = &out.mx_lost {
             verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
         }
