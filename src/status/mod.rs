@@ -260,3 +260,105 @@ fn empty_entry(k: &PoolKey) -> PoolEntry {
         idle: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::WaitSnapshot;
+    use crate::report::Kind;
+    use std::time::Duration;
+
+    fn key(source: &str) -> PoolKey {
+        PoolKey::new(
+            source.parse().unwrap(),
+            "MTA.test",
+            "127.0.0.1:25".parse().unwrap(),
+        )
+    }
+
+    fn snapshot() -> Snapshot {
+        let figure = |name, value| Figure {
+            name,
+            metric: name,
+            kind: Kind::Gauge,
+            help: "",
+            value,
+        };
+        Snapshot {
+            figures: vec![
+                figure("pooled", 1),
+                figure("keys", 1),
+                figure("connects", 9),
+            ],
+            pooled: vec![PooledInfo {
+                key: key("127.0.0.2"),
+                tls: Some(("TLSv1.3".into(), "TLS13_AES_256_GCM_SHA384".into())),
+                age: Duration::from_millis(2500),
+                idle: Duration::from_millis(500),
+                uses: 3,
+                messages: 4,
+                last_mta: Some("127.0.0.1:40000".parse().unwrap()),
+            }],
+            in_use: vec![(key("127.0.0.2"), 2), (key("127.0.0.3"), 1)],
+            rows: Vec::new(),
+            waits: WaitSnapshot {
+                waited: 2,
+                timed_out: 0,
+                buckets: vec![(0.25, 1), (f64::INFINITY, 2)],
+                sum_seconds: 0.5,
+            },
+            failures: vec![(Failure::Drained, 1)],
+            drains: DrainList::default(),
+        }
+    }
+
+    #[test]
+    fn keys_in_use_and_idle_merge_and_the_json_keeps_the_counters_order() {
+        let st = Status::from_snapshot(&snapshot());
+        assert_eq!(st.pools.len(), 2);
+        let p = &st.pools[0];
+        assert_eq!(
+            (p.source.to_string(), p.ehlo.as_str()),
+            ("127.0.0.2".into(), "mta.test")
+        );
+        assert_eq!((p.in_use, p.idle.len()), (2, 1));
+        assert_eq!(p.idle[0].tls_version.as_deref(), Some("TLSv1.3"));
+        assert_eq!((st.pools[1].in_use, st.pools[1].idle.len()), (1, 0));
+        assert_eq!(
+            st.waits.buckets,
+            vec![
+                Bucket {
+                    le: Some(0.25),
+                    count: 1
+                },
+                Bucket { le: None, count: 2 }
+            ]
+        );
+        let text = serde_json::to_string(&st).unwrap();
+        assert!(
+            text.contains(r#""counters":{"pooled":1,"keys":1,"connects":9}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"tag":"drained","code":453,"count":1}"#),
+            "{text}"
+        );
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.counters.get("connects"), Some(9));
+    }
+
+    #[test]
+    fn the_table_shows_keys_idle_connections_counters_and_failures() {
+        let text = table::render(&Status::from_snapshot(&snapshot()));
+        for want in [
+            "  127.0.0.2  mta.test  127.0.0.1:25  2       1",
+            "  127.0.0.2  127.0.0.1:25  2.5s  0.5s  3     4     TLSv1.3 TLS13_AES_256_GCM_SHA384  127.0.0.1:40000",
+            "  connects  9",
+            "Failed connects: 453 drained: 1",
+            "Waits: 2 waited, 0 timed out, 0.5s in all",
+        ] {
+            assert!(text.lines().any(|l| l == want), "no {want:?} in\n{text}");
+        }
+    }
+}
