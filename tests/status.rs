@@ -406,3 +406,38 @@ fn the_daemon_keeps_drains_over_sighup_and_moves_its_control_socket_with_the_fil
     assert!(d.wait_exit().success());
     assert!(!moved.exists(), "the socket file is removed at exit");
 }
+
+#[test]
+fn a_stale_socket_file_is_replaced_but_a_live_socket_or_another_file_is_left_alone() {
+    use greenarrow_proxy::control::{ControlError, ControlSocket};
+    use std::sync::Weak;
+    let dir = TempDir::new("control");
+    let path = dir.0.join("c.sock");
+    // Stale: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let mut first = ControlSocket::start(&path, Weak::new()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    // Live: a second one refuses, and the first keeps its file.
+    match ControlSocket::start(&path, Weak::new()) {
+        Err(e @ ControlError::InUse { .. }) => {
+            assert!(
+                e.to_string().ends_with("another process is serving it"),
+                "{e}"
+            )
+        }
+        other => panic!("expected InUse, got {:?}", other.err()),
+    }
+    assert!(UnixStream::connect(&path).is_ok());
+    first.stop();
+    assert!(!path.exists());
+    // Not a socket: untouched.
+    std::fs::write(&path, b"keep me").unwrap();
+    match ControlSocket::start(&path, Weak::new()) {
+        Err(ControlError::NotASocket { .. }) => {}
+        other => panic!("expected NotASocket, got {:?}", other.err()),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}

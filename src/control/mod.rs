@@ -122,14 +122,19 @@ fn clear_stale(path: &Path) -> Result<(), ControlError> {
             path: path.to_path_buf(),
         });
     }
+    let bind_err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
     match UnixStream::connect(path) {
         Ok(_) => Err(ControlError::InUse {
             path: path.to_path_buf(),
         }),
-        Err(_) => std::fs::remove_file(path).map_err(|source| ControlError::Bind {
-            path: path.to_path_buf(),
-            source,
-        }),
+        // Nobody listens: left by a process that ended.
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).map_err(bind_err)
+        }
+        Err(e) => Err(bind_err(e)),
     }
 }
 
@@ -142,20 +147,29 @@ impl ControlSocket {
             source,
         };
         let listener = UnixListener::bind(path).map_err(bind_err)?;
-        let perm_err = |source| ControlError::Permissions {
-            path: path.to_path_buf(),
-            source,
+        // From here on, a failure removes the file it made.
+        let undo = |e: ControlError| {
+            let _ = std::fs::remove_file(path);
+            e
+        };
+        let perm_err = |source| {
+            undo(ControlError::Permissions {
+                path: path.to_path_buf(),
+                source,
+            })
         };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
             .map_err(perm_err)?;
         let meta = std::fs::symlink_metadata(path).map_err(perm_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| undo(bind_err(e)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || accept_loop(&listener, &s2, &server))
-            .map_err(ControlError::Thread)?;
+            .map_err(|e| undo(ControlError::Thread(e)))?;
         info!("control socket on {}", path.display());
         Ok(ControlSocket {
             path: path.to_path_buf(),
