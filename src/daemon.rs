@@ -127,6 +127,7 @@ fn reload(server: &Arc<Server>, path: &Path) {
             match server.set_listen(&listen) {
                 Err(e) => error!("reload failed, keeping the running configuration: {e}"),
                 Ok(()) => {
+                    server.set_endpoints(&rt.config);
                     server.shared.replace_runtime(rt);
                     let gone = crate::report::after_reload(server);
                     // QUIT can wait on slow MXes: not on the signal thread.

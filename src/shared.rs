@@ -3,7 +3,10 @@
 //! between requests (so that a stop can wake them).
 
 use crate::caps::Caps;
+use crate::drain::Drains;
 use crate::pool::Pool;
+use crate::protocol::reply::ALL_FAILURES;
+use crate::protocol::Failure;
 use crate::runtime::{pool_limits, Runtime};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -26,8 +29,55 @@ pub struct Stats {
     /// Octets relayed by passthrough sessions, each way.
     pub passthrough_bytes_to_mx: AtomicU64,
     pub passthrough_bytes_to_mta: AtomicU64,
+    /// Octets MTAs sent through the SMTP relay (native protocol, SMTP-aware front-ends) to
+    /// MXes: commands and message data.
+    pub relay_bytes_to_mx: AtomicU64,
     /// Session jobs that panicked (caught; the worker went on).
     pub panics: AtomicU64,
+    /// Failed connects by failure (`connect_failures` is their sum).
+    pub failures: FailureCounts,
+    /// TLS handshakes completed with MTAs (native listener) and with MXes (STARTTLS or
+    /// implicit TLS; a reused connection does none).
+    pub tls_handshakes_mta: AtomicU64,
+    pub tls_handshakes_mx: AtomicU64,
+}
+
+impl Stats {
+    /// A connect request failed with `f`: counted in `connect_failures` and per failure.
+    pub fn count_connect_failure(&self, f: Failure) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.failures.add(f);
+    }
+}
+
+/// One counter per [`Failure`] (in [`ALL_FAILURES`] order): bounded, one series per code.
+pub struct FailureCounts(Vec<AtomicU64>);
+
+impl Default for FailureCounts {
+    fn default() -> FailureCounts {
+        FailureCounts(ALL_FAILURES.iter().map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl FailureCounts {
+    fn add(&self, f: Failure) {
+        let slot = ALL_FAILURES
+            .iter()
+            .position(|x| *x == f)
+            .and_then(|i| self.0.get(i));
+        if let Some(n) = slot {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every failure with its count, in [`ALL_FAILURES`] order (zeros included).
+    pub fn snapshot(&self) -> Vec<(Failure, u64)> {
+        ALL_FAILURES
+            .iter()
+            .zip(&self.0)
+            .map(|(f, n)| (*f, n.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// One session's claim on its MTA address's share of `max_sessions_per_ip`; released on drop.
@@ -78,6 +128,8 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// Open MX connections under caps, and the requests waiting for one.
     pub caps: Caps,
+    /// Source addresses and MXes drained by the operator (`gaproxy drain`).
+    pub drains: Drains,
     pub stats: Stats,
     pub stopping: AtomicBool,
     /// Tests only: the next session panics right after its TLS handshake (to exercise the
@@ -97,6 +149,7 @@ impl Shared {
             next_session: AtomicU64::new(0),
             pool,
             caps,
+            drains: Drains::default(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),

@@ -104,6 +104,19 @@ fn to_raw(c: &Config) -> RawConfig {
         frontends: (!c.frontends.is_empty())
             .then(|| c.frontends.iter().map(|f| f.to_raw()).collect()),
         caps: Some(c.caps.to_raw()),
+        control_socket: Some(
+            c.control_socket
+                .as_deref()
+                .map_or("none".to_string(), path_str),
+        ),
+        metrics: Some(super::raw::RawMetrics {
+            listen: Some(
+                c.metrics
+                    .listen
+                    .map_or("none".to_string(), |a| a.to_string()),
+            ),
+            allow_remote: Some(c.metrics.allow_remote),
+        }),
     }
 }
 

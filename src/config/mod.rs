@@ -16,6 +16,7 @@ pub mod host;
 mod net;
 mod raw;
 mod secret;
+mod status;
 mod suggest;
 mod validate;
 
@@ -31,6 +32,7 @@ pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
+pub use status::{MetricsConfig, DEFAULT_CONTROL_SOCKET};
 
 use std::fmt;
 use std::io::Read;
@@ -108,6 +110,10 @@ pub struct Config {
     pub frontends: Vec<frontends::Frontend>,
     /// Connection caps per (source IP, destination), destination groups, waiting at a cap.
     pub caps: CapsConfig,
+    /// The control socket (`gaproxy status`, `drain`); None: none.
+    pub control_socket: Option<PathBuf>,
+    /// The metrics listener.
+    pub metrics: MetricsConfig,
     /// Things that are allowed but probably wrong; log them at startup.
     pub warnings: Vec<String>,
 }

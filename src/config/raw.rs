@@ -38,6 +38,16 @@ pub(crate) struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frontends: Option<Vec<super::frontends::RawFrontend>>,
     pub caps: Option<super::caps::RawCaps>,
+    pub control_socket: Option<String>,
+    pub metrics: Option<RawMetrics>,
+}
+
+/// `metrics:`
+#[derive(Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+    pub allow_remote: Option<bool>,
 }
 
 /// One entry of `clients:`.

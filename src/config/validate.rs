@@ -141,6 +141,8 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         dns: dns(raw.dns.unwrap_or_default())?,
         frontends,
         caps: super::caps::caps(raw.caps)?,
+        control_socket: super::status::control_socket(raw.control_socket, base_dir)?,
+        metrics: super::status::metrics(raw.metrics)?,
         warnings,
     })
 }

@@ -80,8 +80,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 egress
                     .shared
                     .stats
-                    .connect_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .count_connect_failure(refusal.failure.failure);
                 crate::logging::request_failed(
                     rt.config.log_verbose,
                     "PROXY front-end: refused",

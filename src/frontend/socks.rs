@@ -239,6 +239,7 @@ fn refuse_target(
     r: &Refusal,
     family: Option<AddrFamily>,
 ) {
+    egress.shared.stats.count_connect_failure(r.failure.failure);
     crate::logging::request_failed(
         egress.rt.config.log_verbose,
         "SOCKS5 front-end: refused",

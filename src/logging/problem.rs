@@ -48,7 +48,8 @@ pub fn is_problem(f: Failure) -> bool {
         | DnsTemporary
         | DnsNxDomain
         | DnsNoAddress
-        | DnsNullMx => false,
+        | DnsNullMx
+        | Drained => false,
     }
 }
 

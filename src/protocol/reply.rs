@@ -66,6 +66,9 @@ pub enum Failure {
     /// 452: a connection cap (`caps:`) for the source and destination is reached and no
     /// connection came free within the wait; nothing was sent to the MX.
     ConcurrencyLimit,
+    /// 453: the operator drained the source address or the MX (`gaproxy drain`); new
+    /// connections for it are refused until `gaproxy undrain`.
+    Drained,
 }
 
 impl Failure {
@@ -97,6 +100,7 @@ impl Failure {
             DnsNoAddress => (553, "5.4.4", "dns_no_address"),
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
             ConcurrencyLimit => (452, "4.4.5", "concurrency_limit"),
+            Drained => (453, "4.3.2", "drained"),
         }
     }
 
@@ -141,6 +145,7 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::DnsNoAddress,
     Failure::DnsNullMx,
     Failure::ConcurrencyLimit,
+    Failure::Drained,
 ];
 
 /// A failure reply: the failure, a human text, and the MX's raw reply lines when the MX said no.

@@ -12,6 +12,8 @@ pub use crate::shared::{IpSlot, Shared, Stats};
 pub use limits::{fd_budget, fds_needed};
 
 use crate::config::FrontendKind;
+use crate::control::ControlSocket;
+use crate::metrics::MetricsListener;
 use crate::pool::reaper::{quit_all, wait_detached_quits, Reaper, QUIT_WAIT};
 use crate::pool::Pool;
 use listen::bind;
@@ -61,6 +63,9 @@ pub struct Server {
     workers: WorkerPool,
     listeners: Mutex<Vec<Listener>>,
     reaper: Mutex<Option<Reaper>>,
+    /// The control socket and the metrics listener (`control_socket`, `metrics.listen`).
+    control: Mutex<Option<ControlSocket>>,
+    metrics: Mutex<Option<MetricsListener>>,
 }
 
 impl Server {
@@ -82,6 +87,8 @@ impl Server {
             workers,
             listeners: Mutex::new(Vec::new()),
             reaper: Mutex::new(None),
+            control: Mutex::new(None),
+            metrics: Mutex::new(None),
         });
         let weak = Arc::downgrade(&server.shared);
         let verbose = move || {
@@ -99,7 +106,63 @@ impl Server {
         for (addr, kind, socket) in sockets {
             server.add_listener(addr, kind, socket);
         }
+        server.set_endpoints(&server.shared.runtime().config);
         Ok(server)
+    }
+
+    /// Make the control socket and the metrics listener match `config` (at start and on
+    /// reload): a changed path or address is rebound, an unchanged one left alone (one that
+    /// failed is tried again). A failure is logged; the proxy goes on without it.
+    pub fn set_endpoints(self: &Arc<Self>, config: &crate::config::Config) {
+        let mut control = self.control.lock();
+        let want = config.control_socket.as_deref();
+        if control.as_ref().map(|c| c.path()) != want {
+            if let Some(mut old) = control.take() {
+                old.stop();
+                info!("control socket {} closed", old.path().display());
+            }
+            if let Some(path) = want {
+                match ControlSocket::start(path, Arc::downgrade(self)) {
+                    Ok(c) => *control = Some(c),
+                    Err(e) => warn!("{e}; no control socket (gaproxy status, drain)"),
+                }
+            }
+        }
+        drop(control);
+        let mut metrics = self.metrics.lock();
+        let want = config.metrics.listen;
+        if metrics.as_ref().map(|m| m.configured()) != want {
+            if let Some(mut old) = metrics.take() {
+                old.stop();
+                info!("metrics listener {} closed", old.local_addr());
+            }
+            if let Some(addr) = want {
+                match MetricsListener::start(addr, Arc::downgrade(self)) {
+                    Ok(m) => *metrics = Some(m),
+                    Err(e) => error!("metrics.listen {addr}: cannot listen: {e}; no metrics"),
+                }
+            }
+        }
+    }
+
+    /// The control socket's path, when it is open.
+    pub fn control_path(&self) -> Option<std::path::PathBuf> {
+        self.control.lock().as_ref().map(|c| c.path().to_path_buf())
+    }
+
+    /// The metrics listener's bound address, when it is open.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.lock().as_ref().map(|m| m.local_addr())
+    }
+
+    /// Close the control socket and the metrics listener.
+    fn stop_endpoints(&self) {
+        if let Some(mut c) = self.control.lock().take() {
+            c.stop();
+        }
+        if let Some(mut m) = self.metrics.lock().take() {
+            m.stop();
+        }
     }
 
     fn add_listener(self: &Arc<Self>, configured: SocketAddr, kind: ListenKind, socket: Socket) {
@@ -187,7 +250,9 @@ impl Server {
         // QUITs the sessions left running off their path: let them finish (each waits at most
         // QUIT_WAIT for the MX), within what is left of the grace period.
         let until = started + grace.max(QUIT_WAIT);
-        wait_detached_quits(until) && idle
+        let quits = wait_detached_quits(until);
+        self.stop_endpoints();
+        quits && idle
     }
 
     /// The configured listeners currently bound.

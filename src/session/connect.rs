@@ -24,7 +24,7 @@ impl Session<'_> {
         let (mut mx, origin) = match opened {
             Ok(x) => x,
             Err(f) => {
-                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                stats.count_connect_failure(f.failure);
                 let client = self.identity.as_ref().map_or("-", |id| id.name);
                 crate::logging::request_failed(
                     self.rt.config.log_verbose,

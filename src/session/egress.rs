@@ -44,6 +44,15 @@ pub struct Egress<'a> {
 impl Egress<'_> {
     /// The source address is permitted for the client and the port by `destination_ports`.
     pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), FailureReply> {
+        if self.shared.drains.source_drained(req.source) {
+            return Err(FailureReply::new(
+                Failure::Drained,
+                format!(
+                    "source address {} is drained by the operator (gaproxy undrain)",
+                    req.source
+                ),
+            ));
+        }
         if !id.sources.iter().any(|n| n.contains(req.source)) {
             return Err(FailureReply::new(
                 Failure::SourceNotPermitted,
@@ -71,7 +80,23 @@ impl Egress<'_> {
         &self,
         req: &ConnectRequest,
     ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
-        self.permitted(req, self.candidates(req)?)
+        let permitted = self.permitted(req, self.candidates(req)?)?;
+        let total = permitted.len();
+        let drains = &self.shared.drains;
+        let open: Vec<_> = permitted
+            .into_iter()
+            .filter(|(a, _)| !drains.mx_drained(*a))
+            .collect();
+        if open.is_empty() {
+            return Err(FailureReply::new(
+                Failure::Drained,
+                format!(
+                    "{}: {total} address(es), all drained by the operator (gaproxy undrain)",
+                    req.dest
+                ),
+            ));
+        }
+        Ok(open)
     }
 
     /// Check permissions, resolve, then reuse or dial (banner, EHLO, STARTTLS, EHLO).
@@ -117,6 +142,10 @@ impl Egress<'_> {
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
                 Ok(mut c) => {
                     c.permit = Some(permit);
+                    if c.tls.is_some() {
+                        let stats = &self.shared.stats;
+                        stats.tls_handshakes_mx.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok((c, Origin::New));
                 }
                 Err(f) if try_next_address(&f) => {
@@ -224,10 +253,11 @@ impl Egress<'_> {
     /// close it (never completing a message the MTA did not finish).
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome) {
         let messages = out.relay.messages_accepted();
-        self.shared
-            .stats
-            .messages
-            .fetch_add(messages, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.messages.fetch_add(messages, Ordering::Relaxed);
+        stats
+            .relay_bytes_to_mx
+            .fetch_add(out.octets_to_mx, Ordering::Relaxed);
         if let Some(why) = &out.mx_lost {
             verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
         }
@@ -367,6 +397,9 @@ impl Egress<'_> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Some("the proxy is stopping".to_string());
             }
+            if self.shared.drains.key_drained(req.source, mx.remote) {
+                return Some("its source address or MX is drained".to_string());
+            }
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
@@ -405,12 +438,21 @@ impl Egress<'_> {
             quit_detached(vec![mx]);
             return;
         }
+        let source = key.source;
         match self
             .shared
             .caps
             .give_back(&self.shared.pool, key, mx, Instant::now())
         {
-            Returned::Pooled => verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse"),
+            Returned::Pooled => {
+                verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse");
+                // A drain that came between the check above and the check-in took nothing:
+                // take it out again.
+                if self.shared.drains.key_drained(source, remote) {
+                    let drained = self.shared.drains.copy();
+                    quit_detached(self.shared.pool.take_keys_where(|k| !drained.matches(k)));
+                }
+            }
             Returned::Handed => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "kept: handed to a request waiting at its connection cap")
             }

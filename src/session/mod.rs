@@ -82,7 +82,13 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     // The handshake counts against the unauthenticated deadline.
     let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
-        Ok(t) => t,
+        Ok(t) => {
+            shared
+                .stats
+                .tls_handshakes_mta
+                .fetch_add(1, Ordering::Relaxed);
+            t
+        }
         // A peer that closes without a word (a TCP health check) is no problem.
         Err(e @ TlsError::ClosedDuringHandshake) => {
             verbose!(rt, mta = peer; "TLS handshake with the MTA failed: {e}");

@@ -59,6 +59,8 @@ pub struct RelayOutcome {
     pub mx_lost: Option<String>,
     /// The MTA was in the middle of a message body when it went away.
     pub mid_body: bool,
+    /// Octets of the MTA's forwarded to the MX in this session (commands and message data).
+    pub octets_to_mx: u64,
 }
 
 /// Relay the MTA's SMTP session to `mx` with the machine `relay` (made for this connection:
@@ -75,6 +77,7 @@ pub fn relay<S: Read + Write + Timeouts>(
 ) -> RelayOutcome {
     let mut mx = Some(mx);
     let mut mx_lost: Option<String> = None;
+    let mut octets_to_mx = 0u64;
     // MX replies queued for the MTA and not yet written (withdrawn if the MX proves out of step).
     let mut held = Held::default();
     // `why` goes to the log; the MTA's 421s keep the machine's own short reason when it
@@ -115,6 +118,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                     if let Some(c) = mx.as_mut() {
                         c.conn.queue(&mta.pending()[..n]);
                         c.bytes += n as u64;
+                        octets_to_mx += n as u64;
                     }
                     mta.consume(n);
                 }
@@ -250,6 +254,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         mx_lost,
         mx,
         mid_body,
+        octets_to_mx,
     }
 }
 

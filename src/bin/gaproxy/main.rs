@@ -3,9 +3,11 @@
 //! - `gaproxy send`: deliver messages through a proxy, like swaks, printing the transcript;
 //! - `gaproxy testmx`: run a local test MX that prints what it receives;
 //! - `gaproxy demo`: start a proxy and a test MX on loopback and send mail through it;
-//! - `gaproxy bench`: measure the proxy against direct delivery (see `benches/run.sh`).
+//! - `gaproxy bench`: measure the proxy against direct delivery (see `benches/run.sh`);
+//! - `gaproxy status`, `drain`, `undrain`: the running proxy's control socket.
 
 mod bench;
+mod control;
 mod demo;
 mod proxy_addr;
 mod send;
@@ -36,6 +38,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark the proxy against direct delivery and HAProxy (throughput, latency, CPU, RSS).
     Bench(bench::BenchArgs),
+    /// Show the running proxy's connections, caps, waits, counters and drains.
+    Status(control::StatusArgs),
+    /// Close a source address's or an MX's idle pooled connections and refuse new ones.
+    Drain(control::DrainArgs),
+    /// End a drain (or all of them).
+    Undrain(control::UndrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +53,9 @@ fn main() -> ExitCode {
         Command::Testmx(a) => testmx::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Status(a) => control::status(a),
+        Command::Drain(a) => control::drain(a),
+        Command::Undrain(a) => control::undrain(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,7 +94,7 @@ pub(super) fn serve(
     let (mut mx, origin) = match egress.open_mx(&target.identity, &req) {
         Ok(x) => x,
         Err(f) => {
-            stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            stats.count_connect_failure(f.failure);
             crate::logging::request_failed(
                 rt.config.log_verbose,
                 "smtp front: connect failed",

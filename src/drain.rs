@@ -1,0 +1,209 @@
+//! Drains: source addresses and MXes the operator took out of service (`gaproxy drain`).
+//!
+//! A drained source address or MX gets no new connection (`453 drained`, checked by the egress
+//! core for every front-end), its idle pooled connections are closed, and connections in use
+//! finish their session but are not pooled afterwards. Drains live in memory: they survive a
+//! reload (SIGHUP) and end with the process.
+
+use crate::pool::PoolKey;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// An MX to drain: one address and port, or every port of an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MxTarget {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+impl MxTarget {
+    /// Whether `addr` is this MX.
+    pub fn matches(&self, addr: SocketAddr) -> bool {
+        match self {
+            MxTarget::Ip(ip) => *ip == addr.ip().to_canonical(),
+            MxTarget::Addr(a) => *a == SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+        }
+    }
+}
+
+impl FromStr for MxTarget {
+    type Err = String;
+
+    /// `IP` (every port) or `IP:PORT` / `[IPv6]:PORT`.
+    fn from_str(s: &str) -> Result<MxTarget, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(MxTarget::Ip(ip.to_canonical()));
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Ok(MxTarget::Addr(SocketAddr::new(
+                a.ip().to_canonical(),
+                a.port(),
+            ))),
+            Err(_) => Err(format!(
+                "{s:?} is not an MX address (IP, IP:PORT or [IPv6]:PORT)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MxTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MxTarget::Ip(ip) => write!(f, "{ip}"),
+            MxTarget::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// The drains in force, as the status view shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainList {
+    /// Drained source addresses.
+    pub sources: Vec<IpAddr>,
+    /// Drained MXes: `IP` (every port) or `IP:PORT`.
+    pub mx: Vec<String>,
+}
+
+/// A copy of the drains in force, to match pool keys without holding the drains' lock (a
+/// pool filter runs under the pool's lock).
+#[derive(Clone, Default)]
+pub struct Set {
+    sources: BTreeSet<IpAddr>,
+    mx: BTreeSet<MxTarget>,
+}
+
+impl Set {
+    /// Whether a connection from `source` to `mx` is drained (either end).
+    pub fn key_drained(&self, source: IpAddr, mx: SocketAddr) -> bool {
+        self.sources.contains(&source.to_canonical()) || self.mx.iter().any(|m| m.matches(mx))
+    }
+
+    /// Whether pooled connections under `key` are drained.
+    pub fn matches(&self, key: &PoolKey) -> bool {
+        self.key_drained(key.source, key.mx)
+    }
+}
+
+/// The drains in force (one small mutex; held only to read or change the sets).
+#[derive(Default)]
+pub struct Drains {
+    set: Mutex<Set>,
+}
+
+impl Drains {
+    /// Drain `ip`; false if it already was.
+    pub fn drain_source(&self, ip: IpAddr) -> bool {
+        self.set.lock().sources.insert(ip.to_canonical())
+    }
+
+    /// Drain `mx`; false if it already was.
+    pub fn drain_mx(&self, mx: MxTarget) -> bool {
+        self.set.lock().mx.insert(mx)
+    }
+
+    /// Undrain `ip`; false if it was not drained.
+    pub fn undrain_source(&self, ip: IpAddr) -> bool {
+        self.set.lock().sources.remove(&ip.to_canonical())
+    }
+
+    /// Undrain `mx` (exactly as drained); false if it was not drained.
+    pub fn undrain_mx(&self, mx: MxTarget) -> bool {
+        self.set.lock().mx.remove(&mx)
+    }
+
+    /// Undrain everything; how many drains ended.
+    pub fn undrain_all(&self) -> usize {
+        let mut s = self.set.lock();
+        let n = s.sources.len() + s.mx.len();
+        s.sources.clear();
+        s.mx.clear();
+        n
+    }
+
+    pub fn source_drained(&self, ip: IpAddr) -> bool {
+        self.set.lock().sources.contains(&ip.to_canonical())
+    }
+
+    pub fn mx_drained(&self, addr: SocketAddr) -> bool {
+        self.set.lock().mx.iter().any(|m| m.matches(addr))
+    }
+
+    /// Whether a connection from `source` to `mx` is drained (either end).
+    pub fn key_drained(&self, source: IpAddr, mx: SocketAddr) -> bool {
+        self.set.lock().key_drained(source, mx)
+    }
+
+    /// A copy of the drains in force.
+    pub fn copy(&self) -> Set {
+        self.set.lock().clone()
+    }
+
+    /// The drains in force.
+    pub fn list(&self) -> DrainList {
+        let s = self.set.lock();
+        DrainList {
+            sources: s.sources.iter().copied().collect(),
+            mx: s.mx.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_mx_drained_by_address_covers_every_port_and_by_address_and_port_one() {
+        let d = Drains::default();
+        assert!(d.drain_mx("192.0.2.1".parse().unwrap()));
+        assert!(d.drain_mx("192.0.2.2:25".parse().unwrap()));
+        assert!(
+            !d.drain_mx("192.0.2.2:25".parse().unwrap()),
+            "already drained"
+        );
+        assert!(d.mx_drained(sa("192.0.2.1:25")) && d.mx_drained(sa("192.0.2.1:2525")));
+        assert!(d.mx_drained(sa("192.0.2.2:25")) && !d.mx_drained(sa("192.0.2.2:587")));
+        assert!(!d.mx_drained(sa("192.0.2.3:25")));
+        // The IPv4-mapped form of a drained address is the same MX.
+        assert!(d.mx_drained(sa("[::ffff:192.0.2.1]:25")));
+        assert_eq!(
+            d.list().mx,
+            vec!["192.0.2.1".to_string(), "192.0.2.2:25".to_string()]
+        );
+        assert!(d.undrain_mx("192.0.2.1".parse().unwrap()));
+        assert!(!d.mx_drained(sa("192.0.2.1:25")));
+    }
+
+    #[test]
+    fn a_drained_source_drains_its_pool_keys_until_undrained() {
+        let d = Drains::default();
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let key = PoolKey::new(ip, "mta.test", sa("127.0.0.1:25"));
+        let other = PoolKey::new("127.0.0.3".parse().unwrap(), "mta.test", sa("127.0.0.1:25"));
+        assert!(!d.copy().matches(&key));
+        d.drain_source(ip);
+        assert!(d.copy().matches(&key) && !d.copy().matches(&other));
+        assert!(d.source_drained("::ffff:127.0.0.2".parse().unwrap()));
+        assert_eq!(d.undrain_all(), 1);
+        assert!(!d.copy().matches(&key));
+        assert!(!d.undrain_source(ip));
+    }
+
+    #[test]
+    fn mx_targets_parse_with_clear_errors() {
+        assert_eq!(
+            "[::1]:25".parse::<MxTarget>(),
+            Ok(MxTarget::Addr(sa("[::1]:25")))
+        );
+        let e = "mx.example".parse::<MxTarget>().unwrap_err();
+        assert!(e.contains("not an MX address"), "{e}");
+    }
+}

@@ -1,0 +1,156 @@
+//! `gaproxy status` without `--json`: the status view as readable tables.
+
+use super::Status;
+use std::fmt::Write as _;
+
+fn secs(s: f64) -> String {
+    format!("{s:.1}s")
+}
+
+/// Left-aligned columns, two spaces apart.
+fn columns(out: &mut String, rows: &[Vec<String>]) {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            let _ = write!(line, "{c:<w$}  ");
+        }
+        let _ = writeln!(out, "  {}", line.trim_end());
+    }
+}
+
+/// The status as text.
+pub fn render(st: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "greenarrow_proxy {}", st.proxy_version);
+    let _ = writeln!(out, "\nConnections by pool key (source / EHLO name / MX):");
+    if st.pools.is_empty() {
+        let _ = writeln!(out, "  none");
+    } else {
+        let mut rows = vec![vec![
+            "SOURCE".into(),
+            "EHLO".into(),
+            "MX".into(),
+            "IN USE".into(),
+            "IDLE".into(),
+        ]];
+        for p in &st.pools {
+            rows.push(vec![
+                p.source.to_string(),
+                p.ehlo.clone(),
+                p.mx.to_string(),
+                p.in_use.to_string(),
+                p.idle.len().to_string(),
+            ]);
+        }
+        columns(&mut out, &rows);
+    }
+    let idle: Vec<_> = st
+        .pools
+        .iter()
+        .flat_map(|p| p.idle.iter().map(move |c| (p, c)))
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(out, "\nIdle pooled connections:");
+        let mut rows = vec![vec![
+            "SOURCE".into(),
+            "MX".into(),
+            "AGE".into(),
+            "IDLE".into(),
+            "USES".into(),
+            "MSGS".into(),
+            "TLS".into(),
+            "LAST MTA".into(),
+        ]];
+        for (p, c) in idle {
+            rows.push(vec![
+                p.source.to_string(),
+                p.mx.to_string(),
+                secs(c.age_seconds),
+                secs(c.idle_seconds),
+                c.uses.to_string(),
+                c.messages.to_string(),
+                match (&c.tls_version, &c.tls_cipher) {
+                    (Some(v), Some(ci)) => format!("{v} {ci}"),
+                    (Some(v), None) => v.clone(),
+                    _ => "none".into(),
+                },
+                c.last_mta.map_or("-".into(), |a| a.to_string()),
+            ]);
+        }
+        columns(&mut out, &rows);
+    }
+    let _ = writeln!(out, "\nCaps by source and destination:");
+    if st.caps.is_empty() {
+        let _ = writeln!(out, "  none");
+    } else {
+        let mut rows = vec![vec![
+            "SOURCE".into(),
+            "DESTINATION".into(),
+            "IN USE".into(),
+            "IDLE".into(),
+            "MAX".into(),
+            "WAITING".into(),
+            "OLDEST WAIT".into(),
+        ]];
+        for c in &st.caps {
+            rows.push(vec![
+                c.source.to_string(),
+                c.destination.clone(),
+                c.in_use.to_string(),
+                c.idle.to_string(),
+                c.max_connections.map_or("-".into(), |m| m.to_string()),
+                c.waiting.to_string(),
+                c.oldest_wait_seconds.map_or("-".into(), secs),
+            ]);
+        }
+        columns(&mut out, &rows);
+    }
+    let w = &st.waits;
+    let _ = writeln!(
+        out,
+        "\nWaits: {} waited, {} timed out, {} in all",
+        w.waited,
+        w.timed_out,
+        secs(w.sum_seconds)
+    );
+    let _ = writeln!(out, "\nCounters:");
+    let rows: Vec<Vec<String>> = st
+        .counters
+        .0
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    columns(&mut out, &rows);
+    let failed: Vec<String> = st
+        .failures
+        .iter()
+        .filter(|f| f.count > 0)
+        .map(|f| format!("{} {}: {}", f.code, f.tag, f.count))
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nFailed connects: {}", failed.join(", "));
+    }
+    let d = &st.drains;
+    let _ = writeln!(out, "\nDrains:");
+    if d.sources.is_empty() && d.mx.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for s in &d.sources {
+        let _ = writeln!(out, "  source {s}");
+    }
+    for m in &d.mx {
+        let _ = writeln!(out, "  mx {m}");
+    }
+    out
+}
