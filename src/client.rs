@@ -1,4 +1,5 @@
 //! A client of the proxy protocol, for MTAs written in Rust (and for `gaproxy send`).
+//! With several proxies, [`failover::Failover`] moves to the next one where that is safe.
 //!
 //! ```no_run
 //! use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};

@@ -297,9 +297,14 @@ impl Failover {
         let mut fresh_retry = true;
         loop {
             if tried >= n {
-                let (last, stage, _) = attempts
-                    .pop()
-                    .expect("tried counts the attempts pushed: at least one");
+                // `tried` counts the attempts pushed: there is at least one.
+                let (last, stage) = match attempts.pop() {
+                    Some((e, s, _)) => (e, s),
+                    None => (
+                        ClientError::Protocol("no attempt made".into()),
+                        Stage::Connect,
+                    ),
+                };
                 return Err(FailoverError {
                     last,
                     stage,

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// A proxy: IP, IP:PORT, [IPv6]:PORT, NAME or NAME:PORT (port 807 when not given).
-    /// Repeatable: tried in order, and a name with several addresses gives each; the next is
-    /// tried when one cannot be reached, fails TLS, answers 421 busy or 451 source_not_local,
-    /// or loses the connection before message data was sent.
+    /// A proxy: IP, IP:PORT, [IPv6]:PORT, NAME or NAME:PORT (port 807 when not given);
+    /// repeatable, tried in order.
+    ///
+    /// A name with several addresses gives each. The next proxy is tried when one cannot be
+    /// reached, fails TLS, answers 421 busy or 451 source_not_local, or loses the connection
+    /// before message data was sent; never once message data was sent.
     #[arg(long, default_value = "127.0.0.1:807")]
     pub proxy: Vec<String>,
-    /// Name (or IP) the proxies' certificates must match [default: each --proxy as written,
-    /// without its port].
+    /// Name (or IP) the proxies' certificates must match [default: each --proxy's IP or name,
+    /// as written]
     #[arg(long)]
     pub proxy_name: Option<String>,
     /// File holding the shared secret (optional with --client-cert).
@@ -68,7 +70,8 @@ pub struct SendArgs {
     /// Size of the generated message body in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Messages to send, each in its own SMTP session.
+    /// Messages to send, each in its own SMTP session (over one proxy connection, a new one
+    /// after a failover).
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     /// Use BDAT (CHUNKING) instead of DATA.
