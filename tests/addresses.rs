@@ -21,6 +21,7 @@ mod setup;
 use common::SECRET;
 use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{Failure, Origin};
+use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;
 use setup::{conn_from, Setup};
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use std::process::Command;
 const EGRESS: &str = "192.0.2.10";
 /// The virtual listen address (bound before it exists: `listen_freebind`).
 const VIP: &str = "192.0.2.20";
+/// An IPv6 egress address (documentation range, inside the namespace only).
+const EGRESS6: &str = "2001:db8::10";
 
 /// A network namespace of this test; deleted on drop.
 struct Netns {
@@ -58,16 +61,22 @@ impl Netns {
 
     /// `ip -n <ns> args...`, which must succeed.
     fn ip(&self, args: &[&str]) {
+        if let Err(e) = self.try_ip(args) {
+            panic!("ip {args:?}: {e}");
+        }
+    }
+
+    fn try_ip(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("ip")
             .args(["-n", &self.name])
             .args(args)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     fn add(&self, addr: &str) {
@@ -111,7 +120,7 @@ fn source_addresses_come_and_go_without_a_restart() {
         return;
     };
     let s = Setup::new(&format!(
-        "source_addresses: [127.0.0.0/8, {EGRESS}]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\n"
+        "source_addresses: [127.0.0.0/8, {EGRESS}, \"{EGRESS6}\"]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\n"
     ));
     // Neither address is here yet: the daemon starts anyway (listen_freebind for the VIP;
     // an absent source address is not a configuration error).
@@ -127,6 +136,15 @@ fn source_addresses_come_and_go_without_a_restart() {
     // Absent from the start: 451 source_not_local (the bind fails).
     let (f, _) = failure(deliver(&s, proxy, EGRESS));
     assert_eq!(f, Failure::SourceNotLocal);
+    // Nor is one at reload.
+    let listed = format!("[127.0.0.0/8, {EGRESS}, ");
+    assert!(s.yaml.contains(&listed));
+    s.rewrite(
+        &s.yaml
+            .replace(&listed, &format!("[127.0.0.0/8, {EGRESS}, 192.0.2.11, ")),
+    );
+    d.signal(SIGHUP);
+    d.wait_for("configuration reloaded");
 
     // It appears: usable at once, no reload.
     ns.add(EGRESS);
@@ -165,6 +183,26 @@ fn source_addresses_come_and_go_without_a_restart() {
         from_egress, 2,
         "the connection from before it left was not reused"
     );
+
+    // IPv6 the same (no MX needed: the refusal comes before any dial).
+    match ns.try_ip(&[
+        "addr",
+        "add",
+        &format!("{EGRESS6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]) {
+        Err(e) => eprintln!("IPv6 part skipped: {e}"),
+        Ok(()) => {
+            d.wait_for(&format!("address {EGRESS6} appeared on the host"));
+            ns.ip(&["addr", "del", &format!("{EGRESS6}/128"), "dev", "lo"]);
+            d.wait_for(&format!("source address {EGRESS6} left the host"));
+            let (f, text) = failure(deliver(&s, proxy, EGRESS6));
+            assert_eq!(f, Failure::SourceNotLocal);
+            assert!(text.contains("has left this host"), "{text}");
+        }
+    }
 
     // The virtual listen address: bound while absent, serving once it is here.
     ns.add(VIP);
