@@ -155,8 +155,14 @@ fn source_addresses_come_and_go_without_a_restart() {
     assert_eq!(msgs(&s), 1);
 
     // It leaves: the pooled connection from it is closed, requests fail at once.
+    let t = std::time::Instant::now();
     ns.del(EGRESS);
     let left = d.wait_for(&format!("source address {EGRESS} left the host"));
+    // A figure for the docs, not an assertion.
+    eprintln!(
+        "netlink: the removal was logged {:?} after `ip addr del` began",
+        t.elapsed()
+    );
     assert!(
         left.contains("1 pooled connection(s) from it closed"),
         "{left}"
@@ -220,4 +226,37 @@ fn without_listen_freebind_an_absent_listen_address_is_an_error() {
     let err = d.wait_for("cannot listen on");
     assert!(err.contains(&format!("{VIP}:2807")), "{err}");
     assert!(!d.wait_exit().success());
+}
+
+#[test]
+fn the_getifaddrs_scan_notices_too() {
+    let Some(ns) = Netns::enter("scan") else {
+        return;
+    };
+    let s = Setup::new(&format!("source_addresses: [127.0.0.0/8, {EGRESS}]\n"));
+    let mut d = Daemon::spawn(&s.config, &[SECRET], |c| {
+        c.env(greenarrow_proxy::localaddr::watch::MODE_ENV, "scan");
+    });
+    let proxy = d.wait_ready()[0];
+    // Logged by the watcher thread, before or after the ready line.
+    if !d
+        .seen()
+        .iter()
+        .any(|l| l.contains("by scanning them every 2s"))
+    {
+        d.wait_for("by scanning them every 2s");
+    }
+    ns.add(EGRESS);
+    d.wait_for(&format!("address {EGRESS} appeared on the host"));
+    deliver(&s, proxy, EGRESS).unwrap();
+    d.wait_for("kept for reuse");
+    ns.del(EGRESS);
+    let left = d.wait_for(&format!("source address {EGRESS} left the host"));
+    assert!(
+        left.contains("1 pooled connection(s) from it closed"),
+        "{left}"
+    );
+    let (f, text) = failure(deliver(&s, proxy, EGRESS));
+    assert_eq!(f, Failure::SourceNotLocal);
+    assert!(text.contains("has left this host"), "{text}");
 }
