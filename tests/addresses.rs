@@ -24,7 +24,8 @@ use greenarrow_proxy::protocol::{Failure, Origin};
 use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;
 use setup::{conn_from, Setup};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 
 /// The egress address that comes and goes.
@@ -120,7 +121,7 @@ fn source_addresses_come_and_go_without_a_restart() {
         return;
     };
     let s = Setup::new(&format!(
-        "source_addresses: [127.0.0.0/8, {EGRESS}, \"{EGRESS6}\"]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\n"
+        "source_addresses: [127.0.0.0/8, {EGRESS}, \"{EGRESS6}\"]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\nfrontends:\n  - kind: proxy_protocol\n    listen: [\"{VIP}:2600\"]\n"
     ));
     // Neither address is here yet: the daemon starts anyway (listen_freebind for the VIP;
     // an absent source address is not a configuration error).
@@ -214,6 +215,20 @@ fn source_addresses_come_and_go_without_a_restart() {
     ns.add(VIP);
     deliver(&s, format!("{VIP}:2807").parse().unwrap(), "127.0.0.3").unwrap();
     assert_eq!(msgs(&s), 4);
+    // The front-end's listener too: a PROXY v1 header, then the MX's banner comes back.
+    let mut front = TcpStream::connect(format!("{VIP}:2600")).unwrap();
+    front.set_read_timeout(Some(process::WAIT)).unwrap();
+    let mx = s.mx.addr();
+    write!(
+        front,
+        "PROXY TCP4 127.0.0.4 {} 1000 {}\r\n",
+        mx.ip(),
+        mx.port()
+    )
+    .unwrap();
+    let mut banner = [0u8; 3];
+    front.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"220");
 }
 
 #[test]
