@@ -332,7 +332,9 @@ impl Failover {
                 Err(e) => e,
             };
             let decision = decide(stage, accepted, &err);
-            let keep = decision == Decision::Stop && still_usable(&err);
+            // Kept only back in the command state (an SMTP session left open would take the
+            // next request line for an SMTP command).
+            let keep = decision == Decision::Stop && stage == Stage::Request && still_usable(&err);
             if !keep {
                 self.collect_transcript();
                 self.client = None;
@@ -344,7 +346,8 @@ impl Failover {
                     attempts: attempts.into_iter().map(|(_, _, a)| a).collect(),
                 });
             }
-            if reused && fresh_retry && stage == Stage::Request {
+            let lost = matches!(err, ClientError::Io(_));
+            if reused && fresh_retry && stage == Stage::Request && lost {
                 fresh_retry = false;
                 self.note(format!(
                     "proxy {} closed the connection kept from before ({err}); reconnecting",
