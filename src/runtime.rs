@@ -37,7 +37,14 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Tls(e) => write!(f, "{e}"),
-            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            StartError::Bind { addr, error } => {
+                write!(f, "cannot listen on {addr}: {error}")?;
+                if error.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) {
+                    // A virtual address not here yet (keepalived): say how to listen anyway.
+                    write!(f, " (the address is not on this host; listen_freebind: true binds it before it arrives)")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -240,6 +240,7 @@ fn without_listen_freebind_an_absent_listen_address_is_an_error() {
     let mut d = s.daemon();
     let err = d.wait_for("cannot listen on");
     assert!(err.contains(&format!("{VIP}:2807")), "{err}");
+    assert!(err.contains("listen_freebind: true"), "{err}");
     assert!(!d.wait_exit().success());
 }
 
