@@ -18,6 +18,7 @@ pub mod drain;
 pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod localaddr;
 pub mod logging;
 pub mod metrics;
 pub mod mx;

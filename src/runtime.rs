@@ -53,7 +53,14 @@ impl fmt::Display for StartError {
                 key.display(),
                 cert.display()
             ),
-            StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            StartError::Bind { addr, error } => {
+                write!(f, "cannot listen on {addr}: {error}")?;
+                if error.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) {
+                    // A virtual address not here yet (keepalived): say how to listen anyway.
+                    write!(f, " (the address is not on this host; listen_freebind: true binds it before it arrives)")?;
+                }
+                Ok(())
+            }
         }
     }
 }

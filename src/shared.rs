@@ -4,6 +4,7 @@
 
 use crate::caps::Caps;
 use crate::drain::Drains;
+use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
 use crate::protocol::reply::ALL_FAILURES;
 use crate::protocol::Failure;
@@ -130,6 +131,8 @@ pub struct Shared {
     pub caps: Caps,
     /// Source addresses and MXes drained by the operator (`gaproxy drain`).
     pub drains: Drains,
+    /// Source addresses that left the host (kept up to date by `localaddr::watch`).
+    pub local: LocalAddrs,
     pub stats: Stats,
     pub stopping: AtomicBool,
     /// Tests only: the next session panics right after its TLS handshake (to exercise the
@@ -150,6 +153,7 @@ impl Shared {
             pool,
             caps,
             drains: Drains::default(),
+            local: LocalAddrs::new(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),

@@ -223,8 +223,10 @@ fn accept_loop(listener: &UnixListener, stop: &AtomicBool, server: &Weak<Server>
                 continue;
             }
         };
+        // The server is going away: refuse this client (closing its connection) but keep the
+        // socket until `stop`, so that a probe of it still finds it served.
         let Some(server) = server.upgrade() else {
-            return;
+            continue;
         };
         serve_client(stream, &server);
     }

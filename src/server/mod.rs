@@ -75,6 +75,7 @@ impl Server {
             warn!("{w}");
         }
         let listen = wanted_listeners(&rt.config);
+        let freebind = rt.config.listen_freebind;
         let workers = WorkerPool::new(
             rt.config.max_sessions,
             rt.config.max_queued_sessions,
@@ -99,9 +100,12 @@ impl Server {
             Ok(r) => *server.reaper.lock() = Some(r),
             Err(e) => warn!("cannot start the pool reaper thread (pooled connections will expire only at checkout): {e}"),
         }
+        if let Err(e) = crate::localaddr::watch::start(Arc::downgrade(&server.shared)) {
+            warn!("cannot start the address watcher thread (a source address that leaves the host fails only when bound): {e}");
+        }
         let mut sockets = Vec::new();
         for (addr, kind) in listen {
-            sockets.push((addr, kind, bind(addr)?));
+            sockets.push((addr, kind, bind(addr, freebind)?));
         }
         for (addr, kind, socket) in sockets {
             server.add_listener(addr, kind, socket);
@@ -267,9 +271,12 @@ impl Server {
     /// Make the listeners match `wanted` (see [`wanted_listeners`]): bind the new ones first
     /// (all or nothing), then stop the ones no longer configured. Unchanged listeners are not
     /// touched. A front-end's settings apply to each new connection, from the runtime in force.
+    /// `freebind`: bind new listeners with `IP_FREEBIND` (`listen_freebind`; listeners already
+    /// bound keep theirs).
     pub fn set_listen(
         self: &Arc<Self>,
         wanted: &[(SocketAddr, ListenKind)],
+        freebind: bool,
     ) -> Result<(), StartError> {
         let current = self.listen_config();
         // An address that moves to another listener is rebound: stop the old one first (port
@@ -284,7 +291,7 @@ impl Server {
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
-            fresh.push((*addr, *kind, bind(*addr)?));
+            fresh.push((*addr, *kind, bind(*addr, freebind)?));
         }
         for (addr, kind, socket) in fresh {
             self.add_listener(addr, kind, socket);

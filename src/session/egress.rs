@@ -62,6 +62,12 @@ impl Egress<'_> {
                 ),
             ));
         }
+        if !self.shared.local.usable(req.source) {
+            return Err(FailureReply::new(
+                Failure::SourceNotLocal,
+                format!("source address {} has left this host", req.source),
+            ));
+        }
         if !self.rt.config.destination_ports.contains(&req.port) {
             return Err(FailureReply::new(
                 Failure::DestinationNotPermitted,
@@ -399,6 +405,12 @@ impl Egress<'_> {
             }
             if self.shared.drains.key_drained(req.source, mx.remote) {
                 return Some("its source address or MX is drained".to_string());
+            }
+            // The watcher closes the pooled ones; this keeps a session ending now from
+            // pooling one after it. (A check-in racing the watcher leaves a connection no
+            // request can take: `authorize` refuses the address; it expires in the reaper.)
+            if self.shared.local.is_gone(req.source) {
+                return Some("the source address has left this host".to_string());
             }
             match state {
                 Some(PoolState::Clean) | None => {}

@@ -1,80 +1,14 @@
-//! `--proxy` and what `gaproxy send` says when the proxy cannot be reached: the address it
-//! tried, `--ca-file` when the proxy's certificate has another issuer, "this port speaks
-//! SMTP" when an SMTP server answered (sans-I/O except [`ProxyAddr::resolve`] and [`probe`]).
+//! What `gaproxy send` says when no proxy can be reached: the address it tried, `--ca-file`
+//! when the proxy's certificate has another issuer, "this port speaks SMTP" when an SMTP
+//! server answered (sans-I/O except [`probe`]). `--proxy` itself is parsed by
+//! `client::Endpoint`.
 
 use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::tls::TlsError;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
-
-/// The proxy's port when `--proxy` gives none.
-pub const DEFAULT_PORT: u16 = 807;
-
-/// `--proxy`: `IP:PORT`, `[IPv6]:PORT`, an IP, `HOST:PORT` or a host name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyAddr {
-    /// The IP address or host name.
-    pub host: String,
-    pub port: u16,
-}
-
-/// Parse `--proxy` (clap's value parser).
-pub fn parse(s: &str) -> Result<ProxyAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(ProxyAddr {
-            host: a.ip().to_string(),
-            port: a.port(),
-        });
-    }
-    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(ProxyAddr {
-            host: ip.to_string(),
-            port: DEFAULT_PORT,
-        });
-    }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("{p:?} is not a port number (expected HOST[:PORT])"))?,
-        ),
-        None => (s, DEFAULT_PORT),
-    };
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if !valid {
-        return Err(format!("{host:?} is not a host name or IP address"));
-    }
-    Ok(ProxyAddr {
-        host: host.to_string(),
-        port,
-    })
-}
-
-impl ProxyAddr {
-    /// The address to connect to (the first the resolver gives for a name).
-    pub fn resolve(&self) -> Result<SocketAddr, String> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("--proxy {}: cannot resolve {:?}: {e}", self, self.host))?
-            .next()
-            .ok_or_else(|| format!("--proxy {self}: {:?} has no address", self.host))
-    }
-}
-
-impl std::fmt::Display for ProxyAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// What the server at `addr` says first, within a short wait (empty if nothing).
 pub fn probe(addr: SocketAddr) -> Vec<u8> {
@@ -153,35 +87,6 @@ pub fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pa(host: &str, port: u16) -> ProxyAddr {
-        ProxyAddr {
-            host: host.into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn proxy_addresses_with_and_without_port() {
-        assert_eq!(parse("127.0.0.1:8807"), Ok(pa("127.0.0.1", 8807)));
-        assert_eq!(parse("127.0.0.1"), Ok(pa("127.0.0.1", 807)));
-        assert_eq!(parse("[::1]:900"), Ok(pa("::1", 900)));
-        assert_eq!(parse("::1"), Ok(pa("::1", 807)));
-        assert_eq!(parse("[::1]"), Ok(pa("::1", 807)));
-        assert_eq!(parse("localhost:807"), Ok(pa("localhost", 807)));
-        assert_eq!(parse("proxy.example.com"), Ok(pa("proxy.example.com", 807)));
-        assert!(parse("localhost:x").unwrap_err().contains("not a port"));
-        assert!(parse("a b").is_err());
-        assert!(parse("").is_err());
-        assert_eq!(pa("::1", 807).to_string(), "[::1]:807");
-    }
-
-    #[test]
-    fn localhost_resolves_to_loopback() {
-        let a = parse("localhost:807").unwrap().resolve().unwrap();
-        assert!(a.ip().is_loopback(), "{a}");
-        assert_eq!(a.port(), 807);
-    }
 
     #[test]
     fn errors_name_what_to_check() {

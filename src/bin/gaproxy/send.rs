@@ -1,20 +1,26 @@
 //! `gaproxy send`: deliver messages through a proxy and print the transcript.
 
-use crate::proxy_addr::{self, ProxyAddr};
+use crate::proxy_addr;
 use clap::Args;
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy::client::{ClientError, Endpoint, Failover, ProxyClientConfig};
 use greenarrow_proxy::protocol::{ConnectRequest, Destination, Origin, TlsPolicy};
 use greenarrow_proxy::tls::ProxyClientTls;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// The proxy: IP:PORT or HOST:PORT, or an IP or host alone (port 807).
-    #[arg(long, default_value = "127.0.0.1:807", value_parser = proxy_addr::parse)]
-    pub proxy: ProxyAddr,
-    /// Name (or IP) the proxy's certificate must match [default: the host of --proxy].
+    /// A proxy: IP, IP:PORT, [IPv6]:PORT, NAME or NAME:PORT (port 807 when not given);
+    /// repeatable, tried in order.
+    ///
+    /// A name with several addresses gives each. The next proxy is tried when one cannot be
+    /// reached, fails TLS, answers 421 busy or 451 source_not_local, or loses the connection
+    /// before message data was sent; never once message data was sent.
+    #[arg(long, default_value = "127.0.0.1:807")]
+    pub proxy: Vec<String>,
+    /// Name (or IP) the proxies' certificates must match [default: each --proxy's IP or name,
+    /// as written]
     #[arg(long)]
     pub proxy_name: Option<String>,
     /// File holding the shared secret (optional with --client-cert).
@@ -65,7 +71,8 @@ pub struct SendArgs {
     /// Size of the generated message body in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Messages to send, each in its own SMTP session.
+    /// Messages to send, each in its own SMTP session (over one proxy connection, a new one
+    /// after a failover).
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     /// Use BDAT (CHUNKING) instead of DATA.
@@ -108,20 +115,21 @@ pub fn tls_policy(s: &str) -> Result<TlsPolicy, String> {
 pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
     let secret = match &a.secret_file {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("--secret-file {}: {e}", path.display()))?
+            .map_err(|e| format!("{}: {e}", path.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => String::new(),
     };
-    let mut tls = ProxyClientTls::from_ca_file(&a.ca_file).map_err(|e| format!("--ca-file {e}"))?;
+    let mut tls = ProxyClientTls::from_ca_file(&a.ca_file)?;
     if let (Some(cert), Some(key)) = (&a.client_cert, &a.client_key) {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         tls = tls.with_client_cert(&read(cert)?, &read(key)?)?;
     }
-    let proxy = a.proxy.resolve()?;
+    let endpoints = Endpoint::resolve(&a.proxy, 807, a.proxy_name.as_deref())?;
+    let first = endpoints.first().ok_or("--proxy: no address")?.clone();
     let cfg = ProxyClientConfig {
-        proxy,
-        tls_name: a.proxy_name.clone().unwrap_or_else(|| a.proxy.host.clone()),
+        proxy: first.addr,
+        tls_name: first.tls_name,
         tls,
         secret,
         timeout: a.timeout,
@@ -145,19 +153,12 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let to: Vec<&str> = a.to.iter().map(String::as_str).collect();
-    let mut proxy = ProxyClient::connect(&cfg).map_err(|e| {
-        let banner = if proxy_addr::worth_probing(&e) {
-            proxy_addr::probe(proxy)
-        } else {
-            Vec::new()
-        };
-        proxy_addr::explain(&e, proxy, &cfg.tls_name, &a.ca_file, &banner)
-    })?;
+    let mut proxy = Failover::new(cfg, endpoints);
     proxy.record_transcript();
     let mut failures = 0;
     for n in 1..=a.count {
-        let started = Instant::now();
-        let result = (|| {
+        let result = proxy.run(|proxy| {
+            let started = Instant::now();
             let mut s = proxy.open(&req)?;
             let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
             let msg = body
@@ -188,8 +189,8 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
             let quit = s.quit();
             let d = d?;
             quit?;
-            Ok::<_, greenarrow_proxy::client::ClientError>((ready_ms, origin, tls, d))
-        })();
+            Ok::<_, ClientError>((ready_ms, origin, tls, d))
+        });
         for line in proxy.take_transcript() {
             println!("{line}");
         }
@@ -201,7 +202,24 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
             ),
             Err(e) => {
                 failures += 1;
-                println!("=== message {n}: FAILED ({}): {e}", if e.is_transient() { "transient" } else { "permanent" });
+                let kind = if e.last.is_transient() {
+                    "transient"
+                } else {
+                    "permanent"
+                };
+                let unknown = if e.stage == greenarrow_proxy::client::Stage::Data {
+                    "; the connection was lost after the message data was sent: the MX may have accepted it, so it was not sent again"
+                } else {
+                    ""
+                };
+                println!("=== message {n}: FAILED ({kind}): {e}{unknown}");
+                // No proxy could be reached or spoke TLS: every message would fail the same
+                // way. Say what was tried and what to check.
+                if let (ClientError::Connect(_) | ClientError::Tls(_), Some(at)) = (&e.last, e.proxy)
+                {
+                    let _ = proxy.quit();
+                    return Err(unreachable(&e, at, &a).into());
+                }
             }
         }
     }
@@ -210,4 +228,29 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{failures} of {} message(s) failed", a.count).into());
     }
     Ok(())
+}
+
+/// The error for a job that no proxy could take at the connection or TLS stage: the last
+/// proxy's address and what to check ([`proxy_addr::explain`]), then the others tried.
+fn unreachable(
+    e: &greenarrow_proxy::client::FailoverError,
+    at: SocketAddr,
+    a: &SendArgs,
+) -> String {
+    let banner = if proxy_addr::worth_probing(&e.last) {
+        proxy_addr::probe(at)
+    } else {
+        Vec::new()
+    };
+    let tls_name = a.proxy_name.clone().unwrap_or_else(|| at.ip().to_string());
+    let mut msg = proxy_addr::explain(&e.last, at, &tls_name, &a.ca_file, &banner);
+    if !e.attempts.is_empty() {
+        let tried: Vec<String> = e
+            .attempts
+            .iter()
+            .map(|t| format!("{} ({}: {})", t.proxy, t.stage, t.error))
+            .collect();
+        msg.push_str(&format!(" (after trying {})", tried.join(", ")));
+    }
+    msg
 }
