@@ -124,7 +124,7 @@ fn reload(server: &Arc<Server>, path: &Path) {
                 warn!("{w}");
             }
             let listen = crate::server::wanted_listeners(&rt.config);
-            match server.set_listen(&listen) {
+            match server.set_listen(&listen, rt.config.listen_freebind) {
                 Err(e) => error!("reload failed, keeping the running configuration: {e}"),
                 Ok(()) => {
                     server.shared.replace_runtime(rt);

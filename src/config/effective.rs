@@ -30,6 +30,7 @@ fn to_raw(c: &Config) -> RawConfig {
     let t = &c.timeouts;
     RawConfig {
         listen: strings(c.listen.iter().map(|a| a.to_string()).collect()),
+        listen_freebind: Some(c.listen_freebind),
         allow_from: strings(c.allow_from.iter().map(|n| n.to_string()).collect()),
         auth_shared_secret,
         auth_shared_secret_file,

@@ -54,6 +54,9 @@ const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     /// Addresses the MTA-facing TLS listener binds.
     pub listen: Vec<SocketAddr>,
+    /// Bind every listener (native and front-ends) with `IP_FREEBIND`, so that an address
+    /// not (yet) on the host — a virtual address keepalived moves here — can be listened on.
+    pub listen_freebind: bool,
     /// Networks MTAs may connect from.
     pub allow_from: Vec<IpNet>,
     /// The top-level shared secret(s) (`auth_shared_secret[_file]`); empty when only

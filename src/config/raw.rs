@@ -11,6 +11,7 @@ use std::fmt;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub listen: Option<StringList>,
+    pub listen_freebind: Option<bool>,
     pub allow_from: Option<StringList>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_shared_secret: Option<RawSecret>,

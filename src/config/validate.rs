@@ -104,6 +104,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
 
     Ok(Config {
         listen,
+        listen_freebind: raw.listen_freebind.unwrap_or(false),
         allow_from,
         secrets,
         auth_shared_secret_file,

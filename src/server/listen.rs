@@ -10,13 +10,20 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 
-pub(super) fn bind(addr: SocketAddr) -> Result<Socket, StartError> {
+/// Bind and listen on `addr`; with `freebind` (`listen_freebind`), with `IP_FREEBIND`, so that
+/// an address not (yet) on the host can be bound: connections arrive once it appears.
+pub(super) fn bind(addr: SocketAddr, freebind: bool) -> Result<Socket, StartError> {
     let err = |error| StartError::Bind { addr, error };
     let s =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     if addr.is_ipv6() {
         s.set_only_v6(true).map_err(err)?;
+        if freebind {
+            s.set_freebind_v6(true).map_err(err)?;
+        }
+    } else if freebind {
+        s.set_freebind_v4(true).map_err(err)?;
     }
     s.bind(&SockAddr::from(addr)).map_err(err)?;
     s.listen(1024).map_err(err)?;

@@ -70,6 +70,7 @@ impl Server {
             warn!("{w}");
         }
         let listen = wanted_listeners(&rt.config);
+        let freebind = rt.config.listen_freebind;
         let workers = WorkerPool::new(
             rt.config.max_sessions,
             rt.config.max_queued_sessions,
@@ -94,7 +95,7 @@ impl Server {
         }
         let mut sockets = Vec::new();
         for (addr, kind) in listen {
-            sockets.push((addr, kind, bind(addr)?));
+            sockets.push((addr, kind, bind(addr, freebind)?));
         }
         for (addr, kind, socket) in sockets {
             server.add_listener(addr, kind, socket);
@@ -202,9 +203,12 @@ impl Server {
     /// Make the listeners match `wanted` (see [`wanted_listeners`]): bind the new ones first
     /// (all or nothing), then stop the ones no longer configured. Unchanged listeners are not
     /// touched. A front-end's settings apply to each new connection, from the runtime in force.
+    /// `freebind`: bind new listeners with `IP_FREEBIND` (`listen_freebind`; listeners already
+    /// bound keep theirs).
     pub fn set_listen(
         self: &Arc<Self>,
         wanted: &[(SocketAddr, ListenKind)],
+        freebind: bool,
     ) -> Result<(), StartError> {
         let current = self.listen_config();
         // An address that moves to another listener is rebound: stop the old one first (port
@@ -219,7 +223,7 @@ impl Server {
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
-            fresh.push((*addr, *kind, bind(*addr)?));
+            fresh.push((*addr, *kind, bind(*addr, freebind)?));
         }
         for (addr, kind, socket) in fresh {
             self.add_listener(addr, kind, socket);

@@ -275,7 +275,7 @@ fn example_and_docs_list_every_key() {
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 48, "{keys:?}");
+    assert_eq!(keys.len(), 49, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");
