@@ -132,14 +132,15 @@ wait_for 20 grep -q "listening" "$W/mx.log" || fail "the test MX did not start: 
 
 # ---- the proxies --------------------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj "/CN=proxy.drill.invalid" -addext "subjectAltName=IP:$VIP" \
+    -subj "/CN=proxy.drill.invalid" -addext "subjectAltName=IP:$VIP,IP:$IP_A,IP:$IP_B" \
     -addext "basicConstraints=critical,CA:FALSE" \
     -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/secret"
 chmod 600 "$W/secret" "$W/key.pem"
 for h in a b; do
+    if [ $h = a ]; then own=$IP_A; else own=$IP_B; fi
     cat >"$W/proxy-$h.yaml" <<EOF
-listen: ["$VIP:$PORT"]
+listen: ["$VIP:$PORT", "$own:$PORT"]
 listen_freebind: true
 allow_from: [$NET.0/24]
 auth_shared_secret_file: secret
@@ -219,6 +220,19 @@ wait_for 20 listening "$NS_A" || fail "the proxy on a does not listen: $(tail -5
 wait_for 20 listening "$NS_B" || fail "the proxy on b does not listen on the absent address: $(tail -5 "$W/proxy-b.log")"
 say "a is master, both proxies listen on $VIP:$PORT"
 
+# One delivery through b's own address (an MTA's second proxy): b started without the egress
+# addresses, so it answers 451 source_not_local (transient) and keeps running.
+probe() { # proxy address, Message-ID, output file
+    ip netns exec "$NS_MTA" "$GAPROXY" send --proxy "$1:$PORT" --ca-file "$W/cert.pem" \
+        --secret-file "$W/secret" --source "${EGRESS[0]}" --mx "$IP_MX" --port 25 \
+        --ehlo mta.drill.invalid --message-file <(printf 'Message-ID: <%s@drill.invalid>\r\n\r\nprobe\r\n' "$2") \
+        --timeout 5s >"$3" 2>&1
+}
+! probe "$IP_B" ha-probe-before "$W/probe-before.log" || fail "b delivered from an address it does not have"
+grep -q "451 4.3.0 source_not_local" "$W/probe-before.log" ||
+    fail "b's answer for an absent source is not 451 source_not_local: $(tail -3 "$W/probe-before.log")"
+listening "$NS_B" || fail "the proxy on b stopped after a request for an absent source"
+
 # ---- the MTA stream -----------------------------------------------------------------------
 mkdir -p "$W/msg" "$W/mta"
 : >"$W/accepted.log"
@@ -287,6 +301,9 @@ T_END=$(now_ms)
 say "stream done in $((T_END - T_KILL)) ms after the kill"
 
 # ---- checks -------------------------------------------------------------------------------
+# b now has the addresses and uses them, also through its own address (no restart, no reload).
+probe "$IP_B" ha-probe-after "$W/probe-after.log" ||
+    fail "b cannot deliver from the addresses it took over: $(tail -3 "$W/probe-after.log")"
 has_all "$NS_B" || fail "the addresses are not on b: $(ip -n "$NS_B" -4 -br addr show dev eth0)"
 has_none "$NS_A" || fail "a still holds addresses: $(ip -n "$NS_A" -4 -br addr show dev eth0)"
 grep -q "Entering FAULT STATE" "$W/keepalived-a.log" || fail "keepalived on a did not notice the dead proxy"
