@@ -19,6 +19,8 @@
 # Environment: HA_DRILL_MESSAGES (default 300), HA_DRILL_KILL_AT (default a third),
 # HA_DRILL_STREAMS (default 4), HA_DRILL_KEEP=1 keeps the work directory,
 # HA_DRILL_VERBOSE=1 prints each step.
+# shellcheck disable=SC2317 # functions run from traps, wait_for and other namespaces
+# shellcheck disable=SC2016 # single-quoted programs for sh -c and bash -c, on purpose
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,7 +32,7 @@ STREAMS=${HA_DRILL_STREAMS:-4}
 GIVE_UP_S=30
 DEADLINE_S=90
 
-say() { [ "${HA_DRILL_VERBOSE:-0}" = 1 ] && echo "ha drill: $*" >&2 || true; }
+say() { if [ "${HA_DRILL_VERBOSE:-0}" = 1 ]; then echo "ha drill: $*" >&2; fi; }
 skip() { echo "ha drill: skipped: $*"; exit 77; }
 fail() { echo "ha drill: FAILED: $*" >&2; FAILED=1; exit 1; }
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
@@ -66,7 +68,7 @@ if [ -z "${HA_DRILL_BIN:-}" ]; then
 fi
 PROXY_BIN=$HA_DRILL_BIN/greenarrow_proxy
 GAPROXY=$HA_DRILL_BIN/gaproxy
-[ -x "$PROXY_BIN" ] && [ -x "$GAPROXY" ] || fail "no binaries in $HA_DRILL_BIN"
+if [ ! -x "$PROXY_BIN" ] || [ ! -x "$GAPROXY" ]; then fail "no binaries in $HA_DRILL_BIN"; fi
 
 # ---- names, addresses, clean-up -----------------------------------------------------------
 # Namespaces are named gha<pid>-<host>: a leftover of a run that was killed (its pid is gone)
@@ -338,5 +340,11 @@ say "$ATTEMPTS attempts, $FAILED_ATTEMPTS not accepted (retried); stream ended $
 [ "$LOST" = 0 ] || fail "$LOST message(s) accepted by the MTA are not at the MX: $(comm -23 "$W/accepted.ids" "$W/mx.unique" | head -5 | tr '\n' ' ')"
 [ "$NEVER" = 0 ] || fail "$NEVER message(s) were never accepted: $(tr '\n' ' ' <"$W/given-up.log" | head -c 200)"
 [ "$STRANGERS" = 0 ] || fail "$STRANGERS message(s) at the MX were never sent"
+# A duplicate is only acceptable where SMTP cannot avoid it: an attempt that sent the whole
+# message and did not get the reply (its transcript is kept, accepted ones are removed).
+for id in $(uniq -d "$W/mx.ids"); do
+    grep -q "octets of message data" "$W"/mta/"$id".* 2>/dev/null ||
+        fail "message $id is at the MX more than once, but no attempt of it lost its reply"
+done
 [ "$BAD_PEERS" = 0 ] || fail "$BAD_PEERS message(s) reached the MX from outside the egress addresses"
 exit 0
