@@ -95,6 +95,7 @@ FAILED=0
 
 cleanup() {
     local ns pid
+    disown -a 2>/dev/null || true # no "Killed" reports for the jobs stopped here
     for ns in "${ALL_NS[@]}"; do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     done
@@ -130,7 +131,7 @@ plug "$NS_MTA" "$IP_MTA" mta
 # ---- the MX -------------------------------------------------------------------------------
 ip netns exec "$NS_MX" "$GAPROXY" testmx --any-address --listen "$IP_MX:25" \
     --hostname mx.drill.invalid >"$W/mx.log" 2>&1 &
-wait_for 20 grep -q "listening" "$W/mx.log" || fail "the test MX did not start: $(cat "$W/mx.log")"
+wait_for 20 grep -qs "listening" "$W/mx.log" || fail "the test MX did not start: $(cat "$W/mx.log")"
 
 # ---- the proxies --------------------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -214,7 +215,7 @@ has_none() { ! has_addr "$1" "$VIP" && ! has_addr "$1" "${EGRESS[0]}" && ! has_a
 start_keepalived "$NS_A" a
 wait_for 20 has_all "$NS_A" || fail "keepalived on a did not take the addresses: $(tail -5 "$W/keepalived-a.log")"
 start_keepalived "$NS_B" b
-wait_for 20 grep -q "Entering BACKUP STATE" "$W/keepalived-b.log" ||
+wait_for 20 grep -qs "Entering BACKUP STATE" "$W/keepalived-b.log" ||
     fail "keepalived on b did not become backup: $(tail -5 "$W/keepalived-b.log")"
 has_none "$NS_B" || fail "b holds addresses while a is master"
 listening() { [ -n "$(ip netns exec "$1" ss -Hltn "src $VIP:$PORT")" ]; }
