@@ -16,6 +16,7 @@ pub mod dns;
 pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod localaddr;
 pub mod logging;
 pub mod mx;
 pub mod pool;

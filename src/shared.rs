@@ -3,6 +3,7 @@
 //! between requests (so that a stop can wake them).
 
 use crate::caps::Caps;
+use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
 use crate::runtime::{pool_limits, Runtime};
 use parking_lot::{Mutex, RwLock};
@@ -78,6 +79,8 @@ pub struct Shared {
     pub pool: Arc<Pool>,
     /// Open MX connections under caps, and the requests waiting for one.
     pub caps: Caps,
+    /// Source addresses that left the host (kept up to date by `localaddr::watch`).
+    pub local: LocalAddrs,
     pub stats: Stats,
     pub stopping: AtomicBool,
     /// Tests only: the next session panics right after its TLS handshake (to exercise the
@@ -95,6 +98,7 @@ impl Shared {
             next_session: AtomicU64::new(0),
             pool,
             caps: Caps::new(),
+            local: LocalAddrs::new(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             stopping: AtomicBool::new(false),

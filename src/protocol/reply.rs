@@ -35,7 +35,8 @@ pub enum Failure {
     SourceNotPermitted,
     /// 551: the destination port or address is not permitted.
     DestinationNotPermitted,
-    /// 451: the source IP is permitted but not present on this host (bind failed).
+    /// 451: the source IP is permitted but not present on this host (bind failed, or the
+    /// address has left the host: `localaddr`).
     SourceNotLocal,
     /// 441: the MX refused the TCP connection.
     ConnectRefused,

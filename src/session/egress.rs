@@ -52,6 +52,12 @@ impl Egress<'_> {
                 ),
             ));
         }
+        if !self.shared.local.usable(req.source) {
+            return Err(FailureReply::new(
+                Failure::SourceNotLocal,
+                format!("source address {} has left this host", req.source),
+            ));
+        }
         if !self.rt.config.destination_ports.contains(&req.port) {
             return Err(FailureReply::new(
                 Failure::DestinationNotPermitted,
@@ -301,6 +307,9 @@ impl Egress<'_> {
             }
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Some("the proxy is stopping".to_string());
+            }
+            if self.shared.local.is_gone(req.source) {
+                return Some("the source address has left this host".to_string());
             }
             match state {
                 Some(PoolState::Clean) | None => {}

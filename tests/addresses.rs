@@ -1,0 +1,185 @@
+//! The proxy under address moves (keepalived moving addresses between hosts): run the real
+//! daemon inside a network namespace this test creates, add and delete a test address on
+//! that namespace's `lo` and check what MTAs get and what the MX sees. Needs root (or
+//! CAP_NET_ADMIN and CAP_SYS_ADMIN) and `ip` from iproute2; skipped with a message otherwise.
+//!
+//! Addresses from TEST-NET-1 (192.0.2.0/24) exist only inside the namespace; the test thread
+//! (and the threads and processes it starts) enter it with setns(2).
+
+mod common;
+// Shared with tests/daemon.rs, which uses more of them.
+#[allow(dead_code)]
+#[path = "daemon/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "daemon/raw.rs"]
+mod raw;
+#[allow(dead_code)]
+#[path = "daemon/setup.rs"]
+mod setup;
+
+use common::SECRET;
+use greenarrow_proxy::client::ClientError;
+use greenarrow_proxy::protocol::{Failure, Origin};
+use process::Daemon;
+use setup::{conn_from, Setup};
+use std::net::SocketAddr;
+use std::process::Command;
+
+/// The egress address that comes and goes.
+const EGRESS: &str = "192.0.2.10";
+/// The virtual listen address (bound before it exists: `listen_freebind`).
+const VIP: &str = "192.0.2.20";
+
+/// A network namespace of this test; deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Create a namespace, bring its `lo` up and move this thread into it; None (with a
+    /// message) where namespaces are not available.
+    fn enter(tag: &str) -> Option<Netns> {
+        let name = format!("gaproxy-test-{tag}-{}", std::process::id());
+        let created = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !created {
+            eprintln!("SKIPPED: cannot create a network namespace (not root, or no `ip`)");
+            return None;
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        let fd = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        Some(ns)
+    }
+
+    /// `ip -n <ns> args...`, which must succeed.
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn add(&self, addr: &str) {
+        self.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+    }
+
+    fn del(&self, addr: &str) {
+        self.ip(&["addr", "del", &format!("{addr}/32"), "dev", "lo"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Open a connection from `source` and deliver one message; the failure, if any.
+fn deliver(s: &Setup, proxy: SocketAddr, source: &str) -> Result<Origin, ClientError> {
+    let mut c = s.client(proxy, SECRET);
+    let mut m = c.open(&s.request(source, true))?;
+    let origin = m.ready.origin.clone();
+    m.send_mail("a@x.test", &["b@y.test"], b"Subject: t\r\n\r\nhi\r\n")?;
+    m.quit()?;
+    c.quit()?;
+    Ok(origin)
+}
+
+fn failure(r: Result<Origin, ClientError>) -> (Failure, String) {
+    match r {
+        Err(ClientError::Proxy(f)) => (f.failure, f.text.clone()),
+        other => panic!("expected a proxy failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn source_addresses_come_and_go_without_a_restart() {
+    let Some(ns) = Netns::enter("addr") else {
+        return;
+    };
+    let s = Setup::new(&format!(
+        "source_addresses: [127.0.0.0/8, {EGRESS}]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\n"
+    ));
+    // Neither address is here yet: the daemon starts anyway (listen_freebind for the VIP;
+    // an absent source address is not a configuration error).
+    let mut d: Daemon = s.daemon();
+    let addrs = d.wait_ready();
+    let proxy = addrs[0];
+    assert!(
+        addrs.contains(&format!("{VIP}:2807").parse().unwrap()),
+        "{addrs:?}"
+    );
+    let msgs = |s: &Setup| s.mx.state().messages.len();
+
+    // Absent from the start: 451 source_not_local (the bind fails).
+    let (f, _) = failure(deliver(&s, proxy, EGRESS));
+    assert_eq!(f, Failure::SourceNotLocal);
+
+    // It appears: usable at once, no reload.
+    ns.add(EGRESS);
+    d.wait_for(&format!("address {EGRESS} appeared on the host"));
+    assert_eq!(deliver(&s, proxy, EGRESS).unwrap(), Origin::New);
+    d.wait_for("kept for reuse");
+    assert!(conn_from(&s.mx.state(), EGRESS).is_some());
+    assert_eq!(msgs(&s), 1);
+
+    // It leaves: the pooled connection from it is closed, requests fail at once.
+    ns.del(EGRESS);
+    let left = d.wait_for(&format!("source address {EGRESS} left the host"));
+    assert!(
+        left.contains("1 pooled connection(s) from it closed"),
+        "{left}"
+    );
+    let (f, text) = failure(deliver(&s, proxy, EGRESS));
+    assert_eq!(f, Failure::SourceNotLocal);
+    assert!(text.contains("has left this host"), "{text}");
+    // Other sources are not affected.
+    deliver(&s, proxy, "127.0.0.2").unwrap();
+    assert_eq!(msgs(&s), 2);
+
+    // Back again: a new connection (the old one was dropped), no restart.
+    ns.add(EGRESS);
+    d.wait_for(&format!("address {EGRESS} appeared on the host"));
+    assert_eq!(deliver(&s, proxy, EGRESS).unwrap(), Origin::New);
+    assert_eq!(msgs(&s), 3);
+    let from_egress =
+        s.mx.state()
+            .connections
+            .iter()
+            .filter(|c| c.peer.ip().to_string() == EGRESS)
+            .count();
+    assert_eq!(
+        from_egress, 2,
+        "the connection from before it left was not reused"
+    );
+
+    // The virtual listen address: bound while absent, serving once it is here.
+    ns.add(VIP);
+    deliver(&s, format!("{VIP}:2807").parse().unwrap(), "127.0.0.3").unwrap();
+    assert_eq!(msgs(&s), 4);
+}
+
+#[test]
+fn without_listen_freebind_an_absent_listen_address_is_an_error() {
+    let Some(_ns) = Netns::enter("nofree") else {
+        return;
+    };
+    let s = Setup::new(&format!("listen: [\"{VIP}:2807\"]\n"));
+    let mut d = s.daemon();
+    let err = d.wait_for("cannot listen on");
+    assert!(err.contains(&format!("{VIP}:2807")), "{err}");
+    assert!(!d.wait_exit().success());
+}
