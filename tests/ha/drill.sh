@@ -9,14 +9,19 @@
 # virtual address (listen_freebind) and list the egress addresses as source_addresses. The
 # MTA host runs STREAMS loops of `gaproxy send`, each message with a unique Message-ID and
 # retried until the MTA is told it was accepted; once KILL_AT messages are accepted, the active
-# proxy gets SIGKILL. Checks: the addresses moved to b; every message accepted in the MTA's
-# view is at the MX (lost = 0); every message was eventually accepted; duplicates (the MX
-# accepted, the reply was lost) are counted; the failover time is from the kill to the first
-# accepted delivery that started after it. One line sums it up:
+# proxy (on a) gets SIGKILL; the addresses move to b, which uses them at once. The proxy on a
+# is started again (as systemd would) and, once SWITCH_AT messages are accepted, keepalived on
+# b is stopped (planned maintenance): the addresses move back to a while the proxy on b keeps
+# running, so it must let go of them (pooled connections closed, 451 source_not_local).
+# Checks: the addresses moved each time; every message accepted in the MTA's view is at the MX
+# (lost = 0); every message was eventually accepted; duplicates (the MX accepted, the reply was
+# lost) are counted and each must be explained by such an attempt; the failover time is from
+# the kill to the first accepted delivery that started after it. One line sums it up:
 #   ha drill: sent N, accepted-and-delivered N, lost 0, duplicates D, failover T ms
 # Exit: 0 pass, 1 fail, 77 skipped (no root, no network namespaces, no keepalived).
 #
 # Environment: HA_DRILL_MESSAGES (default 300), HA_DRILL_KILL_AT (default a third),
+# HA_DRILL_SWITCH_AT (default two thirds; 0: no switch back),
 # HA_DRILL_STREAMS (default 4), HA_DRILL_KEEP=1 keeps the work directory,
 # HA_DRILL_VERBOSE=1 prints each step.
 # shellcheck disable=SC2317 # functions run from traps, wait_for and other namespaces
@@ -26,6 +31,7 @@ cd "$(dirname "$0")/../.."
 
 N=${HA_DRILL_MESSAGES:-300}
 KILL_AT=${HA_DRILL_KILL_AT:-$((N / 3))}
+SWITCH_AT=${HA_DRILL_SWITCH_AT:-$((2 * N / 3))}
 STREAMS=${HA_DRILL_STREAMS:-4}
 # A message not accepted after this long (seconds) fails the drill; so does a stream still
 # running DEADLINE_S seconds after it started.
@@ -155,20 +161,24 @@ destination_allow: [$IP_MX/32]
 log_verbose: true
 EOF
 done
-ip netns exec "$NS_A" "$PROXY_BIN" --config "$W/proxy-a.yaml" >"$W/proxy-a.log" 2>&1 &
+ip netns exec "$NS_A" "$PROXY_BIN" --config "$W/proxy-a.yaml" >>"$W/proxy-a.log" 2>&1 &
 PID_A=$!
 ip netns exec "$NS_B" "$PROXY_BIN" --config "$W/proxy-b.yaml" >"$W/proxy-b.log" 2>&1 &
 PID_B=$!
 
 # ---- keepalived ---------------------------------------------------------------------------
+write_check() { # host, proxy pid: replaced atomically, keepalived runs it every second
+    printf '#!/bin/sh\n[ -e /proc/%d/status ] && ! grep -q "^State:[[:space:]]*Z" /proc/%d/status\n' \
+        "$2" "$2" >"$W/check-$1.sh.new"
+    chmod 755 "$W/check-$1.sh.new"
+    mv "$W/check-$1.sh.new" "$W/check-$1.sh"
+}
 # keepalived tracks the proxy of its host with a script that says whether the process is
 # alive (a zombie is not). track_process would be the choice on a real host, but it needs the
 # kernel's process-events connector, which only the initial network namespace has.
 for h in a b; do
     if [ $h = a ]; then self=$IP_A peer=$IP_B prio=150 pid=$PID_A; else self=$IP_B peer=$IP_A prio=100 pid=$PID_B; fi
-    printf '#!/bin/sh\n[ -e /proc/%d/status ] && ! grep -q "^State:[[:space:]]*Z" /proc/%d/status\n' \
-        "$pid" "$pid" >"$W/check-$h.sh"
-    chmod 755 "$W/check-$h.sh"
+    write_check "$h" "$pid"
     cat >"$W/keepalived-$h.conf" <<EOF
 global_defs {
     router_id $P-$h
@@ -204,17 +214,18 @@ vrrp_instance proxy {
 EOF
 done
 start_keepalived() {
-    ip netns exec "$1" keepalived --dont-fork --log-console --log-detail --vrrp \
+    exec ip netns exec "$1" keepalived --dont-fork --log-console --log-detail --vrrp \
         --use-file "$W/keepalived-$2.conf" --pid "$W/keepalived-$2.pid" \
-        --vrrp_pid "$W/keepalived-$2-vrrp.pid" >"$W/keepalived-$2.log" 2>&1 &
+        --vrrp_pid "$W/keepalived-$2-vrrp.pid" >>"$W/keepalived-$2.log" 2>&1
 }
 has_addr() { [[ $(ip -n "$1" -4 addr show dev eth0) == *"inet $2/"* ]]; }
 has_all() { has_addr "$1" "$VIP" && has_addr "$1" "${EGRESS[0]}" && has_addr "$1" "${EGRESS[1]}"; }
 has_none() { ! has_addr "$1" "$VIP" && ! has_addr "$1" "${EGRESS[0]}" && ! has_addr "$1" "${EGRESS[1]}"; }
 
-start_keepalived "$NS_A" a
+start_keepalived "$NS_A" a &
 wait_for 20 has_all "$NS_A" || fail "keepalived on a did not take the addresses: $(tail -5 "$W/keepalived-a.log")"
-start_keepalived "$NS_B" b
+start_keepalived "$NS_B" b &
+KA_B=$!
 wait_for 20 grep -qs "Entering BACKUP STATE" "$W/keepalived-b.log" ||
     fail "keepalived on b did not become backup: $(tail -5 "$W/keepalived-b.log")"
 has_none "$NS_B" || fail "b holds addresses while a is master"
@@ -225,8 +236,8 @@ say "a is master, both proxies listen on $VIP:$PORT"
 
 # One delivery through b's own address (an MTA's second proxy): b started without the egress
 # addresses, so it answers 451 source_not_local (transient) and keeps running.
-probe() { # proxy address, Message-ID, output file
-    ip netns exec "$NS_MTA" "$GAPROXY" send --proxy "$1:$PORT" --ca-file "$W/cert.pem" \
+probe() { # proxy address, Message-ID, output file, [--reuse]
+    ip netns exec "$NS_MTA" "$GAPROXY" send --proxy "$1:$PORT" --ca-file "$W/cert.pem" ${4:-} \
         --secret-file "$W/secret" --source "${EGRESS[0]}" --mx "$IP_MX" --port 25 \
         --ehlo mta.drill.invalid --message-file <(printf 'Message-ID: <%s@drill.invalid>\r\n\r\nprobe\r\n' "$2") \
         --timeout 5s >"$3" 2>&1
@@ -290,27 +301,80 @@ for ((k = 1; k <= STREAMS; k++)); do
     STREAM_PIDS+=($!)
 done
 
-# Kill the active proxy once KILL_AT messages are accepted: read the MTA's log as it grows.
+# Wait until COUNT messages are accepted: read the MTA's log as it grows.
+accepted_at_least() {
+    timeout "$DEADLINE_S" sh -c 'tail -n +1 -f "$1" | head -n "$2" >/dev/null' - "$W/accepted.log" "$1" ||
+        fail "fewer than $1 messages accepted within ${DEADLINE_S}s: $(tail -3 "$W/attempts.log")"
+}
+# The first accepted delivery that started at or after $1 (ms): when it ended, or nothing.
+first_accepted_after() {
+    awk -v k="$1" '$6 == "yes" && $3 >= k && (m == "" || $4 < m) { m = $4 } END { print m }' "$W/attempts.log"
+}
 ((KILL_AT >= 1 && KILL_AT < N)) || fail "HA_DRILL_KILL_AT must be between 1 and N - 1"
-timeout "$DEADLINE_S" sh -c 'tail -n +1 -f "$1" | head -n "$2" >/dev/null' - "$W/accepted.log" "$KILL_AT" ||
-    fail "fewer than $KILL_AT messages accepted within ${DEADLINE_S}s: $(tail -3 "$W/attempts.log")"
+((SWITCH_AT == 0 || (SWITCH_AT > KILL_AT && SWITCH_AT < N))) ||
+    fail "HA_DRILL_SWITCH_AT must be 0 or between KILL_AT and N - 1"
+
+# 1. The active proxy dies.
+accepted_at_least "$KILL_AT"
 T_KILL=$(now_ms)
 kill -9 "$PID_A"
 say "SIGKILL to the proxy on a after $KILL_AT accepted messages"
 wait "$PID_A" 2>/dev/null || true
+wait_for 10 has_all "$NS_B" || fail "the addresses did not move to b: $(ip -n "$NS_B" -4 -br addr show dev eth0)"
+say "the addresses are on b $(($(now_ms) - T_KILL)) ms after the kill"
+has_none "$NS_A" || fail "a still holds addresses: $(ip -n "$NS_A" -4 -br addr show dev eth0)"
+# b uses them at once, also through its own address (no restart, no reload).
+probe "$IP_B" ha-probe-after "$W/probe-after.log" ||
+    fail "b cannot deliver from the addresses it took over: $(tail -3 "$W/probe-after.log")"
+
+if ((SWITCH_AT > 0)); then
+    # 2. The proxy on a comes back (systemd's Restart=); keepalived on a goes from FAULT to
+    # BACKUP and, with nopreempt, leaves the addresses on b.
+    ip netns exec "$NS_A" "$PROXY_BIN" --config "$W/proxy-a.yaml" >>"$W/proxy-a.log" 2>&1 &
+    PID_A=$!
+    write_check a "$PID_A"
+    wait_for 20 listening "$NS_A" || fail "the proxy on a did not start again: $(tail -3 "$W/proxy-a.log")"
+    backup_again() { [ "$(grep -c "Entering BACKUP STATE" "$W/keepalived-a.log")" -ge 2 ]; }
+    wait_for 20 backup_again || fail "keepalived on a did not leave FAULT: $(tail -3 "$W/keepalived-a.log")"
+    has_all "$NS_B" || fail "the addresses left b when a came back (nopreempt)"
+
+    # 3. Planned switch back: keepalived on b stops (SIGTERM: it removes the addresses and
+    # hands over at once); the proxy on b keeps running.
+    accepted_at_least "$SWITCH_AT"
+    [ "$(wc -l <"$W/accepted.log")" -lt "$N" ] || fail "the stream ended before the switch back: raise HA_DRILL_MESSAGES"
+    T_SWITCH=$(now_ms)
+    kill -TERM "$KA_B"
+    wait_for 10 has_all "$NS_A" || fail "the addresses did not move back to a"
+    wait "$KA_B" 2>/dev/null || true
+    has_none "$NS_B" || fail "b still holds addresses after keepalived stopped"
+    say "switch back: the addresses are on a $(($(now_ms) - T_SWITCH)) ms after keepalived on b stopped"
+fi
 
 for pid in "${STREAM_PIDS[@]}"; do wait "$pid"; done
 T_END=$(now_ms)
 say "stream done in $((T_END - T_KILL)) ms after the kill"
 
 # ---- checks -------------------------------------------------------------------------------
-# b now has the addresses and uses them, also through its own address (no restart, no reload).
-probe "$IP_B" ha-probe-after "$W/probe-after.log" ||
-    fail "b cannot deliver from the addresses it took over: $(tail -3 "$W/probe-after.log")"
-has_all "$NS_B" || fail "the addresses are not on b: $(ip -n "$NS_B" -4 -br addr show dev eth0)"
-has_none "$NS_A" || fail "a still holds addresses: $(ip -n "$NS_A" -4 -br addr show dev eth0)"
 grep -q "Entering FAULT STATE" "$W/keepalived-a.log" || fail "keepalived on a did not notice the dead proxy"
 grep -q "Entering MASTER STATE" "$W/keepalived-b.log" || fail "keepalived on b did not become master"
+if ((SWITCH_AT > 0)); then
+    if ! has_all "$NS_A" || ! has_none "$NS_B"; then fail "the addresses are not back on a alone"; fi
+    # b let go: its pooled connections from the addresses are closed (a request asking for
+    # reuse, with the stream's pool key, would otherwise get one whose replies now go to a),
+    # and requests for them get 451 source_not_local at once.
+    ! probe "$IP_B" ha-probe-gone "$W/probe-gone.log" --reuse || fail "b delivered from an address it no longer has"
+    grep -q "451 4.3.0 source_not_local" "$W/probe-gone.log" ||
+        fail "b's answer for an address that left is not 451 source_not_local: $(tail -3 "$W/probe-gone.log")"
+    grep -q "source address ${EGRESS[0]} left the host" "$W/proxy-b.log" ||
+        fail "the proxy on b did not notice that ${EGRESS[0]} left"
+    listening "$NS_B" || fail "the proxy on b stopped when the addresses left"
+    FIRST_BACK=$(first_accepted_after "$T_SWITCH")
+    [ -n "$FIRST_BACK" ] || fail "no delivery was accepted after the switch back"
+    say "switch back: first accepted delivery $((FIRST_BACK - T_SWITCH)) ms after keepalived on b stopped"
+else
+    has_all "$NS_B" || fail "the addresses are not on b: $(ip -n "$NS_B" -4 -br addr show dev eth0)"
+    has_none "$NS_A" || fail "a holds addresses again: $(ip -n "$NS_A" -4 -br addr show dev eth0)"
+fi
 
 sort -u "$W/accepted.log" >"$W/accepted.ids"
 ACCEPTED=$(wc -l <"$W/accepted.ids")
@@ -330,7 +394,7 @@ BAD_PEERS=$(awk -v a="${EGRESS[0]}" -v b="${EGRESS[1]}" '/^message from / {
     split($3, p, ":"); if (p[1] != a && p[1] != b) n++ } END { print n + 0 }' "$W/mx.log")
 # Failover: from the kill to the end of the first accepted attempt that started after it
 # (that one can only have gone through b).
-FIRST_AFTER=$(awk -v k="$T_KILL" '$6 == "yes" && $3 >= k && (m == "" || $4 < m) { m = $4 } END { print m }' "$W/attempts.log")
+FIRST_AFTER=$(first_accepted_after "$T_KILL")
 [ -n "$FIRST_AFTER" ] || fail "no delivery was accepted after the kill"
 FAILOVER=$((FIRST_AFTER - T_KILL))
 ATTEMPTS=$(wc -l <"$W/attempts.log")
