@@ -61,11 +61,15 @@ command -v ip >/dev/null || skip "no ip(8) (iproute2)"
 PROBE="gha-probe-$$"
 ip netns add "$PROBE" 2>/dev/null || skip "ip netns add does not work here (no permission or no kernel support)"
 ip netns del "$PROBE"
-if ! command -v keepalived >/dev/null; then
-    command -v apt-get >/dev/null || skip "keepalived is not installed and there is no apt-get"
-    echo "ha drill: installing keepalived" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq keepalived >/dev/null ||
-        skip "cannot install keepalived"
+MISSING=()
+command -v keepalived >/dev/null || MISSING+=(keepalived)
+command -v openssl >/dev/null || MISSING+=(openssl)
+command -v ss >/dev/null || MISSING+=(iproute2)
+if [ ${#MISSING[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || skip "${MISSING[*]} not installed and there is no apt-get"
+    echo "ha drill: installing ${MISSING[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${MISSING[@]}" >/dev/null ||
+        skip "cannot install ${MISSING[*]}"
 fi
 
 if [ -z "${HA_DRILL_BIN:-}" ]; then
