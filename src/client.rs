@@ -1,4 +1,5 @@
 //! A client of the proxy protocol, for MTAs written in Rust (and for `gaproxy send`).
+//! With several proxies, [`failover::Failover`] moves to the next one where that is safe.
 //!
 //! ```no_run
 //! use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
@@ -25,6 +26,10 @@
 //! smtp.quit().unwrap();
 //! proxy.quit().unwrap();
 //! ```
+
+pub mod failover;
+
+pub use failover::{Decision, Endpoint, Failover, FailoverError, Stage};
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::protocol::{ConnectReady, ConnectRequest, FailureReply, PROTOCOL_VERSION};
@@ -114,6 +119,12 @@ pub struct ProxyClient {
     auth_pending: bool,
     transcript: Option<Vec<String>>,
     limits: ReplyLimits,
+    /// How far the current request got (for [`failover::decide`]).
+    stage: Stage,
+    /// Messages the MX accepted over this connection (final 2xx reply).
+    accepted: u64,
+    /// Requests answered with a ready reply over this connection.
+    opened: u64,
 }
 
 fn show(bytes: &[u8]) -> String {
@@ -143,7 +154,25 @@ impl ProxyClient {
             auth_pending,
             transcript: None,
             limits: ReplyLimits::default(),
+            stage: Stage::Request,
+            accepted: 0,
+            opened: 0,
         })
+    }
+
+    /// How far the current request got: what a failure now means for failover.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Messages the MX accepted (final 2xx reply) over this proxy connection so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Requests this proxy connection has had answered with a ready reply.
+    pub fn opened(&self) -> u64 {
+        self.opened
     }
 
     /// Record a transcript of what is sent and received (the secret is redacted).
@@ -199,6 +228,7 @@ impl ProxyClient {
     /// MAIL FROM; dropping it without [`MxSession::quit`] leaves the proxy connection unusable.
     pub fn open(&mut self, req: &ConnectRequest) -> Result<MxSession<'_>, ClientError> {
         let line = req.to_line();
+        self.stage = Stage::Request;
         self.note(format!("C: {}", line.trim_end()));
         self.conn.queue(line.as_bytes());
         self.conn.flush()?;
@@ -219,6 +249,8 @@ impl ProxyClient {
             .flatten()
             .map(|(r, _)| Capabilities::from_ehlo_reply(&r))
             .unwrap_or_default();
+        self.stage = Stage::Envelope;
+        self.opened += 1;
         Ok(MxSession {
             client: self,
             ready,
@@ -248,6 +280,18 @@ impl ProxyClient {
             return Err(ClientError::Protocol(format!("QUIT: {}", r.text())));
         }
         Ok(())
+    }
+}
+
+impl ProxyClient {
+    /// The final reply to a message came: accepted (counted) or refused (the session goes on).
+    fn finished_message(&mut self, reply: &Reply) {
+        if reply.is_positive() {
+            self.accepted += 1;
+            self.stage = Stage::Accepted;
+        } else {
+            self.stage = Stage::Envelope;
+        }
     }
 }
 
@@ -299,6 +343,7 @@ impl MxSession<'_> {
     /// and refused recipients and the reply to DATA, if sent.
     fn envelope(&mut self, from: &str, to: &[&str], data: bool) -> Result<Envelope, ClientError> {
         let c = &mut *self.client;
+        c.stage = Stage::Envelope;
         let mut cmds = vec![format!("MAIL FROM:<{from}>")];
         cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
         if data {
@@ -396,8 +441,11 @@ impl MxSession<'_> {
         let mut payload = Vec::with_capacity(message.len() + message.len() / 64 + 8);
         dot_stuff(message, &mut payload);
         c.note(format!("C: <{} octets of message data>", payload.len()));
+        // From the first byte of data on, the MX may accept the message: no failover.
+        c.stage = Stage::Data;
         c.conn.write_through(&payload)?;
         let final_reply = c.read()?;
+        c.finished_message(&final_reply);
         if !final_reply.is_positive() {
             return Err(ClientError::Smtp {
                 stage: "end of data",
@@ -427,6 +475,7 @@ impl MxSession<'_> {
             message.chunks(chunk.max(1)).collect()
         };
         let n = chunks.len();
+        c.stage = Stage::Data;
         for (i, part) in chunks.into_iter().enumerate() {
             let last = if i + 1 == n { " LAST" } else { "" };
             let cmd = format!("BDAT {}{last}", part.len());
@@ -444,6 +493,7 @@ impl MxSession<'_> {
             last = Some(r);
         }
         if let Some(reply) = failure {
+            c.stage = Stage::Envelope;
             self.rset_quietly();
             return Err(ClientError::Smtp {
                 stage: "BDAT",
@@ -451,6 +501,7 @@ impl MxSession<'_> {
             });
         }
         let final_reply = last.ok_or_else(|| ClientError::Protocol("no BDAT reply".into()))?;
+        c.finished_message(&final_reply);
         Ok(Delivery {
             accepted: env.accepted,
             rejected: env.rejected,
@@ -475,6 +526,7 @@ impl MxSession<'_> {
                 reply: r,
             });
         }
+        c.stage = Stage::Request;
         Ok(())
     }
 }

@@ -1,19 +1,25 @@
 //! `gaproxy send`: deliver messages through a proxy and print the transcript.
 
 use clap::Args;
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy::client::{ClientError, Endpoint, Failover, ProxyClientConfig};
 use greenarrow_proxy::protocol::{ConnectRequest, Destination, Origin, TlsPolicy};
 use greenarrow_proxy::tls::ProxyClientTls;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct SendArgs {
-    /// The proxy's address.
+    /// A proxy: IP, IP:PORT, [IPv6]:PORT, NAME or NAME:PORT (port 807 when not given);
+    /// repeatable, tried in order.
+    ///
+    /// A name with several addresses gives each. The next proxy is tried when one cannot be
+    /// reached, fails TLS, answers 421 busy or 451 source_not_local, or loses the connection
+    /// before message data was sent; never once message data was sent.
     #[arg(long, default_value = "127.0.0.1:807")]
-    pub proxy: SocketAddr,
-    /// Name (or IP) the proxy's certificate must match [default: the proxy's IP].
+    pub proxy: Vec<String>,
+    /// Name (or IP) the proxies' certificates must match [default: each --proxy's IP or name,
+    /// as written]
     #[arg(long)]
     pub proxy_name: Option<String>,
     /// File holding the shared secret (optional with --client-cert).
@@ -64,7 +70,8 @@ pub struct SendArgs {
     /// Size of the generated message body in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
-    /// Messages to send, each in its own SMTP session.
+    /// Messages to send, each in its own SMTP session (over one proxy connection, a new one
+    /// after a failover).
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     /// Use BDAT (CHUNKING) instead of DATA.
@@ -117,12 +124,11 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         tls = tls.with_client_cert(&read(cert)?, &read(key)?)?;
     }
+    let endpoints = Endpoint::resolve(&a.proxy, 807, a.proxy_name.as_deref())?;
+    let first = endpoints.first().ok_or("--proxy: no address")?.clone();
     let cfg = ProxyClientConfig {
-        proxy: a.proxy,
-        tls_name: a
-            .proxy_name
-            .clone()
-            .unwrap_or_else(|| a.proxy.ip().to_string()),
+        proxy: first.addr,
+        tls_name: first.tls_name,
         tls,
         secret,
         timeout: a.timeout,
@@ -146,12 +152,12 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
     let to: Vec<&str> = a.to.iter().map(String::as_str).collect();
-    let mut proxy = ProxyClient::connect(&cfg)?;
+    let mut proxy = Failover::new(cfg, endpoints);
     proxy.record_transcript();
     let mut failures = 0;
     for n in 1..=a.count {
-        let started = Instant::now();
-        let result = (|| {
+        let result = proxy.run(|proxy| {
+            let started = Instant::now();
             let mut s = proxy.open(&req)?;
             let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
             let msg = body
@@ -182,8 +188,8 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
             let quit = s.quit();
             let d = d?;
             quit?;
-            Ok::<_, greenarrow_proxy::client::ClientError>((ready_ms, origin, tls, d))
-        })();
+            Ok::<_, ClientError>((ready_ms, origin, tls, d))
+        });
         for line in proxy.take_transcript() {
             println!("{line}");
         }
@@ -195,7 +201,17 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
             ),
             Err(e) => {
                 failures += 1;
-                println!("=== message {n}: FAILED ({}): {e}", if e.is_transient() { "transient" } else { "permanent" });
+                let kind = if e.last.is_transient() {
+                    "transient"
+                } else {
+                    "permanent"
+                };
+                let unknown = if e.stage == greenarrow_proxy::client::Stage::Data {
+                    "; the connection was lost after the message data was sent: the MX may have accepted it, so it was not sent again"
+                } else {
+                    ""
+                };
+                println!("=== message {n}: FAILED ({kind}): {e}{unknown}");
             }
         }
     }
