@@ -22,7 +22,9 @@
 #
 # Environment: HA_DRILL_MESSAGES (default 300), HA_DRILL_KILL_AT (default a third),
 # HA_DRILL_SWITCH_AT (default two thirds; 0: no switch back),
-# HA_DRILL_STREAMS (default 4), HA_DRILL_KEEP=1 keeps the work directory,
+# HA_DRILL_STREAMS (default 4), HA_DRILL_CLIENT_LIST=1 (the MTA lists the virtual address,
+# then b's and a's own addresses: gaproxy send's failover), HA_DRILL_KEEP=1 keeps the work
+# directory,
 # HA_DRILL_VERBOSE=1 prints each step.
 # shellcheck disable=SC2317 # functions run from traps, wait_for and other namespaces
 # shellcheck disable=SC2016 # single-quoted programs for sh -c and bash -c, on purpose
@@ -260,7 +262,8 @@ mkdir -p "$W/msg" "$W/mta"
 # saw a 2xx reply to the end of data (whatever happens to QUIT afterwards), as an MTA
 # counts it. Lines are appended with one write each (shorter than PIPE_BUF).
 stream() {
-    local k=$1 id attempt started t0 t1 rc out src accepted
+    local k=$1 id attempt started t0 t1 rc out src accepted p proxies=()
+    for p in $PROXIES; do proxies+=(--proxy "$p"); done
     for ((id = k; id <= N; id += STREAMS)); do
         printf 'From: <drill@mta.drill.invalid>\r\nTo: <rcpt@mx.drill.invalid>\r\nSubject: ha drill %d\r\nMessage-ID: <ha-%d@drill.invalid>\r\n\r\n' "$id" "$id" >"$W/msg/$id"
         for ((l = 0; l < 24; l++)); do
@@ -274,7 +277,7 @@ stream() {
             t0=$(now_ms)
             out=$W/mta/$id.$attempt
             rc=0
-            "$GAPROXY" send --proxy "$VIP:$PORT" --ca-file "$W/cert.pem" --secret-file "$W/secret" \
+            "$GAPROXY" send "${proxies[@]}" --ca-file "$W/cert.pem" --secret-file "$W/secret" \
                 --source "$src" --mx "$IP_MX" --port 25 --ehlo mta.drill.invalid --reuse \
                 --from drill@mta.drill.invalid --to rcpt@mx.drill.invalid \
                 --message-file "$W/msg/$id" --timeout 5s >"$out" 2>&1 || rc=$?
@@ -297,7 +300,9 @@ stream() {
 }
 export -f stream now_ms
 DEADLINE=$(($(now_ms) + DEADLINE_S * 1000))
-export N STREAMS W GAPROXY VIP PORT IP_MX GIVE_UP_S DEADLINE
+PROXIES="$VIP:$PORT"
+if [ "${HA_DRILL_CLIENT_LIST:-0}" = 1 ]; then PROXIES="$VIP:$PORT $IP_B:$PORT $IP_A:$PORT"; fi
+export N STREAMS W GAPROXY VIP PORT IP_MX GIVE_UP_S DEADLINE PROXIES
 export EGRESS0=${EGRESS[0]} EGRESS1=${EGRESS[1]}
 STREAM_PIDS=()
 for ((k = 1; k <= STREAMS; k++)); do
