@@ -21,15 +21,19 @@ mod setup;
 use common::SECRET;
 use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{Failure, Origin};
+use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;
 use setup::{conn_from, Setup};
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 
 /// The egress address that comes and goes.
 const EGRESS: &str = "192.0.2.10";
 /// The virtual listen address (bound before it exists: `listen_freebind`).
 const VIP: &str = "192.0.2.20";
+/// An IPv6 egress address (documentation range, inside the namespace only).
+const EGRESS6: &str = "2001:db8::10";
 
 /// A network namespace of this test; deleted on drop.
 struct Netns {
@@ -58,16 +62,22 @@ impl Netns {
 
     /// `ip -n <ns> args...`, which must succeed.
     fn ip(&self, args: &[&str]) {
+        if let Err(e) = self.try_ip(args) {
+            panic!("ip {args:?}: {e}");
+        }
+    }
+
+    fn try_ip(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("ip")
             .args(["-n", &self.name])
             .args(args)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     fn add(&self, addr: &str) {
@@ -111,7 +121,7 @@ fn source_addresses_come_and_go_without_a_restart() {
         return;
     };
     let s = Setup::new(&format!(
-        "source_addresses: [127.0.0.0/8, {EGRESS}]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\n"
+        "source_addresses: [127.0.0.0/8, {EGRESS}, \"{EGRESS6}\"]\nlisten: [\"127.0.0.1:0\", \"{VIP}:2807\"]\nlisten_freebind: true\nallow_from: [127.0.0.0/8, 192.0.2.0/24]\nfrontends:\n  - kind: proxy_protocol\n    listen: [\"{VIP}:2600\"]\n"
     ));
     // Neither address is here yet: the daemon starts anyway (listen_freebind for the VIP;
     // an absent source address is not a configuration error).
@@ -127,6 +137,15 @@ fn source_addresses_come_and_go_without_a_restart() {
     // Absent from the start: 451 source_not_local (the bind fails).
     let (f, _) = failure(deliver(&s, proxy, EGRESS));
     assert_eq!(f, Failure::SourceNotLocal);
+    // Nor is one at reload.
+    let listed = format!("[127.0.0.0/8, {EGRESS}, ");
+    assert!(s.yaml.contains(&listed));
+    s.rewrite(
+        &s.yaml
+            .replace(&listed, &format!("[127.0.0.0/8, {EGRESS}, 192.0.2.11, ")),
+    );
+    d.signal(SIGHUP);
+    d.wait_for("configuration reloaded");
 
     // It appears: usable at once, no reload.
     ns.add(EGRESS);
@@ -137,8 +156,14 @@ fn source_addresses_come_and_go_without_a_restart() {
     assert_eq!(msgs(&s), 1);
 
     // It leaves: the pooled connection from it is closed, requests fail at once.
+    let t = std::time::Instant::now();
     ns.del(EGRESS);
     let left = d.wait_for(&format!("source address {EGRESS} left the host"));
+    // A figure for the docs, not an assertion.
+    eprintln!(
+        "netlink: the removal was logged {:?} after `ip addr del` began",
+        t.elapsed()
+    );
     assert!(
         left.contains("1 pooled connection(s) from it closed"),
         "{left}"
@@ -166,10 +191,44 @@ fn source_addresses_come_and_go_without_a_restart() {
         "the connection from before it left was not reused"
     );
 
+    // IPv6 the same (no MX needed: the refusal comes before any dial).
+    match ns.try_ip(&[
+        "addr",
+        "add",
+        &format!("{EGRESS6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]) {
+        Err(e) => eprintln!("IPv6 part skipped: {e}"),
+        Ok(()) => {
+            d.wait_for(&format!("address {EGRESS6} appeared on the host"));
+            ns.ip(&["addr", "del", &format!("{EGRESS6}/128"), "dev", "lo"]);
+            d.wait_for(&format!("source address {EGRESS6} left the host"));
+            let (f, text) = failure(deliver(&s, proxy, EGRESS6));
+            assert_eq!(f, Failure::SourceNotLocal);
+            assert!(text.contains("has left this host"), "{text}");
+        }
+    }
+
     // The virtual listen address: bound while absent, serving once it is here.
     ns.add(VIP);
     deliver(&s, format!("{VIP}:2807").parse().unwrap(), "127.0.0.3").unwrap();
     assert_eq!(msgs(&s), 4);
+    // The front-end's listener too: a PROXY v1 header, then the MX's banner comes back.
+    let mut front = TcpStream::connect(format!("{VIP}:2600")).unwrap();
+    front.set_read_timeout(Some(process::WAIT)).unwrap();
+    let mx = s.mx.addr();
+    write!(
+        front,
+        "PROXY TCP4 127.0.0.4 {} 1000 {}\r\n",
+        mx.ip(),
+        mx.port()
+    )
+    .unwrap();
+    let mut banner = [0u8; 3];
+    front.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"220");
 }
 
 #[test]
@@ -182,4 +241,37 @@ fn without_listen_freebind_an_absent_listen_address_is_an_error() {
     let err = d.wait_for("cannot listen on");
     assert!(err.contains(&format!("{VIP}:2807")), "{err}");
     assert!(!d.wait_exit().success());
+}
+
+#[test]
+fn the_getifaddrs_scan_notices_too() {
+    let Some(ns) = Netns::enter("scan") else {
+        return;
+    };
+    let s = Setup::new(&format!("source_addresses: [127.0.0.0/8, {EGRESS}]\n"));
+    let mut d = Daemon::spawn(&s.config, &[SECRET], |c| {
+        c.env(greenarrow_proxy::localaddr::watch::MODE_ENV, "scan");
+    });
+    let proxy = d.wait_ready()[0];
+    // Logged by the watcher thread, before or after the ready line.
+    if !d
+        .seen()
+        .iter()
+        .any(|l| l.contains("by scanning them every 2s"))
+    {
+        d.wait_for("by scanning them every 2s");
+    }
+    ns.add(EGRESS);
+    d.wait_for(&format!("address {EGRESS} appeared on the host"));
+    deliver(&s, proxy, EGRESS).unwrap();
+    d.wait_for("kept for reuse");
+    ns.del(EGRESS);
+    let left = d.wait_for(&format!("source address {EGRESS} left the host"));
+    assert!(
+        left.contains("1 pooled connection(s) from it closed"),
+        "{left}"
+    );
+    let (f, text) = failure(deliver(&s, proxy, EGRESS));
+    assert_eq!(f, Failure::SourceNotLocal);
+    assert!(text.contains("has left this host"), "{text}");
 }

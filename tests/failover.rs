@@ -27,6 +27,8 @@ enum Script {
     AcceptOneThenClose,
     /// Say ready, take a whole message, close without the final reply.
     CloseBeforeFinalReply,
+    /// Say ready, accept one message, answer QUIT, then close (as `timeouts.mta_idle` would).
+    ServeThenClose,
 }
 
 /// A fake proxy: TLS with the harness's certificate, then `script`. Counts connections and
@@ -109,6 +111,7 @@ fn serve(
         Script::CloseAtMail => 0,
         Script::AcceptOneThenClose => 1,
         Script::CloseBeforeFinalReply => 1,
+        Script::ServeThenClose => 1,
     };
     let final_reply = !matches!(script, Script::CloseBeforeFinalReply);
     for _ in 0..messages_before_close {
@@ -131,8 +134,10 @@ fn serve(
         }
         let _ = r.get_mut().write_all(b"250 2.0.0 queued by fake\r\n");
     }
-    // The next MAIL: close.
-    let _ = read_line(&mut r, rec);
+    // The next MAIL (or QUIT): close.
+    if read_line(&mut r, rec).is_some() && matches!(script, Script::ServeThenClose) {
+        let _ = r.get_mut().write_all(b"221 bye\r\n");
+    }
 }
 
 fn read_line(
@@ -300,6 +305,26 @@ fn a_job_is_never_rerun_after_the_mx_accepted_a_message_in_it() {
     assert!(err.attempts.is_empty(), "{err}");
     assert_eq!(h.server.shared.stats.sessions.load(Ordering::SeqCst), 0);
     assert!(mx.state().messages.is_empty());
+}
+
+#[test]
+fn a_kept_connection_the_proxy_closed_is_replaced_by_a_fresh_one_to_the_same_proxy() {
+    let mx = mx();
+    let h = Harness::start(&[mx.addr().port()], "");
+    let fake = Fake::start(&h, Script::ServeThenClose);
+    // One proxy only: without the fresh retry the second job would have nowhere to go.
+    let mut f = failover(&h, &[fake.addr]);
+    f.run(one_message(mx.addr(), "first")).unwrap();
+    f.run(one_message(mx.addr(), "second")).unwrap();
+    assert_eq!(fake.connections(), 2);
+    let t = f.take_transcript().join("\n");
+    assert!(t.contains("closed the connection kept from before"), "{t}");
+    let lines = fake.lines.lock().unwrap().clone();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("Subject: ")).count(),
+        2,
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub struct AddrEvent {
     /// `IFA_ADDRESS` is the peer's — otherwise `IFA_ADDRESS`).
     pub addr: IpAddr,
     pub prefix_len: u8,
-    /// Interface index.
+    /// Interface index (0: unknown, from a scan).
     pub ifindex: u32,
     /// IPv6 duplicate address detection still running: not usable yet.
     pub tentative: bool,
@@ -50,6 +50,9 @@ impl fmt::Display for AddrEvent {
             AddrChange::Added => "added",
             AddrChange::Removed => "removed",
         };
+        if self.ifindex == 0 {
+            return write!(f, "{what} {} (found by a scan)", self.addr);
+        }
         write!(
             f,
             "{what} {}/{} on interface {}{}",

@@ -89,15 +89,38 @@ pub fn diff(old: &HashSet<IpAddr>, new: &HashSet<IpAddr>) -> Vec<AddrEvent> {
         .collect()
 }
 
+/// `GREENARROW_PROXY_ADDRESS_WATCH=scan` forces the `getifaddrs` scan (for tests and for
+/// hosts where netlink notifications misbehave).
+pub const MODE_ENV: &str = "GREENARROW_PROXY_ADDRESS_WATCH";
+
 fn run(weak: Weak<Shared>) {
-    let mut source = match open_netlink() {
+    let forced_scan = std::env::var(MODE_ENV).is_ok_and(|v| v == "scan");
+    let netlink = if forced_scan {
+        Err(nix::errno::Errno::ENOTSUP)
+    } else {
+        open_netlink()
+    };
+    let mut present = match snapshot() {
+        Ok(p) => p,
+        Err(e) => {
+            // getifaddrs needs netlink too (glibc): nothing to follow with.
+            warn!("cannot list the host's addresses ({e}): a source address that leaves the host is noticed only when binding it fails");
+            return;
+        }
+    };
+    let mut source = match netlink {
         Ok(fd) => {
             debug!("following the host's address changes (netlink)");
             Source::Netlink(fd)
         }
         Err(e) => {
+            let why = if forced_scan {
+                format!("{MODE_ENV}=scan")
+            } else {
+                format!("cannot open a netlink socket: {e}")
+            };
             warn!(
-                "cannot open a netlink socket to follow address changes ({e}); scanning the host's addresses every {} instead",
+                "following the host's addresses by scanning them every {} ({why})",
                 humantime::format_duration(SCAN_INTERVAL)
             );
             Source::Scan {
@@ -105,7 +128,6 @@ fn run(weak: Weak<Shared>) {
             }
         }
     };
-    let mut present = snapshot().unwrap_or_default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Some(shared) = weak.upgrade() else { return };
@@ -183,7 +205,8 @@ fn rescan(present: &mut HashSet<IpAddr>) -> Vec<AddrEvent> {
             evs
         }
         Err(e) => {
-            warn!("cannot list the host's addresses: {e}");
+            // Transient (fd exhaustion): try again at the next tick.
+            debug!("cannot list the host's addresses: {e}");
             Vec::new()
         }
     }

@@ -308,6 +308,9 @@ impl Egress<'_> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Some("the proxy is stopping".to_string());
             }
+            // The watcher closes the pooled ones; this keeps a session ending now from
+            // pooling one after it. (A check-in racing the watcher leaves a connection no
+            // request can take: `authorize` refuses the address; it expires in the reaper.)
             if self.shared.local.is_gone(req.source) {
                 return Some("the source address has left this host".to_string());
             }
