@@ -23,9 +23,9 @@
 # Environment: HA_DRILL_MESSAGES (default 300), HA_DRILL_KILL_AT (default a third),
 # HA_DRILL_SWITCH_AT (default two thirds; 0: no switch back),
 # HA_DRILL_STREAMS (default 4), HA_DRILL_CLIENT_LIST=1 (the MTA lists the virtual address,
-# then b's and a's own addresses: gaproxy send's failover), HA_DRILL_KEEP=1 keeps the work
-# directory,
-# HA_DRILL_VERBOSE=1 prints each step.
+# then b's and a's own addresses: gaproxy send's failover), HA_DRILL_BIN (a directory with
+# built greenarrow_proxy and gaproxy; default: cargo build, target/debug), HA_DRILL_KEEP=1
+# keeps the work directory (it is kept anyway on failure), HA_DRILL_VERBOSE=1 prints each step.
 # shellcheck disable=SC2317 # functions run from traps, wait_for and other namespaces
 # shellcheck disable=SC2016 # single-quoted programs for sh -c and bash -c, on purpose
 set -euo pipefail
