@@ -73,12 +73,12 @@ fn multi_megabyte_messages_to_a_plaintext_mx_arrive_byte_exact() {
     let mut i = 0u32;
     while msg.len() < 3 * 1024 * 1024 {
         // Lines of varying length, some starting with a dot, some longer than a read.
-        let len = if i % 101 == 0 {
+        let len = if i.is_multiple_of(101) {
             20_000
         } else {
             (i % 997) as usize
         };
-        let dot = if i % 7 == 0 { "." } else { "" };
+        let dot = if i.is_multiple_of(7) { "." } else { "" };
         msg.extend_from_slice(format!("{dot}{}\r\n", "y".repeat(len)).as_bytes());
         i += 1;
     }
