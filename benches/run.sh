@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # greenarrow_proxy benchmarks (issue 7). Loopback only.
 #
-#   benches/run.sh            throughput and latency: proxy vs direct vs HAProxy (~2 minutes)
+#   benches/run.sh            throughput and latency: proxy vs direct vs HAProxy on loopback,
+#                             then at 40 ms RTT toward the MX (~1.5 minutes after the build)
+#   benches/run.sh --latency  only the 40 ms RTT scenarios (~40 s)
 #   benches/run.sh --scale    memory with 10,000 MTA sessions and idle pooled MX connections
 #   benches/run.sh --profile  system calls per message (strace -c -f on the proxy)
 #
-# Environment: BENCH_DURATION (default 5s per scenario), SCALE_SESSIONS (10000),
+# Environment: BENCH_DURATION (default 5s per loopback scenario), BENCH_RTT (40ms),
+# BENCH_RTT_DURATION (8s per scenario at that RTT), SCALE_SESSIONS (10000),
 # SCALE_POOLED (4500: the test MX in the bench process needs two descriptors per
 # connection and the open-files limit here is 20000), CARGO_TARGET_DIR (default target).
 # Each ratio is printed with its target in brackets and "ok" or "MISSED".
@@ -36,7 +39,7 @@ run() {
 # get LABEL KEY: a value from the RESULT line of a scenario ("-" if missing).
 get() {
     local v
-    v=$(grep -s '^RESULT' "$out/$1" | tr ' ' '\n' | sed -n "s/^$2=//p")
+    v=$(grep -s -h -e '^RESULT' -e '^CAPS' "$out/$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1)
     echo "${v:--}"
 }
 
@@ -70,6 +73,9 @@ if [ "$mode" = "--scale" ]; then
         peak=$(get $l rss_peak_kib)
         check "$l: proxy peak RSS" "$(awk -v k="$peak" 'BEGIN{ if (k=="-") print "-"; else print k/1024 }')" "<=" 1536 MiB
         check "$l: RSS per idle pooled MX connection" "$(get $l kib_per_pooled)" "<=" 40 KiB
+        # The same without the stack pages the (still open) MTA sessions' threads touched
+        # while setting up the MX connection (a TLS handshake goes deeper: ~12 KiB).
+        check "$l: the same, without session stack growth" "$(get $l kib_per_pooled_without_stacks)" "<=" 40 KiB
     done
     exit 0
 fi
@@ -88,7 +94,13 @@ if [ "$mode" = "--profile" ]; then
     exit 0
 fi
 
+rtt=${BENCH_RTT:-40ms}
+rtt_dur=${BENCH_RTT_DURATION:-8s}
+loopback=yes
+[ "$mode" = "--latency" ] && loopback=no
+
 common=(--concurrency 20 --size 5120 --duration "$dur")
+if [ $loopback = yes ]; then
 run direct-fresh --target direct "${common[@]}"
 run proxy-fresh --target proxy "${common[@]}"
 if command -v haproxy >/dev/null; then
@@ -105,18 +117,44 @@ large=(--concurrency 4 --messages 5 --size 5000000 --sessions-per-mta 1 --durati
 run direct-large --target direct "${large[@]}"
 run proxy-large --target proxy "${large[@]}"
 benches/caps.sh "$gaproxy" "$dur"
+fi
+
+# At real network latency (issue 15): a delay relay in front of the test MX adds $rtt of
+# round trip (half each way per chunk, one more round trip for a new connection), for the
+# direct client and the proxy alike. Latency-bound: meaningful on a busy machine too.
+lat=(--concurrency 20 --size 5120 --duration "$rtt_dur" --rtt "$rtt")
+run rtt-direct-tls --target direct --mx-tls "${lat[@]}"
+run rtt-proxy-tls-reuse --target proxy --mx-tls --reuse "${lat[@]}"
+run rtt-direct --target direct "${lat[@]}"
+run rtt-proxy-reuse --target proxy --reuse "${lat[@]}"
+# Under a connection cap (issue 13): 20 MTAs, one source, one MX, sessions of 5 messages;
+# through the proxy with caps max_connections 2, against the cap split statically (2 MTAs of
+# the 20 send: what a cluster without the proxy does to stay under it), and 20 MTAs with a
+# connection each (over the cap: shown for scale).
+lcap=(--one-source --messages 5 --size 5120 --duration "$rtt_dur" --rtt "$rtt")
+run rtt-caps-proxy --target proxy --reuse --cap 2 --concurrency 20 "${lcap[@]}"
+run rtt-caps-direct-split --target direct --concurrency 2 "${lcap[@]}"
+run rtt-caps-direct-own --target direct --concurrency 20 "${lcap[@]}"
 
 echo
 echo "== summary (msgs/s unless stated; 20 MTAs, 5 KB messages, one message per SMTP session)"
-for l in direct-fresh proxy-fresh haproxy-tcp proxy-reuse direct-tls proxy-tls-fresh proxy-tls-reuse direct-large proxy-large; do
+for l in direct-fresh proxy-fresh haproxy-tcp proxy-reuse direct-tls proxy-tls-fresh proxy-tls-reuse direct-large proxy-large \
+    rtt-direct-tls rtt-proxy-tls-reuse rtt-direct rtt-proxy-reuse rtt-caps-proxy rtt-caps-direct-split rtt-caps-direct-own; do
     [ -f "$out/$l" ] || continue
-    printf "   %-16s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  reused p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s  peak RSS %s KiB\n" \
+    printf "   %-19s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  reused p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s  peak RSS %s KiB\n" \
         "$l" "$(get $l msgs_per_s)" "$(get $l mb_per_s)" \
         "$(get $l ready_new_p50_ms)" "$(get $l ready_new_p99_ms)" \
         "$(get $l ready_reused_p50_ms)" "$(get $l ready_reused_p99_ms)" \
         "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l rss_peak_kib)"
 done
+for l in rtt-direct-tls rtt-proxy-tls-reuse rtt-direct rtt-proxy-reuse; do
+    printf "   %-19s session start to 250 after the dot: new p50/p99 %s/%s ms, reused p50/p99 %s/%s ms; MX connections %s (%s per message)\n" \
+        "$l" "$(get $l first_new_p50_ms)" "$(get $l first_new_p99_ms)" \
+        "$(get $l first_reused_p50_ms)" "$(get $l first_reused_p99_ms)" \
+        "$(get $l mx_connections)" "$(get $l mx_conns_per_msg)"
+done
 echo
+if [ $loopback = yes ]; then
 ratio "fresh MX connections: proxy / direct" "$(get proxy-fresh msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 0.8
 if [ -f "$out/haproxy-tcp" ]; then
     ratio "fresh MX connections: proxy / HAProxy TCP mode" "$(get proxy-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0
@@ -127,3 +165,14 @@ ratio "reuse: proxy / direct (fresh)" "$(get proxy-reuse msgs_per_s)" "$(get dir
 ratio "TLS to the MX: proxy with reuse / direct STARTTLS each session" "$(get proxy-tls-reuse msgs_per_s)" "$(get direct-tls msgs_per_s)" ">=" 3.0
 ratio "connect-to-ready p50: reused / fresh STARTTLS" "$(get proxy-tls-reuse ready_reused_p50_ms)" "$(get proxy-tls-fresh ready_new_p50_ms)" "<=" 0.1
 ratio "100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get proxy-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.9
+fi
+ratio "$rtt RTT, STARTTLS MX: proxy with reuse / direct STARTTLS" "$(get rtt-proxy-tls-reuse msgs_per_s)" "$(get rtt-direct-tls msgs_per_s)" ">=" 4
+check "$rtt RTT, STARTTLS MX: MX connections per 20 msgs via proxy" \
+    "$(awk -v c="$(get rtt-proxy-tls-reuse mx_conns_per_msg)" 'BEGIN{ if (c=="-") print "-"; else print c*20 }')" "<=" 1 conn
+ratio "$rtt RTT, plaintext MX: proxy with reuse / direct" "$(get rtt-proxy-reuse msgs_per_s)" "$(get rtt-direct msgs_per_s)" ">=" 2.5
+ratio "$rtt RTT, CONNECT to 250 after dot p50: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p50_ms)" "$(get rtt-direct-tls first_new_p50_ms)" "<=" 0.3
+ratio "$rtt RTT, CONNECT to 250 after dot p99: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p99_ms)" "$(get rtt-direct-tls first_new_p99_ms)" "<=" 0.3
+ratio "$rtt RTT, cap 2: proxy (20 MTAs) / direct static split (2 MTAs)" "$(get rtt-caps-proxy msgs_per_s)" "$(get rtt-caps-direct-split msgs_per_s)" ">=" 1.0
+check "$rtt RTT, cap 2: most MX connections open at once via proxy" "$(get rtt-caps-proxy mx_max_open)" "<=" 2 conn
+printf "%-62s %s msgs/s, %s open at once (over the cap; for scale)\n" "$rtt RTT, cap 2: direct, 20 MTAs with a connection each" \
+    "$(get rtt-caps-direct-own msgs_per_s)" "$(get rtt-caps-direct-own mx_max_open)"

@@ -74,7 +74,7 @@ pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpSt
     socket
         .bind(&SockAddr::from(SocketAddr::new(source, 0)))
         .map_err(|error| DialError::SourceNotLocal { source, error })?;
-    match socket.connect_timeout(&SockAddr::from(dest), timeout) {
+    match connect_within(&socket, &SockAddr::from(dest), timeout) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(DialError::Refused { dest })
@@ -103,6 +103,52 @@ pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpSt
         .with_retries(4);
     socket.set_tcp_keepalive(&keepalive).map_err(net)?;
     Ok(socket.into())
+}
+
+/// A blocking connect bounded by the socket's send timeout (Linux bounds a blocking `connect`
+/// by `SO_SNDTIMEO` and says `EINPROGRESS` when it runs out): one `setsockopt` where socket2's
+/// `connect_timeout` makes four `fcntl` and a `poll` (non-blocking on, connect, poll,
+/// non-blocking off). The set-up replaces the send timeout before its first write.
+fn connect_within(socket: &Socket, dest: &SockAddr, timeout: Duration) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    socket.set_write_timeout(Some(timeout))?;
+    match socket.connect(dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => {
+            Err(io::ErrorKind::TimedOut.into())
+        }
+        // A signal interrupted the wait (a socket with a timeout is not restarted); the
+        // handshake goes on in the kernel: wait for it as a non-blocking connect would.
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => wait_connected(socket, deadline),
+        Err(e) => Err(e),
+    }
+}
+
+/// Wait until an interrupted connect completes or `deadline` passes.
+fn wait_connected(socket: &Socket, deadline: std::time::Instant) -> io::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // Whole milliseconds, rounded up (a zero poll timeout would not wait).
+        let ms = left.as_millis().saturating_add(1);
+        let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, wait) {
+            Ok(0) => continue,
+            Ok(_) => {
+                return match socket.take_error()? {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +210,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DialError::FamilyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_connect_that_gets_no_answer_times_out() {
+        // A listener with a full accept queue (backlog 0 holds one connection) drops SYNs:
+        // the next connect gets no answer.
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .unwrap();
+        l.listen(0).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let _queued = TcpStream::connect(addr).unwrap();
+        let err = dial(
+            "127.0.0.1".parse().unwrap(),
+            addr,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DialError::Timeout { .. }), "{err}");
     }
 }

@@ -59,6 +59,46 @@ fn message_arrives_byte_exact_with_dot_stuffing_and_no_final_newline() {
     assert_eq!(m.peer.ip(), ip("127.0.0.2"));
 }
 
+/// Large bodies go to a plaintext MX straight from the MTA's input buffer (no copy into the
+/// MX's output buffer): every byte arrives, in order, message after message.
+#[test]
+fn multi_megabyte_messages_to_a_plaintext_mx_arrive_byte_exact() {
+    let mx = plain_mx();
+    let h = Harness::start(&[mx.addr().port()], "");
+    let mut c = h.client();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
+    let mut msg = b"Subject: big\r\n\r\n".to_vec();
+    let mut i = 0u32;
+    while msg.len() < 3 * 1024 * 1024 {
+        // Lines of varying length, some starting with a dot, some longer than a read.
+        let len = if i.is_multiple_of(101) {
+            20_000
+        } else {
+            (i % 997) as usize
+        };
+        let dot = if i.is_multiple_of(7) { "." } else { "" };
+        msg.extend_from_slice(format!("{dot}{}\r\n", "y".repeat(len)).as_bytes());
+        i += 1;
+    }
+    for _ in 0..2 {
+        let d = s.send_mail("a@x.test", &["b@y.test"], &msg).unwrap();
+        assert_eq!(d.final_reply.code(), 250);
+    }
+    s.quit().unwrap();
+    c.quit().unwrap();
+    assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
+    for m in mx.messages() {
+        assert!(
+            m.content == msg,
+            "message differs ({} vs {} octets)",
+            m.content.len(),
+            msg.len()
+        );
+    }
+}
+
 #[test]
 fn source_addresses_are_the_ones_requested() {
     let mx = plain_mx();

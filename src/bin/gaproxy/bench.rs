@@ -11,6 +11,7 @@
 //! `--scale` measures memory with thousands of MTA sessions instead ([`scale`]).
 
 mod children;
+mod delay;
 mod direct;
 mod load;
 mod scale;
@@ -93,6 +94,10 @@ pub struct BenchArgs {
     /// --scale: how many of them open an MX connection that then goes idle into the pool.
     #[arg(long, default_value_t = 4_500)]
     pub scale_pooled: usize,
+    /// Round-trip time toward the MX, emulated by a delay relay in front of it (each chunk
+    /// delayed by half of it each way, one more for a new connection); 0: plain loopback.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub rtt: Duration,
     /// Timeout of every network step.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -141,16 +146,26 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     }
     let mx = start_mx()?;
     if a.scale {
+        if !a.rtt.is_zero() {
+            return Err("--scale does not emulate latency (--rtt)".into());
+        }
         let bin = proxy_binary(&a)?.ok_or("--scale needs the daemon binary (not --in-process)")?;
         return scale::run(&a, &mx, bin);
     }
+    // Every path dials the MX through the delay relay when there is one.
+    let relay = if a.rtt.is_zero() {
+        None
+    } else {
+        Some(delay::DelayRelay::start(mx.addr(), a.rtt)?)
+    };
+    let mx_addr = relay.as_ref().map_or(mx.addr(), |r| r.addr());
     // Keep the proxy or HAProxy alive until the end of the run.
     let mut proxy = None;
     let mut haproxy = None;
     let (kind, pid) = match a.target {
         Target::Proxy => {
             let p = ProxyUnderTest::start(&ProxySpec {
-                mx_port: mx.addr().port(),
+                mx_port: mx_addr.port(),
                 max_sessions: a.concurrency + 16,
                 max_idle: a.concurrency * 2 + 16,
                 binary: proxy_binary(&a)?,
@@ -162,11 +177,11 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
             (kind, pid)
         }
         Target::Direct => (
-            TargetKind::Direct(direct::DirectTarget::new(mx.addr(), a.mx_tls, a.timeout)?),
+            TargetKind::Direct(direct::DirectTarget::new(mx_addr, a.mx_tls, a.timeout)?),
             None,
         ),
         Target::Haproxy => {
-            let h = Haproxy::start(&a.haproxy_bin, mx.addr())?;
+            let h = Haproxy::start(&a.haproxy_bin, mx_addr)?;
             let pid = Some(h.pid);
             let kind = TargetKind::Direct(direct::DirectTarget::new(h.addr, a.mx_tls, a.timeout)?);
             haproxy = Some(h);
@@ -175,7 +190,7 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     };
     let load = Load {
         kind,
-        mx: mx.addr(),
+        mx: mx_addr,
         concurrency: a.concurrency,
         messages: a.messages,
         size: a.size,
@@ -204,20 +219,20 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     let mx_ok = mx.wait_until(Duration::from_secs(30), |st| {
         st.stats.messages >= s.messages
     });
-    let mx_messages = mx.stats().messages;
+    let mx_stats = mx.stats();
     if a.cap.is_some() || a.one_source {
-        let st = mx.stats();
         println!(
             "CAPS label={} cap={} mx_connections={} mx_max_open={}",
             a.label,
             a.cap.map_or("none".to_string(), |c| c.to_string()),
-            st.connections,
-            st.max_open_connections
+            mx_stats.connections,
+            mx_stats.max_open_connections
         );
     }
     drop(proxy);
     drop(haproxy);
-    report(&a, &outcome, cpu, peak_kib, syscalls, mx_messages, mx_ok);
+    drop(relay);
+    report(&a, &outcome, cpu, peak_kib, syscalls, &mx_stats, mx_ok);
     if s.errors > 0 || !mx_ok {
         return Err(format!(
             "{} error(s); first: {}",
@@ -241,23 +256,25 @@ fn report(
     cpu: Option<f64>,
     peak_kib: Option<u64>,
     syscalls: Option<u64>,
-    mx_messages: u64,
+    mx: &greenarrow_proxy::testmx::Stats,
     mx_ok: bool,
 ) {
+    let mx_messages = mx.messages;
     let s: &Sample = &o.sample;
     let secs = o.elapsed.as_secs_f64().max(1e-9);
     let rate = s.messages as f64 / secs;
     let mbps = s.messages as f64 * a.size as f64 / secs / 1e6;
     let target = format!("{:?}", a.target).to_lowercase();
     println!(
-        "== bench {}: target={target} reuse={} mx_tls={} concurrency={} messages/session={} size={} fresh_mta_connection={}",
+        "== bench {}: target={target} reuse={} mx_tls={} concurrency={} messages/session={} size={} fresh_mta_connection={} rtt={}",
         a.label,
         if a.reuse { "yes" } else { "no" },
         if a.mx_tls { "yes" } else { "no" },
         a.concurrency,
         a.messages,
         a.size,
-        a.fresh_mta_connection
+        a.fresh_mta_connection,
+        humantime::format_duration(a.rtt)
     );
     println!(
         "   {} messages in {} sessions, {secs:.2} s: {rate:.1} msgs/s, {mbps:.1} MB/s; errors {}; MX accepted {mx_messages}{}",
@@ -277,6 +294,19 @@ fn report(
     println!("   connect-to-ready, new:    {}", lat(&s.ready_new));
     println!("   connect-to-ready, reused: {}", lat(&s.ready_reused));
     println!("   per message:              {}", lat(&s.per_message));
+    println!(
+        "   session start to the MX's reply after the first message's dot, new MX connection: {}",
+        lat(&s.first_reply_new)
+    );
+    println!(
+        "   the same, reused MX connection: {}",
+        lat(&s.first_reply_reused)
+    );
+    let conns_per_msg = mx.connections as f64 / (s.messages.max(1) as f64);
+    println!(
+        "   MX: {} connections, {conns_per_msg:.4} per message",
+        mx.connections
+    );
     let per_msg_syscalls = syscalls.map(|n| n as f64 / (s.messages.max(1) as f64));
     if a.target != Target::Direct {
         println!(
@@ -298,7 +328,7 @@ fn report(
         println!("   first error: {e}");
     }
     println!(
-        "RESULT label={} target={target} reuse={} mx_tls={} msgs_per_s={rate:.2} mb_per_s={mbps:.2} ready_new_p50_ms={} ready_new_p99_ms={} ready_reused_p50_ms={} ready_reused_p99_ms={} msg_p50_ms={} msg_p99_ms={} cpu_s={} rss_peak_kib={} syscalls_per_msg={} errors={}",
+        "RESULT label={} target={target} reuse={} mx_tls={} msgs_per_s={rate:.2} mb_per_s={mbps:.2} ready_new_p50_ms={} ready_new_p99_ms={} ready_reused_p50_ms={} ready_reused_p99_ms={} msg_p50_ms={} msg_p99_ms={} first_new_p50_ms={} first_new_p99_ms={} first_reused_p50_ms={} first_reused_p99_ms={} mx_connections={} mx_conns_per_msg={conns_per_msg:.4} cpu_s={} rss_peak_kib={} syscalls_per_msg={} errors={}",
         a.label,
         a.reuse,
         a.mx_tls,
@@ -308,6 +338,11 @@ fn report(
         fmt_opt(percentile_ms(&s.ready_reused, 99.0), 3),
         fmt_opt(percentile_ms(&s.per_message, 50.0), 3),
         fmt_opt(percentile_ms(&s.per_message, 99.0), 3),
+        fmt_opt(percentile_ms(&s.first_reply_new, 50.0), 3),
+        fmt_opt(percentile_ms(&s.first_reply_new, 99.0), 3),
+        fmt_opt(percentile_ms(&s.first_reply_reused, 50.0), 3),
+        fmt_opt(percentile_ms(&s.first_reply_reused, 99.0), 3),
+        mx.connections,
         fmt_opt(cpu, 3),
         peak_kib.map_or("-".to_string(), |k| k.to_string()),
         fmt_opt(per_msg_syscalls, 1),

@@ -128,8 +128,10 @@ pub(super) fn scan(mut state: BodyState, input: &[u8], strict: bool) -> Scan {
     let mut i = 0usize;
     while let Some(rest) = input.get(i..) {
         if state == BodyState::Mid {
-            // Fast path: skip ordinary bytes.
-            match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            // Fast path: skip ordinary bytes (memchr2 compares a vector of bytes at a time; a
+            // byte-at-a-time `position` made this scan 60 % of the proxy's instructions on a
+            // large body).
+            match memchr::memchr2(b'\r', b'\n', rest) {
                 Some(p) => i += p,
                 None => return Scan::More(state),
             }
@@ -193,5 +195,48 @@ mod tests {
             Scan::End(5),
             "CR LF . CR CR LF . CR LF"
         );
+    }
+
+    /// The DFA alone, one byte at a time: what `scan` must equal with its fast path.
+    fn reference(mut state: BodyState, input: &[u8], strict: bool) -> Scan {
+        for (i, &b) in input.iter().enumerate() {
+            state = match step(state, b) {
+                Next::To(s) => s,
+                Next::End => return Scan::End(i + 1),
+                Next::Unsafe if strict => return Scan::Unsafe { at: i },
+                Next::Unsafe => lenient(state, b),
+            };
+        }
+        Scan::More(state)
+    }
+
+    /// Runs of ordinary bytes longer and shorter than a vector, and the bytes that matter.
+    fn body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            (0usize..100).prop_map(|n| vec![b'x'; n]),
+            Just(b"\r".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"\r\n".to_vec()),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_equals_the_dfa(input in body(), at in 0usize..7, strict: bool) {
+            let states = [
+                BodyState::Mid,
+                BodyState::Cr,
+                BodyState::LineStart,
+                BodyState::BareLf,
+                BodyState::Dot,
+                BodyState::DotCr,
+                BodyState::BareDot,
+            ];
+            let state = states.get(at).copied().unwrap_or(BodyState::START);
+            proptest::prop_assert_eq!(scan(state, &input, strict), reference(state, &input, strict));
+        }
     }
 }

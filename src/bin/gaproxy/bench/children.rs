@@ -292,3 +292,30 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
         v.trim().trim_end_matches("kB").trim().parse().ok()
     })
 }
+
+/// Resident KiB of process `pid` in the session threads' stacks: the writable anonymous
+/// mappings of exactly `stack_bytes` in `/proc/<pid>/smaps` (glibc maps a thread's stack
+/// with its guard page as a separate, inaccessible mapping).
+pub fn stack_rss_kib(pid: u32, stack_bytes: u64) -> Option<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut total = 0;
+    let mut in_stack = false;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if let Some((lo, hi)) = first.split_once('-') {
+            // A mapping header: "lo-hi perms offset dev inode [path]".
+            let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+            else {
+                in_stack = false;
+                continue;
+            };
+            let perms = f.next().unwrap_or_default();
+            let anonymous = f.nth(2) == Some("0") && f.next().is_none();
+            in_stack = hi - lo == stack_bytes && perms.starts_with("rw") && anonymous;
+        } else if in_stack && first == "Rss:" {
+            total += f.next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}

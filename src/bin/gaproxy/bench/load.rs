@@ -48,12 +48,25 @@ pub struct Sample {
     pub ready_new: Vec<Duration>,
     pub ready_reused: Vec<Duration>,
     pub per_message: Vec<Duration>,
+    /// From the start of a session (the CONNECT, or the direct client's dial) to the MX's
+    /// reply after its first message's dot, on a new MX connection.
+    pub first_reply_new: Vec<Duration>,
+    /// The same on a reused (pooled) MX connection.
+    pub first_reply_reused: Vec<Duration>,
 }
 
 impl Sample {
     fn error(&mut self, e: impl std::fmt::Display) {
         self.errors += 1;
         self.first_error.get_or_insert_with(|| e.to_string());
+    }
+
+    fn first_reply(&mut self, reused: bool, d: Duration) {
+        if reused {
+            self.first_reply_reused.push(d);
+        } else {
+            self.first_reply_new.push(d);
+        }
     }
 
     fn merge(&mut self, o: Sample) {
@@ -66,6 +79,8 @@ impl Sample {
         self.ready_new.extend(o.ready_new);
         self.ready_reused.extend(o.ready_reused);
         self.per_message.extend(o.per_message);
+        self.first_reply_new.extend(o.first_reply_new);
+        self.first_reply_reused.extend(o.first_reply_reused);
     }
 }
 
@@ -240,16 +255,21 @@ fn proxy_session(
         }
     };
     let ready = started.elapsed();
-    match s.ready.origin {
-        Origin::New => sample.ready_new.push(ready),
-        Origin::Reused { .. } => sample.ready_reused.push(ready),
+    let reused = matches!(s.ready.origin, Origin::Reused { .. });
+    if reused {
+        sample.ready_reused.push(ready);
+    } else {
+        sample.ready_new.push(ready);
     }
-    for _ in 0..load.messages {
+    for i in 0..load.messages {
         let t = Instant::now();
         match s.send_mail(FROM, &[TO], message) {
             Ok(_) => {
                 sample.per_message.push(t.elapsed());
                 sample.messages += 1;
+                if i == 0 {
+                    sample.first_reply(reused, started.elapsed());
+                }
             }
             Err(e) => {
                 sample.error(format!("message: {e}"));
@@ -280,12 +300,15 @@ fn direct_session(
         Err(e) => return sample.error(e),
     };
     sample.ready_new.push(started.elapsed());
-    for _ in 0..load.messages {
+    for i in 0..load.messages {
         let t = Instant::now();
         match direct::send_mail(&mut mx, FROM, &[TO], message) {
             Ok(_) => {
                 sample.per_message.push(t.elapsed());
                 sample.messages += 1;
+                if i == 0 {
+                    sample.first_reply(false, started.elapsed());
+                }
             }
             Err(e) => {
                 sample.error(format!("message: {e}"));
