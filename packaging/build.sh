@@ -46,7 +46,11 @@ cargo build --release --locked --bins
 echo "== building the .deb"
 # cargo-deb gzips the man pages. profile.release has debug = 1, so stripping is asked for
 # explicitly (or the symbols go to a separate -dbgsym package with --dbgsym).
-deb_out=$(cargo deb --no-build "$debug_opt")
+maintainer_opt=()
+if [ -n "${DEB_MAINTAINER:-}" ]; then
+    maintainer_opt=(--maintainer "$DEB_MAINTAINER")
+fi
+deb_out=$(cargo deb --no-build "$debug_opt" "${maintainer_opt[@]}")
 deb=$(printf '%s\n' "$deb_out" | grep '\.deb$' | tail -n 1)
 ddeb=$(printf '%s\n' "$deb_out" | grep '\.ddeb$' | tail -n 1 || true)
 if [ ! -f "$deb" ]; then

@@ -23,6 +23,7 @@ Before starting it:
   3. list this host's source addresses in source_addresses,
   4. check:  greenarrow_proxy --check-config
   5. start:  systemctl start greenarrow_proxy.service
+Until then the daemon refuses to start (exit status 78, the reason in the journal).
 See greenarrow_proxy(8) and greenarrow_proxy.yaml(5).
 
 NOTE
