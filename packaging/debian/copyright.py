@@ -10,6 +10,7 @@ first words of the license), never typed in here; Apache-2.0 refers to
 
     packaging/debian/copyright.py > packaging/debian/copyright    regenerate (after Cargo.lock changes)
     packaging/debian/copyright.py --check packaging/debian/copyright    exit 1 if stale
+    packaging/debian/copyright.py --spdx    the binaries' combined SPDX expression (RPM License:)
 
 Needs: python3, cargo, rustc, and the dependencies' sources (any `cargo build` fetched them).
 """
@@ -170,8 +171,48 @@ def generate(root_dir):
     return "\n".join(out) + "\n"
 
 
+def and_terms(expr):
+    """The top-level AND terms of an SPDX expression, each without redundant parentheses."""
+    terms, depth, start = [], 0, 0
+    e = expr.strip().replace("/", " OR ")
+    i = 0
+    while i < len(e):
+        c = e[i]
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and e.startswith(" AND ", i):
+            terms.append(e[start:i])
+            start = i = i + len(" AND ")
+            continue
+        i += 1
+    terms.append(e[start:])
+    out = []
+    for t in terms:
+        t = t.strip()
+        if t.startswith("(") and t.endswith(")") and t.count("(") == 1:
+            t = t[1:-1]
+        if " AND " in t:
+            out += and_terms(t)
+        else:
+            out.append(f"({t})" if " OR " in t else t)
+    return out
+
+
+def spdx(root_dir):
+    """Every distinct AND term of the root's and its crates' licenses, joined with AND."""
+    root, deps = used_packages(metadata(root_dir))
+    terms = []
+    for pkg in [root] + deps:
+        for t in and_terms(pkg["license"]):
+            if t not in terms:
+                terms.append(t)
+    return " AND ".join(terms)
+
+
 def main():
     root_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    if sys.argv[1:] == ["--spdx"]:
+        print(spdx(root_dir))
+        return
     text = generate(root_dir)
     if len(sys.argv) == 3 and sys.argv[1] == "--check":
         with open(sys.argv[2], encoding="utf-8") as f:
