@@ -45,6 +45,54 @@ impl fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
+/// `EX_CONFIG` of sysexits.h: the configuration (or a file it names: certificate, key, CA,
+/// secret file) must be fixed; restarting will not help. The unit has
+/// `RestartPreventExitStatus=78`.
+pub const EX_CONFIG: u8 = 78;
+
+impl DaemonError {
+    /// The exit status for this error: [`EX_CONFIG`] when the configuration must be edited
+    /// (invalid or unreadable file, placeholder secret, certificate or key that cannot be
+    /// loaded), 1 otherwise (a listen address that cannot be bound may become available).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config { .. }
+            | DaemonError::Start(
+                StartError::Tls(_)
+                | StartError::File(_)
+                | StartError::Unusable { .. }
+                | StartError::KeyMismatch { .. },
+            ) => EX_CONFIG,
+            DaemonError::Start(StartError::Bind { .. }) | DaemonError::Signals(_) => 1,
+        }
+    }
+}
+
+/// The `STATUS=` text (shown by `systemctl status`) after a reload: empty when it worked
+/// (which clears the text of an earlier failure), otherwise what failed and that the
+/// running configuration stays. One line: a newline would end the notification field.
+pub fn reload_status(outcome: Result<(), &dyn fmt::Display>) -> String {
+    match outcome {
+        Ok(()) => String::new(),
+        Err(e) => one_line(&format!(
+            "reload failed, still running the previous configuration: {e}"
+        )),
+    }
+}
+
+/// The `STATUS=` text of a failed `--check-config` run under a service manager (the unit's
+/// `ExecReload=` check, which stops the reload before the daemon is signalled).
+pub fn check_failed_status(e: &DaemonError) -> String {
+    one_line(&format!(
+        "configuration check failed, not reloaded; still running the previous \
+         configuration: {e}"
+    ))
+}
+
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
 /// Load and check a configuration file completely (including certificate and key).
 pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
     let config = Config::load(path).map_err(|error| DaemonError::Config {
@@ -117,27 +165,35 @@ fn reload(server: &Arc<Server>, path: &Path) {
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
-    match load(path) {
-        Err(e) => error!("reload failed, keeping the running configuration: {e}"),
-        Ok(rt) => {
-            for w in &rt.config.warnings {
-                warn!("{w}");
-            }
-            let listen = crate::server::wanted_listeners(&rt.config);
-            match server.set_listen(&listen, rt.config.listen_freebind) {
-                Err(e) => error!("reload failed, keeping the running configuration: {e}"),
-                Ok(()) => {
-                    server.set_endpoints(&rt.config);
-                    server.shared.replace_runtime(rt);
-                    let gone = crate::report::after_reload(server);
-                    // QUIT can wait on slow MXes: not on the signal thread.
-                    quit_detached(gone);
-                    info!("configuration reloaded from {}", path.display());
-                }
-            }
+    let status = match put_in_force(server, path) {
+        Err(e) => {
+            error!("reload failed, keeping the running configuration: {e}");
+            reload_status(Err(&e))
         }
+        Ok(()) => {
+            info!("configuration reloaded from {}", path.display());
+            reload_status(Ok(()))
+        }
+    };
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
+/// Load `path` and put it in force; on error the running configuration stays.
+fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
+    let rt = load(path)?;
+    for w in &rt.config.warnings {
+        warn!("{w}");
     }
-    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let listen = crate::server::wanted_listeners(&rt.config);
+    server
+        .set_listen(&listen, rt.config.listen_freebind)
+        .map_err(DaemonError::Start)?;
+    server.set_endpoints(&rt.config);
+    server.shared.replace_runtime(rt);
+    let gone = crate::report::after_reload(server);
+    // QUIT can wait on slow MXes: not on the signal thread.
+    quit_detached(gone);
+    Ok(())
 }
 
 fn stop(server: &Arc<Server>) {
@@ -162,5 +218,64 @@ fn stop(server: &Arc<Server>) {
             "shutdown grace period over with {} session(s) still running; exiting",
             c.busy
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsError;
+
+    fn config_error() -> DaemonError {
+        DaemonError::Config {
+            path: "/etc/gp/gp.yaml".into(),
+            error: ConfigError::invalid("auth_shared_secret", "still the public placeholder"),
+        }
+    }
+
+    #[test]
+    fn configuration_errors_exit_78_others_1() {
+        assert_eq!(config_error().exit_code(), EX_CONFIG);
+        let unreadable = DaemonError::Config {
+            path: "/etc/gp/gp.yaml".into(),
+            error: ConfigError::Io {
+                path: "/etc/gp/gp.yaml".into(),
+                source: std::io::ErrorKind::PermissionDenied.into(),
+            },
+        };
+        assert_eq!(unreadable.exit_code(), 78);
+        let no_cert = DaemonError::Start(StartError::Tls(TlsError::Pem {
+            path: "/etc/gp/cert.pem".into(),
+            detail: "No such file or directory (os error 2)".into(),
+        }));
+        assert_eq!(no_cert.exit_code(), 78);
+        let bind = DaemonError::Start(StartError::Bind {
+            addr: "127.0.0.1:807".parse().unwrap(),
+            error: std::io::ErrorKind::AddrInUse.into(),
+        });
+        assert_eq!(bind.exit_code(), 1);
+        let signals = DaemonError::Signals(std::io::ErrorKind::Other.into());
+        assert_eq!(signals.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_good_reload_clears_the_status_a_failed_one_says_what_stays() {
+        assert_eq!(reload_status(Ok(())), "");
+        let e = config_error();
+        let status = reload_status(Err(&e));
+        assert_eq!(
+            status,
+            "reload failed, still running the previous configuration: \
+             /etc/gp/gp.yaml: auth_shared_secret: still the public placeholder"
+        );
+        // One line whatever the error says.
+        let multi = "line one\nline two\r\n";
+        assert_eq!(
+            reload_status(Err(&multi)),
+            "reload failed, still running the previous configuration: line one line two  "
+        );
+        let check = check_failed_status(&e);
+        assert!(check.starts_with("configuration check failed, not reloaded"));
+        assert!(check.ends_with("auth_shared_secret: still the public placeholder"));
     }
 }

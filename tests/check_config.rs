@@ -72,7 +72,7 @@ fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
     let key = dir.0.join("key.pem");
     let (out, user) = check_unreadable(&dir, &config, &key);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(78), "{err}");
     assert_eq!(
         err.trim_end(),
         format!(
@@ -96,7 +96,7 @@ fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
     std::fs::write(&config, yaml).unwrap();
     let (out, user) = check_unreadable(&dir, &config, &secret);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(78), "{err}");
     assert!(
         err.trim_end().ends_with(&format!(
             "auth_shared_secret_file: {}: permission denied (greenarrow_proxy runs as user {user})",
@@ -110,7 +110,7 @@ fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
 fn a_missing_ca_file_names_its_key() {
     let (dir, config) = files("mx_tls:\n  ca_file: missing-ca.pem\n");
     let out = check(&config);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert_eq!(
         stderr(&out).trim_end(),
         format!(
@@ -126,7 +126,7 @@ fn a_key_of_another_certificate_is_named_as_such() {
     let other = certgen::self_signed(&["localhost"]).unwrap();
     std::fs::write(dir.0.join("key.pem"), &other.key_pem).unwrap();
     let out = check(&config);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert_eq!(
         stderr(&out).trim_end(),
         format!(

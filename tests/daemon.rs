@@ -21,6 +21,7 @@ use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use process::{Daemon, WAIT};
 use setup::{conn_from, field, fields, is_secs, Setup, NEW_SECRET};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 
 #[test]
@@ -309,15 +310,33 @@ fn sd_notify_ready_reloading_stopping() {
         .and_then(|v| v.parse::<u64>().ok());
     assert!(usec.is_some_and(|u| u > 0), "{reloading:?}");
     assert_eq!(lines.next(), None, "{reloading:?}");
-    assert_eq!(recv(), "READY=1\n");
+    // A good reload clears the status text (of an earlier failed one).
+    assert_eq!(recv(), "READY=1\nSTATUS=\n");
     d.wait_for("configuration reloaded from");
 
-    // A failed reload also ends with READY=1 (the old configuration is serving).
+    // A failed reload also ends with READY=1 (the old configuration is serving), and the
+    // status text says so.
     s.rewrite("listen: [\n");
     d.signal(SIGHUP);
     assert!(recv().starts_with("RELOADING=1\n"));
-    assert_eq!(recv(), "READY=1\n");
+    let ready = recv();
+    assert!(
+        ready.starts_with(
+            "READY=1\nSTATUS=reload failed, still running the previous configuration: "
+        ),
+        "{ready:?}"
+    );
+    assert!(ready.contains(&s.config.display().to_string()), "{ready:?}");
+    assert_eq!(ready.matches('\n').count(), 2, "{ready:?}");
     d.wait_for("reload failed");
+    // Still the old configuration: the listener answers.
+    s.client(addr, SECRET).noop().unwrap();
+    // Fixed: the next reload clears the text.
+    s.rewrite(&s.yaml);
+    d.signal(SIGHUP);
+    assert!(recv().starts_with("RELOADING=1\n"));
+    assert_eq!(recv(), "READY=1\nSTATUS=\n");
+    d.wait_for("configuration reloaded from");
 
     d.signal(SIGTERM);
     assert_eq!(recv(), "STOPPING=1\n");
@@ -352,7 +371,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
         s.rewrite(yaml);
         let out = process::run(&["--check-config", "--config-filename", config]);
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(78), "{stderr}");
         assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
         assert!(!stderr.contains(SECRET), "{stderr}");
         stderr
@@ -376,7 +395,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
         "--config-filename",
         missing.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains(missing.to_str().unwrap()));
 
     let out = process::run(&["--version"]);
@@ -482,7 +501,90 @@ fn sighup_closes_pooled_connections_from_sources_no_longer_permitted() {
 }
 
 #[test]
-fn a_daemon_that_cannot_start_says_why_once_and_exits_1() {
+fn check_config_quiet_prints_only_errors_and_tells_the_service_manager() {
+    let s = Setup::new("");
+    let config = s.config.to_str().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let path = s.dir.0.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let with_notify = |c: &mut std::process::Command| {
+        c.env("NOTIFY_SOCKET", &path);
+    };
+
+    // Valid: nothing at all, exit 0, no notification.
+    let out = process::run_with(&["--check-config", "-q", "-c", config], with_notify);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // A warning is not printed either (a world-readable secret file warns).
+    let secret_file = s.dir.0.join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.rewrite(&s.yaml.replace(
+        &format!("auth_shared_secret: \"{SECRET}\""),
+        &format!("auth_shared_secret_file: {}", secret_file.display()),
+    ));
+    let out = process::run(&["--check-config", "-c", config]);
+    assert!(
+        text(&out.stderr).contains("warning: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = process::run(&["--check-config", "--quiet", "-c", config]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    // Invalid: the error only, exit 78, and STATUS= for `systemctl status`.
+    s.rewrite(&format!("{}timeouts:\n  mx_command: 5 parsecs\n", s.yaml));
+    let out = process::run_with(&["--check-config", "-q", "-c", config], with_notify);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("timeouts.mx_command"), "{stderr}");
+    let mut b = [0u8; 1024];
+    let n = sock.recv(&mut b).expect("no STATUS= from the failed check");
+    let status = String::from_utf8(b[..n].to_vec()).unwrap();
+    assert!(
+        status.starts_with(
+            "STATUS=configuration check failed, not reloaded; still running the previous \
+             configuration: "
+        ),
+        "{status:?}"
+    );
+    assert!(status.contains("timeouts.mx_command"), "{status:?}");
+    assert!(!status.contains(SECRET), "{status:?}");
+
+    // -q belongs to --check-config.
+    let out = process::run(&["-q", "-c", config]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_shipped_example_configuration_is_refused_with_exit_78() {
+    let s = Setup::new("");
+    let example = include_str!("../etc/greenarrow_proxy.yaml");
+    std::fs::write(&s.config, example).unwrap();
+    let mut d = s.daemon();
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(78), "{:?}", d.seen());
+    let config = s.config.display().to_string();
+    assert_eq!(
+        d.seen(),
+        [format!(
+            "ERROR cannot start: {config}: auth_shared_secret: still the public placeholder of \
+             the example configuration: set a secret of your own (generate one with e.g. \
+             `openssl rand -hex 32`); edit {config} (see greenarrow_proxy.yaml(5)) and check \
+             it with greenarrow_proxy --check-config"
+        )]
+    );
+    let out = process::run(&["--check-config", "-c", &config]);
+    assert_eq!(out.status.code(), Some(78));
+}
+
+#[test]
+fn a_daemon_that_cannot_start_says_why_once_and_exits_78_or_1() {
     let s = Setup::new("");
     // A certificate that does not exist.
     s.rewrite(
@@ -491,12 +593,15 @@ fn a_daemon_that_cannot_start_says_why_once_and_exits_1() {
     );
     let mut d = s.daemon();
     let status = d.wait_exit();
-    assert_eq!(status.code(), Some(1), "{:?}", d.seen());
+    // EX_CONFIG: the unit's RestartPreventExitStatus=78 keeps systemd from looping.
+    assert_eq!(status.code(), Some(78), "{:?}", d.seen());
     let nope = s.dir.0.join("nope.pem").display().to_string();
+    let config = s.config.display();
     assert_eq!(
         d.seen(),
         [format!(
-            "ERROR cannot start: tls_certificate: {nope}: no such file"
+            "ERROR cannot start: tls_certificate: {nope}: no such file; edit {config} \
+             (see greenarrow_proxy.yaml(5)) and check it with greenarrow_proxy --check-config"
         )]
     );
 

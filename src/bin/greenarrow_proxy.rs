@@ -21,15 +21,21 @@ struct Args {
     config: PathBuf,
 
     /// Validate the configuration (including certificate and key), print the effective
-    /// configuration, and exit: 0 if valid, 1 with a precise message if not.
+    /// configuration, and exit: 0 if valid, 78 with a precise message if not.
     #[arg(long)]
     check_config: bool,
+
+    /// With --check-config: print only errors (no effective configuration, no warnings,
+    /// no "valid" line), as the unit's ExecReload= check does.
+    #[arg(short = 'q', long, requires = "check_config")]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.check_config {
         return match daemon::load(&args.config) {
+            Ok(_) if args.quiet => ExitCode::SUCCESS,
             Ok(rt) => {
                 for w in &rt.config.warnings {
                     eprintln!("warning: {w}");
@@ -46,7 +52,11 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("greenarrow_proxy: {e}");
-                ExitCode::FAILURE
+                // Under a service manager (the unit's ExecReload= check, NotifyAccess=all):
+                // `systemctl status` says why the reload did not happen.
+                let status = daemon::check_failed_status(&e);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+                ExitCode::from(e.exit_code())
             }
         };
     }
@@ -56,8 +66,17 @@ fn main() -> ExitCode {
         Err(e) => {
             // Logged once: on stderr, or in the journal (where stderr also goes, so a second
             // copy with eprintln would only duplicate it).
-            log::error!("cannot start: {e}");
-            ExitCode::FAILURE
+            let code = e.exit_code();
+            if code == daemon::EX_CONFIG {
+                log::error!(
+                    "cannot start: {e}; edit {} (see greenarrow_proxy.yaml(5)) and check it \
+                     with greenarrow_proxy --check-config",
+                    args.config.display()
+                );
+            } else {
+                log::error!("cannot start: {e}");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -168,7 +168,6 @@ pub(crate) fn clients(
     raw: Option<Vec<RawClient>>,
     tls_client_ca: bool,
     base_dir: &Path,
-    warnings: &mut Vec<String>,
 ) -> Result<Vec<Client>, ConfigError> {
     let mut out: Vec<Client> = Vec::new();
     for (i, rc) in raw.unwrap_or_default().into_iter().enumerate() {
@@ -190,7 +189,7 @@ pub(crate) fn clients(
         }
         let mut secrets = Vec::new();
         for (j, s) in rc.secrets.unwrap_or_default().into_iter().enumerate() {
-            check_secret(&key(&format!("secrets[{j}]")), &s.0, warnings)?;
+            check_secret(&key(&format!("secrets[{j}]")), &s.0)?;
             secrets.push(Secret::new(s.0.into_bytes()));
         }
         let inline_secrets = secrets.len();
@@ -206,7 +205,7 @@ pub(crate) fn clients(
             let path = required_path(&k, Some(p), base_dir)?;
             let text = read_secret_file(&path)
                 .map_err(|e| ConfigError::invalid(&k, super::files::unreadable(&path, &e)))?;
-            check_secret(&k, &text, warnings)?;
+            check_secret(&k, &text)?;
             secrets.push(Secret::new(text.into_bytes()));
             secret_files.push(path);
         }

@@ -57,12 +57,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         .tls_client_ca
         .map(|p| required_path("tls_client_ca", Some(p), base_dir))
         .transpose()?;
-    let named = access::clients(
-        raw.clients,
-        tls_client_ca.is_some(),
-        base_dir,
-        &mut warnings,
-    )?;
+    let named = access::clients(raw.clients, tls_client_ca.is_some(), base_dir)?;
     let inline = raw.auth_shared_secret.map(|s| s.0);
     let (secrets, auth_shared_secret_file) =
         if named.is_empty() || inline.is_some() || raw.auth_shared_secret_file.is_some() {
@@ -277,7 +272,7 @@ fn secret(
             "missing: set auth_shared_secret or auth_shared_secret_file (exactly one)",
         )),
         (Some(text), None) => {
-            check_secret("auth_shared_secret", &text, warnings)?;
+            check_secret("auth_shared_secret", &text)?;
             Ok((Secret::new(text.into_bytes()), None))
         }
         (None, Some(path)) => {
@@ -285,13 +280,14 @@ fn secret(
             let path = required_path(KEY, Some(path), base_dir)?;
             let text = read_secret_file(&path)
                 .map_err(|e| ConfigError::invalid(KEY, super::files::unreadable(&path, &e)))?;
-            check_secret(KEY, &text, warnings)?;
+            check_secret(KEY, &text)?;
             if let Ok(meta) = std::fs::metadata(&path) {
                 use std::os::unix::fs::PermissionsExt;
                 let mode = meta.permissions().mode();
                 if mode & 0o004 != 0 {
                     warnings.push(format!(
-                        "{KEY}: {} is readable by all users (mode {:03o}); restrict it, e.g. chmod 600",
+                        "{KEY}: {} is readable by all users (mode {:03o}); restrict it: \
+                         chown root:greenarrow_proxy, chmod 640",
                         path.display(),
                         mode & 0o777
                     ));
@@ -324,7 +320,7 @@ pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
 
 /// The 32-character rule, and the characters `AUTH` can carry
 /// ([`crate::protocol::is_valid_secret`]). The message never contains the secret.
-pub(crate) fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) -> Result<()> {
+pub(crate) fn check_secret(key: &str, secret: &str) -> Result<()> {
     let chars = secret.chars().count();
     if !crate::protocol::is_valid_secret(secret.as_bytes()) {
         return Err(ConfigError::invalid(
@@ -348,9 +344,12 @@ pub(crate) fn check_secret(key: &str, secret: &str, warnings: &mut Vec<String>) 
         ));
     }
     if secret == EXAMPLE_SECRET {
-        warnings.push(format!(
-            "{key}: still the placeholder from the example configuration, which is public; \
-             change it"
+        // Refused, not warned about: an unconfigured install must not serve anyone who has
+        // read the public example (the daemon exits with EX_CONFIG, 78).
+        return Err(ConfigError::invalid(
+            key,
+            "still the public placeholder of the example configuration: set a secret of \
+             your own (generate one with e.g. `openssl rand -hex 32`)",
         ));
     }
     Ok(())

@@ -198,13 +198,18 @@ pub fn ready_addrs(line: &str) -> Vec<SocketAddr> {
 /// Run the binary with `args` to its end (bounded by [`WAIT`]; killed after it) and return
 /// its output.
 pub fn run(args: &[&str]) -> Output {
-    let child = binary()
-        .args(args)
+    run_with(args, |_| {})
+}
+
+/// [`run`] with `cmd`'s environment changes applied by `setup`.
+pub fn run_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = binary();
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the daemon");
+        .stderr(Stdio::piped());
+    setup(&mut cmd);
+    let child = cmd.spawn().expect("cannot start the daemon");
     let pid = Pid::from_raw(child.id() as i32);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -213,14 +213,21 @@ fn listen_accepts_a_single_string() {
 
 #[test]
 fn example_file_parses_with_defaults() {
-    let example = Config::from_yaml_str(EXAMPLE, Path::new("/etc/greenarrow_proxy")).unwrap();
+    // The placeholder secret is refused (an unconfigured install must not start).
+    let e = Config::from_yaml_str(EXAMPLE, Path::new("/etc/greenarrow_proxy")).unwrap_err();
+    assert_eq!(e.key(), Some("auth_shared_secret"), "{e}");
+    assert!(e.to_string().contains("placeholder"), "{e}");
+    assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
+    assert!(EXAMPLE.contains("CHANGE THIS"));
+    let own = "0123456789abcdef0123456789abcdef";
+    let configured = EXAMPLE.replace(validate::EXAMPLE_SECRET, own);
+    let example = Config::from_yaml_str(&configured, Path::new("/etc/greenarrow_proxy")).unwrap();
     // Apart from the required keys, every value in the example is the default.
     let required_only = format!(
-        "auth_shared_secret: \"{}\"\n\
+        "auth_shared_secret: \"{own}\"\n\
          tls_certificate: /etc/greenarrow_proxy/tls/cert.pem\n\
          tls_private_key: /etc/greenarrow_proxy/tls/key.pem\n\
-         source_addresses: [192.0.2.10, \"2001:db8::10\"]\n",
-        validate::EXAMPLE_SECRET
+         source_addresses: [192.0.2.10, \"2001:db8::10\"]\n"
     );
     let defaults = parse(&required_only).unwrap();
     assert_eq!(example, defaults);
@@ -233,10 +240,24 @@ fn example_file_parses_with_defaults() {
             "{net}"
         );
     }
-    // The placeholder secret is flagged.
-    assert_eq!(example.warnings.len(), 1);
-    assert!(example.warnings[0].starts_with("auth_shared_secret: still the placeholder"));
-    assert!(EXAMPLE.contains("CHANGE THIS"));
+    assert!(example.warnings.is_empty(), "{:?}", example.warnings);
+}
+
+#[test]
+fn the_placeholder_secret_is_refused_wherever_a_secret_goes() {
+    let placeholder = validate::EXAMPLE_SECRET;
+    let e = parse(&minimal().replace(SECRET, placeholder)).unwrap_err();
+    assert_eq!(e.key(), Some("auth_shared_secret"), "{e}");
+    assert!(!e.to_string().contains(placeholder), "{e}");
+    let dir = TempDir::new("placeholder");
+    let file = dir.0.join("secret");
+    std::fs::write(&file, format!("{placeholder}\n")).unwrap();
+    let yaml = minimal().replace(
+        &format!("auth_shared_secret: \"{SECRET}\""),
+        &format!("auth_shared_secret_file: {}", file.display()),
+    );
+    let e = parse(&yaml).unwrap_err();
+    assert_eq!(e.key(), Some("auth_shared_secret_file"), "{e}");
 }
 
 /// Every key of the effective YAML, as dotted paths.
