@@ -272,3 +272,35 @@ fn the_rate_cap_counts_new_connections_in_the_window() {
     }
     assert_eq!(mx.stats().connections, 2);
 }
+
+/// A stop does not leave a request waiting out `caps.wait`: it gets `421 busy` at once, and
+/// no new request waits.
+#[test]
+fn a_stop_answers_the_requests_waiting_at_a_cap_with_busy() {
+    let mx = plain_mx();
+    // Without the stop the request would wait this long, then fail with concurrency_limit.
+    let h = Harness::start(
+        &[mx.addr().port()],
+        "caps:\n  wait: 15s\n  max_connections: 1\n",
+    );
+    let r = reuse_req("127.0.0.2", mx.addr());
+    let mut a = h.client();
+    let sa = a.open(&r).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| refused(h.client().open(&r)));
+        let queued = (0..2000).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            h.server.shared.caps.rows(std::time::Instant::now())[0].waiting == 1
+        });
+        assert!(queued);
+        h.server.stop_accepting();
+        // The stop emptied the queue (without it the request would still be queued).
+        assert_eq!(
+            h.server.shared.caps.rows(std::time::Instant::now())[0].waiting,
+            0
+        );
+        assert_eq!(waiter.join().unwrap(), Failure::Busy);
+    });
+    drop(sa);
+    assert_eq!(mx.stats().connections, 1, "the waiter dialled nothing");
+}

@@ -320,6 +320,20 @@ impl<T> Ledger<T> {
         }
     }
 
+    /// Every waiter gives up at once (the proxy is stopping): their tokens, to be dropped
+    /// outside the caller's lock (a waiter whose token is dropped gets nothing).
+    pub fn cancel_all(&mut self, now: Instant) -> Vec<T> {
+        let gone: Vec<Waiter<T>> = self.waiters.drain(..).collect();
+        let mut tokens = Vec::with_capacity(gone.len());
+        for w in gone {
+            self.stats
+                .record(now.saturating_duration_since(w.since), true);
+            self.tidy(&w.pair);
+            tokens.push(w.token);
+        }
+        tokens
+    }
+
     /// When waiter `id` should look again by itself: when the rate window has room, if the
     /// rate blocks; at least every [`RATE_RECHECK`] under a rate cap (no event announces that
     /// the window moved); never otherwise (releases and returning connections wake it).

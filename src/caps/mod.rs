@@ -32,6 +32,7 @@ use ledger::{Ask, Ledger, Offer};
 use parking_lot::Mutex;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,6 +84,8 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// The proxy is stopping: no request waits any more (set once, under `state`).
+    closed: AtomicBool,
 }
 
 impl Inner {
@@ -224,6 +227,7 @@ impl Caps {
                     ledger: Ledger::new(config.window),
                     config: Arc::new(config),
                 }),
+                closed: AtomicBool::new(false),
             }),
         }
     }
@@ -282,9 +286,10 @@ impl Caps {
         // A few rounds at most: an eviction can lose its room to an older waiter.
         for _ in 0..4 {
             let now = Instant::now();
-            let may_wait = end > now;
             let (tx, rx) = sync_channel(1);
             let mut st = self.inner.state.lock();
+            // Read under the lock that `close` sets it under: no request queues after it.
+            let may_wait = end > now && !self.inner.closed.load(Ordering::SeqCst);
             match st.ledger.acquire(ask.clone(), now, may_wait, tx) {
                 Acquire::Granted => return Ok(Obtained::Dial(self.permit(&ask))),
                 Acquire::Refused(block) => return Err(fail(block)),
@@ -399,6 +404,17 @@ impl Caps {
                 }
             }
         }
+    }
+
+    /// The proxy is stopping: every waiting request gives up now (its session answers at
+    /// once instead of waiting out `caps.wait`), and no request waits from now on.
+    pub fn close(&self) {
+        let mut st = self.inner.state.lock();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let tokens = st.ledger.cancel_all(Instant::now());
+        drop(st);
+        // Dropping a sender wakes its waiter with nothing.
+        drop(tokens);
     }
 
     /// A connection taken from the pool for a session: in use again.

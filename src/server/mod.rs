@@ -237,8 +237,10 @@ impl Server {
         }
         ls.clear();
         drop(ls);
-        // Sessions idle between requests would otherwise keep the drain waiting.
+        // Sessions idle between requests, or waiting at a connection cap, would otherwise
+        // keep the drain waiting.
         self.shared.wake_idle_sessions();
+        self.shared.caps.close();
     }
 
     /// Wait for sessions in progress to end, up to `grace`; then QUIT and close every

@@ -189,7 +189,12 @@ impl Egress<'_> {
             .obtain(&self.shared.pool, &request)
             .map_err(|e| {
                 verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "connection cap: {e}");
-                FailureReply::new(Failure::ConcurrencyLimit, e.to_string())
+                if self.shared.stopping.load(Ordering::SeqCst) {
+                    // Woken by the stop, not by the cap's wait.
+                    FailureReply::new(Failure::Busy, "the proxy is stopping")
+                } else {
+                    FailureReply::new(Failure::ConcurrencyLimit, e.to_string())
+                }
             })
     }
 
