@@ -191,3 +191,67 @@ fn endpoints_follow_the_configuration_and_nothing_listens_when_not_configured() 
     assert_eq!(h.server.control_path(), None);
     assert!(!other.exists());
 }
+
+/// The caps figures as the operator sees them: a request waiting at a cap of 1 shows in
+/// `gaproxy status --json` (the pair, its count against the cap, the waiter) and, once it
+/// got the connection, in the metrics' wait counters and histogram.
+#[test]
+fn a_request_waiting_at_its_cap_shows_in_status_and_metrics() {
+    let mx = TestMx::start(greenarrow_proxy::testmx::TestMxConfig::default()).unwrap();
+    let (h, socket) = proxy(
+        &mx,
+        "metrics:\n  listen: 127.0.0.1:0\ncaps:\n  wait: 30s\n  sources:\n    - addresses: [127.0.0.2]\n      max_connections: 1\n",
+    );
+    let addr = h.server.metrics_addr().expect("metrics listener");
+    let mut r = req("127.0.0.2", mx.addr(), TlsPolicy::None);
+    r.reuse = true;
+    // The first MTA holds the only connection the cap allows.
+    let mut first = h.client();
+    let mut held = first.open(&r).unwrap();
+    assert_eq!(held.ready.origin, Origin::New);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| deliver(&h, &r, 1));
+        // The status view, asked until it shows the second request waiting (there is no
+        // other signal of a request queued inside the proxy).
+        let deadline = std::time::Instant::now() + WAIT;
+        let row = loop {
+            let st = status_json(&socket);
+            let rows = st["caps"].as_array().unwrap().clone();
+            if let Some(row) = rows.into_iter().find(|row| row["waiting"] == 1) {
+                break row;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no waiter shown: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(row["source"], "127.0.0.2");
+        assert_eq!(row["destination"], mx.addr().to_string());
+        assert_eq!(row["in_use"], 1);
+        assert_eq!(row["idle"], 0);
+        assert_eq!(row["max_connections"], 1);
+        assert!(row["oldest_wait_seconds"].as_f64().unwrap() >= 0.0, "{row}");
+        let text = stdout(&gaproxy(&["status"], &socket));
+        assert!(text.contains("127.0.0.2"), "{text}");
+        // The first MTA ends its session: its connection goes to the waiter, not the pool.
+        held.send_mail("a@x.test", &["b@y.test"], b"first\r\n")
+            .unwrap();
+        held.quit().unwrap();
+        assert!(matches!(second.join().unwrap(), Origin::Reused { .. }));
+    });
+    first.quit().unwrap();
+    assert!(mx.wait_until(WAIT, |s| s.stats.messages == 2));
+    assert_eq!(mx.stats().connections, 1, "one MX connection for both");
+    let st = status_json(&socket);
+    assert_eq!(st["waits"]["waited"], 1, "{st}");
+    assert_eq!(st["waits"]["timed_out"], 0, "{st}");
+    let (_, _, body) = http(addr, "GET", "/metrics");
+    let m = parse_exposition(&body);
+    let p = |s: &str| sample(&m, &format!("greenarrow_proxy_{s}"));
+    assert_eq!(p("cap_waits_total"), 1.0);
+    assert_eq!(p("cap_wait_timeouts_total"), 0.0);
+    assert_eq!(p("cap_wait_seconds_count"), 1.0);
+    assert_eq!(p("cap_wait_seconds_bucket{le=\"+Inf\"}"), 1.0);
+    assert_eq!(p("source_waiting{source=\"127.0.0.2\"}"), 0.0);
+}
