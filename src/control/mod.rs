@@ -9,15 +9,14 @@ pub mod request;
 
 pub use request::{DrainTarget, Request, RequestError, MAX_REQUEST};
 
+use crate::endpoint::accept_until_stopped;
 use crate::pool::reaper::quit_detached;
 use crate::server::Server;
 use crate::status::{Snapshot, Status};
-use log::{info, warn};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use log::info;
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -31,9 +30,6 @@ pub const SOCKET_MODE: u32 = 0o660;
 
 /// How long one client may take to send its request and read the answer.
 pub const CLIENT_TIME: Duration = Duration::from_secs(2);
-
-/// How often the accept loop looks whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// Why the control socket could not be set up, or a request could not be made.
 #[derive(Debug)]
@@ -206,30 +202,14 @@ impl Drop for ControlSocket {
 }
 
 fn accept_loop(listener: &UnixListener, stop: &AtomicBool, server: &Weak<Server>) {
-    let wait = PollTimeout::try_from(STOP_POLL.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-    while !stop.load(Ordering::SeqCst) {
-        let mut set = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut set, wait), Ok(n) if n > 0) {
-            continue;
+    let accept = |l: &UnixListener| l.accept().map(|(s, _)| s);
+    accept_until_stopped(listener, stop, "control socket", accept, |stream| {
+        // The server is going away: refuse this client (closing its connection) but keep
+        // the socket until `stop`, so that a probe of it still finds it served.
+        if let Some(server) = server.upgrade() {
+            serve_client(stream, &server);
         }
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                continue
-            }
-            Err(e) => {
-                warn!("control socket: accept: {e}");
-                std::thread::sleep(STOP_POLL);
-                continue;
-            }
-        };
-        // The server is going away: refuse this client (closing its connection) but keep the
-        // socket until `stop`, so that a probe of it still finds it served.
-        let Some(server) = server.upgrade() else {
-            continue;
-        };
-        serve_client(stream, &server);
-    }
+    });
 }
 
 /// Read one request line within `deadline`: the bytes up to and including `\n`, or an error

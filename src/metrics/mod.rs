@@ -8,13 +8,12 @@
 
 pub mod exposition;
 
+use crate::endpoint::accept_until_stopped;
 use crate::server::Server;
 use crate::status::Snapshot;
-use log::{info, warn};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use log::info;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -25,9 +24,6 @@ pub const CLIENT_TIME: Duration = Duration::from_secs(5);
 
 /// Largest request head read.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-/// How often the accept loop looks whether it should stop.
-const STOP_POLL: Duration = Duration::from_millis(200);
 
 /// The running metrics listener.
 pub struct MetricsListener {
@@ -84,28 +80,13 @@ impl Drop for MetricsListener {
 }
 
 fn accept_loop(listener: &TcpListener, stop: &AtomicBool, server: &Weak<Server>) {
-    let wait = PollTimeout::try_from(STOP_POLL.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-    while !stop.load(Ordering::SeqCst) {
-        let mut set = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut set, wait), Ok(n) if n > 0) {
-            continue;
+    let accept = |l: &TcpListener| l.accept().map(|(s, _)| s);
+    accept_until_stopped(listener, stop, "metrics", accept, |stream| {
+        // The server is going away: this scrape gets nothing.
+        if let Some(server) = server.upgrade() {
+            serve(stream, &server);
         }
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
-                continue
-            }
-            Err(e) => {
-                warn!("metrics: accept: {e}");
-                std::thread::sleep(STOP_POLL);
-                continue;
-            }
-        };
-        let Some(server) = server.upgrade() else {
-            return;
-        };
-        serve(stream, &server);
-    }
+    });
 }
 
 /// What to answer to a request head (sans-I/O).
