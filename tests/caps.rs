@@ -2,6 +2,16 @@
 //! `concurrency_limit` failure, per-source caps, eviction, reload.
 
 mod common;
+// The daemon tests' helpers, for the test with real SIGHUPs (only some are used here).
+#[allow(dead_code)]
+#[path = "daemon/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "daemon/raw.rs"]
+mod raw;
+#[allow(dead_code)]
+#[path = "daemon/setup.rs"]
+mod setup;
 
 use common::*;
 use greenarrow_proxy::client::ClientError;
@@ -303,4 +313,29 @@ fn a_stop_answers_the_requests_waiting_at_a_cap_with_busy() {
     });
     drop(sa);
     assert_eq!(mx.stats().connections, 1, "the waiter dialled nothing");
+}
+
+/// The same with the real daemon and a real SIGHUP: a raised cap lets a new connection in
+/// while the one open stays and delivers.
+#[test]
+fn a_cap_raised_by_sighup_lets_new_connections_in_and_keeps_the_open_one() {
+    let s = setup::Setup::new(&caps_yaml(1));
+    let mut d = s.daemon();
+    let addr = d.wait_ready()[0];
+    let mut r = s.request("127.0.0.2", true);
+    r.wait = Some(Duration::ZERO);
+    let mut a = s.client(addr, SECRET);
+    let mut sa = a.open(&r).unwrap();
+    let mut b = s.client(addr, SECRET);
+    assert_eq!(refused(b.open(&r)), Failure::ConcurrencyLimit);
+    s.rewrite(&s.yaml.replace(&caps_yaml(1), &caps_yaml(2)));
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for("configuration reloaded");
+    let mut sb = b.open(&r).unwrap();
+    sa.send_mail("a@x.test", &["b@y.test"], b"A, open across the reload\r\n")
+        .unwrap();
+    sb.send_mail("a@x.test", &["b@y.test"], b"B, after the reload\r\n")
+        .unwrap();
+    assert!(s.mx.wait_until(WAIT, |st| st.messages.len() == 2));
+    assert_eq!(s.mx.stats().connections, 2);
 }
