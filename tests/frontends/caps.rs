@@ -48,3 +48,49 @@ fn front_ends_at_a_connection_cap_answer_421_concurrency_limit() {
     let w = h.server.shared.caps.wait_stats();
     assert_eq!((w.waited, w.timed_out), (2, 2));
 }
+
+/// A real client (curl, through SOCKS5 in smtp mode) at a cap: refused after the wait with
+/// nothing sent to the MX, then delivered once the place is free.
+#[test]
+fn curl_through_socks5_at_a_cap_is_refused_then_delivers_when_the_place_frees() {
+    let mx = TestMx::start(TestMxConfig::default()).unwrap();
+    let yaml = format!(
+        "caps:\n  wait: 200ms\n  max_connections: 1\nfrontends:\n{}",
+        frontend(
+            "socks5",
+            &["mode: smtp", "tls: none", "reuse: true", "auth: password"]
+        ),
+    );
+    let h = Harness::start(&[mx.addr().port()], &yaml);
+    let mut native = h.client();
+    let held = native
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
+    let mail = clients::Mail::new("curl-at-cap");
+    let Some(out) = clients::curl(
+        Some(h.frontend(0)),
+        Some(("127.0.0.2", SECRET)),
+        mx.addr(),
+        false,
+        &mail,
+    ) else {
+        return;
+    };
+    assert!(!out.ok(), "curl should fail at the cap: {out}");
+    assert_eq!(mx.stats().connections, 1, "curl's session reached no MX");
+    assert_eq!(h.server.shared.caps.wait_stats().timed_out, 1);
+    // The held session ends (its connection closes: reuse=no): the place is free.
+    held.quit().unwrap();
+    native.quit().unwrap();
+    let Some(out) = clients::curl(
+        Some(h.frontend(0)),
+        Some(("127.0.0.2", SECRET)),
+        mx.addr(),
+        false,
+        &mail,
+    ) else {
+        return;
+    };
+    assert!(out.ok(), "{out}");
+    check_delivery(&mx, 0, "127.0.0.2", false, &mail);
+}
