@@ -16,12 +16,15 @@
 //! Lock order: the caps mutex may be held while taking the pool's (`Pool::inner`), never the
 //! reverse; nothing is ever dropped, sent or closed under either (grants go out after release).
 
+mod ask;
 mod ledger;
+mod request;
 mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use ledger::{Acquire, Block, Pair, Reuse, Scope};
+pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot};
 pub use stats::BUCKETS;
 
 use crate::config::CapsConfig;
@@ -31,41 +34,10 @@ use crate::pool::{Pool, PoolKey};
 use ledger::{Ask, Ledger, Offer};
 use parking_lot::Mutex;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// One (source IP, destination) pair as the status view shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapRow {
-    pub source: IpAddr,
-    /// The destination group's name, or the MX address (`ip:port`) when it belongs to none.
-    pub destination: String,
-    /// Connections open now: in use by a session, and idle in the pool.
-    pub in_use: usize,
-    pub idle: usize,
-    /// `max_connections` in force for the pair (None: no cap).
-    pub max_connections: Option<usize>,
-    /// Requests waiting for a connection, and how long the oldest has waited.
-    pub waiting: usize,
-    pub oldest_wait: Option<Duration>,
-}
-
-/// Waits for a connection under a cap, since start.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WaitSnapshot {
-    /// Requests that had to wait.
-    pub waited: u64,
-    /// Of those, the ones whose wait expired (`concurrency_limit`).
-    pub timed_out: u64,
-    /// Histogram of wait times: (upper bound in seconds, cumulative count), ascending; the
-    /// last bound is `f64::INFINITY`.
-    pub buckets: Vec<(f64, u64)>,
-    /// Sum of all wait times, in seconds.
-    pub sum_seconds: f64,
-}
+use std::time::Instant;
 
 /// What reaches a waiting request.
 enum Grant {
@@ -147,64 +119,6 @@ impl Drop for Permit {
         );
         self.caps.deliver(grants);
     }
-}
-
-/// What a request gets under the caps.
-pub enum Obtained {
-    /// A place: dial, and put the permit in the new connection.
-    Dial(Permit),
-    /// A pooled connection of its key, handed over (or taken from the pool) while it waited.
-    Reused(Box<MxConnection>),
-}
-
-/// A request for a connection to `mx` from `source` as `ehlo`.
-pub struct Request<'a> {
-    pub source: IpAddr,
-    pub ehlo: &'a str,
-    pub mx: SocketAddr,
-    /// `Some` when a reused connection is acceptable (`reuse=yes`).
-    pub reuse: Option<Reuse>,
-    /// The request's `wait=` (None: `caps.wait`); never more than `caps.wait`.
-    pub wait: Option<Duration>,
-    /// The session's end: no wait outlives it.
-    pub deadline: Instant,
-}
-
-/// A request the caps refused: the cap that held it, and how long it waited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapFailure {
-    pub source: IpAddr,
-    pub destination: String,
-    pub block: Block,
-    pub limit: Option<usize>,
-    pub waited: Duration,
-}
-
-impl fmt::Display for CapFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.block {
-            Block::Pair => "max_connections",
-            Block::Source => "max_connections_per_source",
-            Block::Rate(_) => "max_new_connections",
-        };
-        write!(f, "source {} to {}: {what}", self.source, self.destination)?;
-        if let Some(n) = self.limit {
-            write!(f, " ({n})")?;
-        }
-        write!(f, " reached; waited {:.1} s", self.waited.as_secs_f64())
-    }
-}
-
-/// What happened to a connection given back after a session.
-pub enum Returned {
-    /// Stored in the pool.
-    Pooled,
-    /// Handed to a waiting request.
-    Handed,
-    /// Closed so that a waiting request (another key) can dial.
-    ClosedForWaiter,
-    /// The pool refused it: close it.
-    Refused(Box<crate::pool::Rejected>),
 }
 
 /// The ledger of open MX connections under caps, and the queue of waiting requests.
