@@ -127,21 +127,21 @@ impl Egress<'_> {
         for (addr, host) in candidates {
             // A place under the connection caps (perhaps after a wait, perhaps a connection
             // of this key handed over meanwhile).
-            let permit = match self.obtain(req, addr, host.as_deref())? {
-                Obtained::Dial(p) => p,
-                Obtained::Reused(c) => {
-                    let mut c = *c;
-                    let deadline = (Instant::now()
-                        + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
-                    .min(self.deadline);
-                    if self.healthy(&mut c, deadline) {
-                        return Ok(self.reused(c, host.as_deref()));
-                    }
-                    // Dead: its place is free again; ask once more.
-                    c.close();
-                    match self.obtain(req, addr, host.as_deref())? {
-                        Obtained::Dial(p) => p,
-                        Obtained::Reused(c) => return Ok(self.reused(*c, host.as_deref())),
+            // A connection handed over is checked like one from the pool; a dead one is
+            // closed (its place is free again) and the caps are asked again. Each round
+            // closes one, and `obtain` keeps to the session's deadline: this ends.
+            let permit = loop {
+                match self.obtain(req, addr, host.as_deref())? {
+                    Obtained::Dial(p) => break p,
+                    Obtained::Reused(c) => {
+                        let mut c = *c;
+                        let deadline = (Instant::now()
+                            + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
+                        .min(self.deadline);
+                        if self.healthy(&mut c, deadline) {
+                            return Ok(self.reused(c, host.as_deref()));
+                        }
+                        c.close();
                     }
                 }
             };
