@@ -218,7 +218,7 @@ impl Caps {
                         pool.checkout(&ask.key, &r.want, r.max_messages, now, &mut expired)
                     });
                     if let Some(mut c) = own {
-                        if let Some(p) = c.permit.as_mut() {
+                        if let Some(p) = c.permit_mut() {
                             st.ledger.mark_in_use(&p.pair, &p.key);
                             p.idle = false;
                         }
@@ -251,7 +251,7 @@ impl Caps {
                         };
                         return self.wait(id, None, rx, end).map_err(|()| fail(block));
                     };
-                    let vp = victim.permit.take();
+                    let vp = victim.take_permit();
                     let result = match &vp {
                         Some(p) => st.ledger.transfer((&p.pair, &p.key), &ask, now),
                         None => Err(Vec::new()),
@@ -333,7 +333,7 @@ impl Caps {
 
     /// A connection taken from the pool for a session: in use again.
     pub fn taken_from_pool(&self, conn: &mut MxConnection) {
-        if let Some(p) = conn.permit.as_mut() {
+        if let Some(p) = conn.permit_mut() {
             if p.idle {
                 self.inner.state.lock().ledger.mark_in_use(&p.pair, &p.key);
                 p.idle = false;
@@ -350,7 +350,7 @@ impl Caps {
         mut conn: MxConnection,
         now: Instant,
     ) -> Returned {
-        let Some(permit) = conn.permit.as_ref() else {
+        let Some(permit) = conn.permit() else {
             return match pool.store(key, conn, now) {
                 Ok(()) => Returned::Pooled,
                 Err(r) => Returned::Refused(r),
@@ -363,13 +363,13 @@ impl Caps {
             st.ledger.offer(
                 &pair,
                 &pkey,
-                |r| r.want.satisfied_by(c) && r.max_messages.is_none_or(|m| c.messages < m),
+                |r| r.want.satisfied_by(c) && r.max_messages.is_none_or(|m| c.messages() < m),
                 now,
             )
         };
         match offer {
             Offer::Pool => {
-                if let Some(p) = conn.permit.as_mut() {
+                if let Some(p) = conn.permit_mut() {
                     p.idle = true;
                 }
                 match pool.store(key, conn, now) {
@@ -377,7 +377,7 @@ impl Caps {
                     Err(mut r) => {
                         st.ledger.mark_in_use(&pair, &pkey);
                         drop(st);
-                        if let Some(p) = r.conn.permit.as_mut() {
+                        if let Some(p) = r.conn.permit_mut() {
                             p.idle = false;
                         }
                         Returned::Refused(r)
@@ -396,7 +396,7 @@ impl Caps {
                 Returned::Handed
             }
             Offer::CloseFor(tx, _, wpair, wkey) => {
-                if let Some(mut p) = conn.permit.take() {
+                if let Some(mut p) = conn.take_permit() {
                     p.armed = false;
                 }
                 drop(st);

@@ -96,15 +96,78 @@ pub struct MxConnection {
     pub tls_attempted: bool,
     pub created: Instant,
     /// Sessions served so far (1 for a fresh connection in use).
-    pub uses: u64,
+    uses: u64,
     /// Messages accepted by the MX over this connection.
-    pub messages: u64,
+    messages: u64,
     /// Bytes relayed from MTAs to the MX.
-    pub bytes: u64,
+    bytes: u64,
     /// The MTA that used it last.
-    pub last_mta: Option<SocketAddr>,
+    last_mta: Option<SocketAddr>,
     /// Its place under the connection caps (`caps`), released when the connection is dropped.
-    pub permit: Option<crate::caps::Permit>,
+    permit: Option<crate::caps::Permit>,
+}
+
+/// The counters of a connection's life and its place under the caps: changed only through
+/// these methods.
+impl MxConnection {
+    /// Sessions served so far (1 for a fresh connection in use).
+    pub fn uses(&self) -> u64 {
+        self.uses
+    }
+
+    /// Messages the MX accepted over this connection.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Octets relayed from MTAs to the MX.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The MTA that used it last.
+    pub fn last_mta(&self) -> Option<SocketAddr> {
+        self.last_mta
+    }
+
+    /// Taken again for a session (from the pool, or handed over at a cap).
+    pub fn count_use(&mut self) {
+        self.uses += 1;
+    }
+
+    /// `mta` is using it now.
+    pub fn used_by(&mut self, mta: SocketAddr) {
+        self.last_mta = Some(mta);
+    }
+
+    /// The MX accepted `n` more messages over it.
+    pub fn add_messages(&mut self, n: u64) {
+        self.messages += n;
+    }
+
+    /// `n` more octets were relayed to the MX.
+    pub fn add_bytes(&mut self, n: u64) {
+        self.bytes += n;
+    }
+
+    /// Its place under the connection caps (a new connection gets the permit it was dialled
+    /// under).
+    pub fn attach_permit(&mut self, permit: crate::caps::Permit) {
+        self.permit = Some(permit);
+    }
+
+    pub fn permit(&self) -> Option<&crate::caps::Permit> {
+        self.permit.as_ref()
+    }
+
+    pub fn permit_mut(&mut self) -> Option<&mut crate::caps::Permit> {
+        self.permit.as_mut()
+    }
+
+    /// The permit, taken out (its place goes elsewhere or is released by the caller).
+    pub fn take_permit(&mut self) -> Option<crate::caps::Permit> {
+        self.permit.take()
+    }
 }
 
 impl MxConnection {

@@ -200,7 +200,7 @@ impl Pool {
                 let stale = list.get(i).is_some_and(|e| {
                     now.duration_since(e.since) >= limits.idle_ttl
                         || now.duration_since(e.conn.created) >= limits.reuse_time_limit
-                        || max_messages.is_some_and(|cap| e.conn.messages >= cap)
+                        || max_messages.is_some_and(|cap| e.conn.messages() >= cap)
                 });
                 if stale {
                     if let Some(e) = list.remove(i) {
@@ -368,9 +368,9 @@ impl Pool {
                     .map(|t| (t.version.clone(), t.cipher.clone())),
                 age: now.duration_since(e.conn.created),
                 idle: now.duration_since(e.since),
-                uses: e.conn.uses,
-                messages: e.conn.messages,
-                last_mta: e.conn.last_mta,
+                uses: e.conn.uses(),
+                messages: e.conn.messages(),
+                last_mta: e.conn.last_mta(),
             })
             .collect();
         let counters = PoolCounters {

@@ -42,7 +42,7 @@ impl Session<'_> {
             }
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
-        mx.last_mta = Some(self.peer);
+        mx.used_by(self.peer);
         let ready = ConnectReady {
             origin: origin.clone(),
             mx_host: mx.mx_host.clone(),

@@ -147,7 +147,7 @@ impl Egress<'_> {
             };
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
                 Ok(mut c) => {
-                    c.permit = Some(permit);
+                    c.attach_permit(permit);
                     if c.tls.is_some() {
                         let stats = &self.shared.stats;
                         stats.tls_handshakes_mx.fetch_add(1, Ordering::Relaxed);
@@ -213,10 +213,10 @@ impl Egress<'_> {
     fn reused(&self, mut c: MxConnection, host: Option<&str>) -> (MxConnection, Origin) {
         let origin = Origin::Reused {
             age: c.created.elapsed(),
-            uses: c.uses,
-            messages: c.messages,
+            uses: c.uses(),
+            messages: c.messages(),
         };
-        c.uses += 1;
+        c.count_use();
         // The name this request used (none for an IP literal), not the first user's.
         c.mx_host = host.map(str::to_string);
         (c, origin)
@@ -273,7 +273,7 @@ impl Egress<'_> {
             verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
         }
         if let Some(mut mx) = out.mx {
-            mx.messages += messages;
+            mx.add_messages(messages);
             if out.mid_body {
                 // Never complete a message the MTA did not finish.
                 verbose!(self.rt, mta = self.peer, mx = mx.remote; "the MTA left in the middle of a message: MX connection closed without end of data");
@@ -430,8 +430,8 @@ impl Egress<'_> {
                 Some(PoolState::Unusable(reason)) => return Some(reason.to_string()),
             }
             if let Some(cap) = req.reuse_max_messages {
-                if mx.messages >= cap {
-                    return Some(format!("message cap reached ({} of {cap})", mx.messages));
+                if mx.messages() >= cap {
+                    return Some(format!("message cap reached ({} of {cap})", mx.messages()));
                 }
             }
             None

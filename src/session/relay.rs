@@ -132,7 +132,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                         } else {
                             c.conn.queue(bytes);
                         }
-                        c.bytes += n as u64;
+                        c.add_bytes(n as u64);
                         octets_to_mx += n as u64;
                     }
                     mta.consume(n);
