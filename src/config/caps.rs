@@ -312,13 +312,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
                 format!("group {name:?} is defined twice"),
             ));
         }
-        let addresses = networks(&format!("{key}.addresses"), g.addresses, &[])?;
-        if addresses.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.addresses"),
-                "required and must not be empty",
-            ));
-        }
+        let addresses = addresses(&key, g.addresses)?;
         let limits = limits(
             &key,
             &RawLimits {
@@ -335,13 +329,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
     let mut sources = Vec::new();
     for (i, s) in raw.sources.unwrap_or_default().into_iter().enumerate() {
         let key = format!("caps.sources[{i}]");
-        let addresses = networks(&format!("{key}.addresses"), s.addresses, &[])?;
-        if addresses.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{key}.addresses"),
-                "required and must not be empty",
-            ));
-        }
+        let addresses = addresses(&key, s.addresses)?;
         let own = limits(
             &key,
             &RawLimits {
@@ -379,6 +367,16 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
         groups,
         sources,
     })
+}
+
+/// `KEY.addresses` of a group or source entry: IPs or networks, at least one.
+fn addresses(key: &str, raw: Option<StringList>) -> Result<Vec<IpNet>> {
+    let key = format!("{key}.addresses");
+    let list = networks(&key, raw, &[])?;
+    if list.is_empty() {
+        return Err(ConfigError::invalid(key, "required and must not be empty"));
+    }
+    Ok(list)
 }
 
 fn limits(key: &str, raw: &RawLimits) -> Result<CapLimits> {
