@@ -88,14 +88,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 return;
             }
         };
-        let consumed = match &step {
-            Step::Reply { consume, .. }
-            | Step::Credentials { consume, .. }
-            | Step::Bind { consume, .. }
-            | Step::Connect { consume, .. } => *consume,
-            Step::NeedMore | Step::Done => 0,
-        };
-        buf.drain(..consumed.min(buf.len()));
+        buf.drain(..step.consumed().min(buf.len()));
         match step {
             Step::NeedMore => {
                 if let Err(why) = read_more(&mut tcp, &mut buf, until) {

@@ -145,6 +145,19 @@ pub enum Step {
     Done,
 }
 
+impl Step {
+    /// The bytes of input this step used (to drop before the next poll).
+    pub fn consumed(&self) -> usize {
+        match self {
+            Step::Reply { consume, .. }
+            | Step::Credentials { consume, .. }
+            | Step::Bind { consume, .. }
+            | Step::Connect { consume, .. } => *consume,
+            Step::NeedMore | Step::Done => 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Greeting,

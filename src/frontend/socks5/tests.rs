@@ -43,13 +43,7 @@ fn drive<'a>(
         buf.extend_from_slice(chunk);
         while !stopped {
             let step = machine.poll(&buf);
-            let consume = match &step {
-                Ok(Step::Reply { consume, .. })
-                | Ok(Step::Credentials { consume, .. })
-                | Ok(Step::Bind { consume, .. })
-                | Ok(Step::Connect { consume, .. }) => *consume,
-                _ => 0,
-            };
+            let consume = step.as_ref().map_or(0, Step::consumed);
             assert!(consume <= buf.len() && consume <= MAX_MESSAGE_LEN);
             buf.drain(..consume);
             match step {
