@@ -279,6 +279,24 @@ fn greenarrow_proxy_8_documents_every_option_of_help() {
     check_date(&Page::read("greenarrow_proxy.yaml.5"), &mut problems);
     let help = help_of(bin, &["--help"]);
     compare(&page, "OPTIONS", "greenarrow_proxy", &help, &mut problems);
+    // FILES names every document the packages install (README.md and docs/*.md, Cargo.toml's
+    // [package.metadata.deb] assets and the RPM spec).
+    let files = page.section("FILES").unwrap_or_default().join("\n");
+    let docs = format!("{}/docs", env!("CARGO_MANIFEST_DIR"));
+    let mut installed = vec!["README.md".to_string()];
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            installed.push(name);
+        }
+    }
+    for doc in installed {
+        if !files.contains(&format!(".I {doc}\n")) {
+            problems.push(format!(
+                "man/greenarrow_proxy.8, section FILES: the installed {doc} is not listed"
+            ));
+        }
+    }
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
 
