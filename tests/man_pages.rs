@@ -250,9 +250,12 @@ fn gaproxy_1_documents_every_subcommand_and_option_of_help() {
     assert!(commands.contains(&"send".to_string()), "{top}");
     let synopsis = page.section("SYNOPSIS").unwrap_or_default().join("\n");
     for sub in &commands {
-        if !synopsis.contains(&format!(".B {sub}")) {
+        // Each subcommand starts a synopsis line of its own (`.SY gaproxy`, `.B sub`, ...,
+        // `.YS`); without its `.YS`/`.SY` pair it would run on after the previous one.
+        if !synopsis.contains(&format!(".SY gaproxy\n.B {sub}\n")) {
             problems.push(format!(
-                "man/gaproxy.1, section SYNOPSIS: subcommand {sub} is missing"
+                "man/gaproxy.1, section SYNOPSIS: subcommand {sub} does not start a line of \
+                 its own (.SY gaproxy, .B {sub}, ..., .YS)"
             ));
         }
         let help = help_of(bin, &[sub, "--help"]);
@@ -276,6 +279,24 @@ fn greenarrow_proxy_8_documents_every_option_of_help() {
     check_date(&Page::read("greenarrow_proxy.yaml.5"), &mut problems);
     let help = help_of(bin, &["--help"]);
     compare(&page, "OPTIONS", "greenarrow_proxy", &help, &mut problems);
+    // FILES names every document the packages install (README.md and docs/*.md, Cargo.toml's
+    // [package.metadata.deb] assets and the RPM spec).
+    let files = page.section("FILES").unwrap_or_default().join("\n");
+    let docs = format!("{}/docs", env!("CARGO_MANIFEST_DIR"));
+    let mut installed = vec!["README.md".to_string()];
+    for entry in std::fs::read_dir(&docs).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") {
+            installed.push(name);
+        }
+    }
+    for doc in installed {
+        if !files.contains(&format!(".I {doc}\n")) {
+            problems.push(format!(
+                "man/greenarrow_proxy.8, section FILES: the installed {doc} is not listed"
+            ));
+        }
+    }
     assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
 }
 
@@ -301,4 +322,162 @@ fn the_help_parser_reads_names_aliases_and_defaults() {
         "-c, --config-filename PATH"
     );
     assert_eq!(plain(".BI \\-\\-proxy \" IP:PORT\""), "--proxy IP:PORT");
+}
+
+/// The arguments of a roff request line, as roff splits them: by spaces, `"..."` quoting one
+/// argument (`""` inside a quoted argument is a literal quote). A `\"` comment ends the line.
+fn request_args(rest: &str) -> Vec<String> {
+    let rest = rest.split("\\\"").next().unwrap_or("");
+    let mut args = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else { break };
+        let mut arg = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        arg.push('"');
+                        continue;
+                    }
+                    break;
+                }
+                arg.push(c);
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                arg.push(c);
+                chars.next();
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
+/// Markup mistakes groff does not warn about but that print wrong text: in an
+/// alternating-font request (`.BR`, `.RB`, `.IR`, ...) two arguments that are both words are
+/// printed with no space between them ("a connection" written as two arguments prints
+/// "aconnection"); a font escape that lost its backslash (`fItag`) prints the letters, and
+/// one that became a control character (`\f` in a string: a form feed) prints garbage
+/// (`ItagP`). Each problem names the page and the line.
+fn markup_problems(name: &str, source: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    // A special character (`\(dq`) or a font change at the end is not a word's end.
+    let word_end = |s: &str| {
+        let mut s = s;
+        while let Some(i) = s.rfind("\\f").filter(|&i| s.len() - i == 3) {
+            s = &s[..i];
+        }
+        let special =
+            s.len() >= 4 && s.is_char_boundary(s.len() - 4) && s[s.len() - 4..].starts_with("\\(");
+        !special && s.chars().last().is_some_and(|c| c.is_alphanumeric())
+    };
+    let word_start = |s: &str| s.chars().next().is_some_and(|c| c.is_alphanumeric());
+    for (i, line) in source.lines().enumerate() {
+        let at = format!("man/{name}, line {}", i + 1);
+        if line.starts_with(".\\\"") {
+            continue;
+        }
+        if let Some(rest) = line
+            .strip_prefix('.')
+            .and_then(|r| r.split_once(' '))
+            .filter(|(req, _)| matches!(*req, "BR" | "RB" | "IR" | "RI" | "BI" | "IB"))
+            .map(|(_, rest)| rest)
+        {
+            let args = request_args(rest);
+            for pair in args.windows(2) {
+                if word_end(&pair[0]) && word_start(&pair[1]) {
+                    problems.push(format!(
+                        "{at}: `{}` and `{}` print as one word \"{}{}\" (an alternating-font \
+                         request joins its arguments): quote them together or split the line",
+                        pair[0], pair[1], pair[0], pair[1]
+                    ));
+                }
+            }
+        }
+        let text = line.replace("\\\\", "");
+        let bytes = text.as_bytes();
+        for (j, w) in bytes.windows(2).enumerate() {
+            let lost = w[0] == b'f'
+                && matches!(w[1], b'B' | b'I' | b'R' | b'P')
+                && (j == 0 || !bytes[j - 1].is_ascii_alphanumeric() && bytes[j - 1] != b'\\')
+                && bytes.get(j + 2).is_some_and(|c| c.is_ascii_lowercase());
+            if lost {
+                problems.push(format!("{at}: a font escape without its backslash: {line}"));
+            }
+        }
+        if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+            problems.push(format!(
+                "{at}: control character {:?} (a `\\f` escape written through a string that \
+                 made it a form feed?): {}",
+                c,
+                line.escape_debug()
+            ));
+        }
+    }
+    problems
+}
+
+/// Every page renders with groff's warnings on (`-ww`) without one, and has none of the
+/// markup mistakes of [`markup_problems`]. Skipped, with the reason, where groff is missing
+/// (Debian: package groff-base).
+#[test]
+fn every_page_renders_without_warnings_or_markup_mistakes() {
+    let mut problems = Vec::new();
+    let pages = ["gaproxy.1", "greenarrow_proxy.8", "greenarrow_proxy.yaml.5"];
+    for name in pages {
+        problems.extend(markup_problems(name, &Page::read(name).source));
+    }
+    match Command::new("groff").arg("--version").output() {
+        Err(e) => eprintln!("SKIP groff -ww: groff is not installed ({e}; Debian: groff-base)"),
+        Ok(_) => {
+            for name in pages {
+                let path = format!("{}/man/{name}", env!("CARGO_MANIFEST_DIR"));
+                let out = Command::new("groff")
+                    .args(["-man", "-Tutf8", "-ww", "-z", &path])
+                    .env("LC_ALL", "C.UTF-8")
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                if !out.status.success() || !err.trim().is_empty() {
+                    problems.push(format!(
+                        "man/{name}: groff -man -ww: {} {}",
+                        out.status,
+                        err.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}\n", problems.join("\n"));
+}
+
+#[test]
+fn the_markup_check_finds_joined_words_and_lost_escapes() {
+    let bad = ".BR log_verbose ), a connection refused by\n\
+               .RB \\(dq \"421 x: \" \x0ctag\x0cP \" \" \\(dq;\n\
+               .RB ( tag=auth_failed ),\n\
+               .B \\fItag\\fP and \\fBbold\\fR, not fItag\n";
+    let problems = markup_problems("x.8", bad);
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+    assert!(problems[0].contains("\"aconnection\""), "{}", problems[0]);
+    assert!(
+        problems[3].contains("line 2: control character"),
+        "{}",
+        problems[3]
+    );
+    assert!(
+        problems[4].contains("line 4: a font escape without"),
+        "{}",
+        problems[4]
+    );
 }

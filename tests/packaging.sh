@@ -195,6 +195,9 @@ printf '%s\n' "$install_out"
 pass "dpkg -i"
 check "postinst printed the note about the secret" grep -q "enabled but NOT started" <<<"$install_out"
 check "postinst says the daemon refuses to start until then" grep -q "refuses to start (exit status 78" <<<"$install_out"
+check "postinst's note runs the check as the daemon's user" \
+    grep -q "runuser -u greenarrow_proxy -- greenarrow_proxy --check-config" <<<"$install_out"
+check "postinst's note names listen and allow_from" grep -q "listen (loopback by default) and allow_from" <<<"$install_out"
 
 echo "== installed files"
 check "/usr/sbin/greenarrow_proxy is executable" test -x /usr/sbin/greenarrow_proxy

@@ -242,7 +242,7 @@ pub struct PoolConfig {
     pub reuse_time_limit: Duration,
     /// Idle connections older than this are closed.
     pub idle_ttl: Duration,
-    /// Most idle connections per (source, MX, port, TLS) key; 0 disables pooling.
+    /// Most idle connections per (source, EHLO name, MX address and port) key; 0 disables pooling.
     pub max_idle_per_key: usize,
     /// Most idle connections in total; 0 disables pooling.
     pub max_idle_total: usize,

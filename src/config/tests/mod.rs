@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod access;
+mod docs;
 mod errors;
 mod frontends;
 
