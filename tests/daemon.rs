@@ -7,6 +7,8 @@
 //! No secret may ever appear in the daemon's stderr (checked when each daemon is dropped).
 
 mod common;
+#[path = "daemon/frontends.rs"]
+mod frontends;
 #[path = "daemon/process.rs"]
 mod process;
 #[path = "daemon/raw.rs"]
