@@ -9,6 +9,8 @@
 mod common;
 #[path = "daemon/frontends.rs"]
 mod frontends;
+#[path = "common/kumo.rs"]
+mod kumo;
 #[path = "daemon/process.rs"]
 mod process;
 #[path = "daemon/raw.rs"]

@@ -3,6 +3,8 @@
 //! BIND-then-CONNECT honoured), then serve the target in the front-end's mode. Every reply is
 //! one write with the request's address family; the MX's first bytes never share it.
 
+mod credentials;
+
 use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
 use super::{check, dial_target, handshake_deadline, read_more, Refusal, Target};
 use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
@@ -104,30 +106,20 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Step::Credentials {
                 username, password, ..
             } => {
-                identity = rt.config.authenticate(&password);
-                let name = String::from_utf8_lossy(&username).into_owned();
-                named_source = if name.is_empty() {
-                    None
-                } else {
-                    name.parse::<IpAddr>().ok()
-                };
-                let ok = identity.is_some() && (name.is_empty() || named_source.is_some());
-                let status = machine.credentials_result(ok);
-                if !ok {
-                    crate::logging::peer_warning(
+                let checked = credentials::check(&rt.config, &username, &password);
+                let status = machine.credentials_result(checked.is_ok());
+                match checked {
+                    Ok(accepted) => {
+                        identity = Some(accepted.identity);
+                        named_source = accepted.source;
+                    }
+                    Err(why) => crate::logging::peer_warning(
                         peer,
                         crate::logging::PeerEvent::AuthFailed,
-                        format_args!(
-                            "SOCKS5 front-end: authentication failed{}",
-                            if identity.is_some() {
-                                " (the user name must be a source IP address or empty)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    );
+                        format_args!("SOCKS5 front-end: authentication failed: {why}"),
+                    ),
                 }
-                if tcp.write_all(&status).is_err() || !ok {
+                if tcp.write_all(&status).is_err() || identity.is_none() {
                     return;
                 }
             }

@@ -1,6 +1,7 @@
 //! The front-ends under the real daemon: which settings serve a connection across a reload,
 //! and SOCKS5 user names as KumoMTA sends them.
 
+use crate::kumo::{self, SocksError};
 use crate::process::{Daemon, WAIT};
 use crate::setup::Setup;
 use nix::sys::signal::Signal::SIGHUP;
@@ -107,4 +108,67 @@ fn a_queued_socks5_connection_keeps_its_front_ends_password_across_a_reload() {
          acceptable method), and the MX must see nothing"
     );
     assert_eq!(read_n(&mut queued, 1), b"", "closed after the refusal");
+}
+
+/// Issue 20: kumod sends whatever `socks5_proxy_username` says. A user name that names a
+/// client selects it, and the password must be one of that client's secrets; any other user
+/// name that is neither empty nor an IP address is refused with a warning that says so.
+#[test]
+fn a_socks5_user_name_that_names_a_client_selects_it() {
+    let kumo_secret = "kumo-secret-0123456789abcdef-0123456789abcdef";
+    let yaml = format!(
+        "clients:\n  - name: kumo\n    secrets: [\"{kumo_secret}\"]\n    source_addresses: [127.0.0.6]\n\
+         frontends:\n  - kind: socks5\n    listen: [\"127.0.0.1:0\"]\n    mode: passthrough\n    auth: password\n"
+    );
+    let s = Setup::new(&yaml);
+    let mut d = s.daemon();
+    let fe = frontend_addr(&mut d, 0);
+    d.wait_ready();
+    let source = "127.0.0.6".parse().unwrap();
+    let body = b"Subject: kumo\r\n\r\nselected by its name\r\n";
+
+    let (ok, delivered) = kumo::deliver_socks5(
+        fe,
+        Some(("kumo", kumo_secret)),
+        Some(source),
+        s.mx.addr(),
+        false,
+        body,
+    )
+    .unwrap();
+    assert!(
+        delivered.final_reply.starts_with("250"),
+        "{}",
+        delivered.transcript
+    );
+    assert_eq!(ok.connect_addr().map(|a| a.ip()), Some(source));
+    assert!(s.mx.wait_until(WAIT, |st| st.messages.len() == 1));
+    let st = s.mx.state();
+    assert_eq!(st.messages[0].peer.ip(), source);
+    assert_eq!(st.messages[0].content, body);
+
+    let refused = |user: &str, pass: &str| {
+        let mut tcp = TcpStream::connect_timeout(&fe, WAIT).unwrap();
+        match kumo::socks5_handshake(&mut tcp, Some((user, pass)), Some(source), s.mx.addr()) {
+            Err(SocksError::Auth(status)) => status,
+            other => panic!("{user:?}: {other:?}"),
+        }
+    };
+    // The name of a client with another client's secret (the default one's).
+    assert_eq!(refused("kumo", crate::common::SECRET), [0x01, 0x01]);
+    let line = d.wait_for("SOCKS5 front-end: authentication failed");
+    assert!(
+        line.contains(
+            "the user name names client \"kumo\" and the password is not one of its secrets"
+        ),
+        "{line}"
+    );
+    // A user name that is no client's, with a good password.
+    assert_eq!(refused("egress-pool-1", kumo_secret), [0x01, 0x01]);
+    let line = d.wait_for("SOCKS5 front-end: authentication failed");
+    assert!(
+        line.contains("the user name is neither empty, an IP address nor a client name"),
+        "{line}"
+    );
+    assert_eq!(s.mx.stats().connections, 1, "nothing more reached the MX");
 }
