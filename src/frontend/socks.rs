@@ -211,9 +211,44 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
             }
+            // A policy refusal goes to the transactions, where an MTA retries the message
+            // rather than the MX (Exim records any SOCKS failure against the MX).
+            Err(r) if is_policy(&r) => {
+                log_refusal(egress, &target, &r);
+                let bound = SocketAddr::new(source, 0);
+                if tcp
+                    .write_all(&reply(ReplyCode::Succeeded, Some(bound), family))
+                    .is_ok()
+                {
+                    super::smtp::refuse(egress, tcp, &buf, &r.failure, deadline, BANNER_GAP);
+                }
+            }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
     }
+}
+
+/// Whether a refusal is the access policy's (source, port or destination not permitted), not
+/// the destination's or the network's.
+fn is_policy(r: &Refusal) -> bool {
+    r.dial.is_none()
+        && matches!(
+            r.failure.failure,
+            Failure::SourceNotPermitted | Failure::DestinationNotPermitted
+        )
+}
+
+/// Count and log a target the egress core refused.
+fn log_refusal(egress: &Egress, target: &Target, r: &Refusal) {
+    egress.shared.stats.count_connect_failure(r.failure.failure);
+    crate::logging::request_failed(
+        egress.rt.config.log_verbose,
+        "SOCKS5 front-end: refused",
+        egress.peer,
+        target.identity.name,
+        &target.request(""),
+        &r.failure,
+    );
 }
 
 /// Refuse a target the egress core refused: log it as a failed request, reply.
@@ -224,15 +259,7 @@ fn refuse_target(
     r: &Refusal,
     family: Option<AddrFamily>,
 ) {
-    egress.shared.stats.count_connect_failure(r.failure.failure);
-    crate::logging::request_failed(
-        egress.rt.config.log_verbose,
-        "SOCKS5 front-end: refused",
-        egress.peer,
-        target.identity.name,
-        &target.request(""),
-        &r.failure,
-    );
+    log_refusal(egress, target, r);
     let _ = tcp.write_all(&reply(code_for(r), None, family));
 }
 
