@@ -410,7 +410,7 @@ fn kumo_socks5_over_ipv6() {
 }
 
 /// Issue 21: an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`) from an IPv4 source is the
-/// IPv4 destination, through SOCKS5 as through the PROXY header.
+/// IPv4 destination, through SOCKS5 as through the PROXY header and the native protocol.
 #[test]
 fn an_ipv4_mapped_destination_is_ipv4_through_socks5_and_proxy() {
     let mx = tls_mx(Faults::default());
@@ -448,12 +448,21 @@ fn an_ipv4_mapped_destination_is_ipv4_through_socks5_and_proxy() {
     )
     .unwrap();
     assert!(d.final_reply.starts_with("250"), "{}", d.transcript);
+    // The native protocol agrees.
+    let mut c = h.client();
+    let mut session = c
+        .open(&req("127.0.0.8", mapped, TlsPolicy::Opportunistic))
+        .unwrap();
+    session
+        .send_mail("a@x.test", &["b@y.test"], KUMO_BODY)
+        .unwrap();
+    session.quit().unwrap();
     let peers: Vec<String> = mx
         .messages()
         .iter()
         .map(|m| m.peer.ip().to_string())
         .collect();
-    assert_eq!(peers, ["127.0.0.2", "127.0.0.3", "127.0.0.7"]);
+    assert_eq!(peers, ["127.0.0.2", "127.0.0.3", "127.0.0.7", "127.0.0.8"]);
 }
 
 #[test]
