@@ -185,11 +185,13 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
         warn!("{w}");
     }
     let listen = crate::server::wanted_listeners(&rt.config);
+    let freebind = rt.config.listen_freebind;
     server
-        .set_listen(&listen, rt.config.listen_freebind)
+        .set_listen(&listen, freebind, || {
+            server.set_endpoints(&rt.config);
+            server.shared.replace_runtime(rt);
+        })
         .map_err(DaemonError::Start)?;
-    server.set_endpoints(&rt.config);
-    server.shared.replace_runtime(rt);
     let gone = crate::report::after_reload(server);
     // QUIT can wait on slow MXes: not on the signal thread.
     quit_detached(gone);

@@ -49,17 +49,12 @@ impl fmt::Display for DialError {
 
 impl std::error::Error for DialError {}
 
-/// Same family, after unmapping IPv4-mapped IPv6 addresses.
-pub fn same_family(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical().is_ipv4() == b.to_canonical().is_ipv4()
-}
-
 /// Connect to `dest` from `source` (port chosen by the kernel), with a connect timeout,
 /// TCP_NODELAY and TCP keepalive.
 pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
     let source = source.to_canonical();
     let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
-    if !same_family(source, dest.ip()) {
+    if !crate::dns::Family::same(&source, &dest.ip()) {
         return Err(DialError::FamilyMismatch { source, dest });
     }
     let net = |error: io::Error| DialError::Network { dest, error };

@@ -7,6 +7,10 @@
 //! No secret may ever appear in the daemon's stderr (checked when each daemon is dropped).
 
 mod common;
+#[path = "daemon/frontends.rs"]
+mod frontends;
+#[path = "common/kumo.rs"]
+mod kumo;
 #[path = "daemon/process.rs"]
 mod process;
 #[path = "daemon/raw.rs"]

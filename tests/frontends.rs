@@ -409,6 +409,62 @@ fn kumo_socks5_over_ipv6() {
     check_kumo(&mx, 0, "::1", true);
 }
 
+/// Issue 21: an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`) from an IPv4 source is the
+/// IPv4 destination, through SOCKS5 as through the PROXY header and the native protocol.
+#[test]
+fn an_ipv4_mapped_destination_is_ipv4_through_socks5_and_proxy() {
+    let mx = tls_mx(Faults::default());
+    let h = passthrough(&[mx.addr().port()]);
+    let mapped = match mx.addr() {
+        SocketAddr::V4(a) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+        a => panic!("{a} is not IPv4"),
+    };
+    // The source by user name, then by BIND.
+    for (user, bind, source) in [
+        ("127.0.0.2", None, "127.0.0.2"),
+        ("", Some(ip("127.0.0.3")), "127.0.0.3"),
+    ] {
+        let (ok, d) = kumo::deliver_socks5(
+            h.frontend(SOCKS),
+            Some((user, SECRET)),
+            bind,
+            mapped,
+            false,
+            KUMO_BODY,
+        )
+        .unwrap_or_else(|e| panic!("from {source}: {e}"));
+        assert!(d.final_reply.starts_with("250"), "{}", d.transcript);
+        // The reply has the request's family: the local address, IPv4-mapped.
+        assert_eq!(ok.connect_reply.len(), 22, "{:02x?}", ok.connect_reply);
+        let local = ok.connect_addr().unwrap();
+        assert_eq!(local.ip(), ip(&format!("::ffff:{source}")));
+    }
+    let d = kumo::deliver_proxy_v2(
+        h.frontend(PP),
+        ip("::ffff:127.0.0.7"),
+        mapped,
+        false,
+        KUMO_BODY,
+    )
+    .unwrap();
+    assert!(d.final_reply.starts_with("250"), "{}", d.transcript);
+    // The native protocol agrees.
+    let mut c = h.client();
+    let mut session = c
+        .open(&req("127.0.0.8", mapped, TlsPolicy::Opportunistic))
+        .unwrap();
+    session
+        .send_mail("a@x.test", &["b@y.test"], KUMO_BODY)
+        .unwrap();
+    session.quit().unwrap();
+    let peers: Vec<String> = mx
+        .messages()
+        .iter()
+        .map(|m| m.peer.ip().to_string())
+        .collect();
+    assert_eq!(peers, ["127.0.0.2", "127.0.0.3", "127.0.0.7", "127.0.0.8"]);
+}
+
 #[test]
 fn kumo_proxy_v2_with_source_port_zero() {
     let mx = tls_mx(Faults::default());

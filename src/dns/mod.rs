@@ -62,12 +62,20 @@ pub enum Family {
 }
 
 impl Family {
-    /// The family of `addr`.
+    /// The family of `addr`. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is IPv4: the one
+    /// rule for every family check in the proxy (egress, dial, the SOCKS5 BIND, the PROXY
+    /// header), so that a mapped destination from an IPv4 source is the IPv4 destination
+    /// whichever protocol carried it.
     pub fn of(addr: &IpAddr) -> Self {
-        match addr {
+        match addr.to_canonical() {
             IpAddr::V4(_) => Self::V4,
             IpAddr::V6(_) => Self::V6,
         }
+    }
+
+    /// Whether `a` and `b` are of one family ([`Family::of`]).
+    pub fn same(a: &IpAddr, b: &IpAddr) -> bool {
+        Self::of(a) == Self::of(b)
     }
 
     /// Whether `addr` is of this family.
@@ -121,6 +129,13 @@ mod tests {
         assert_eq!(Family::of(&v6), Family::V6);
         assert!(Family::V4.matches(&v4));
         assert!(!Family::V4.matches(&v6));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(Family::of(&mapped), Family::V4);
+        assert!(Family::same(&mapped, &v4) && !Family::same(&mapped, &v6));
+        // Only the mapped form: an IPv4-compatible or NAT64 address is IPv6.
+        for other in ["::192.0.2.1", "64:ff9b::c000:201"] {
+            assert_eq!(Family::of(&other.parse().unwrap()), Family::V6, "{other}");
+        }
         assert_eq!(Family::V6.to_string(), "IPv6");
     }
 

@@ -210,9 +210,17 @@ fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), 
     })
 }
 
-/// Serve one accepted connection on the front-end `frontends[index]`.
-pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, index: usize) {
-    let rt = shared.runtime();
+/// Serve one accepted connection on the front-end `frontends[index]` of `rt`, the runtime in
+/// force when it was accepted: its mode, client, TLS policy and authentication, and the
+/// clients and secrets that authenticate it, are those of the listener that accepted it,
+/// whatever reloads happened since.
+pub fn serve(
+    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    index: usize,
+) {
     let Some(fe) = rt.config.frontends.get(index) else {
         return;
     };

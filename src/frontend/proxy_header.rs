@@ -228,7 +228,7 @@ fn parse_port(text: &str) -> Option<u16> {
 
 /// `Proxied`, once both addresses (already unmapped) are known to be of one family.
 fn proxied(source: SocketAddr, destination: SocketAddr) -> Result<HeaderKind, ProxyHeaderError> {
-    if source.is_ipv4() != destination.is_ipv4() {
+    if !crate::dns::Family::same(&source.ip(), &destination.ip()) {
         return Err(ProxyHeaderError::FamilyMismatch {
             source: source.ip(),
             destination: destination.ip(),

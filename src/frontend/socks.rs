@@ -3,6 +3,8 @@
 //! BIND-then-CONNECT honoured), then serve the target in the front-end's mode. Every reply is
 //! one write with the request's address family; the MX's first bytes never share it.
 
+mod credentials;
+
 use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
 use super::{check, dial_target, handshake_deadline, read_more, Refusal, Target};
 use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
@@ -104,30 +106,20 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Step::Credentials {
                 username, password, ..
             } => {
-                identity = rt.config.authenticate(&password);
-                let name = String::from_utf8_lossy(&username).into_owned();
-                named_source = if name.is_empty() {
-                    None
-                } else {
-                    name.parse::<IpAddr>().ok()
-                };
-                let ok = identity.is_some() && (name.is_empty() || named_source.is_some());
-                let status = machine.credentials_result(ok);
-                if !ok {
-                    crate::logging::peer_warning(
+                let checked = credentials::check(&rt.config, &username, &password);
+                let status = machine.credentials_result(checked.is_ok());
+                match checked {
+                    Ok(accepted) => {
+                        identity = Some(accepted.identity);
+                        named_source = accepted.source;
+                    }
+                    Err(why) => crate::logging::peer_warning(
                         peer,
                         crate::logging::PeerEvent::AuthFailed,
-                        format_args!(
-                            "SOCKS5 front-end: authentication failed{}",
-                            if identity.is_some() {
-                                " (the user name must be a source IP address or empty)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    );
+                        format_args!("SOCKS5 front-end: authentication failed: {why}"),
+                    ),
                 }
-                if tcp.write_all(&status).is_err() || !ok {
+                if tcp.write_all(&status).is_err() || identity.is_none() {
                     return;
                 }
             }
@@ -219,9 +211,44 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 super::smtp::serve(egress, tcp, &buf, target, settings, deadline, BANNER_GAP);
             }
+            // A policy refusal goes to the transactions, where an MTA retries the message
+            // rather than the MX (Exim records any SOCKS failure against the MX).
+            Err(r) if is_policy(&r) => {
+                log_refusal(egress, &target, &r);
+                let bound = SocketAddr::new(source, 0);
+                if tcp
+                    .write_all(&reply(ReplyCode::Succeeded, Some(bound), family))
+                    .is_ok()
+                {
+                    super::smtp::refuse(egress, tcp, &buf, &r.failure, deadline, BANNER_GAP);
+                }
+            }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },
     }
+}
+
+/// Whether a refusal is the access policy's (source, port or destination not permitted), not
+/// the destination's or the network's.
+fn is_policy(r: &Refusal) -> bool {
+    r.dial.is_none()
+        && matches!(
+            r.failure.failure,
+            Failure::SourceNotPermitted | Failure::DestinationNotPermitted
+        )
+}
+
+/// Count and log a target the egress core refused.
+fn log_refusal(egress: &Egress, target: &Target, r: &Refusal) {
+    egress.shared.stats.count_connect_failure(r.failure.failure);
+    crate::logging::request_failed(
+        egress.rt.config.log_verbose,
+        "SOCKS5 front-end: refused",
+        egress.peer,
+        target.identity.name,
+        &target.request(""),
+        &r.failure,
+    );
 }
 
 /// Refuse a target the egress core refused: log it as a failed request, reply.
@@ -232,15 +259,7 @@ fn refuse_target(
     r: &Refusal,
     family: Option<AddrFamily>,
 ) {
-    egress.shared.stats.count_connect_failure(r.failure.failure);
-    crate::logging::request_failed(
-        egress.rt.config.log_verbose,
-        "SOCKS5 front-end: refused",
-        egress.peer,
-        target.identity.name,
-        &target.request(""),
-        &r.failure,
-    );
+    log_refusal(egress, target, r);
     let _ = tcp.write_all(&reply(code_for(r), None, family));
 }
 

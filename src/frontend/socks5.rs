@@ -24,8 +24,8 @@
 //! 01 (GSSAPI); address types 1 (IPv4), 4 (IPv6) and 3 (a name: an IP literal, as msmtp always
 //! sends, comes out as [`SocksAddr::Ip`]; anything else must be a valid host name and comes out
 //! as [`SocksAddr::Domain`] for the caller to resolve). Addresses are returned as written: an
-//! IPv4-mapped IPv6 address stays IPv6 here (so that the reply has the request's family); the
-//! rest of the proxy treats it as the IPv4 address. Refused: UDP ASSOCIATE and unknown
+//! IPv4-mapped IPv6 address stays IPv6 here (so that the reply has the request's family); its
+//! family is IPv4 by `dns::Family`, the rule the rest of the proxy uses. Refused: UDP ASSOCIATE and unknown
 //! commands (07), an RFC 1928 inbound BIND (port ≠ 0) (07), a BIND by host name (08), a
 //! second BIND (01), a CONNECT of the other family than the BIND (08), unknown address types
 //! (08), a non-zero reserved byte or wrong version (01).
@@ -349,7 +349,7 @@ impl Socks5Server {
             return Ok(Step::Bind { consume, source });
         }
         if let (Some(source), SocksAddr::Ip(destination)) = (bound, &addr) {
-            if source.to_canonical().is_ipv4() != destination.ip().to_canonical().is_ipv4() {
+            if !crate::dns::Family::same(&source, &destination.ip()) {
                 return Err(Socks5Error::FamilyMismatch {
                     source,
                     destination: *destination,

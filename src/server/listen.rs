@@ -31,7 +31,18 @@ pub(super) fn bind(addr: SocketAddr, freebind: bool) -> Result<Socket, StartErro
 }
 
 impl Server {
-    pub(super) fn accept_loop(&self, socket: &Socket, addr: SocketAddr, kind: ListenKind) {
+    /// Accept on `socket` (bound to `addr`, configured as `configured`) until it is shut down.
+    /// Each connection is served under the runtime in force when it was accepted: the job
+    /// carries it, so a reload while the connection waits for a worker changes nothing for it
+    /// (not its front-end's mode, client, TLS policy or authentication, not the clients and
+    /// secrets that authenticate it, not the native listener's certificate).
+    pub(super) fn accept_loop(
+        &self,
+        socket: &Socket,
+        configured: SocketAddr,
+        addr: SocketAddr,
+        kind: ListenKind,
+    ) {
         loop {
             let (conn, peer) = match socket.accept() {
                 Ok((c, p)) => (c, p),
@@ -60,6 +71,12 @@ impl Server {
                 return;
             }
             let rt = self.shared.runtime();
+            if !super::configures(&rt.config, configured, kind) {
+                // Not reached: `set_listen` stops a listener before the runtime that drops it
+                // is put in force, and starts one after the runtime that adds it.
+                warn!(mta:% = peer; "closed: {addr} is not a listener of the configuration in force");
+                continue;
+            }
             if !rt.config.allow_from.iter().any(|n| n.contains(peer.ip())) {
                 self.shared
                     .stats
@@ -89,7 +106,6 @@ impl Server {
                 );
                 continue;
             };
-            drop(rt);
             let tcp: TcpStream = conn.into();
             let shared = self.shared.clone();
             let job = Box::new(move || {
@@ -97,8 +113,8 @@ impl Server {
                 shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
                 let s = shared.clone();
                 super::guard::run_session(&s.stats, peer, || match kind {
-                    ListenKind::Native => crate::session::serve(shared, tcp, peer),
-                    ListenKind::Frontend(i, _) => crate::frontend::serve(shared, tcp, peer, i),
+                    ListenKind::Native => crate::session::serve(shared, rt, tcp, peer),
+                    ListenKind::Frontend(i, _) => crate::frontend::serve(shared, rt, tcp, peer, i),
                 });
             });
             if let Err(job) = self.workers.try_submit(job) {

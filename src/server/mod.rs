@@ -39,6 +39,12 @@ pub enum ListenKind {
     Frontend(usize, FrontendKind),
 }
 
+/// Whether `config` asks for a listener on `addr` (as configured) serving `kind`: a connection
+/// accepted there can be served under that configuration.
+pub fn configures(config: &crate::config::Config, addr: SocketAddr, kind: ListenKind) -> bool {
+    wanted_listeners(config).contains(&(addr, kind))
+}
+
 /// Every listener a configuration asks for.
 pub fn wanted_listeners(config: &crate::config::Config) -> Vec<(SocketAddr, ListenKind)> {
     let native = config.listen.iter().map(|a| (*a, ListenKind::Native));
@@ -107,9 +113,7 @@ impl Server {
         for (addr, kind) in listen {
             sockets.push((addr, kind, bind(addr, freebind)?));
         }
-        for (addr, kind, socket) in sockets {
-            server.add_listener(addr, kind, socket);
-        }
+        server.add_listeners(sockets);
         server.set_endpoints(&server.shared.runtime().config);
         Ok(server)
     }
@@ -169,6 +173,13 @@ impl Server {
         }
     }
 
+    /// Start accepting on each bound socket.
+    fn add_listeners(self: &Arc<Self>, sockets: Vec<(SocketAddr, ListenKind, Socket)>) {
+        for (addr, kind, socket) in sockets {
+            self.add_listener(addr, kind, socket);
+        }
+    }
+
     fn add_listener(self: &Arc<Self>, configured: SocketAddr, kind: ListenKind, socket: Socket) {
         let addr = socket
             .local_addr()
@@ -180,7 +191,7 @@ impl Server {
         let s2 = socket.clone();
         let thread = std::thread::Builder::new()
             .name(format!("accept {addr}"))
-            .spawn(move || me.accept_loop(&s2, addr, kind));
+            .spawn(move || me.accept_loop(&s2, configured, addr, kind));
         match thread {
             Ok(t) => {
                 match kind {
@@ -270,15 +281,20 @@ impl Server {
             .collect()
     }
 
-    /// Make the listeners match `wanted` (see [`wanted_listeners`]): bind the new ones first
-    /// (all or nothing), then stop the ones no longer configured. Unchanged listeners are not
-    /// touched. A front-end's settings apply to each new connection, from the runtime in force.
-    /// `freebind`: bind new listeners with `IP_FREEBIND` (`listen_freebind`; listeners already
-    /// bound keep theirs).
+    /// Make the listeners match `wanted` (see [`wanted_listeners`]) around `install`, which puts
+    /// the configuration that wants them in force: bind the new ones first (all or nothing; on
+    /// error `install` is not called), stop the ones no longer configured, call `install`, then
+    /// start accepting on the new ones. Unchanged listeners are not touched.
+    ///
+    /// So an accept thread only ever runs under a runtime that configures its listener: a
+    /// connection is served under the runtime in force when it was accepted (the job carries
+    /// it), never under a later one's entry at the same index. `freebind`: bind new listeners
+    /// with `IP_FREEBIND` (`listen_freebind`; listeners already bound keep theirs).
     pub fn set_listen(
         self: &Arc<Self>,
         wanted: &[(SocketAddr, ListenKind)],
         freebind: bool,
+        install: impl FnOnce(),
     ) -> Result<(), StartError> {
         let current = self.listen_config();
         // An address that moves to another listener is rebound: stop the old one first (port
@@ -295,10 +311,10 @@ impl Server {
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
             fresh.push((*addr, *kind, bind(*addr, freebind)?));
         }
-        for (addr, kind, socket) in fresh {
-            self.add_listener(addr, kind, socket);
-        }
+        // Joined: every connection the old listeners accepted has its (old) runtime.
         self.stop_listeners(|l| !wanted.contains(&(l.addr, l.kind)));
+        install();
+        self.add_listeners(fresh);
         Ok(())
     }
 

@@ -74,10 +74,10 @@ impl Drop for Deregister<'_> {
     }
 }
 
-/// Serve one accepted MTA connection to its end.
-pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Serve one accepted MTA connection to its end, under `rt`, the runtime in force when it was
+/// accepted (its certificate, clients and secrets, limits).
+pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: SocketAddr) {
     let accepted = Instant::now();
-    let rt = shared.runtime();
     let t = &rt.config.timeouts;
     let _ = tcp.set_nodelay(true);
     // The handshake counts against the unauthenticated deadline.

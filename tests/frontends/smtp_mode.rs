@@ -193,3 +193,64 @@ fn smtp_mode_exim_without_tls_gets_tls_from_the_proxy() {
     let ours = String::from_utf8_lossy(&mail.expected()).into_owned();
     assert!(content.ends_with(&ours), "{content}");
 }
+
+/// Issue 26: in `mode: smtp` a policy refusal (source or port not permitted) is a SOCKS
+/// success, the proxy's banner and EHLO reply, then `451 4.7.1` to MAIL: Exim records a 4xx
+/// to MAIL against the message, where a SOCKS failure is recorded against the MX for every
+/// message and transport.
+#[test]
+fn smtp_mode_socks5_policy_refusals_are_a_451_to_mail() {
+    let mx = TestMx::start(TestMxConfig::default()).unwrap();
+    let h = Harness::start(
+        &[mx.addr().port()],
+        &smtp_mode_config("socks5", "opportunistic"),
+    );
+    let port_9 = SocketAddr::new(ip("127.0.0.1"), 9);
+    for (user, dest, source, refusal) in [
+        (
+            "198.51.100.7",
+            mx.addr(),
+            [198, 51, 100, 7],
+            "451 4.7.1 greenarrow_proxy: source_not_permitted ",
+        ),
+        (
+            "127.0.0.2",
+            port_9,
+            [127, 0, 0, 2],
+            "451 4.7.1 greenarrow_proxy: destination_not_permitted ",
+        ),
+    ] {
+        let mut tcp = TcpStream::connect(h.frontend(0)).unwrap();
+        let ok = kumo::socks5_handshake(&mut tcp, Some((user, SECRET)), None, dest)
+            .unwrap_or_else(|e| panic!("{user} to {dest}: {e}"));
+        // Success with the source and port 0, as for any CONNECT in mode: smtp.
+        let mut want = vec![5, 0, 0, 1];
+        want.extend_from_slice(&source);
+        want.extend_from_slice(&[0, 0]);
+        assert_eq!(ok.connect_reply, want);
+        let mut smtp = Smtp::new(tcp);
+        assert_eq!(
+            smtp.reply().unwrap(),
+            "220 greenarrow_proxy ESMTP ready\r\n"
+        );
+        assert_eq!(
+            smtp.command("EHLO mta.check.invalid").unwrap(),
+            "250 greenarrow_proxy\r\n"
+        );
+        for command in ["MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>", "DATA"] {
+            let r = smtp.command(command).unwrap();
+            assert!(r.starts_with(refusal), "{command}: {r:?}");
+            assert!(
+                r.ends_with("\r\n") && r.matches("\r\n").count() == 1,
+                "{r:?}"
+            );
+        }
+        assert_eq!(smtp.command("RSET").unwrap(), "250 2.0.0 ok\r\n");
+        assert_eq!(
+            smtp.command("QUIT").unwrap(),
+            "221 2.0.0 greenarrow_proxy closing connection\r\n"
+        );
+        assert!(smtp.rest().unwrap().is_empty(), "closed after the 221");
+    }
+    assert_eq!(mx.stats().connections, 0, "nothing reached the MX");
+}

@@ -16,6 +16,47 @@ pub const TOO_MANY_ERRORS: &[u8] = b"421 4.7.0 too many errors; closing connecti
 pub const STARTTLS_REFUSED: &[u8] =
     b"454 4.7.0 TLS toward the MX is handled by greenarrow_proxy; STARTTLS not offered here\r\n";
 
+/// The EHLO/HELO reply on a connection whose target the proxy refused.
+pub const HELLO_REFUSING: &[u8] = b"250 greenarrow_proxy\r\n";
+
+/// What to do with one command line on a connection whose target the proxy refused by policy
+/// (`mode: smtp`): the refusal goes to each transaction command as a `451`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusing {
+    /// Answer and keep reading; `error` counts towards the error limit.
+    Reply { reply: &'static [u8], error: bool },
+    /// Answer with the refusal ([`refusal_451`]); then close when `close` (BDAT: its chunk
+    /// follows and cannot be read as commands).
+    Refuse { close: bool },
+    /// Answer and close (QUIT).
+    Close(&'static [u8]),
+}
+
+/// Decide about one complete line on a refused connection. MAIL, RCPT and DATA get the
+/// refusal (an MTA retries the message, not the MX: Exim records a 4xx to MAIL against the
+/// message, a failure before it against the MX); EHLO/HELO a bare `250`; the rest as before
+/// EHLO.
+pub fn refusing(line: &[u8]) -> Refusing {
+    match classify(line) {
+        Ok(Verb::Mail | Verb::Rcpt | Verb::Data) => Refusing::Refuse { close: false },
+        Ok(Verb::Bdat { .. }) => Refusing::Refuse { close: true },
+        _ => match before_hello(line) {
+            Greet::Hello { .. } => Refusing::Reply {
+                reply: HELLO_REFUSING,
+                error: false,
+            },
+            Greet::Reply { reply, error } => Refusing::Reply { reply, error },
+            Greet::Close(reply) => Refusing::Close(reply),
+        },
+    }
+}
+
+/// A policy refusal as the reply to a transaction command: `451 4.7.1 greenarrow_proxy: <tag>
+/// <text>` (temporary: a configuration mistake must not bounce mail).
+pub fn refusal_451(f: &FailureReply) -> Vec<u8> {
+    reply_lines("451", "4.7.1", f.failure.code().2, &f.text, &[])
+}
+
 /// What to do with one command line received before the MTA's EHLO/HELO.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Greet {
@@ -92,6 +133,12 @@ pub fn failure_421(f: &FailureReply) -> Vec<u8> {
 /// `421 4.4.0 greenarrow_proxy: <tag> <text>` (control characters blanked, text bounded),
 /// then one `421 mx: <line>` per line of `mx_lines`.
 pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
+    reply_lines("421", "4.4.0", tag, text, mx_lines)
+}
+
+/// `<code> <status> greenarrow_proxy: <tag> <text>` (control characters blanked, text
+/// bounded), then one `<code> mx: <line>` per line of `mx_lines`.
+fn reply_lines(code: &str, status: &str, tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
     let clean = |b: &[u8]| -> String {
         String::from_utf8_lossy(b)
             .chars()
@@ -100,14 +147,14 @@ pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
             .collect()
     };
     let mut lines = vec![format!(
-        "4.4.0 greenarrow_proxy: {tag} {}",
+        "{status} greenarrow_proxy: {tag} {}",
         clean(text.as_bytes())
     )];
     lines.extend(mx_lines.iter().map(|l| format!("mx: {}", clean(l))));
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-        out.extend_from_slice(format!("421{sep}{l}\r\n").as_bytes());
+        out.extend_from_slice(format!("{code}{sep}{l}\r\n").as_bytes());
     }
     out
 }
@@ -189,6 +236,48 @@ mod tests {
         assert_eq!(hello_reply(&g, false), b"250 mx.example Hello\r\n".to_vec());
         let single = reply(b"250 mx.example\r\n");
         assert_eq!(hello_reply(&single, true), b"250 mx.example\r\n".to_vec());
+    }
+
+    #[test]
+    fn a_refused_connection_refuses_each_transaction_with_a_451() {
+        let refuse = Refusing::Refuse { close: false };
+        assert_eq!(refusing(b"MAIL FROM:<a@b>\r\n"), refuse);
+        assert_eq!(refusing(b"RCPT TO:<c@d>\r\n"), refuse);
+        assert_eq!(refusing(b"DATA\r\n"), refuse);
+        assert_eq!(
+            refusing(b"BDAT 10 LAST\r\n"),
+            Refusing::Refuse { close: true }
+        );
+        let hello = Refusing::Reply {
+            reply: HELLO_REFUSING,
+            error: false,
+        };
+        assert_eq!(refusing(b"EHLO mta.example\r\n"), hello);
+        assert_eq!(refusing(b"HELO mta.example\r\n"), hello);
+        assert_eq!(refusing(b"QUIT\r\n"), Refusing::Close(BYE));
+        assert_eq!(
+            refusing(b"RSET\r\n"),
+            Refusing::Reply {
+                reply: OK,
+                error: false
+            }
+        );
+        assert_eq!(
+            refusing(b"STARTTLS\r\n"),
+            Refusing::Reply {
+                reply: STARTTLS_REFUSED,
+                error: true
+            }
+        );
+        let f = FailureReply::new(
+            Failure::SourceNotPermitted,
+            "source 198.51.100.7 is not permitted\r\nfor client exim",
+        );
+        assert_eq!(
+            refusal_451(&f),
+            b"451 4.7.1 greenarrow_proxy: source_not_permitted source 198.51.100.7 is not permitted  for client exim\r\n"
+                .to_vec()
+        );
     }
 
     #[test]

@@ -10,10 +10,14 @@
 
 pub mod greet;
 
-use self::greet::{before_hello, failure_421, hello_reply, Greet, BANNER, LINE_TOO_LONG};
+use self::greet::{
+    before_hello, failure_421, hello_reply, refusal_451, refusing, Greet, Refusing, BANNER,
+    LINE_TOO_LONG,
+};
 use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
+use crate::protocol::FailureReply;
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
@@ -44,25 +48,10 @@ pub(super) fn serve(
     if mta.send(BANNER).is_err() {
         return;
     }
-    let max_line = rt.config.limits.max_command_line;
     let mut errors = 0;
     let (name, extended) = loop {
-        let Some(timeout) = read_timeout(rt.config.timeouts.mta_idle, deadline) else {
-            let _ = mta.send(LIFETIME_EXCEEDED);
+        let Some(n) = next_line(egress, &mut mta, deadline) else {
             return;
-        };
-        // One deadline for the whole line: an MTA trickling bytes cannot stretch it.
-        let n = match mta.read_line_until(max_line, Instant::now() + timeout) {
-            Ok(n) => n,
-            Err(ReadError::Timeout) => {
-                let _ = mta.send(IDLE_TIMEOUT);
-                return;
-            }
-            Err(ReadError::LineTooLong(_)) => {
-                let _ = mta.send(LINE_TOO_LONG);
-                return;
-            }
-            Err(_) => return,
         };
         let step = before_hello(mta.pending().get(..n).unwrap_or_default());
         mta.consume(n);
@@ -126,6 +115,71 @@ pub(super) fn serve(
     egress.conclude(&req, out);
     if !last.is_empty() {
         let _ = mta.send(last);
+    }
+    let _ = mta.get_ref().shutdown(std::net::Shutdown::Both);
+}
+
+/// The next complete command line from the MTA (its length in `mta.pending()`), within
+/// `timeouts.mta_idle` and the session deadline; None (after telling the MTA why, when there
+/// is something to say) when the session must end.
+fn next_line(egress: &Egress, mta: &mut BufConn<TcpStream>, deadline: Instant) -> Option<usize> {
+    let rt = egress.rt;
+    let Some(timeout) = read_timeout(rt.config.timeouts.mta_idle, deadline) else {
+        let _ = mta.send(LIFETIME_EXCEEDED);
+        return None;
+    };
+    // One deadline for the whole line: an MTA trickling bytes cannot stretch it.
+    match mta.read_line_until(rt.config.limits.max_command_line, Instant::now() + timeout) {
+        Ok(n) => Some(n),
+        Err(ReadError::Timeout) => {
+            let _ = mta.send(IDLE_TIMEOUT);
+            None
+        }
+        Err(ReadError::LineTooLong(_)) => {
+            let _ = mta.send(LINE_TOO_LONG);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Serve an MTA whose target the proxy refused by policy (source, port or destination not
+/// permitted): the proxy's banner and EHLO reply, then `refusal` as a `451` to each MAIL, RCPT
+/// and DATA, until QUIT. An MTA records a 4xx to MAIL against the message; a failure before
+/// it (a SOCKS refusal, a 421 banner) against the MX, for every message to it.
+pub(super) fn refuse(
+    egress: &Egress,
+    mta: TcpStream,
+    initial: &[u8],
+    refusal: &FailureReply,
+    deadline: Instant,
+    banner_delay: Duration,
+) {
+    let mut mta = BufConn::with_input(mta, initial);
+    if !banner_delay.is_zero() {
+        std::thread::sleep(banner_delay);
+    }
+    if mta.send(BANNER).is_err() {
+        return;
+    }
+    let refused = refusal_451(refusal);
+    let mut errors = 0;
+    while let Some(n) = next_line(egress, &mut mta, deadline) {
+        let step = refusing(mta.pending().get(..n).unwrap_or_default());
+        mta.consume(n);
+        let (reply, error, close): (&[u8], bool, bool) = match step {
+            Refusing::Reply { reply, error } => (reply, error, false),
+            Refusing::Refuse { close } => (&refused, true, close),
+            Refusing::Close(reply) => (reply, false, true),
+        };
+        errors += u32::from(error);
+        if errors >= MAX_ERRORS {
+            let _ = mta.send(greet::TOO_MANY_ERRORS);
+            break;
+        }
+        if mta.send(reply).is_err() || close {
+            break;
+        }
     }
     let _ = mta.get_ref().shutdown(std::net::Shutdown::Both);
 }
