@@ -102,6 +102,39 @@ pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
     Runtime::build(config).map_err(DaemonError::Start)
 }
 
+/// Where the server listens, for the ready line: the native listener's addresses, then the
+/// front-ends' with their kind and mode (`127.0.0.1:807, [::1]:807; front-ends: socks5
+/// 127.0.0.1:1080 (smtp)`).
+fn listening(server: &Server) -> String {
+    let join = |v: Vec<String>| v.join(", ");
+    let mut text = join(
+        server
+            .local_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+    );
+    let rt = server.shared.runtime();
+    let fronts: Vec<String> = rt
+        .config
+        .frontends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, fe)| {
+            let mode = fe.mode.name();
+            server
+                .frontend_addrs(i)
+                .into_iter()
+                .map(move |a| format!("{} {a} ({mode})", fe.kind.name()))
+        })
+        .collect();
+    if !fronts.is_empty() {
+        text.push_str("; front-ends: ");
+        text.push_str(&join(fronts));
+    }
+    text
+}
+
 /// Run until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals =
@@ -114,12 +147,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     info!(
         "greenarrow_proxy {} ready on {}",
         env!("CARGO_PKG_VERSION"),
-        server
-            .local_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        listening(&server)
     );
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     let mut draining: Option<std::thread::JoinHandle<()>> = None;

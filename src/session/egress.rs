@@ -14,6 +14,7 @@ use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
 use crate::pool::{PoolKey, Refused, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
+use crate::logging::session::{SessionRecord, Via};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::smtp::{MxFacts, PoolState, Relay};
@@ -39,6 +40,36 @@ pub struct Egress<'a> {
     /// The session's end (`timeouts.session_lifetime` from the accept): no read or dial of
     /// the egress core outlives it.
     pub deadline: Instant,
+    /// The listener the MTA came through (the session line's `frontend=`).
+    pub via: Via,
+}
+
+/// What the session line keeps from the opening of the MX connection (the connection itself
+/// goes into the relay).
+pub struct Opened<'a> {
+    /// The client the MTA acts as.
+    pub client: &'a str,
+    /// When the request came.
+    pub started: Instant,
+    pub new: bool,
+    pub mx: SocketAddr,
+    /// The TLS version toward the MX, `none` without TLS.
+    pub tls: String,
+}
+
+impl<'a> Opened<'a> {
+    pub fn new(client: &'a str, started: Instant, mx: &MxConnection, origin: &Origin) -> Self {
+        Opened {
+            client,
+            started,
+            new: *origin == Origin::New,
+            mx: mx.remote,
+            tls: mx
+                .tls
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |t| t.version.clone()),
+        }
+    }
 }
 
 impl Egress<'_> {
@@ -124,7 +155,8 @@ impl Egress<'_> {
             }
         }
         let mut last = None;
-        for (addr, host) in candidates {
+        let count = candidates.len();
+        for (i, (addr, host)) in candidates.into_iter().enumerate() {
             // A place under the connection caps (perhaps after a wait, perhaps a connection
             // of this key handed over meanwhile).
             // A connection handed over is checked like one from the pool; a dead one is
@@ -155,7 +187,10 @@ impl Egress<'_> {
                     return Ok((c, Origin::New));
                 }
                 Err(f) if try_next_address(&f) => {
-                    verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                    // The last address's failure is the request's, logged by the caller.
+                    if i + 1 < count {
+                        verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                    }
                     last = Some(f);
                 }
                 Err(f) => return Err(f),
@@ -260,10 +295,40 @@ impl Egress<'_> {
         )
     }
 
-    /// After a relayed session: count its messages, then keep the MX connection for reuse or
-    /// close it (never completing a message the MTA did not finish).
-    pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome) {
+    /// After a relayed session: count its messages, log its line (`log_sessions`), then keep
+    /// the MX connection for reuse or close it (never completing a message the MTA did not
+    /// finish).
+    pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
+        if self.rt.config.log_sessions {
+            let tag = if out.mx_lost.is_some() {
+                "mx_lost"
+            } else {
+                out.end.tag()
+            };
+            let record = SessionRecord {
+                mta: self.peer,
+                client: opened.client,
+                via: self.via,
+                source: req.source,
+                mx: Some(opened.mx),
+                ehlo: Some(&req.ehlo),
+                tls: Some(&opened.tls),
+                new: opened.new,
+                messages: Some(messages),
+                octets_to_mx: out.octets_to_mx,
+                octets_to_mta: out.octets_to_mta,
+                duration: opened.started.elapsed(),
+                tag,
+            };
+            match (&out.mx_lost, out.mid_body) {
+                (Some(why), _) => record.log(format_args!("session ended: MX connection lost: {why}")),
+                (None, true) => record.log(format_args!(
+                    "session ended: the MTA left in the middle of a message"
+                )),
+                (None, false) => record.log(format_args!("session ended")),
+            }
+        }
         let stats = &self.shared.stats;
         stats.messages.fetch_add(messages, Ordering::Relaxed);
         stats

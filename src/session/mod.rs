@@ -11,6 +11,7 @@ pub use egress::Egress;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
+use crate::logging::session::Via;
 use crate::logging::{self, PeerEvent};
 use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
@@ -80,6 +81,11 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let rt = shared.runtime();
     let t = &rt.config.timeouts;
     let _ = tcp.set_nodelay(true);
+    let via = Via {
+        kind: "native",
+        mode: None,
+        at: tcp.local_addr().ok(),
+    };
     // The handshake counts against the unauthenticated deadline.
     let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => {
@@ -134,6 +140,7 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         peer,
         identity,
         number,
+        via,
         errors: 0,
         deadline: accepted + t.session_lifetime,
         auth_deadline: accepted + t.mta_auth,
@@ -150,6 +157,8 @@ struct Session<'a> {
     identity: Option<Identity<'a>>,
     /// This session's number (for the registry of sessions waiting between requests).
     number: u64,
+    /// The listener the MTA came through.
+    via: Via,
     errors: u32,
     /// `timeouts.session_lifetime` from the accept.
     deadline: Instant,
@@ -171,6 +180,7 @@ impl Session<'_> {
             rt: self.rt,
             peer: self.peer,
             deadline: self.deadline,
+            via: self.via,
         }
     }
 

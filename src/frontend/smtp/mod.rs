@@ -15,6 +15,7 @@ use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
 use crate::session::relay::RelayEnd;
+use crate::session::egress::Opened;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
@@ -114,6 +115,7 @@ pub(super) fn serve(
         egress.release(&req, mx, None);
         return;
     }
+    let opened = Opened::new(target.identity.name, started, &mx, &origin);
     let out = egress.relay(&mut mta, mx, &req, deadline);
     let last: &[u8] = match out.end {
         RelayEnd::Quit => greet::BYE,
@@ -123,7 +125,7 @@ pub(super) fn serve(
     };
     // The MX connection is back in the pool (or closing) before the MTA hears 221: an MTA that
     // opens its next session at once finds it there.
-    egress.conclude(&req, out);
+    egress.conclude(&req, out, &opened);
     if !last.is_empty() {
         let _ = mta.send(last);
     }
