@@ -51,15 +51,22 @@ impl std::error::Error for DaemonError {}
 pub const EX_CONFIG: u8 = 78;
 
 impl DaemonError {
+    /// Whether the state directory's content (not the configuration) is what must be fixed.
+    pub fn is_state(&self) -> bool {
+        matches!(self, DaemonError::Start(StartError::State(_)))
+    }
+
     /// The exit status for this error: [`EX_CONFIG`] when the configuration must be edited
     /// (invalid or unreadable file, placeholder secret, certificate or key that cannot be
-    /// loaded), 1 otherwise (a listen address that cannot be bound may become available).
+    /// loaded) or the kept drains cannot be read (a restart would not bring them back), 1
+    /// otherwise (a listen address that cannot be bound may become available).
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Config { .. }
             | DaemonError::Start(
                 StartError::Tls(_)
                 | StartError::File(_)
+                | StartError::State(_)
                 | StartError::Unusable { .. }
                 | StartError::KeyMismatch { .. },
             ) => EX_CONFIG,
@@ -217,6 +224,13 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
         .set_listen(&listen, rt.config.listen_freebind)
         .map_err(DaemonError::Start)?;
     server.set_endpoints(&rt.config);
+    let kept = server.shared.drains.directory();
+    if rt.config.state_directory != kept {
+        warn!(
+            "state_directory: a change applies at the next start; drains are kept in {} until then",
+            kept.as_deref().map_or("no file".into(), |d| d.display().to_string())
+        );
+    }
     server.shared.replace_runtime(rt);
     let gone = crate::report::after_reload(server);
     // QUIT can wait on slow MXes: not on the signal thread.

@@ -57,6 +57,30 @@ struct Listener {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Put the drains kept in `state_directory` back in force; returns what to say about them
+/// (where drains are kept, or that they are not).
+fn restore_drains(shared: &Shared) -> Result<String, StartError> {
+    let Some(dir) = shared.runtime().config.state_directory.clone() else {
+        return Ok(
+            "state_directory: none; drains (gaproxy drain) are not kept across restarts".into(),
+        );
+    };
+    let n = shared.drains.open(&dir).map_err(StartError::State)?;
+    let file = dir.join(crate::drain::store::FILE_NAME);
+    if n == 0 {
+        return Ok(format!("drains are kept in {}: none in force", file.display()));
+    }
+    let list = shared.drains.list();
+    let sources: Vec<String> = list.sources.iter().map(|s| s.to_string()).collect();
+    Ok(format!(
+        "drains are kept in {}: {n} restored, sources [{}], mx [{}]; new connections through \
+         them refused until undrained",
+        file.display(),
+        sources.join(", "),
+        list.mx.join(", ")
+    ))
+}
+
 /// A running server.
 pub struct Server {
     pub shared: Arc<Shared>,
@@ -83,6 +107,8 @@ impl Server {
         );
         let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared::new(rt, pool.clone()));
+        // In force before any connection is accepted; said once the start went through.
+        let drains_note = restore_drains(&shared)?;
         let server = Arc::new(Server {
             shared,
             workers,
@@ -111,6 +137,7 @@ impl Server {
             server.add_listener(addr, kind, socket);
         }
         server.set_endpoints(&server.shared.runtime().config);
+        info!("{drains_note}");
         Ok(server)
     }
 
