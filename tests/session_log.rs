@@ -110,6 +110,30 @@ impl Plain {
     }
 }
 
+/// The SOCKS5 handshake (RFC 1928, user name/password of RFC 1929) for a CONNECT to `dest`.
+fn socks5_connect(s: &mut TcpStream, user: &str, pass: &str, dest: SocketAddr) {
+    let mut b = [0u8; 10];
+    s.write_all(&[5, 1, 2]).unwrap();
+    s.read_exact(&mut b[..2]).unwrap();
+    assert_eq!(b[..2], [5, 2]);
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user.as_bytes());
+    auth.push(pass.len() as u8);
+    auth.extend_from_slice(pass.as_bytes());
+    s.write_all(&auth).unwrap();
+    s.read_exact(&mut b[..2]).unwrap();
+    assert_eq!(b[..2], [1, 0], "SOCKS5 authentication");
+    let SocketAddr::V4(d) = dest else {
+        panic!("an IPv4 MX")
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&d.ip().octets());
+    req.extend_from_slice(&d.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(b[..2], [5, 0], "SOCKS5 CONNECT");
+}
+
 #[test]
 fn native_sessions_new_then_reused_are_logged_by_default() {
     let s = Setup::new("");
@@ -165,7 +189,8 @@ fn native_sessions_new_then_reused_are_logged_by_default() {
 fn front_end_sessions_passthrough_and_smtp_mode_are_logged_with_what_each_knows() {
     let fronts = "frontends:\n\
         \x20 - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n    mode: passthrough\n    client: default\n\
-        \x20 - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n    mode: smtp\n    tls: opportunistic\n    client: default\n";
+        \x20 - kind: proxy_protocol\n    listen: [\"127.0.0.1:0\"]\n    mode: smtp\n    tls: opportunistic\n    client: default\n\
+        \x20 - kind: socks5\n    listen: [\"[::1]:0\"]\n    mode: smtp\n    tls: none\n    auth: password\n";
     let s = Setup::new(fronts);
     let mut d = s.daemon();
     let ready = d.wait_for(" ready on ");
@@ -240,8 +265,25 @@ fn front_end_sessions_passthrough_and_smtp_mode_are_logged_with_what_each_knows(
     assert_eq!(field(&f, "tag"), "quit");
     // MAIL (22), RCPT (20), DATA (6), the body (25) and its dot (3).
     assert_eq!(field(&f, "octets_to_mx"), "76", "{line}");
+
+    // SOCKS5 (over IPv6 to the proxy), mode: smtp without TLS: user name = source.
+    let socks = front_end_in_ready_line(&ready, "socks5", "smtp");
+    let mut m = Plain::connect(socks);
+    socks5_connect(&mut m.s, "127.0.0.2", SECRET, mx);
+    assert!(m.reply().starts_with("220"));
+    m.expect("EHLO socks.test\r\n", "250");
+    m.deliver();
+    let line = d.wait_for("session ended mta=[::1]:");
+    let f = session_fields(&line);
+    assert_eq!(field(&f, "client"), "default");
+    assert_eq!(field(&f, "frontend"), format!("socks5/smtp@{socks}"));
+    assert_eq!(field(&f, "source"), "127.0.0.2");
+    assert_eq!(field(&f, "ehlo"), "socks.test");
+    assert_eq!(field(&f, "tls"), "none");
+    assert_eq!(field(&f, "messages"), "1");
+    assert_eq!(field(&f, "tag"), "quit");
     let st = s.mx.state();
-    assert_eq!(st.messages.len(), 2, "both messages reached the MX");
+    assert_eq!(st.messages.len(), 3, "every message reached the MX");
 }
 
 #[test]
