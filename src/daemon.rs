@@ -114,13 +114,7 @@ pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
 /// 127.0.0.1:1080 (smtp)`).
 fn listening(server: &Server) -> String {
     let join = |v: Vec<String>| v.join(", ");
-    let mut text = join(
-        server
-            .local_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
-    );
+    let mut text = join(server.local_addrs().iter().map(|a| a.to_string()).collect());
     let rt = server.shared.runtime();
     let fronts: Vec<String> = rt
         .config
@@ -228,7 +222,8 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
     if rt.config.state_directory != kept {
         warn!(
             "state_directory: a change applies at the next start; drains are kept in {} until then",
-            kept.as_deref().map_or("no file".into(), |d| d.display().to_string())
+            kept.as_deref()
+                .map_or("no file".into(), |d| d.display().to_string())
         );
     }
     server.shared.replace_runtime(rt);

@@ -135,7 +135,9 @@ fn a_corrupt_drains_file_stops_the_start_with_exit_78() {
         "{line}"
     );
     assert!(
-        line.ends_with("the drains it held are unknown: fix it, or delete it to start with no drains"),
+        line.ends_with(
+            "the drains it held are unknown: fix it, or delete it to start with no drains"
+        ),
         "{line}"
     );
     assert_eq!(d.wait_exit().code(), Some(78));

@@ -144,7 +144,10 @@ fn native_sessions_new_then_reused_are_logged_by_default() {
     for want in ["new", "reused"] {
         s.deliver(proxy, SECRET, &r, b"hello\r\n");
         let line = d.wait_for("session ended");
-        assert!(line.starts_with("INFO  session ended mta=127.0.0.1:"), "{line}");
+        assert!(
+            line.starts_with("INFO  session ended mta=127.0.0.1:"),
+            "{line}"
+        );
         let f = session_fields(&line);
         assert_eq!(
             keys(&f),

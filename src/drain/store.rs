@@ -167,7 +167,10 @@ mod tests {
     fn anything_else_is_refused_with_the_reason() {
         for (text, why) in [
             ("", "EOF while parsing"),
-            ("{\"version\":1,\"sources\":[\"127.0.0.", "EOF while parsing"),
+            (
+                "{\"version\":1,\"sources\":[\"127.0.0.",
+                "EOF while parsing",
+            ),
             ("{\"version\":2,\"sources\":[],\"mx\":[]}", "version 2"),
             (
                 "{\"version\":1,\"sources\":[\"mx.example\"],\"mx\":[]}",

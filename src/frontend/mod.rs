@@ -17,8 +17,8 @@ pub mod socks5;
 
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
-use crate::logging::session::{SessionRecord, Via};
 use crate::dial::{dial, DialError};
+use crate::logging::session::{SessionRecord, Via};
 use crate::mx::connect::dial_failure;
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
 use crate::runtime::Runtime;

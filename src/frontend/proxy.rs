@@ -77,7 +77,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
         FrontendMode::Passthrough => match dial_target(egress, &target) {
             Ok((mx, _permit)) => {
                 super::passthrough_session(egress, &target, &tcp, mx, initial, deadline)
-            },
+            }
             Err(refusal) => {
                 egress
                     .shared

@@ -68,7 +68,10 @@ fn restore_drains(shared: &Shared) -> Result<String, StartError> {
     let n = shared.drains.open(&dir).map_err(StartError::State)?;
     let file = dir.join(crate::drain::store::FILE_NAME);
     if n == 0 {
-        return Ok(format!("drains are kept in {}: none in force", file.display()));
+        return Ok(format!(
+            "drains are kept in {}: none in force",
+            file.display()
+        ));
     }
     let list = shared.drains.list();
     let sources: Vec<String> = list.sources.iter().map(|s| s.to_string()).collect();

@@ -9,12 +9,12 @@ use crate::bufconn::{BufConn, Timeouts};
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
 use crate::dns::{DnsError, Family};
+use crate::logging::session::{SessionRecord, Via};
 use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
 use crate::pool::{PoolKey, Refused, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
-use crate::logging::session::{SessionRecord, Via};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::smtp::{MxFacts, PoolState, Relay};
@@ -322,7 +322,9 @@ impl Egress<'_> {
                 tag,
             };
             match (&out.mx_lost, out.mid_body) {
-                (Some(why), _) => record.log(format_args!("session ended: MX connection lost: {why}")),
+                (Some(why), _) => {
+                    record.log(format_args!("session ended: MX connection lost: {why}"))
+                }
                 (None, true) => record.log(format_args!(
                     "session ended: the MTA left in the middle of a message"
                 )),
