@@ -20,25 +20,8 @@ use greenarrow_proxy::protocol::Failure;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 use process::Daemon;
 use serde_json::Value;
-use setup::{Setup, NEW_SECRET};
+use setup::{gaproxy, Setup, NEW_SECRET};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn gaproxy(args: &[&str], socket: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gaproxy {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn drains(socket: &Path) -> Value {
     let out = gaproxy(&["status", "--json"], socket);
