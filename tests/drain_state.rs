@@ -149,3 +149,25 @@ fn without_a_state_directory_the_start_says_drains_are_not_kept() {
     d.wait_for("state_directory: none; drains (gaproxy drain) are not kept across restarts");
     d.wait_ready();
 }
+
+#[test]
+fn a_state_directory_the_daemon_cannot_write_is_said_at_start() {
+    let s = Setup::new("control_socket: control.sock\nstate_directory: state\n");
+    // A directory where the temporary file goes: the write fails, as root too.
+    let state = s.dir.0.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let blocker = state.join(".drains.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let mut d = s.daemon();
+    let line = d.wait_for("drains will not be kept across restarts");
+    assert!(line.starts_with("WARN  state_directory: "), "{line}");
+    d.wait_ready();
+    let socket = s.dir.0.join("control.sock");
+    let out = gaproxy(&["drain", "--source", "127.0.0.2"], &socket);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("gaproxy: warning: in force now, but not kept across a restart: "),
+        "{err}"
+    );
+    d.wait_for("ERROR control: drains not kept across a restart: ");
+}

@@ -148,6 +148,7 @@ fn native_sessions_new_then_reused_are_logged_by_default() {
             line.starts_with("INFO  session ended mta=127.0.0.1:"),
             "{line}"
         );
+        eprintln!("{line}");
         let f = session_fields(&line);
         assert_eq!(
             keys(&f),
@@ -217,6 +218,7 @@ fn front_end_sessions_passthrough_and_smtp_mode_are_logged_with_what_each_knows(
         line.starts_with("INFO  passthrough session ended: the MX closed the connection mta="),
         "{line}"
     );
+    eprintln!("{line}");
     let f = session_fields(&line);
     assert_eq!(
         keys(&f),
@@ -256,6 +258,7 @@ fn front_end_sessions_passthrough_and_smtp_mode_are_logged_with_what_each_knows(
     m.expect("EHLO smtp-mode.test\r\n", "250");
     m.deliver();
     let line = d.wait_for("session ended mta=");
+    eprintln!("{line}");
     let f = session_fields(&line);
     assert_eq!(field(&f, "client"), "default");
     assert_eq!(field(&f, "frontend"), format!("proxy_protocol/smtp@{smtp}"));
@@ -277,6 +280,7 @@ fn front_end_sessions_passthrough_and_smtp_mode_are_logged_with_what_each_knows(
     m.expect("EHLO socks.test\r\n", "250");
     m.deliver();
     let line = d.wait_for("session ended mta=[::1]:");
+    eprintln!("{line}");
     let f = session_fields(&line);
     assert_eq!(field(&f, "client"), "default");
     assert_eq!(field(&f, "frontend"), format!("socks5/smtp@{socks}"));

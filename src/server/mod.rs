@@ -66,6 +66,11 @@ fn restore_drains(shared: &Shared) -> Result<String, StartError> {
         );
     };
     let n = shared.drains.open(&dir).map_err(StartError::State)?;
+    // Written back at once: a directory the service cannot write is found now, not at the
+    // first drain (the drains read are in force either way).
+    if let Err(e) = shared.drains.persist() {
+        warn!("state_directory: {e}; drains will not be kept across restarts");
+    }
     let file = dir.join(crate::drain::store::FILE_NAME);
     if n == 0 {
         return Ok(format!(
