@@ -1,7 +1,7 @@
 //! The native protocol's CONNECT: the egress core opens the MX connection, the MTA gets the
 //! ready reply (or the failure), then the relayed SMTP session and its end.
 
-use super::egress::Opened;
+use super::audit::Opened;
 use super::{Next, Session};
 use crate::bufconn::BufConn;
 use crate::protocol::{reply_lines, ConnectReady, ConnectRequest};

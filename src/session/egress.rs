@@ -4,12 +4,13 @@
 //! the keep-or-close decision at its end. The native protocol (`session`) and the compatibility
 //! front-ends (`frontend`) differ only in how they obtain the request and talk to their MTA.
 
+use super::audit::Opened;
 use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
 use crate::dns::{DnsError, Family};
-use crate::logging::session::{SessionRecord, Via};
+use crate::logging::session::Via;
 use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
@@ -42,34 +43,6 @@ pub struct Egress<'a> {
     pub deadline: Instant,
     /// The listener the MTA came through (the session line's `frontend=`).
     pub via: Via,
-}
-
-/// What the session line keeps from the opening of the MX connection (the connection itself
-/// goes into the relay).
-pub struct Opened<'a> {
-    /// The client the MTA acts as.
-    pub client: &'a str,
-    /// When the request came.
-    pub started: Instant,
-    pub new: bool,
-    pub mx: SocketAddr,
-    /// The TLS version toward the MX, `none` without TLS.
-    pub tls: String,
-}
-
-impl<'a> Opened<'a> {
-    pub fn new(client: &'a str, started: Instant, mx: &MxConnection, origin: &Origin) -> Self {
-        Opened {
-            client,
-            started,
-            new: *origin == Origin::New,
-            mx: mx.remote,
-            tls: mx
-                .tls
-                .as_ref()
-                .map_or_else(|| "none".to_string(), |t| t.version.clone()),
-        }
-    }
 }
 
 impl Egress<'_> {
@@ -300,37 +273,7 @@ impl Egress<'_> {
     /// finish).
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
-        if self.rt.config.log_sessions {
-            let tag = if out.mx_lost.is_some() {
-                "mx_lost"
-            } else {
-                out.end.tag()
-            };
-            let record = SessionRecord {
-                mta: self.peer,
-                client: opened.client,
-                via: self.via,
-                source: req.source,
-                mx: Some(opened.mx),
-                ehlo: Some(&req.ehlo),
-                tls: Some(&opened.tls),
-                new: opened.new,
-                messages: Some(messages),
-                octets_to_mx: out.octets_to_mx,
-                octets_to_mta: out.octets_to_mta,
-                duration: opened.started.elapsed(),
-                tag,
-            };
-            match (&out.mx_lost, out.mid_body) {
-                (Some(why), _) => {
-                    record.log(format_args!("session ended: MX connection lost: {why}"))
-                }
-                (None, true) => record.log(format_args!(
-                    "session ended: the MTA left in the middle of a message"
-                )),
-                (None, false) => record.log(format_args!("session ended")),
-            }
-        }
+        self.log_session(req, &out, opened, messages);
         let stats = &self.shared.stats;
         stats.messages.fetch_add(messages, Ordering::Relaxed);
         stats

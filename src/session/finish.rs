@@ -1,7 +1,7 @@
 //! The end of a relayed SMTP session on the native protocol: answer the MTA (221 and back to
 //! the command state, or a last 421), and hand the MX connection to the egress core.
 
-use super::egress::Opened;
+use super::audit::Opened;
 use super::relay::{RelayEnd, RelayOutcome};
 use super::{Next, Session};
 use crate::bufconn::BufConn;

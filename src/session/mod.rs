@@ -1,6 +1,7 @@
 //! One MTA session, on one worker thread: TLS handshake, the proxy's command state (AUTH,
 //! CONNECT, NOOP, QUIT), and the relayed SMTP session after each successful CONNECT.
 
+pub mod audit;
 mod connect;
 pub mod egress;
 mod finish;

@@ -14,7 +14,7 @@ use self::greet::{before_hello, failure_421, hello_reply, Greet, BANNER, LINE_TO
 use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
-use crate::session::egress::Opened;
+use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
