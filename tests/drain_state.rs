@@ -171,3 +171,25 @@ fn a_state_directory_the_daemon_cannot_write_is_said_at_start() {
     );
     d.wait_for("ERROR control: drains not kept across a restart: ");
 }
+
+#[test]
+fn a_reload_that_changes_the_state_directory_says_it_applies_at_the_next_start() {
+    let s = Setup::new("control_socket: none\nstate_directory: state\n");
+    std::fs::create_dir(s.dir.0.join("state")).unwrap();
+    let mut d = s.daemon();
+    d.wait_ready();
+    s.rewrite(
+        &s.yaml
+            .replace("state_directory: state\n", "state_directory: none\n"),
+    );
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = d.wait_for("state_directory: a change applies at the next start");
+    assert!(
+        line.ends_with(&format!(
+            "drains are kept in {} until then",
+            s.dir.0.join("state").display()
+        )),
+        "{line}"
+    );
+    d.wait_for("configuration reloaded from");
+}
