@@ -51,15 +51,22 @@ impl std::error::Error for DaemonError {}
 pub const EX_CONFIG: u8 = 78;
 
 impl DaemonError {
+    /// Whether the state directory's content (not the configuration) is what must be fixed.
+    pub fn is_state(&self) -> bool {
+        matches!(self, DaemonError::Start(StartError::State(_)))
+    }
+
     /// The exit status for this error: [`EX_CONFIG`] when the configuration must be edited
     /// (invalid or unreadable file, placeholder secret, certificate or key that cannot be
-    /// loaded), 1 otherwise (a listen address that cannot be bound may become available).
+    /// loaded) or the kept drains cannot be read (a restart would not bring them back), 1
+    /// otherwise (a listen address that cannot be bound may become available).
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Config { .. }
             | DaemonError::Start(
                 StartError::Tls(_)
                 | StartError::File(_)
+                | StartError::State(_)
                 | StartError::Unusable { .. }
                 | StartError::KeyMismatch { .. },
             ) => EX_CONFIG,
@@ -102,6 +109,33 @@ pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
     Runtime::build(config).map_err(DaemonError::Start)
 }
 
+/// Where the server listens, for the ready line: the native listener's addresses, then the
+/// front-ends' with their kind and mode (`127.0.0.1:807, [::1]:807; front-ends: socks5
+/// 127.0.0.1:1080 (smtp)`).
+fn listening(server: &Server) -> String {
+    let join = |v: Vec<String>| v.join(", ");
+    let mut text = join(server.local_addrs().iter().map(|a| a.to_string()).collect());
+    let rt = server.shared.runtime();
+    let fronts: Vec<String> = rt
+        .config
+        .frontends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, fe)| {
+            let mode = fe.mode.name();
+            server
+                .frontend_addrs(i)
+                .into_iter()
+                .map(move |a| format!("{} {a} ({mode})", fe.kind.name()))
+        })
+        .collect();
+    if !fronts.is_empty() {
+        text.push_str("; front-ends: ");
+        text.push_str(&join(fronts));
+    }
+    text
+}
+
 /// Run until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals =
@@ -114,12 +148,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     info!(
         "greenarrow_proxy {} ready on {}",
         env!("CARGO_PKG_VERSION"),
-        server
-            .local_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        listening(&server)
     );
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     let mut draining: Option<std::thread::JoinHandle<()>> = None;
@@ -186,12 +215,21 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
     }
     let listen = crate::server::wanted_listeners(&rt.config);
     let freebind = rt.config.listen_freebind;
+    let kept = server.shared.drains.directory();
+    let state_moved = rt.config.state_directory != kept;
     server
         .set_listen(&listen, freebind, || {
             server.set_endpoints(&rt.config);
             server.shared.replace_runtime(rt);
         })
         .map_err(DaemonError::Start)?;
+    if state_moved {
+        warn!(
+            "state_directory: a change applies at the next start; drains are kept in {} until then",
+            kept.as_deref()
+                .map_or("no file".into(), |d| d.display().to_string())
+        );
+    }
     let gone = crate::report::after_reload(server);
     // QUIT can wait on slow MXes: not on the signal thread.
     quit_detached(gone);

@@ -2,8 +2,10 @@
 //!
 //! A drained source address or MX gets no new connection (`453 drained`, checked by the egress
 //! core for every front-end), its idle pooled connections are closed, and connections in use
-//! finish their session but are not pooled afterwards. Drains live in memory: they survive a
-//! reload (SIGHUP) and end with the process.
+//! finish their session but are not pooled afterwards. Drains survive a reload (SIGHUP); with a
+//! `state_directory` they are kept in a file there and survive a restart too ([`store`]).
+
+pub mod store;
 
 use crate::pool::PoolKey;
 use parking_lot::Mutex;
@@ -11,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use store::StoreError;
 
 /// An MX to drain: one address and port, or every port of an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,9 +96,45 @@ impl Set {
 #[derive(Default)]
 pub struct Drains {
     set: Mutex<Set>,
+    /// The state directory the drains are kept in (None: not kept). Its lock orders the
+    /// writers of the file: each writes the drains in force when it holds it, so the last
+    /// write has the last change. Lock order: `store`, then `set`.
+    store: Mutex<Option<PathBuf>>,
 }
 
 impl Drains {
+    /// Keep the drains in `dir` from now on, adding those already kept there; how many
+    /// were restored. Called once at start, before any connection is accepted.
+    pub fn open(&self, dir: &Path) -> Result<usize, StoreError> {
+        let mut store = self.store.lock();
+        let kept = store::load(dir)?;
+        let n = kept.sources.len() + kept.mx.len();
+        {
+            let mut set = self.set.lock();
+            set.sources
+                .extend(kept.sources.iter().map(|ip| ip.to_canonical()));
+            set.mx.extend(kept.mx);
+        }
+        *store = Some(dir.to_path_buf());
+        Ok(n)
+    }
+
+    /// The state directory the drains are kept in.
+    pub fn directory(&self) -> Option<PathBuf> {
+        self.store.lock().clone()
+    }
+
+    /// Write the drains in force to the state directory, after a change: the file kept,
+    /// None when there is no state directory.
+    pub fn persist(&self) -> Result<Option<PathBuf>, StoreError> {
+        let store = self.store.lock();
+        let Some(dir) = store.as_deref() else {
+            return Ok(None);
+        };
+        store::save(dir, &self.list())?;
+        Ok(Some(dir.join(store::FILE_NAME)))
+    }
+
     /// Drain `ip`; false if it already was.
     pub fn drain_source(&self, ip: IpAddr) -> bool {
         self.set.lock().sources.insert(ip.to_canonical())

@@ -39,6 +39,8 @@ pub enum StartError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     /// A listen address could not be bound.
     Bind { addr: SocketAddr, error: io::Error },
+    /// The drains kept in `state_directory` could not be read.
+    State(crate::drain::store::StoreError),
 }
 
 impl fmt::Display for StartError {
@@ -46,6 +48,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Tls(e) => write!(f, "{e}"),
             StartError::File(e) => write!(f, "{e}"),
+            StartError::State(e) => write!(f, "state_directory: {e}"),
             StartError::Unusable { key, error } => write!(f, "{key}: {error}"),
             StartError::KeyMismatch { cert, key } => write!(
                 f,

@@ -148,8 +148,9 @@ fn the_five_failures_of_issue_14_are_warnings_without_log_verbose() {
         .filter(|l| l.starts_with("INFO "))
         .collect();
     assert!(
-        info.iter()
-            .all(|l| l.contains(" ready on ") || l.contains("listening on ")),
+        info.iter().all(|l| l.contains(" ready on ")
+            || l.contains("listening on ")
+            || l.contains("state_directory: none")),
         "{info:?}"
     );
     for l in q.daemon.seen() {

@@ -21,6 +21,7 @@ use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
 use greenarrow_proxy::testmx::{Faults, TestMx};
 use serde_json::Value;
+use setup::gaproxy;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -73,22 +74,6 @@ fn proxy(mx: &TestMx, extra: &str) -> (Harness, PathBuf) {
     let path = h.dir.0.join("control.sock");
     assert_eq!(h.server.control_path().as_deref(), Some(path.as_path()));
     (h, path)
-}
-
-fn gaproxy(args: &[&str], socket: &Path) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gaproxy {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn status_json(socket: &Path) -> Value {

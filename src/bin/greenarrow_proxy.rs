@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             // Logged once: on stderr, or in the journal (where stderr also goes, so a second
             // copy with eprintln would only duplicate it).
             let code = e.exit_code();
-            if code == daemon::EX_CONFIG {
+            if code == daemon::EX_CONFIG && !e.is_state() {
                 log::error!(
                     "cannot start: {e}; edit {} (see greenarrow_proxy.yaml(5)) and check it \
                      with greenarrow_proxy --check-config",

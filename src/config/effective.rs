@@ -60,6 +60,12 @@ fn to_raw(c: &Config) -> RawConfig {
         },
         tls_client_ca: c.tls_client_ca.as_deref().map(path_str),
         log_verbose: Some(c.log_verbose),
+        log_sessions: Some(c.log_sessions),
+        state_directory: Some(
+            c.state_directory
+                .as_deref()
+                .map_or_else(|| "none".to_string(), path_str),
+        ),
         tls_certificate: Some(path_str(&c.tls_certificate)),
         tls_private_key: Some(path_str(&c.tls_private_key)),
         source_addresses: strings(c.source_addresses.iter().map(|n| n.to_string()).collect()),

@@ -56,6 +56,16 @@ pub enum FrontendMode {
     Smtp(SmtpMode),
 }
 
+impl FrontendMode {
+    /// `passthrough` or `smtp`, as the configuration writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FrontendMode::Passthrough => "passthrough",
+            FrontendMode::Smtp(_) => "smtp",
+        }
+    }
+}
+
 /// `mode: smtp` settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmtpMode {
@@ -93,9 +103,9 @@ impl Frontend {
     /// The entry as written in the effective configuration.
     pub(crate) fn to_raw(&self) -> RawFrontend {
         let (mode, tls, reuse, max) = match &self.mode {
-            FrontendMode::Passthrough => ("passthrough", None, None, None),
+            FrontendMode::Passthrough => (self.mode.name(), None, None, None),
             FrontendMode::Smtp(s) => (
-                "smtp",
+                self.mode.name(),
                 Some(s.tls.as_str().to_string()),
                 Some(s.reuse),
                 s.reuse_max_messages,

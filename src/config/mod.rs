@@ -87,6 +87,10 @@ pub struct Config {
     pub max_sessions_per_ip: usize,
     /// Log every session event, not only problems.
     pub log_verbose: bool,
+    /// Log one line per relayed session at info level (the audit trail).
+    pub log_sessions: bool,
+    /// Where drains are kept across restarts; None: not kept.
+    pub state_directory: Option<PathBuf>,
     /// PEM certificate chain of the MTA-facing listener.
     pub tls_certificate: PathBuf,
     /// PEM private key of the MTA-facing listener.

@@ -22,6 +22,10 @@ pub(crate) struct RawConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<String>,
     pub log_verbose: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_sessions: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_directory: Option<String>,
     pub tls_certificate: Option<String>,
     pub tls_private_key: Option<String>,
     pub source_addresses: Option<StringList>,

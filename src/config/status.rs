@@ -51,6 +51,28 @@ pub(crate) fn control_socket(
     Ok(Some(path))
 }
 
+/// `state_directory`: a path (relative to the configuration file's directory) or `none`;
+/// unset, the first directory of `env` (`STATE_DIRECTORY`, set by systemd for
+/// `StateDirectory=`; a colon-separated list), else none.
+pub(crate) fn state_directory(
+    raw: Option<String>,
+    env: Option<std::ffi::OsString>,
+    base_dir: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match raw.as_deref() {
+        Some("none") => Ok(None),
+        Some("") => Err(ConfigError::invalid(
+            "state_directory",
+            "empty; give a directory, or none to keep no state across restarts",
+        )),
+        Some(p) => Ok(Some(base_dir.join(p))),
+        None => Ok(env.and_then(|v| {
+            let first = v.to_string_lossy().split(':').next()?.to_string();
+            (!first.is_empty()).then(|| PathBuf::from(first))
+        })),
+    }
+}
+
 /// `metrics:`
 pub(crate) fn metrics(raw: Option<RawMetrics>) -> Result<MetricsConfig, ConfigError> {
     let raw = raw.unwrap_or_default();

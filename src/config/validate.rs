@@ -114,6 +114,12 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
             1..=100_000,
         )?,
         log_verbose: raw.log_verbose.unwrap_or(false),
+        log_sessions: raw.log_sessions.unwrap_or(true),
+        state_directory: super::status::state_directory(
+            raw.state_directory,
+            std::env::var_os("STATE_DIRECTORY"),
+            base_dir,
+        )?,
         tls_certificate,
         tls_private_key,
         source_addresses,

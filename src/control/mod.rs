@@ -13,7 +13,7 @@ use crate::endpoint::accept_until_stopped;
 use crate::pool::reaper::quit_detached;
 use crate::server::Server;
 use crate::status::{Snapshot, Status};
-use log::info;
+use log::{error, info};
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
@@ -283,6 +283,20 @@ fn refusal(e: &str) -> Value {
     json!({ "ok": false, "error": e })
 }
 
+/// Keep the drains in force in the state directory after a change, and say in the answer
+/// where (`"kept_in"`) or why not (`"not_kept"`: the change is in force, but ends with the
+/// process; also logged as an error).
+fn persisted(drains: &crate::drain::Drains, answer: &mut Value) {
+    match drains.persist() {
+        Ok(Some(file)) => answer["kept_in"] = json!(file.display().to_string()),
+        Ok(None) => {}
+        Err(e) => {
+            error!("control: drains not kept across a restart: {e}");
+            answer["not_kept"] = json!(e.to_string());
+        }
+    }
+}
+
 /// Carry out `req` and make its answer.
 pub fn answer(server: &Server, req: Request) -> Value {
     let shared = &server.shared;
@@ -306,13 +320,15 @@ pub fn answer(server: &Server, req: Request) -> Value {
             let closed = idle.len();
             quit_detached(idle);
             info!("control: drained {target}: {closed} idle pooled connection(s) closed; new connections refused until undrained");
-            json!({
+            let mut v = json!({
                 "ok": true,
                 "drained": target.to_string(),
                 "already": !new,
                 "closed": closed,
                 "drains": drains.list(),
-            })
+            });
+            persisted(drains, &mut v);
+            v
         }
         Request::Undrain(target) => {
             let was = match target {
@@ -323,12 +339,16 @@ pub fn answer(server: &Server, req: Request) -> Value {
                 return refusal(&format!("{target} is not drained"));
             }
             info!("control: undrained {target}");
-            json!({ "ok": true, "undrained": 1, "drains": drains.list() })
+            let mut v = json!({ "ok": true, "undrained": 1, "drains": drains.list() });
+            persisted(drains, &mut v);
+            v
         }
         Request::UndrainAll => {
             let n = drains.undrain_all();
             info!("control: undrained all ({n})");
-            json!({ "ok": true, "undrained": n, "drains": drains.list() })
+            let mut v = json!({ "ok": true, "undrained": n, "drains": drains.list() });
+            persisted(drains, &mut v);
+            v
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod socks5;
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
 use crate::dial::{dial, DialError};
+use crate::logging::session::{SessionRecord, Via};
 use crate::mx::connect::dial_failure;
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
 use crate::runtime::Runtime;
@@ -84,9 +85,11 @@ fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>, until: Instant) -> Result<(
     }
 }
 
-/// `mode: passthrough` once the MX is connected: relay bytes both ways, then count and log.
+/// `mode: passthrough` once the MX is connected: relay bytes both ways, then count and log
+/// (the session line, without what passthrough cannot know: EHLO, TLS, messages).
 fn passthrough_session(
     egress: &Egress,
+    target: &Target,
     mta: &TcpStream,
     mx: TcpStream,
     initial: &[u8],
@@ -100,7 +103,6 @@ fn passthrough_session(
         keepalive: Some(KEEPALIVE),
         buffer: DEFAULT_BUFFER,
     };
-    let local = mx.local_addr().ok();
     let remote = mx.peer_addr().ok();
     let stats = &egress.shared.stats;
     stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -111,18 +113,24 @@ fn passthrough_session(
     stats
         .passthrough_bytes_to_mta
         .fetch_add(sum.mx_to_mta, Ordering::Relaxed);
-    let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
-    verbose!(
-        egress.rt,
-        mta = egress.peer,
-        source = show(local),
-        mx = show(remote);
-        "passthrough ended ({}): {} octets to the MX, {} to the MTA in {:.1}s",
-        sum.reason,
-        sum.mta_to_mx,
-        sum.mx_to_mta,
-        sum.duration.as_secs_f64()
-    );
+    if egress.rt.config.log_sessions {
+        SessionRecord {
+            mta: egress.peer,
+            client: target.identity.name,
+            via: egress.via,
+            source: target.source,
+            mx: remote,
+            ehlo: None,
+            tls: None,
+            new: true,
+            messages: None,
+            octets_to_mx: sum.mta_to_mx,
+            octets_to_mta: sum.mx_to_mta,
+            duration: sum.duration,
+            tag: sum.reason.tag(),
+        }
+        .log(format_args!("passthrough session ended: {}", sum.reason));
+    }
     let _ = mx.shutdown(std::net::Shutdown::Both);
     let _ = mta.shutdown(std::net::Shutdown::Both);
 }
@@ -210,6 +218,15 @@ fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), 
     })
 }
 
+/// The session line's `frontend=` for a connection accepted on `fe`.
+fn via(fe: &Frontend, tcp: &TcpStream) -> Via {
+    Via {
+        kind: fe.kind.name(),
+        mode: Some(fe.mode.name()),
+        at: tcp.local_addr().ok(),
+    }
+}
+
 /// Serve one accepted connection on the front-end `frontends[index]` of `rt`, the runtime in
 /// force when it was accepted: its mode, client, TLS policy and authentication, and the
 /// clients and secrets that authenticate it, are those of the listener that accepted it,
@@ -226,13 +243,14 @@ pub fn serve(
     };
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
+    let fe: &Frontend = fe;
     let egress = Egress {
         shared: &shared,
         rt: &rt,
         peer,
         deadline,
+        via: via(fe, &tcp),
     };
-    let fe: &Frontend = fe;
     shared
         .stats
         .frontend_sessions

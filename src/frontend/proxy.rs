@@ -75,7 +75,9 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Duration::ZERO,
         ),
         FrontendMode::Passthrough => match dial_target(egress, &target) {
-            Ok((mx, _permit)) => super::passthrough_session(egress, &tcp, mx, initial, deadline),
+            Ok((mx, _permit)) => {
+                super::passthrough_session(egress, &target, &tcp, mx, initial, deadline)
+            }
             Err(refusal) => {
                 egress
                     .shared

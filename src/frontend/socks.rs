@@ -196,7 +196,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 {
                     return;
                 }
-                super::passthrough_session(egress, &tcp, mx, &buf, deadline);
+                super::passthrough_session(egress, &target, &tcp, mx, &buf, deadline);
             }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },

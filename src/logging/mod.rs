@@ -11,6 +11,7 @@
 pub mod limit;
 pub mod line;
 pub mod problem;
+pub mod session;
 
 pub use problem::{peer_warning, request_failed, PeerEvent};
 

@@ -63,6 +63,38 @@ struct Listener {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Put the drains kept in `state_directory` back in force; returns what to say about them
+/// (where drains are kept, or that they are not).
+fn restore_drains(shared: &Shared) -> Result<String, StartError> {
+    let Some(dir) = shared.runtime().config.state_directory.clone() else {
+        return Ok(
+            "state_directory: none; drains (gaproxy drain) are not kept across restarts".into(),
+        );
+    };
+    let n = shared.drains.open(&dir).map_err(StartError::State)?;
+    // Written back at once: a directory the service cannot write is found now, not at the
+    // first drain (the drains read are in force either way).
+    if let Err(e) = shared.drains.persist() {
+        warn!("state_directory: {e}; drains will not be kept across restarts");
+    }
+    let file = dir.join(crate::drain::store::FILE_NAME);
+    if n == 0 {
+        return Ok(format!(
+            "drains are kept in {}: none in force",
+            file.display()
+        ));
+    }
+    let list = shared.drains.list();
+    let sources: Vec<String> = list.sources.iter().map(|s| s.to_string()).collect();
+    Ok(format!(
+        "drains are kept in {}: {n} restored, sources [{}], mx [{}]; new connections through \
+         them refused until undrained",
+        file.display(),
+        sources.join(", "),
+        list.mx.join(", ")
+    ))
+}
+
 /// A running server.
 pub struct Server {
     pub shared: Arc<Shared>,
@@ -89,6 +121,8 @@ impl Server {
         );
         let pool = Arc::new(Pool::new(pool_limits(&rt.config)));
         let shared = Arc::new(Shared::new(rt, pool.clone()));
+        // In force before any connection is accepted; said once the start went through.
+        let drains_note = restore_drains(&shared)?;
         let server = Arc::new(Server {
             shared,
             workers,
@@ -115,6 +149,7 @@ impl Server {
         }
         server.add_listeners(sockets);
         server.set_endpoints(&server.shared.runtime().config);
+        info!("{drains_note}");
         Ok(server)
     }
 

@@ -1,6 +1,7 @@
 //! The native protocol's CONNECT: the egress core opens the MX connection, the MTA gets the
 //! ready reply (or the failure), then the relayed SMTP session and its end.
 
+use super::audit::Opened;
 use super::{Next, Session};
 use crate::bufconn::BufConn;
 use crate::protocol::{reply_lines, ConnectReady, ConnectRequest};
@@ -58,7 +59,9 @@ impl Session<'_> {
             egress.release(&req, mx, None);
             return Next::Close;
         }
+        let client = self.identity.as_ref().map_or("-", |id| id.name);
+        let opened = Opened::new(client, started, &mx, &origin);
         let out = egress.relay(mta, mx, &req, self.deadline);
-        self.finish(mta, &req, out)
+        self.finish(mta, &req, out, &opened)
     }
 }

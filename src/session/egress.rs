@@ -4,11 +4,13 @@
 //! the keep-or-close decision at its end. The native protocol (`session`) and the compatibility
 //! front-ends (`frontend`) differ only in how they obtain the request and talk to their MTA.
 
+use super::audit::Opened;
 use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
 use crate::dns::{DnsError, Family};
+use crate::logging::session::Via;
 use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
@@ -39,6 +41,8 @@ pub struct Egress<'a> {
     /// The session's end (`timeouts.session_lifetime` from the accept): no read or dial of
     /// the egress core outlives it.
     pub deadline: Instant,
+    /// The listener the MTA came through (the session line's `frontend=`).
+    pub via: Via,
 }
 
 impl Egress<'_> {
@@ -124,7 +128,8 @@ impl Egress<'_> {
             }
         }
         let mut last = None;
-        for (addr, host) in candidates {
+        let count = candidates.len();
+        for (i, (addr, host)) in candidates.into_iter().enumerate() {
             // A place under the connection caps (perhaps after a wait, perhaps a connection
             // of this key handed over meanwhile).
             // A connection handed over is checked like one from the pool; a dead one is
@@ -155,7 +160,10 @@ impl Egress<'_> {
                     return Ok((c, Origin::New));
                 }
                 Err(f) if try_next_address(&f) => {
-                    verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                    // The last address's failure is the request's, logged by the caller.
+                    if i + 1 < count {
+                        verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                    }
                     last = Some(f);
                 }
                 Err(f) => return Err(f),
@@ -260,10 +268,12 @@ impl Egress<'_> {
         )
     }
 
-    /// After a relayed session: count its messages, then keep the MX connection for reuse or
-    /// close it (never completing a message the MTA did not finish).
-    pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome) {
+    /// After a relayed session: count its messages, log its line (`log_sessions`), then keep
+    /// the MX connection for reuse or close it (never completing a message the MTA did not
+    /// finish).
+    pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
+        self.log_session(req, &out, opened, messages);
         let stats = &self.shared.stats;
         stats.messages.fetch_add(messages, Ordering::Relaxed);
         stats

@@ -1,6 +1,7 @@
 //! The end of a relayed SMTP session on the native protocol: answer the MTA (221 and back to
 //! the command state, or a last 421), and hand the MX connection to the egress core.
 
+use super::audit::Opened;
 use super::relay::{RelayEnd, RelayOutcome};
 use super::{Next, Session};
 use crate::bufconn::BufConn;
@@ -13,6 +14,7 @@ impl Session<'_> {
         mta: &mut BufConn<ServerTlsStream>,
         req: &ConnectRequest,
         out: RelayOutcome,
+        opened: &Opened,
     ) -> Next {
         let next = match out.end {
             RelayEnd::Quit => {
@@ -35,7 +37,7 @@ impl Session<'_> {
             }
             RelayEnd::MtaGone => Next::Close,
         };
-        self.egress().conclude(req, out);
+        self.egress().conclude(req, out, opened);
         next
     }
 }

@@ -1,6 +1,7 @@
 //! One MTA session, on one worker thread: TLS handshake, the proxy's command state (AUTH,
 //! CONNECT, NOOP, QUIT), and the relayed SMTP session after each successful CONNECT.
 
+pub mod audit;
 mod connect;
 pub mod egress;
 mod finish;
@@ -11,6 +12,7 @@ pub use egress::Egress;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
+use crate::logging::session::Via;
 use crate::logging::{self, PeerEvent};
 use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
@@ -80,6 +82,11 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
     let accepted = Instant::now();
     let t = &rt.config.timeouts;
     let _ = tcp.set_nodelay(true);
+    let via = Via {
+        kind: "native",
+        mode: None,
+        at: tcp.local_addr().ok(),
+    };
     // The handshake counts against the unauthenticated deadline.
     let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => {
@@ -134,6 +141,7 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
         peer,
         identity,
         number,
+        via,
         errors: 0,
         deadline: accepted + t.session_lifetime,
         auth_deadline: accepted + t.mta_auth,
@@ -150,6 +158,8 @@ struct Session<'a> {
     identity: Option<Identity<'a>>,
     /// This session's number (for the registry of sessions waiting between requests).
     number: u64,
+    /// The listener the MTA came through.
+    via: Via,
     errors: u32,
     /// `timeouts.session_lifetime` from the accept.
     deadline: Instant,
@@ -171,6 +181,7 @@ impl Session<'_> {
             rt: self.rt,
             peer: self.peer,
             deadline: self.deadline,
+            via: self.via,
         }
     }
 

@@ -49,6 +49,18 @@ pub enum RelayEnd {
     Lifetime,
 }
 
+impl RelayEnd {
+    /// The session line's `tag=`: `quit`, `mta_gone`, `mta_timeout`, `lifetime`.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            RelayEnd::Quit => "quit",
+            RelayEnd::MtaGone => "mta_gone",
+            RelayEnd::MtaTimeout => "mta_timeout",
+            RelayEnd::Lifetime => "lifetime",
+        }
+    }
+}
+
 /// The outcome: how it ended, the machine (for the pool decision), and the MX connection if
 /// it is still open.
 pub struct RelayOutcome {
@@ -61,6 +73,8 @@ pub struct RelayOutcome {
     pub mid_body: bool,
     /// Octets of the MTA's forwarded to the MX in this session (commands and message data).
     pub octets_to_mx: u64,
+    /// Octets of the MX's replies passed on to the MTA in this session.
+    pub octets_to_mta: u64,
 }
 
 /// Forwarded input at least this long goes to the MX at once, from the MTA's buffer, when
@@ -82,6 +96,7 @@ pub fn relay<S: Read + Write + Timeouts>(
     let mut mx = Some(mx);
     let mut mx_lost: Option<String> = None;
     let mut octets_to_mx = 0u64;
+    let mut octets_to_mta = 0u64;
     // MX replies queued for the MTA and not yet written (withdrawn if the MX proves out of step).
     let mut held = Held::default();
     // `why` goes to the log; the MTA's 421s keep the machine's own short reason when it
@@ -202,6 +217,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                     let closing = (effect == ReplyEffect::ServiceClosing)
                         .then(|| format!("the MX closed the session: {}", printable(reply, 200)));
                     c.conn.consume(consume);
+                    octets_to_mta += consume as u64;
                     if written.is_err() {
                         break RelayEnd::MtaGone;
                     }
@@ -273,6 +289,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         mx,
         mid_body,
         octets_to_mx,
+        octets_to_mta,
     }
 }
 

@@ -181,11 +181,12 @@ pub fn strip_timestamp(line: &str) -> &str {
     rest
 }
 
-/// The addresses a "... ready on A, B" line names.
+/// The native listener's addresses a "... ready on A, B[; front-ends: ...]" line names.
 pub fn ready_addrs(line: &str) -> Vec<SocketAddr> {
     let (_, addrs) = line
         .split_once(" ready on ")
         .unwrap_or_else(|| panic!("not a ready line: {line:?}"));
+    let addrs = addrs.split_once("; ").map_or(addrs, |(native, _)| native);
     addrs
         .split(", ")
         .map(|a| {

@@ -138,3 +138,21 @@ pub fn conn_from(st: &MxState, ip: &str) -> Option<ConnRecord> {
         .find(|c| c.peer.ip().to_string() == ip)
         .cloned()
 }
+
+/// Run `gaproxy ARGS --socket SOCKET` to its end; panics unless it succeeds.
+#[allow(dead_code)] // not every test binary that includes this module runs gaproxy
+pub fn gaproxy(args: &[&str], socket: &std::path::Path) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gaproxy {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

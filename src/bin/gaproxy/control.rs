@@ -92,6 +92,13 @@ fn drains(v: &Value) -> String {
     }
 }
 
+/// Warn when the daemon could not keep the change in its state directory.
+fn warn_not_kept(v: &Value) {
+    if let Some(e) = v.get("not_kept").and_then(Value::as_str) {
+        eprintln!("gaproxy: warning: in force now, but not kept across a restart: {e}");
+    }
+}
+
 pub fn drain(a: DrainArgs) -> Result {
     let target = match (a.source, a.mx) {
         (Some(ip), _) => DrainTarget::Source(ip),
@@ -106,6 +113,7 @@ pub fn drain(a: DrainArgs) -> Result {
         if already { " (already drained)" } else { "" }
     );
     println!("{}", drains(&v));
+    warn_not_kept(&v);
     Ok(())
 }
 
@@ -120,5 +128,6 @@ pub fn undrain(a: UndrainArgs) -> Result {
     let n = v.get("undrained").and_then(Value::as_u64).unwrap_or(0);
     println!("undrained {n}");
     println!("{}", drains(&v));
+    warn_not_kept(&v);
     Ok(())
 }

@@ -18,6 +18,7 @@ use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
 use crate::protocol::FailureReply;
+use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
@@ -103,6 +104,7 @@ pub(super) fn serve(
         egress.release(&req, mx, None);
         return;
     }
+    let opened = Opened::new(target.identity.name, started, &mx, &origin);
     let out = egress.relay(&mut mta, mx, &req, deadline);
     let last: &[u8] = match out.end {
         RelayEnd::Quit => greet::BYE,
@@ -112,7 +114,7 @@ pub(super) fn serve(
     };
     // The MX connection is back in the pool (or closing) before the MTA hears 221: an MTA that
     // opens its next session at once finds it there.
-    egress.conclude(&req, out);
+    egress.conclude(&req, out, &opened);
     if !last.is_empty() {
         let _ = mta.send(last);
     }
