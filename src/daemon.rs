@@ -165,13 +165,16 @@ fn reload(server: &Arc<Server>, path: &Path) {
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
+    let at = std::time::SystemTime::now();
     let status = match put_in_force(server, path) {
         Err(e) => {
             error!("reload failed, keeping the running configuration: {e}");
+            server.shared.note_reload(at, Some(e.to_string()));
             reload_status(Err(&e))
         }
         Ok(()) => {
             info!("configuration reloaded from {}", path.display());
+            server.shared.note_reload(at, None);
             reload_status(Ok(()))
         }
     };
