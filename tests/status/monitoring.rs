@@ -178,8 +178,19 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_in_a_real_scrape() {
         assert!(scraped.contains(name), "no {name} in\n{body}");
     }
     let value = |series: &str| metrics::sample(&samples, series);
+    // Against the kernel's view of the daemon: its descriptors (the scrape's socket comes and
+    // goes, hence the margin) and its soft open-files limit.
+    let proc = PathBuf::from(format!("/proc/{}", d.pid()));
     let open = value("process_open_fds");
-    assert!(open >= 5.0 && open < value("process_max_fds"), "{body}");
+    let listed = std::fs::read_dir(proc.join("fd")).unwrap().count() as f64;
+    assert!((open - listed).abs() <= 2.0, "{open} {listed}");
+    let limits = std::fs::read_to_string(proc.join("limits")).unwrap();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap();
+    assert_eq!(value("process_max_fds").to_string(), soft, "{limits}");
     assert!(value("process_resident_memory_bytes") > 1e6, "{body}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
