@@ -194,12 +194,16 @@ fn reload(server: &Arc<Server>, path: &Path) {
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
+    let at = std::time::SystemTime::now();
     let status = match put_in_force(server, path) {
+        // Noted before it is logged: whoever reads the log line then sees it in the status.
         Err(e) => {
+            server.shared.note_reload(at, Some(e.to_string()));
             error!("reload failed, keeping the running configuration: {e}");
             reload_status(Err(&e))
         }
         Ok(()) => {
+            server.shared.note_reload(at, None);
             info!("configuration reloaded from {}", path.display());
             reload_status(Ok(()))
         }

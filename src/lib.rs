@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mx;
 pub mod pool;
+pub mod procstat;
 pub mod protocol;
 pub mod report;
 pub mod runtime;

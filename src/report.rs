@@ -12,7 +12,9 @@
 //! ([`crate::status`]) and the metrics ([`crate::metrics`]) show too.
 
 use crate::pool::reaper::quit_all;
+use crate::procstat::ProcessFigures;
 use crate::server::Server;
+use crate::shared::ConfigState;
 use log::info;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -31,22 +33,230 @@ pub enum Kind {
 }
 
 /// One figure of the report's summary: its name in the report and the status view, its
-/// Prometheus metric name (without the `greenarrow_proxy_` prefix), kind, help text and value.
+/// Prometheus metric name (in full: `greenarrow_proxy_...`, or a standard `process_...`),
+/// kind, help text and value (a count, bytes, or seconds; whole numbers print without a
+/// fraction).
 #[derive(Clone, Copy, Debug)]
 pub struct Figure {
     pub name: &'static str,
     pub metric: &'static str,
     pub kind: Kind,
     pub help: &'static str,
-    pub value: u64,
+    pub value: f64,
 }
 
-/// The counters of the report, built once for the report, the status view and the metrics.
-pub fn figures(server: &Server, counters: &crate::pool::PoolCounters) -> Vec<Figure> {
+/// Seconds since the Unix epoch.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The counters of the report, built once for the report, the status view and the metrics:
+/// the server's, then the configuration's state (`config`), then the process's own
+/// (`process`, from /proc; left out where there is none).
+pub fn figures(
+    server: &Server,
+    counters: &crate::pool::PoolCounters,
+    config: &ConfigState,
+    process: Option<&ProcessFigures>,
+) -> Vec<Figure> {
     use Kind::{Counter, Gauge};
     let s = &server.shared.stats;
     let w = server.worker_counts();
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let f = |name, metric, kind, help, value: u64| Figure {
+        name,
+        metric,
+        kind,
+        help,
+        value: value as f64,
+    };
+    let mut list = vec![
+        f(
+            "pooled",
+            "greenarrow_proxy_pooled_connections",
+            Gauge,
+            "Idle MX connections in the pool.",
+            counters.idle as u64,
+        ),
+        f(
+            "keys",
+            "greenarrow_proxy_pool_keys",
+            Gauge,
+            "Pool keys (source, EHLO name, MX) with idle connections.",
+            counters.keys as u64,
+        ),
+        f(
+            "pool_hits",
+            "greenarrow_proxy_pool_hits_total",
+            Counter,
+            "Checkouts that found an idle connection.",
+            counters.hits,
+        ),
+        f(
+            "pool_misses",
+            "greenarrow_proxy_pool_misses_total",
+            Counter,
+            "Checkouts that found none.",
+            counters.misses,
+        ),
+        f(
+            "pool_stored",
+            "greenarrow_proxy_pool_stored_total",
+            Counter,
+            "Connections checked in to the pool.",
+            counters.stored,
+        ),
+        f(
+            "sessions_active",
+            "greenarrow_proxy_sessions_active",
+            Gauge,
+            "MTA sessions running on a worker.",
+            w.busy as u64,
+        ),
+        f(
+            "sessions_queued",
+            "greenarrow_proxy_sessions_queued",
+            Gauge,
+            "MTA sessions waiting for a worker.",
+            w.queued as u64,
+        ),
+        f(
+            "threads",
+            "greenarrow_proxy_session_threads",
+            Gauge,
+            "Session worker threads.",
+            w.threads as u64,
+        ),
+        f(
+            "sessions_total",
+            "greenarrow_proxy_sessions_total",
+            Counter,
+            "MTA connections accepted.",
+            n(&s.sessions),
+        ),
+        f(
+            "connects",
+            "greenarrow_proxy_connects_total",
+            Counter,
+            "Connect requests that got an MX connection.",
+            n(&s.connects),
+        ),
+        f(
+            "connect_failures",
+            "greenarrow_proxy_connect_failures_total",
+            Counter,
+            "Connect requests that failed (by tag: connect_results_total).",
+            n(&s.connect_failures),
+        ),
+        f(
+            "messages",
+            "greenarrow_proxy_messages_total",
+            Counter,
+            "Messages the MX accepted.",
+            n(&s.messages),
+        ),
+        f(
+            "refused_allow_from",
+            "greenarrow_proxy_refused_allow_from_total",
+            Counter,
+            "Connections refused by allow_from.",
+            n(&s.refused_allow_from),
+        ),
+        f(
+            "refused_busy",
+            "greenarrow_proxy_refused_busy_total",
+            Counter,
+            "Connections closed: no free worker and a full queue.",
+            n(&s.refused_busy),
+        ),
+        f(
+            "refused_per_ip",
+            "greenarrow_proxy_refused_per_ip_total",
+            Counter,
+            "Connections refused by max_sessions_per_ip.",
+            n(&s.refused_per_ip),
+        ),
+        f(
+            "session_panics",
+            "greenarrow_proxy_session_panics_total",
+            Counter,
+            "Session jobs that panicked (caught).",
+            n(&s.panics),
+        ),
+        f(
+            "frontend_sessions",
+            "greenarrow_proxy_frontend_sessions_total",
+            Counter,
+            "Connections accepted on a front-end.",
+            n(&s.frontend_sessions),
+        ),
+        f(
+            "passthrough_octets_to_mx",
+            "greenarrow_proxy_passthrough_to_mx_bytes_total",
+            Counter,
+            "Bytes relayed to MXes by passthrough sessions.",
+            n(&s.passthrough_bytes_to_mx),
+        ),
+        f(
+            "passthrough_octets_to_mta",
+            "greenarrow_proxy_passthrough_to_mta_bytes_total",
+            Counter,
+            "Bytes relayed to MTAs by passthrough sessions.",
+            n(&s.passthrough_bytes_to_mta),
+        ),
+        f(
+            "relay_octets_to_mx",
+            "greenarrow_proxy_relay_to_mx_bytes_total",
+            Counter,
+            "Bytes MTAs sent to MXes through the SMTP relay (commands and message data).",
+            n(&s.relay_bytes_to_mx),
+        ),
+        f(
+            "tls_handshakes_mta",
+            "greenarrow_proxy_tls_handshakes_mta_total",
+            Counter,
+            "TLS handshakes completed with MTAs.",
+            n(&s.tls_handshakes_mta),
+        ),
+        f(
+            "tls_handshakes_mx",
+            "greenarrow_proxy_tls_handshakes_mx_total",
+            Counter,
+            "TLS handshakes completed with MXes.",
+            n(&s.tls_handshakes_mx),
+        ),
+        f(
+            "max_sessions",
+            "greenarrow_proxy_max_sessions",
+            Gauge,
+            "The most MTA sessions served at once (max_sessions in force).",
+            w.max as u64,
+        ),
+        Figure {
+            name: "config_loaded",
+            metric: "greenarrow_proxy_config_last_reload_success_timestamp_seconds",
+            kind: Gauge,
+            help: "When the configuration in force was loaded (at start or by the last reload that worked), seconds since the epoch.",
+            value: unix_seconds(config.loaded).floor(),
+        },
+        f(
+            "last_reload_ok",
+            "greenarrow_proxy_config_last_reload_successful",
+            Gauge,
+            "Whether the last reload (SIGHUP) worked: 1, or 0 when it failed and the previous configuration still runs (1 before any reload).",
+            u64::from(config.last_reload_ok()),
+        ),
+    ];
+    if let Some(p) = process {
+        list.extend(process_figures(p));
+    }
+    list
+}
+
+/// The standard `process_*` figures.
+fn process_figures(p: &ProcessFigures) -> Vec<Figure> {
+    use Kind::{Counter, Gauge};
     let f = |name, metric, kind, help, value| Figure {
         name,
         metric,
@@ -54,162 +264,53 @@ pub fn figures(server: &Server, counters: &crate::pool::PoolCounters) -> Vec<Fig
         help,
         value,
     };
-    vec![
-        f(
-            "pooled",
-            "pooled_connections",
+    let mut list = vec![f(
+        "open_fds",
+        "process_open_fds",
+        Gauge,
+        "Number of open file descriptors.",
+        p.open_fds as f64,
+    )];
+    if let Some(max) = p.max_fds {
+        list.push(f(
+            "max_fds",
+            "process_max_fds",
             Gauge,
-            "Idle MX connections in the pool.",
-            counters.idle as u64,
-        ),
+            "Maximum number of open file descriptors.",
+            max as f64,
+        ));
+    }
+    list.extend([
         f(
-            "keys",
-            "pool_keys",
+            "resident_memory_bytes",
+            "process_resident_memory_bytes",
             Gauge,
-            "Pool keys (source, EHLO name, MX) with idle connections.",
-            counters.keys as u64,
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes as f64,
         ),
         f(
-            "pool_hits",
-            "pool_hits_total",
-            Counter,
-            "Checkouts that found an idle connection.",
-            counters.hits,
-        ),
-        f(
-            "pool_misses",
-            "pool_misses_total",
-            Counter,
-            "Checkouts that found none.",
-            counters.misses,
-        ),
-        f(
-            "pool_stored",
-            "pool_stored_total",
-            Counter,
-            "Connections checked in to the pool.",
-            counters.stored,
-        ),
-        f(
-            "sessions_active",
-            "sessions_active",
+            "virtual_memory_bytes",
+            "process_virtual_memory_bytes",
             Gauge,
-            "MTA sessions running on a worker.",
-            w.busy as u64,
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes as f64,
         ),
         f(
-            "sessions_queued",
-            "sessions_queued",
+            "start_time_seconds",
+            "process_start_time_seconds",
             Gauge,
-            "MTA sessions waiting for a worker.",
-            w.queued as u64,
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
         ),
         f(
-            "threads",
-            "session_threads",
-            Gauge,
-            "Session worker threads.",
-            w.threads as u64,
-        ),
-        f(
-            "sessions_total",
-            "sessions_total",
+            "cpu_seconds",
+            "process_cpu_seconds_total",
             Counter,
-            "MTA connections accepted.",
-            n(&s.sessions),
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
         ),
-        f(
-            "connects",
-            "connects_total",
-            Counter,
-            "Connect requests that got an MX connection.",
-            n(&s.connects),
-        ),
-        f(
-            "connect_failures",
-            "connect_failures_total",
-            Counter,
-            "Connect requests that failed (by tag: connect_results_total).",
-            n(&s.connect_failures),
-        ),
-        f(
-            "messages",
-            "messages_total",
-            Counter,
-            "Messages the MX accepted.",
-            n(&s.messages),
-        ),
-        f(
-            "refused_allow_from",
-            "refused_allow_from_total",
-            Counter,
-            "Connections refused by allow_from.",
-            n(&s.refused_allow_from),
-        ),
-        f(
-            "refused_busy",
-            "refused_busy_total",
-            Counter,
-            "Connections closed: no free worker and a full queue.",
-            n(&s.refused_busy),
-        ),
-        f(
-            "refused_per_ip",
-            "refused_per_ip_total",
-            Counter,
-            "Connections refused by max_sessions_per_ip.",
-            n(&s.refused_per_ip),
-        ),
-        f(
-            "session_panics",
-            "session_panics_total",
-            Counter,
-            "Session jobs that panicked (caught).",
-            n(&s.panics),
-        ),
-        f(
-            "frontend_sessions",
-            "frontend_sessions_total",
-            Counter,
-            "Connections accepted on a front-end.",
-            n(&s.frontend_sessions),
-        ),
-        f(
-            "passthrough_octets_to_mx",
-            "passthrough_octets_to_mx_total",
-            Counter,
-            "Octets relayed to MXes by passthrough sessions.",
-            n(&s.passthrough_bytes_to_mx),
-        ),
-        f(
-            "passthrough_octets_to_mta",
-            "passthrough_octets_to_mta_total",
-            Counter,
-            "Octets relayed to MTAs by passthrough sessions.",
-            n(&s.passthrough_bytes_to_mta),
-        ),
-        f(
-            "relay_octets_to_mx",
-            "relay_octets_to_mx_total",
-            Counter,
-            "Octets MTAs sent to MXes through the SMTP relay (commands and message data).",
-            n(&s.relay_bytes_to_mx),
-        ),
-        f(
-            "tls_handshakes_mta",
-            "tls_handshakes_mta_total",
-            Counter,
-            "TLS handshakes completed with MTAs.",
-            n(&s.tls_handshakes_mta),
-        ),
-        f(
-            "tls_handshakes_mx",
-            "tls_handshakes_mx_total",
-            Counter,
-            "TLS handshakes completed with MXes.",
-            n(&s.tls_handshakes_mx),
-        ),
-    ]
+    ]);
+    list
 }
 
 /// The report's lines: one per pooled connection, then the summary.
@@ -238,7 +339,9 @@ pub fn report_lines(server: &Server) -> Vec<String> {
             .or_insert(0usize) += 1;
     }
     let mut summary = String::from("summary");
-    for f in figures(server, &counters) {
+    let config = server.shared.config_state();
+    let process = crate::procstat::read();
+    for f in figures(server, &counters, &config, process.as_ref()) {
         let _ = write!(summary, " {}={}", f.name, f.value);
     }
     if !per_key.is_empty() {

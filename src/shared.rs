@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Counters since start.
 #[derive(Default)]
@@ -116,6 +117,39 @@ impl Drop for IpSlot {
     }
 }
 
+/// When the proxy started, when the configuration in force was loaded, and how the last
+/// reload (SIGHUP) went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigState {
+    pub started: SystemTime,
+    /// At start, or at the last reload that worked.
+    pub loaded: SystemTime,
+    /// None until the first reload.
+    pub last_reload: Option<LastReload>,
+}
+
+/// One reload: when, and why it failed (None: it worked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+impl ConfigState {
+    fn new(now: SystemTime) -> ConfigState {
+        ConfigState {
+            started: now,
+            loaded: now,
+            last_reload: None,
+        }
+    }
+
+    /// Whether the last reload worked (true before any reload).
+    pub fn last_reload_ok(&self) -> bool {
+        self.last_reload.as_ref().is_none_or(|r| r.error.is_none())
+    }
+}
+
 /// State shared by the accept threads and every session.
 pub struct Shared {
     /// Sessions (queued or running) per MTA address.
@@ -134,6 +168,8 @@ pub struct Shared {
     /// Source addresses that left the host (kept up to date by `localaddr::watch`).
     pub local: LocalAddrs,
     pub stats: Stats,
+    /// Start and reload times, and the last reload's outcome.
+    config_state: Mutex<ConfigState>,
     pub stopping: AtomicBool,
     /// Tests only: the next session panics right after its TLS handshake (to exercise the
     /// worker's panic guard). Nothing in the daemon sets it.
@@ -156,6 +192,7 @@ impl Shared {
             local: LocalAddrs::new(),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
+            config_state: Mutex::new(ConfigState::new(SystemTime::now())),
             stopping: AtomicBool::new(false),
             panic_next_session_for_tests: AtomicBool::new(false),
         }
@@ -193,6 +230,21 @@ impl Shared {
     /// The runtime in force now (sessions keep the one they started with).
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.read().clone()
+    }
+
+    /// Start and reload times, and the last reload's outcome.
+    pub fn config_state(&self) -> ConfigState {
+        self.config_state.lock().clone()
+    }
+
+    /// A reload was tried at `at`: `error` is why it failed (None: the new configuration is in
+    /// force).
+    pub fn note_reload(&self, at: SystemTime, error: Option<String>) {
+        let mut st = self.config_state.lock();
+        if error.is_none() {
+            st.loaded = at;
+        }
+        st.last_reload = Some(LastReload { at, error });
     }
 
     /// Put a new runtime in force for new sessions (and the pool's new limits, and the new

@@ -42,6 +42,8 @@ pub struct PoolCounts {
     pub threads: usize,
     /// Connections waiting for a thread.
     pub queued: usize,
+    /// The most threads the pool starts (`max_sessions` in force).
+    pub max: usize,
 }
 
 /// The pool. Cloning shares it.
@@ -116,6 +118,7 @@ impl WorkerPool {
             busy: st.spawned - st.idle - st.starting,
             threads: st.spawned,
             queued: st.queue.len(),
+            max: self.inner.max_workers,
         }
     }
 
@@ -192,7 +195,8 @@ mod tests {
             PoolCounts {
                 busy: 2,
                 threads: 2,
-                queued: 1
+                queued: 1,
+                max: 2
             }
         );
         for _ in 0..3 {

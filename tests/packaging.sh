@@ -178,7 +178,9 @@ check "package contains the unit" grep -Eq ' \./(usr/)?lib/systemd/system/greena
 for p in ./usr/sbin/greenarrow_proxy ./usr/bin/gaproxy \
          ./usr/share/man/man8/greenarrow_proxy.8.gz ./usr/share/man/man5/greenarrow_proxy.yaml.5.gz \
          ./usr/share/man/man1/gaproxy.1.gz ./etc/greenarrow_proxy/greenarrow_proxy.yaml \
-         ./usr/share/doc/$PKG/README.md ./usr/share/doc/$PKG/CONFIG.md ./usr/share/doc/$PKG/PROTOCOL.md; do
+         ./usr/share/doc/$PKG/README.md ./usr/share/doc/$PKG/CONFIG.md ./usr/share/doc/$PKG/PROTOCOL.md \
+         ./usr/share/doc/$PKG/monitoring/greenarrow_proxy-alerts.yml \
+         ./usr/share/doc/$PKG/monitoring/greenarrow_proxy-dashboard.json; do
     check "package contains $p" grep -q " $p\$" <<<"$contents"
 done
 check "config is a conffile" bash -c "dpkg-deb --ctrl-tarfile '$deb' | tar -xO ./conffiles | grep -qx '$CONF'"

@@ -15,9 +15,10 @@ pub const PREFIX: &str = "greenarrow_proxy_";
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The `# HELP` and `# TYPE` lines of the metric `name` (in full).
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {PREFIX}{name} {help}");
-    let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// A label value, escaped as the format wants (backslash, double quote, line feed).
@@ -40,18 +41,29 @@ fn float(v: f64) -> String {
 /// The exposition of `snap`.
 pub fn render(snap: &Snapshot) -> String {
     let mut out = String::with_capacity(8192);
+    head(
+        &mut out,
+        "greenarrow_proxy_build_info",
+        "gauge",
+        "Always 1; the version of the proxy in its label.",
+    );
+    let _ = writeln!(
+        out,
+        "{PREFIX}build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
     for f in &snap.figures {
         let kind = match f.kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
         };
         head(&mut out, f.metric, kind, f.help);
-        let _ = writeln!(out, "{PREFIX}{} {}", f.metric, f.value);
+        let _ = writeln!(out, "{} {}", f.metric, float(f.value));
     }
 
     head(
         &mut out,
-        "connect_results_total",
+        "greenarrow_proxy_connect_results_total",
         "counter",
         "Connect requests by result: ok, or the failure's tag and reply code.",
     );
@@ -59,10 +71,11 @@ pub fn render(snap: &Snapshot) -> String {
         .figures
         .iter()
         .find(|f| f.name == "connects")
-        .map_or(0, |f| f.value);
+        .map_or(0.0, |f| f.value);
     let _ = writeln!(
         out,
-        "{PREFIX}connect_results_total{{result=\"ok\",code=\"250\"}} {connects}"
+        "{PREFIX}connect_results_total{{result=\"ok\",code=\"250\"}} {}",
+        float(connects)
     );
     for (failure, n) in &snap.failures {
         let (code, _, tag) = failure.code();
@@ -86,7 +99,7 @@ pub fn render(snap: &Snapshot) -> String {
     }
     head(
         &mut out,
-        "source_connections",
+        "greenarrow_proxy_source_connections",
         "gauge",
         "Open MX connections per source address: in use by a session, or idle in the pool.",
     );
@@ -103,7 +116,7 @@ pub fn render(snap: &Snapshot) -> String {
     }
     head(
         &mut out,
-        "source_waiting",
+        "greenarrow_proxy_source_waiting",
         "gauge",
         "Requests waiting for a connection under a cap, per source address.",
     );
@@ -115,21 +128,21 @@ pub fn render(snap: &Snapshot) -> String {
     let w = &snap.waits;
     head(
         &mut out,
-        "cap_waits_total",
+        "greenarrow_proxy_cap_waits_total",
         "counter",
         "Requests that waited for a connection under a cap.",
     );
     let _ = writeln!(out, "{PREFIX}cap_waits_total {}", w.waited);
     head(
         &mut out,
-        "cap_wait_timeouts_total",
+        "greenarrow_proxy_cap_wait_timeouts_total",
         "counter",
         "Waits that expired (concurrency_limit).",
     );
     let _ = writeln!(out, "{PREFIX}cap_wait_timeouts_total {}", w.timed_out);
     head(
         &mut out,
-        "cap_wait_seconds",
+        "greenarrow_proxy_cap_wait_seconds",
         "histogram",
         "Time requests waited for a connection under a cap.",
     );
@@ -157,7 +170,7 @@ pub fn render(snap: &Snapshot) -> String {
 
     head(
         &mut out,
-        "drains",
+        "greenarrow_proxy_drains",
         "gauge",
         "Drains in force (gaproxy drain), by kind.",
     );
@@ -183,7 +196,8 @@ mod tests {
     use crate::protocol::reply::ALL_FAILURES;
     use crate::protocol::Failure;
     use crate::report::Figure;
-    use std::time::Duration;
+    use crate::shared::ConfigState;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn snapshot() -> Snapshot {
         let key =
@@ -198,13 +212,22 @@ mod tests {
             last_mta: None,
         };
         Snapshot {
-            figures: vec![Figure {
-                name: "connects",
-                metric: "connects_total",
-                kind: Kind::Counter,
-                help: "Connects.",
-                value: 7,
-            }],
+            figures: vec![
+                Figure {
+                    name: "connects",
+                    metric: "greenarrow_proxy_connects_total",
+                    kind: Kind::Counter,
+                    help: "Connects.",
+                    value: 7.0,
+                },
+                Figure {
+                    name: "cpu_seconds",
+                    metric: "process_cpu_seconds_total",
+                    kind: Kind::Counter,
+                    help: "CPU.",
+                    value: 0.25,
+                },
+            ],
             pooled: vec![
                 pooled(key("127.0.0.2", "127.0.0.1:25")),
                 pooled(key("127.0.0.2", "127.0.0.9:25")),
@@ -233,6 +256,12 @@ mod tests {
                 sources: vec!["127.0.0.2".parse().unwrap()],
                 mx: vec![],
             },
+            config: ConfigState {
+                started: UNIX_EPOCH,
+                loaded: UNIX_EPOCH,
+                last_reload: None,
+            },
+            now: UNIX_EPOCH + Duration::from_secs(5),
         }
     }
 
@@ -241,6 +270,12 @@ mod tests {
         let text = render(&snapshot());
         for line in [
             "greenarrow_proxy_connects_total 7",
+            "process_cpu_seconds_total 0.25",
+            concat!(
+                "greenarrow_proxy_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
             "greenarrow_proxy_connect_results_total{result=\"ok\",code=\"250\"} 7",
             "greenarrow_proxy_connect_results_total{result=\"drained\",code=\"453\"} 3",
             "greenarrow_proxy_connect_results_total{result=\"banner_rejected\",code=\"545\"} 0",

@@ -15,13 +15,14 @@ use crate::pool::{PoolKey, PooledInfo};
 use crate::protocol::Failure;
 use crate::report::{figures, Figure};
 use crate::server::Server;
+use crate::shared::ConfigState;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// The version of the JSON shape.
 pub const STATUS_VERSION: u32 = 1;
@@ -36,6 +37,10 @@ pub struct Snapshot {
     pub waits: WaitSnapshot,
     pub failures: Vec<(Failure, u64)>,
     pub drains: DrainList,
+    /// Start and reload times, the last reload's outcome.
+    pub config: ConfigState,
+    /// When the snapshot was taken.
+    pub now: SystemTime,
 }
 
 impl Snapshot {
@@ -44,15 +49,27 @@ impl Snapshot {
         let now = Instant::now();
         let shared = &server.shared;
         let (pooled, counters) = shared.pool.snapshot(now);
+        let config = shared.config_state();
+        let process = crate::procstat::read();
         Snapshot {
-            figures: figures(server, &counters),
+            figures: figures(server, &counters, &config, process.as_ref()),
             pooled,
             in_use: shared.caps.in_use_by_key(),
             rows: shared.caps.rows(now),
             waits: shared.caps.wait_stats(),
             failures: shared.stats.failures.snapshot(),
             drains: shared.drains.list(),
+            config,
+            now: SystemTime::now(),
         }
+    }
+
+    /// The value of the figure named `name` (0 when there is none).
+    pub fn figure(&self, name: &str) -> f64 {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0.0, |f| f.value)
     }
 }
 
@@ -61,6 +78,18 @@ impl Snapshot {
 pub struct Status {
     pub version: u32,
     pub proxy_version: String,
+    /// When the proxy started (RFC 3339, UTC) and how long ago. (Absent from a proxy older
+    /// than these fields, as are `config` and `sessions`.)
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub uptime_seconds: Option<f64>,
+    /// When the configuration in force was loaded, and how the last reload went.
+    #[serde(default)]
+    pub config: Option<ConfigView>,
+    /// MTA sessions in use against `max_sessions`.
+    #[serde(default)]
+    pub sessions: Option<Sessions>,
     /// One entry per pool key with a connection in use or idle.
     pub pools: Vec<PoolEntry>,
     /// One entry per (source, destination) pair with an open connection, a cap or a waiter.
@@ -71,6 +100,39 @@ pub struct Status {
     /// Failed connect requests per failure (every failure, zeros included).
     pub failures: Vec<FailureCount>,
     pub drains: DrainList,
+}
+
+/// The configuration in force and the last reload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// At start, or by the last reload that worked (RFC 3339, UTC).
+    pub loaded_at: String,
+    /// Null until the first reload (SIGHUP).
+    pub last_reload: Option<ReloadView>,
+}
+
+/// One reload: when, whether it worked, and why not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReloadView {
+    pub at: String,
+    pub ok: bool,
+    /// Why it failed (the previous configuration still runs); null when it worked.
+    pub error: Option<String>,
+}
+
+/// MTA sessions now against the limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sessions {
+    /// Served by a worker thread now.
+    pub active: u64,
+    /// Accepted, waiting for a free worker.
+    pub queued: u64,
+    pub max_sessions: u64,
+}
+
+/// A time as RFC 3339 text, UTC, whole seconds.
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Connections of one pool key.
@@ -132,21 +194,30 @@ pub struct FailureCount {
     pub count: u64,
 }
 
-/// Named counters in a fixed order; a JSON object (keys in that order).
+/// Named counters in a fixed order; a JSON object (keys in that order). Whole numbers are
+/// written as JSON integers, others (seconds) with a fraction.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Counters(pub Vec<(String, u64)>);
+pub struct Counters(pub Vec<(String, f64)>);
 
 impl Counters {
-    pub fn get(&self, name: &str) -> Option<u64> {
+    pub fn get(&self, name: &str) -> Option<f64> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
+}
+
+/// Whole numbers below 2^53 (exact in an f64) as integers.
+fn as_integer(v: f64) -> Option<u64> {
+    (v.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&v)).then_some(v as u64)
 }
 
 impl Serialize for Counters {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
+            match as_integer(*v) {
+                Some(n) => m.serialize_entry(k, &n)?,
+                None => m.serialize_entry(k, v)?,
+            }
         }
         m.end()
     }
@@ -162,7 +233,7 @@ impl<'de> Deserialize<'de> for Counters {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Counters, A::Error> {
                 let mut out = Vec::new();
-                while let Some((k, v)) = a.next_entry::<String, u64>()? {
+                while let Some((k, v)) = a.next_entry::<String, f64>()? {
                     out.push((k, v));
                 }
                 Ok(Counters(out))
@@ -212,9 +283,30 @@ impl Status {
                 oldest_wait_seconds: r.oldest_wait.map(|d| d.as_secs_f64()),
             })
             .collect();
+        let c = &snap.config;
+        let uptime = snap
+            .now
+            .duration_since(c.started)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let whole = |name| as_integer(snap.figure(name)).unwrap_or(0);
         Status {
             version: STATUS_VERSION,
             proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: Some(rfc3339(c.started)),
+            uptime_seconds: Some(uptime),
+            config: Some(ConfigView {
+                loaded_at: rfc3339(c.loaded),
+                last_reload: c.last_reload.as_ref().map(|r| ReloadView {
+                    at: rfc3339(r.at),
+                    ok: r.error.is_none(),
+                    error: r.error.clone(),
+                }),
+            }),
+            sessions: Some(Sessions {
+                active: whole("sessions_active"),
+                queued: whole("sessions_queued"),
+                max_sessions: whole("max_sessions"),
+            }),
             pools: keys.into_values().collect(),
             caps,
             waits: Waits {
@@ -266,7 +358,8 @@ mod tests {
     use super::*;
     use crate::caps::WaitSnapshot;
     use crate::report::Kind;
-    use std::time::Duration;
+    use crate::shared::LastReload;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn key(source: &str) -> PoolKey {
         PoolKey::new(
@@ -277,18 +370,24 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        let figure = |name, value| Figure {
+        let figure = |name, value: u64| Figure {
             name,
             metric: name,
             kind: Kind::Gauge,
             help: "",
-            value,
+            value: value as f64,
         };
         Snapshot {
             figures: vec![
                 figure("pooled", 1),
                 figure("keys", 1),
                 figure("connects", 9),
+                figure("sessions_active", 3),
+                figure("max_sessions", 50),
+                Figure {
+                    value: 1.5,
+                    ..figure("cpu_seconds", 0)
+                },
             ],
             pooled: vec![PooledInfo {
                 key: key("127.0.0.2"),
@@ -309,6 +408,15 @@ mod tests {
             },
             failures: vec![(Failure::Drained, 1)],
             drains: DrainList::default(),
+            config: ConfigState {
+                started: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
+                loaded: UNIX_EPOCH + Duration::from_secs(1_765_003_600),
+                last_reload: Some(LastReload {
+                    at: UNIX_EPOCH + Duration::from_secs(1_765_007_200),
+                    error: Some("line 3: unknown key \"lisen\"".into()),
+                }),
+            },
+            now: UNIX_EPOCH + Duration::from_secs(1_765_010_000),
         }
     }
 
@@ -336,7 +444,9 @@ mod tests {
         );
         let text = serde_json::to_string(&st).unwrap();
         assert!(
-            text.contains(r#""counters":{"pooled":1,"keys":1,"connects":9}"#),
+            text.contains(
+                r#""counters":{"pooled":1,"keys":1,"connects":9,"sessions_active":3,"max_sessions":50,"cpu_seconds":1.5}"#
+            ),
             "{text}"
         );
         assert!(
@@ -345,7 +455,27 @@ mod tests {
         );
         let back: Status = serde_json::from_str(&text).unwrap();
         assert_eq!(back, st);
-        assert_eq!(back.counters.get("connects"), Some(9));
+        assert_eq!(back.counters.get("connects"), Some(9.0));
+        assert_eq!(st.started_at.as_deref(), Some("2025-12-06T05:46:40Z"));
+        assert_eq!(st.uptime_seconds, Some(10_000.0));
+        let config = st.config.as_ref().unwrap();
+        assert_eq!(config.loaded_at, "2025-12-06T06:46:40Z");
+        let last = config.last_reload.as_ref().unwrap();
+        assert!(!last.ok && last.error.as_deref().unwrap().contains("lisen"));
+        assert_eq!(
+            st.sessions,
+            Some(Sessions {
+                active: 3,
+                queued: 0,
+                max_sessions: 50
+            })
+        );
+        // A proxy older than these fields: its status still reads.
+        let old = text
+            .replace(r#""started_at":"2025-12-06T05:46:40Z","#, "")
+            .replace(r#""uptime_seconds":10000.0,"#, "");
+        let old: Status = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.started_at, None);
     }
 
     #[test]
@@ -353,8 +483,16 @@ mod tests {
         let text = table::render(&Status::from_snapshot(&snapshot()));
         for want in [
             "  127.0.0.2  mta.test  127.0.0.1:25  2       1",
-            "  127.0.0.2  127.0.0.1:25  2.5s  0.5s  3     4     TLSv1.3 TLS13_AES_256_GCM_SHA384  127.0.0.1:40000",
-            "  connects  9",
+            "  127.0.0.2  mta.test  127.0.0.1:25  2.5s  0.5s  3     4     TLSv1.3 TLS13_AES_256_GCM_SHA384  127.0.0.1:40000",
+            concat!(
+                "greenarrow_proxy ",
+                env!("CARGO_PKG_VERSION"),
+                ", up 2h 46m 40s (since 2025-12-06T05:46:40Z)"
+            ),
+            "Configuration loaded 2025-12-06T06:46:40Z; last reload 2025-12-06T07:46:40Z FAILED, the previous configuration still runs: line 3: unknown key \"lisen\"",
+            "Sessions: 3 in use of max_sessions 50 (6%), 0 queued",
+            "  connects         9",
+            "  cpu_seconds      1.5",
             "Failed connects: 453 drained: 1",
             "Waits: 2 waited, 0 timed out, 0.5s in all",
         ] {

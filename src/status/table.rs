@@ -32,7 +32,44 @@ fn columns(out: &mut String, rows: &[Vec<String>]) {
 /// The status as text.
 pub fn render(st: &Status) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "greenarrow_proxy {}", st.proxy_version);
+    let _ = write!(out, "greenarrow_proxy {}", st.proxy_version);
+    if let (Some(up), Some(since)) = (st.uptime_seconds, &st.started_at) {
+        let up = std::time::Duration::from_secs(up as u64);
+        let _ = write!(
+            out,
+            ", up {} (since {since})",
+            humantime::format_duration(up)
+        );
+    }
+    let _ = writeln!(out);
+    if let Some(c) = &st.config {
+        let _ = write!(out, "Configuration loaded {}", c.loaded_at);
+        match &c.last_reload {
+            None => {}
+            Some(r) if r.ok => {
+                let _ = write!(out, "; last reload {} worked", r.at);
+            }
+            Some(r) => {
+                let _ = write!(
+                    out,
+                    "; last reload {} FAILED, the previous configuration still runs: {}",
+                    r.at,
+                    r.error.as_deref().unwrap_or("no reason given")
+                );
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(s) = &st.sessions {
+        let _ = writeln!(
+            out,
+            "Sessions: {} in use of max_sessions {} ({}%), {} queued",
+            s.active,
+            s.max_sessions,
+            (s.active * 100).checked_div(s.max_sessions).unwrap_or(0),
+            s.queued
+        );
+    }
     let _ = writeln!(out, "\nConnections by pool key (source / EHLO name / MX):");
     if st.pools.is_empty() {
         let _ = writeln!(out, "  none");
@@ -64,6 +101,7 @@ pub fn render(st: &Status) -> String {
         let _ = writeln!(out, "\nIdle pooled connections:");
         let mut rows = vec![vec![
             "SOURCE".into(),
+            "EHLO".into(),
             "MX".into(),
             "AGE".into(),
             "IDLE".into(),
@@ -75,6 +113,7 @@ pub fn render(st: &Status) -> String {
         for (p, c) in idle {
             rows.push(vec![
                 p.source.to_string(),
+                p.ehlo.clone(),
                 p.mx.to_string(),
                 secs(c.age_seconds),
                 secs(c.idle_seconds),
@@ -129,7 +168,7 @@ pub fn render(st: &Status) -> String {
         .counters
         .0
         .iter()
-        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .map(|(k, v)| vec![k.clone(), format!("{v}")])
         .collect();
     columns(&mut out, &rows);
     let failed: Vec<String> = st

@@ -4,7 +4,7 @@
 use super::*;
 
 /// GET `path` over HTTP/1.1: (status code, headers, body).
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     write!(
@@ -30,7 +30,7 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
 
 /// Parse an exposition: every line a comment (`# HELP`/`# TYPE`) or a sample; returns the
 /// samples as (name{labels}, value).
-fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+pub fn parse_exposition(text: &str) -> Vec<(String, f64)> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.chars().enumerate().all(|(i, c)| {
@@ -82,7 +82,7 @@ fn parse_exposition(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+pub fn sample(samples: &[(String, f64)], series: &str) -> f64 {
     samples
         .iter()
         .find(|(s, _)| s == series)
@@ -136,7 +136,7 @@ fn metrics_scraped_over_http_match_the_counters() {
     assert_eq!(p("tls_handshakes_mta_total"), 5.0);
     assert_eq!(mx.stats().tls_handshakes, 2);
     // The MTAs' commands and message data: at least the messages the MX received.
-    let relayed = p("relay_octets_to_mx_total");
+    let relayed = p("relay_to_mx_bytes_total");
     assert!(
         relayed >= mx.stats().bytes as f64 && relayed > 0.0,
         "{relayed}"

@@ -59,12 +59,13 @@ pub struct UndrainArgs {
 type Result = std::result::Result<(), Box<dyn std::error::Error>>;
 
 pub fn status(a: StatusArgs) -> Result {
+    let st = client::status(&a.socket, TIMEOUT)?;
     if a.json {
-        let v = client::request(&a.socket, &Request::Status, TIMEOUT)?;
-        let st = v.get("status").unwrap_or(&Value::Null);
-        println!("{}", serde_json::to_string_pretty(st)?);
+        // From the typed status, not a serde_json::Value (whose objects sort their keys): the
+        // counters keep the report's order.
+        println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
-        print!("{}", table::render(&client::status(&a.socket, TIMEOUT)?));
+        print!("{}", table::render(&st));
     }
     Ok(())
 }
