@@ -753,3 +753,40 @@ fn sighup_adds_front_ends_and_changes_their_mode_for_new_connections() {
     assert!(TcpStream::connect_timeout(&socks, WAIT).is_err());
     assert!(TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), WAIT).is_err());
 }
+
+/// A reload that moves a fixed address to another kind of listener and then fails to bind a
+/// further address is refused as a whole: the moved address keeps listening as it was (it was
+/// unbound, waiting to be rebound as the new kind, and stayed so until the next good reload).
+#[test]
+fn a_reload_that_cannot_bind_keeps_a_moved_listener_as_it_was() {
+    let fixed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = fixed.local_addr().unwrap().port();
+    drop(fixed);
+    let front =
+        format!("frontends:\n  - kind: proxy_protocol\n    listen: [\"127.0.0.1:{port}\"]\n");
+    let s = Setup::new(&front);
+    let mut d = s.daemon();
+    d.wait_for(&format!(
+        "listening on 127.0.0.1:{port} (frontends[0], proxy_protocol)"
+    ));
+    d.wait_ready();
+    // The address moves to a SOCKS5 front-end; a second front-end wants an address in use.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    s.rewrite(&s.yaml.replace(
+        &front,
+        &format!(
+            "frontends:\n  - kind: socks5\n    listen: [\"127.0.0.1:{port}\"]\n  - kind: socks5\n    listen: [\"{busy}\"]\n"
+        ),
+    ));
+    d.signal(SIGHUP);
+    d.wait_for("reload failed");
+    // Still the PROXY front-end on that port: the MX's banner after a header.
+    let header = format!(
+        "PROXY TCP4 127.0.0.2 127.0.0.1 1 {}\r\n",
+        s.mx.addr().port()
+    );
+    let banner = first_line_after(SocketAddr::from(([127, 0, 0, 1], port)), header.as_bytes());
+    assert!(banner.starts_with("220 mx.test "), "{banner}");
+    drop(taken);
+}

@@ -344,13 +344,32 @@ impl Server {
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
-            fresh.push((*addr, *kind, bind(*addr, freebind)?));
+            match bind(*addr, freebind) {
+                Ok(socket) => fresh.push((*addr, *kind, socket)),
+                Err(e) => {
+                    // Refused as a whole: the moved addresses listen again as they were (the
+                    // runtime in force still configures them), after the new sockets let go.
+                    drop(fresh);
+                    self.restore_listeners(&moved, freebind);
+                    return Err(e);
+                }
+            }
         }
         // Joined: every connection the old listeners accepted has its (old) runtime.
         self.stop_listeners(|l| !wanted.contains(&(l.addr, l.kind)));
         install();
         self.add_listeners(fresh);
         Ok(())
+    }
+
+    /// Bind and start again the listeners a refused [`Server::set_listen`] had stopped.
+    fn restore_listeners(self: &Arc<Self>, stopped: &[(SocketAddr, ListenKind)], freebind: bool) {
+        for &(addr, kind) in stopped {
+            match bind(addr, freebind) {
+                Ok(socket) => self.add_listener(addr, kind, socket),
+                Err(e) => warn!("{e}: it stays closed until a reload that binds it works"),
+            }
+        }
     }
 
     /// Stop (and join) the listeners `which` selects.
