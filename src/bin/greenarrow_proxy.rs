@@ -68,9 +68,16 @@ fn main() -> ExitCode {
             // copy with eprintln would only duplicate it).
             let code = e.exit_code();
             if code == daemon::EX_CONFIG && !e.is_state() {
+                // The check must read the files as the daemon does: as its user.
+                let check = if nix::unistd::geteuid().is_root() {
+                    String::new()
+                } else {
+                    let user = greenarrow_proxy::config::files::process_user();
+                    format!("runuser -u {user} -- ")
+                };
                 log::error!(
                     "cannot start: {e}; edit {} (see greenarrow_proxy.yaml(5)) and check it \
-                     with greenarrow_proxy --check-config",
+                     with {check}greenarrow_proxy --check-config",
                     args.config.display()
                 );
             } else {
