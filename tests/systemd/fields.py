@@ -3,8 +3,9 @@
 
   fields.py report          the last SIGUSR1 summary: its MESSAGE, then every field that is
                             not journald's own (KEY=VALUE lines); exit 1 if there is none
-  fields.py audit SOURCE    the first info-level entry of a relayed session from SOURCE (fields
-                            SOURCE and MX): the same form; exit 1 if there is none
+  fields.py audit SOURCE    every info-level entry of a relayed session from SOURCE (fields
+                            SOURCE and MX), each in the same form, a blank line between them;
+                            exit 1 if there is none
 """
 import json
 import sys
@@ -39,20 +40,24 @@ def show(entry):
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     found = None
+    if mode == "audit" and len(sys.argv) == 3:
+        source = sys.argv[2]
+        sessions = [
+            e
+            for e in entries()
+            if text(e.get("PRIORITY", "")) == "6"
+            and text(e.get("SOURCE", "")) == source
+            and "MX" in e
+        ]
+        for i, e in enumerate(sessions):
+            if i:
+                print()
+            show(e)
+        return 0 if sessions else 1
     if mode == "report":
         for e in entries():
             if text(e.get("MESSAGE", "")).startswith("report summary"):
                 found = e
-    elif mode == "audit" and len(sys.argv) == 3:
-        source = sys.argv[2]
-        for e in entries():
-            if (
-                text(e.get("PRIORITY", "")) == "6"
-                and text(e.get("SOURCE", "")) == source
-                and "MX" in e
-            ):
-                found = e
-                break
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -87,11 +87,11 @@ bump_version() {
 NSPAWN=""
 C=""
 boot_container() {
-    local root=$1 t
+    local root=$1 _
     systemd-nspawn -q -D "$root" --boot --register=no --keep-unit --private-network \
         -M "gapsd$$" >"$WORK/console.log" 2>&1 &
     NSPAWN=$!
-    for t in $(seq 100); do
+    for _ in $(seq 100); do
         C=$(ps -o pid=,comm= --ppid "$NSPAWN" 2>/dev/null | awk '$2 == "systemd" {print $1}')
         [ -n "$C" ] && break
         kill -0 "$NSPAWN" 2>/dev/null || break
@@ -129,10 +129,12 @@ journal_json() { ct journalctl -u greenarrow_proxy.service -o json --no-pager; }
 # gaproxy send from the drained source must get 453 drained.
 drained_refused() {
     local out
-    out=$(ct gaproxy send --proxy 127.0.0.1 --proxy-name proxy.example.com --ca-file "$CA_FILE" \
+    if out=$(ct gaproxy send --proxy 127.0.0.1 --proxy-name proxy.example.com --ca-file "$CA_FILE" \
         --secret-file /etc/greenarrow_proxy/secret --source 127.0.0.3 --mx 127.0.0.10 \
-        --ehlo mta1.example.com --timeout 10s 2>&1)
-    [ $? != 0 ] && grep -q "453.*drained" <<<"$out"
+        --ehlo mta1.example.com --timeout 10s 2>&1); then
+        return 1
+    fi
+    grep -q "453.*drained" <<<"$out"
 }
 export -f ct unit_prop unit_props journal_has unit_journal_has wait_for drained_refused
 
@@ -146,8 +148,8 @@ cleanup() {
         ct systemctl poweroff >/dev/null 2>&1
     fi
     if [ -n "$NSPAWN" ]; then
-        local t
-        for t in $(seq 100); do
+        local _
+        for _ in $(seq 100); do
             kill -0 "$NSPAWN" 2>/dev/null || break
             sleep 0.1
         done
