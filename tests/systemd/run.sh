@@ -7,8 +7,9 @@
 # each run) and boots with `systemd-nspawn --boot --register=no --keep-unit --private-network`:
 # the container has only its own loopback, so the proxy, a test MX (`gaproxy testmx` on
 # 127.0.0.10:25) and Exim (Debian's exim4-daemon-light, as Debian configures it) all run inside
-# it; commands run there through nsenter into the container's systemd. See
-# /work/shared/notes/systemd-container.md (the recipe) and tests/systemd/lib.sh (the helpers).
+# it; commands run there through nsenter into the container's systemd (machinectl cannot reach
+# a container started without registering; --keep-unit because there may be no systemd on the
+# host). The helpers are in tests/systemd/lib.sh, the journal's JSON is read by fields.py.
 #
 # The commands and configuration fragments the test uses are taken from the documents: each
 # command is looked up verbatim in README.md or COMPAT.md before it runs (with the documents'
