@@ -24,7 +24,6 @@ feature_missing() {
     shift
     if [[ " $PENDING " == *" $name "* ]]; then pending "$* [$name]"; else fail "$* [$name]"; fi
 }
-feature_on() { [[ " $PENDING " != *" $1 "* ]]; }
 
 finish() {
     echo "systemd: $passed ok, $failed failed, $pended pending ($((SECONDS - ${STARTED:-0})) s)"
