@@ -155,7 +155,9 @@ pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a client: 1 to 64 letters, digits, `.`, `-` or `_` (also the rule
+/// for the names `gaproxy cert --client` puts in client certificates).
+pub fn valid_client_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -175,7 +177,7 @@ pub(crate) fn clients(
         let name = rc.name.ok_or_else(|| {
             ConfigError::invalid(key("name"), "missing: every client needs a name")
         })?;
-        if !valid_name(&name) || name == DEFAULT_CLIENT {
+        if !valid_client_name(&name) || name == DEFAULT_CLIENT {
             return Err(ConfigError::invalid(
                 key("name"),
                 format!("{name:?}: use 1 to 64 letters, digits, '.', '-' or '_' (and not {DEFAULT_CLIENT:?}, which is the top-level secret's)"),
