@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod dial;
 pub mod dns;
+pub mod duration;
 pub mod drain;
 mod endpoint;
 pub mod frontend;

@@ -5,6 +5,7 @@
 
 mod common;
 #[path = "daemon/process.rs"]
+#[allow(dead_code)]
 mod process;
 
 use common::{req, TempDir, SECRET};

@@ -369,30 +369,35 @@ pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -
     })
 }
 
-/// A humantime duration, not zero and not absurdly long.
+/// A duration ([`crate::duration`]), not zero and not absurdly long.
 fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration> {
+    bounded_duration(key, value, default, false, MAX_DURATION)
+}
+
+/// A duration ([`crate::duration`]: `30s`, `500ms`, `5m`; `0` where zero is accepted) within
+/// `max`, zero accepted when `zero_ok`; the error names `key` and the text.
+pub(crate) fn bounded_duration(
+    key: &str,
+    value: Option<String>,
+    default: Duration,
+    zero_ok: bool,
+    max: Duration,
+) -> Result<Duration> {
     let Some(text) = value else {
         return Ok(default);
     };
-    let d = humantime::parse_duration(&text).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("invalid duration {text:?}: {e} (examples: 30s, 5m, 1h 30m)"),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is zero; it must be positive"),
-        ));
-    }
-    if d > MAX_DURATION {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is longer than the maximum of 7 days"),
-        ));
-    }
-    Ok(d)
+    let bounds = crate::duration::Bounds {
+        zero_ok,
+        bare_seconds: false,
+        max,
+    };
+    crate::duration::parse(&text, bounds).map_err(|e| {
+        let why = match e {
+            crate::duration::DurationError::Syntax(_) => format!("invalid duration {text:?}: {e}"),
+            _ => format!("duration {text:?} {e}"),
+        };
+        ConfigError::invalid(key, why)
+    })
 }
 
 /// An integer within `range`.
