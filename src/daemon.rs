@@ -125,16 +125,23 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
         warn!("{w}");
     }
     let server = Server::start(rt).map_err(DaemonError::Start)?;
-    info!(
-        "greenarrow_proxy {} ready on {}",
-        env!("CARGO_PKG_VERSION"),
-        server
-            .local_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let native = server.local_addrs();
+    if native.is_empty() {
+        info!(
+            "greenarrow_proxy {} ready with front-ends only (listen: [])",
+            env!("CARGO_PKG_VERSION")
+        );
+    } else {
+        info!(
+            "greenarrow_proxy {} ready on {}",
+            env!("CARGO_PKG_VERSION"),
+            native
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     let mut draining: Option<std::thread::JoinHandle<()>> = None;
     let signals_handle = signals.handle();

@@ -30,10 +30,13 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     let mut warnings = Vec::new();
 
     let listen = socket_addrs("listen", raw.listen, DEFAULT_LISTEN, None)?;
-    if listen.is_empty() {
+    // Front-ends only: no native listener, so no certificate and no secret needed for it.
+    let frontends_only = listen.is_empty();
+    if frontends_only && raw.frontends.as_ref().is_none_or(Vec::is_empty) {
         return Err(ConfigError::invalid(
             "listen",
-            "empty list; at least one address to listen on is required",
+            "empty list; at least one address to listen on is required (an empty list is \
+             for a proxy with front-ends only: then set frontends)",
         ));
     }
     for (i, addr) in listen.iter().enumerate() {
@@ -59,15 +62,18 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         .transpose()?;
     let named = access::clients(raw.clients, tls_client_ca.is_some(), base_dir)?;
     let inline = raw.auth_shared_secret.map(|s| s.0);
-    let (secrets, auth_shared_secret_file) =
-        if named.is_empty() || inline.is_some() || raw.auth_shared_secret_file.is_some() {
-            let (s, f) = secret(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
-            (vec![s], f)
-        } else {
-            (Vec::new(), None)
-        };
+    let given = inline.is_some() || raw.auth_shared_secret_file.is_some();
+    let (secrets, auth_shared_secret_file) = if given || (named.is_empty() && !frontends_only) {
+        let (s, f) = secret(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
+        (vec![s], f)
+    } else {
+        (Vec::new(), None)
+    };
     let mut clients = Vec::with_capacity(named.len() + 1);
-    if !secrets.is_empty() {
+    // Front-ends only and no clients: a `default` client without a secret, which front-ends
+    // that do not authenticate act as (a SOCKS5 `auth: password` one then has no secret to
+    // check: refused in `frontends`).
+    if !secrets.is_empty() || (frontends_only && named.is_empty()) {
         clients.push(access::Client {
             name: access::DEFAULT_CLIENT.to_string(),
             secrets: secrets.clone(),
@@ -82,8 +88,21 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     let (destination_deny, destination_allow) =
         access::destination_policy(raw.destination_deny, raw.destination_allow)?;
 
-    let tls_certificate = required_path("tls_certificate", raw.tls_certificate, base_dir)?;
-    let tls_private_key = required_path("tls_private_key", raw.tls_private_key, base_dir)?;
+    // Optional without a native listener (if set, still loaded and checked, in pairs).
+    let tls_path = |key: &str, value: Option<String>, other: bool| match value {
+        None if frontends_only && !other => Ok(None),
+        value => required_path(key, value, base_dir).map(Some),
+    };
+    let tls_certificate = tls_path(
+        "tls_certificate",
+        raw.tls_certificate,
+        raw.tls_private_key.is_some(),
+    )?;
+    let tls_private_key = tls_path(
+        "tls_private_key",
+        raw.tls_private_key,
+        tls_certificate.is_some(),
+    )?;
 
     let source_addresses = networks("source_addresses", raw.source_addresses, &[])?;
     let uses_top_level = clients.iter().any(|c| c.source_addresses.is_none());

@@ -81,7 +81,12 @@ pub fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let t = &rt.config.timeouts;
     let _ = tcp.set_nodelay(true);
     // The handshake counts against the unauthenticated deadline.
-    let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
+    // No acceptor: no native listener in this configuration (front-ends only); a connection
+    // accepted just before a reload removed the listener is closed.
+    let Some(acceptor) = &rt.acceptor else {
+        return;
+    };
+    let tls = match acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => {
             shared
                 .stats

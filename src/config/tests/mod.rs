@@ -111,8 +111,8 @@ fn full_valid_file() {
     assert!(!c.secret_matches(b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-43"));
     assert_eq!(c.auth_shared_secret_file, None);
     assert!(c.log_verbose);
-    assert_eq!(c.tls_certificate, PathBuf::from("/etc/gp/tls/cert.pem"));
-    assert_eq!(c.tls_private_key, PathBuf::from("/srv/key.pem"));
+    assert_eq!(c.tls_certificate, Some(PathBuf::from("/etc/gp/tls/cert.pem")));
+    assert_eq!(c.tls_private_key, Some(PathBuf::from("/srv/key.pem")));
     assert_eq!(
         c.source_addresses,
         vec![net("192.0.2.0/28"), net("2001:db8:1::5/128")]
@@ -426,8 +426,8 @@ fn load_resolves_against_the_config_directory() {
     let yaml = minimal().replace("/etc/gp/cert.pem", "tls/cert.pem");
     std::fs::write(&path, yaml).unwrap();
     let c = Config::load(&path).unwrap();
-    assert_eq!(c.tls_certificate, dir.0.join("tls/cert.pem"));
-    assert_eq!(c.tls_private_key, PathBuf::from("/etc/gp/key.pem"));
+    assert_eq!(c.tls_certificate, Some(dir.0.join("tls/cert.pem")));
+    assert_eq!(c.tls_private_key, Some(PathBuf::from("/etc/gp/key.pem")));
 
     let missing = dir.0.join("nope.yaml");
     let e = Config::load(&missing).unwrap_err();
