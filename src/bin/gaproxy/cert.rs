@@ -33,8 +33,8 @@ pub struct CertArgs {
     /// (mutual TLS: the name goes in a client's tls_client_names) (repeatable).
     #[arg(long = "client", value_name = "NAME")]
     pub clients: Vec<String>,
-    /// The group that may read key.pem (the daemon's) [default: greenarrow_proxy when that
-    /// group exists, else the current group].
+    /// The group that may read key.pem (the daemon's): by default greenarrow_proxy when that
+    /// group exists, else the current group.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
     /// Validity of the server and client certificates, in days (a new CA gets 3650 days,
