@@ -4,8 +4,8 @@
 //! Generating at run time means the repository holds no key material and nothing that expires.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -268,7 +268,10 @@ mod tests {
         assert!(key_pem.contains("PRIVATE KEY"));
         let loaded = Ca::from_pem(&made.cert_pem(), &key_pem).unwrap();
         let leaf = loaded.issue_for(&["proxy.test"], Usage::Server, 5).unwrap();
-        assert_eq!(verify(&made.cert_pem(), &leaf.cert_pem, Usage::Server), Ok(()));
+        assert_eq!(
+            verify(&made.cert_pem(), &leaf.cert_pem, Usage::Server),
+            Ok(())
+        );
         // Another key, or a leaf for a CA: refused.
         let other = KeyPair::generate().unwrap().serialize_pem();
         let e = Ca::from_pem(&made.cert_pem(), &other).err().unwrap();

@@ -14,8 +14,8 @@ pub mod control;
 pub mod daemon;
 pub mod dial;
 pub mod dns;
-pub mod duration;
 pub mod drain;
+pub mod duration;
 mod endpoint;
 pub mod frontend;
 #[doc(hidden)]

@@ -57,19 +57,40 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
     let (group, gid) = my_group();
 
     let o = gaproxy(&[
-        "cert", "--dir", d, "--host", "localhost", "--ip", "127.0.0.1", "--ip", "::1",
-        "--client", "mta1", "--group", &group,
+        "cert",
+        "--dir",
+        d,
+        "--host",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--ip",
+        "::1",
+        "--client",
+        "mta1",
+        "--group",
+        &group,
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    for f in ["ca.pem", "ca.key", "cert.pem", "key.pem", "client-mta1.pem", "client-mta1.key"] {
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "cert.pem",
+        "key.pem",
+        "client-mta1.pem",
+        "client-mta1.key",
+    ] {
         assert!(
             out.contains(&format!("wrote    {}", dir.join(f).display())),
             "{f} not reported:\n{out}"
         );
     }
     assert!(out.contains("Copy "), "{out}");
-    assert!(out.contains(&format!("tls_certificate: {d}/cert.pem")), "{out}");
+    assert!(
+        out.contains(&format!("tls_certificate: {d}/cert.pem")),
+        "{out}"
+    );
     assert!(out.contains("tls_client_names: [mta1]"), "{out}");
     // Modes and group as documented; the parent directories are not restricted.
     assert_eq!(mode(&dir), 0o750);
@@ -95,8 +116,14 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(out.contains(&format!("kept     {}/ca.pem", d)), "{out}");
     assert!(out.contains(&format!("kept     {}/cert.pem", d)), "{out}");
-    assert!(out.contains(&format!("wrote    {}/client-mta2.pem", d)), "{out}");
-    assert_eq!((read("ca.pem"), read("cert.pem"), read("key.pem")), (ca.clone(), cert.clone(), key));
+    assert!(
+        out.contains(&format!("wrote    {}/client-mta2.pem", d)),
+        "{out}"
+    );
+    assert_eq!(
+        (read("ca.pem"), read("cert.pem"), read("key.pem")),
+        (ca.clone(), cert.clone(), key)
+    );
     assert_eq!(mode(&dir.join("client-mta2.key")), 0o600);
     let client2 = read("client-mta2.pem");
     assert_eq!(
@@ -104,13 +131,31 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
         Ok(())
     );
     // --force re-issues the server certificate with the same CA.
-    let o = gaproxy(&["cert", "--dir", d, "--force", "--ip", "127.0.0.1", "--group", &group]);
+    let o = gaproxy(&[
+        "cert",
+        "--dir",
+        d,
+        "--force",
+        "--ip",
+        "127.0.0.1",
+        "--group",
+        &group,
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_ne!(read("cert.pem"), cert);
     assert_eq!(read("ca.pem"), ca);
     assert_eq!(mode(&dir.join("key.pem")), 0o640);
     let o = gaproxy(&[
-        "cert", "--dir", d, "--force", "--host", "localhost", "--ip", "127.0.0.1", "--group", &group,
+        "cert",
+        "--dir",
+        d,
+        "--force",
+        "--host",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--group",
+        &group,
     ]);
     assert!(o.status.success(), "{}", text(&o));
 
@@ -142,8 +187,11 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
         timeout: WAIT,
     };
     let mut c = ProxyClient::connect(&cfg).unwrap();
-    let mut s = c.open(&req("127.0.0.2", mx.addr(), TlsPolicy::None)).unwrap();
-    s.send_mail("a@x.test", &["b@y.test"], b"by secret\r\n").unwrap();
+    let mut s = c
+        .open(&req("127.0.0.2", mx.addr(), TlsPolicy::None))
+        .unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"by secret\r\n")
+        .unwrap();
     s.quit().unwrap();
     c.quit().unwrap();
     // By IP too (the certificate names 127.0.0.1).
@@ -153,13 +201,20 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
 
     // The client certificate made for mta1: no AUTH, its own source address.
     let tls = trust
-        .with_client_cert(read("client-mta1.pem").as_bytes(), read("client-mta1.key").as_bytes())
+        .with_client_cert(
+            read("client-mta1.pem").as_bytes(),
+            read("client-mta1.key").as_bytes(),
+        )
         .unwrap();
     let stream = tls
         .connect(TcpStream::connect(addr).unwrap(), "localhost", WAIT)
         .unwrap();
     let mut raw = common::Raw::from_stream(stream);
-    raw.send(req("127.0.0.3", mx.addr(), TlsPolicy::None).to_line().as_bytes());
+    raw.send(
+        req("127.0.0.3", mx.addr(), TlsPolicy::None)
+            .to_line()
+            .as_bytes(),
+    );
     let ready = raw.reply();
     assert!(ready.ends_with("250 ready\r\n"), "{ready}");
     raw.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
@@ -171,7 +226,10 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
     // No warning about the certificate (e.g. a CA used as the server certificate).
     assert!(
-        !daemon.seen().iter().any(|l| l.starts_with("WARN") && l.contains("tls_")),
+        !daemon
+            .seen()
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("tls_")),
         "{:?}",
         daemon.seen()
     );
@@ -186,13 +244,25 @@ fn refuses_what_it_cannot_do_right() {
     // No server certificate yet and no name for it.
     let o = gaproxy(&["cert", "--dir", d, "--group", &group]);
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("--host NAME and/or --ip ADDR"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--host NAME and/or --ip ADDR"),
+        "{}",
+        text(&o)
+    );
     // A client name that could not be a configuration's client or a certificate name.
     let o = gaproxy(&["cert", "--dir", d, "--ip", "127.0.0.1", "--client", "a b"]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("--client \"a b\""), "{}", text(&o));
     // A group that does not exist.
-    let o = gaproxy(&["cert", "--dir", d, "--ip", "127.0.0.1", "--group", "no-such-group-gap"]);
+    let o = gaproxy(&[
+        "cert",
+        "--dir",
+        d,
+        "--ip",
+        "127.0.0.1",
+        "--group",
+        "no-such-group-gap",
+    ]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("no such group"), "{}", text(&o));
     // Half a CA.

@@ -66,18 +66,23 @@ fn front_ends_only_without_certificate_or_secret_relays_and_reloads() {
     d.wait_for("ready with front-ends only (listen: [])");
     deliver(fe, mx.addr(), "first");
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
-    assert_eq!(
-        mx.state().connections[0].peer.ip().to_string(),
-        "127.0.0.2"
-    );
+    assert_eq!(mx.state().connections[0].peer.ip().to_string(), "127.0.0.2");
 
     // Reloaded with the same file (and --check-config agrees it is valid).
     d.signal(SIGHUP);
     d.wait_for("configuration reloaded from ");
     deliver(fe, mx.addr(), "second");
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
-    let out = process::run(&["--check-config", "--config-filename", config.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = process::run(&[
+        "--check-config",
+        "--config-filename",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let effective = String::from_utf8_lossy(&out.stdout);
     assert!(effective.contains("listen: []"), "{effective}");
 }

@@ -81,7 +81,10 @@ fn max_sessions_beyond_the_open_files_limit_is_warned_about_at_start_reload_and_
     let c = config.to_str().unwrap();
     let out = process::run_with(&["--check-config", "--config-filename", c], low_nofile);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning: sizing: the open-files limit is 256 "), "{err}");
+    assert!(
+        err.contains("warning: sizing: the open-files limit is 256 "),
+        "{err}"
+    );
     let out = process::run(&["--check-config", "--config-filename", c]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("sizing:"), "{err}");

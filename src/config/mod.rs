@@ -23,9 +23,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use access::{
-    valid_client_name, Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY,
-};
+pub use access::{valid_client_name, Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
 pub use caps::{
     CapDestination, CapLimits, CapsConfig, DestinationGroup, PairCaps, SourceCaps,
     DEFAULT_CAPS_WAIT, DEFAULT_CAPS_WINDOW,

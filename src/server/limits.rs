@@ -35,7 +35,12 @@ pub fn tasks_needed(config: &Config) -> u64 {
 }
 
 fn listeners(config: &Config) -> u64 {
-    (config.listen.len() + config.frontends.iter().map(|f| f.listen.len()).sum::<usize>()) as u64
+    (config.listen.len()
+        + config
+            .frontends
+            .iter()
+            .map(|f| f.listen.len())
+            .sum::<usize>()) as u64
 }
 
 /// The limits that bound the daemon's size; `None`: no limit (or unknown).
@@ -101,8 +106,14 @@ pub fn sizing_warnings(config: &Config, limits: &ProcessLimits) -> Vec<String> {
     }
     let tasks = tasks_needed(config);
     for (limit, what) in [
-        (limits.nproc, "the process limit (RLIMIT_NPROC, LimitNPROC=)"),
-        (limits.pids_max, "the cgroup's task limit (pids.max, TasksMax=)"),
+        (
+            limits.nproc,
+            "the process limit (RLIMIT_NPROC, LimitNPROC=)",
+        ),
+        (
+            limits.pids_max,
+            "the cgroup's task limit (pids.max, TasksMax=)",
+        ),
     ] {
         if let Some(n) = limit.filter(|&n| n < tasks) {
             out.push(format!(
@@ -157,9 +168,21 @@ mod tests {
         };
         let w = sizing_warnings(&c, &low);
         assert_eq!(w.len(), 3, "{w:?}");
-        assert!(w[0].starts_with("sizing: the open-files limit is 1024 but max_sessions (1000"), "{}", w[0]);
+        assert!(
+            w[0].starts_with("sizing: the open-files limit is 1024 but max_sessions (1000"),
+            "{}",
+            w[0]
+        );
         assert!(w[0].contains("LimitNOFILE="), "{}", w[0]);
-        assert!(w[1].contains("RLIMIT_NPROC") && w[1].contains(" is 500 "), "{}", w[1]);
-        assert!(w[2].contains("TasksMax=") && w[2].contains(" is 900 "), "{}", w[2]);
+        assert!(
+            w[1].contains("RLIMIT_NPROC") && w[1].contains(" is 500 "),
+            "{}",
+            w[1]
+        );
+        assert!(
+            w[2].contains("TasksMax=") && w[2].contains(" is 900 "),
+            "{}",
+            w[2]
+        );
     }
 }

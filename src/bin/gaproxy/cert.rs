@@ -114,10 +114,7 @@ pub fn run(a: CertArgs) -> Result<()> {
             lines.push(Line {
                 what: "wrote",
                 path: ca_pem.clone(),
-                note: format!(
-                    "0644, the private CA, valid {} days",
-                    a.days.max(CA_DAYS)
-                ),
+                note: format!("0644, the private CA, valid {} days", a.days.max(CA_DAYS)),
             });
             lines.push(Line {
                 what: "wrote",

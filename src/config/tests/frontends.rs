@@ -105,7 +105,10 @@ fn only_named_clients_and_a_frontend_without_client() {
     );
     for (fe, how) in [
         ("kind: proxy_protocol", "a PROXY protocol front-end"),
-        ("kind: socks5\n    auth: none", "a SOCKS5 front-end with auth: none"),
+        (
+            "kind: socks5\n    auth: none",
+            "a SOCKS5 front-end with auth: none",
+        ),
     ] {
         let e = error(&format!(
             "{base}frontends:\n  - kind: socks5\n    listen: 127.0.0.1:1081\n  - {fe}\n    listen: 127.0.0.1:2600\n"
@@ -122,7 +125,10 @@ fn only_named_clients_and_a_frontend_without_client() {
             "{base}frontends:\n  - {fe}\n    listen: 127.0.0.1:2600\n    client: mta-b\n"
         ))
         .unwrap();
-        assert_eq!(c.client_named(&c.frontends[0].client).unwrap().name, "mta-b");
+        assert_eq!(
+            c.client_named(&c.frontends[0].client).unwrap().name,
+            "mta-b"
+        );
     }
     // With the top-level secret there is a default client: client: may be left out.
     let c = parse(&format!(
@@ -139,7 +145,10 @@ fn front_ends_only_need_no_certificate_and_no_secret() {
     let fe = "frontends:\n  - kind: proxy_protocol\n    listen: 127.0.0.1:2600\n";
     let c = parse(&format!("listen: []\nsource_addresses: [192.0.2.10]\n{fe}")).unwrap();
     assert!(c.listen.is_empty());
-    assert_eq!((c.tls_certificate.as_ref(), c.tls_private_key.as_ref()), (None, None));
+    assert_eq!(
+        (c.tls_certificate.as_ref(), c.tls_private_key.as_ref()),
+        (None, None)
+    );
     assert!(c.secrets.is_empty());
     // The front-end acts as the default client, which has no secret.
     assert_eq!(c.frontends[0].client, "default");
@@ -156,11 +165,15 @@ fn front_ends_only_need_no_certificate_and_no_secret() {
     let e = error(
         "listen: []\nsource_addresses: [192.0.2.10]\nfrontends:\n  - kind: socks5\n    listen: 127.0.0.1:1080\n",
     );
-    assert!(e.starts_with("frontends[0].auth: password: no client has a secret"), "{e}");
+    assert!(
+        e.starts_with("frontends[0].auth: password: no client has a secret"),
+        "{e}"
+    );
     // No native listener and no front-end: nothing to serve.
     let e = error("listen: []\nsource_addresses: [192.0.2.10]\n");
     assert!(e.starts_with("listen: empty list"), "{e}");
     // With a native listener, the certificate and a secret stay required.
-    let e = error("source_addresses: [192.0.2.10]\ntls_certificate: /c.pem\ntls_private_key: /k.pem\n");
+    let e =
+        error("source_addresses: [192.0.2.10]\ntls_certificate: /c.pem\ntls_private_key: /k.pem\n");
     assert!(e.starts_with("auth_shared_secret: missing"), "{e}");
 }

@@ -111,7 +111,10 @@ fn full_valid_file() {
     assert!(!c.secret_matches(b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-43"));
     assert_eq!(c.auth_shared_secret_file, None);
     assert!(c.log_verbose);
-    assert_eq!(c.tls_certificate, Some(PathBuf::from("/etc/gp/tls/cert.pem")));
+    assert_eq!(
+        c.tls_certificate,
+        Some(PathBuf::from("/etc/gp/tls/cert.pem"))
+    );
     assert_eq!(c.tls_private_key, Some(PathBuf::from("/srv/key.pem")));
     assert_eq!(
         c.source_addresses,
