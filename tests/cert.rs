@@ -14,7 +14,6 @@ use greenarrow_proxy::protocol::TlsPolicy;
 use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
 use greenarrow_proxy::tls::ProxyClientTls;
 use process::{Daemon, WAIT};
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -206,23 +205,19 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
             read("client-mta1.key").as_bytes(),
         )
         .unwrap();
-    let stream = tls
-        .connect(TcpStream::connect(addr).unwrap(), "localhost", WAIT)
+    let by_cert = ProxyClientConfig {
+        tls,
+        secret: String::new(),
+        ..cfg.clone()
+    };
+    let mut c = ProxyClient::connect(&by_cert).unwrap();
+    let mut s = c
+        .open(&req("127.0.0.3", mx.addr(), TlsPolicy::None))
         .unwrap();
-    let mut raw = common::Raw::from_stream(stream);
-    raw.send(
-        req("127.0.0.3", mx.addr(), TlsPolicy::None)
-            .to_line()
-            .as_bytes(),
-    );
-    let ready = raw.reply();
-    assert!(ready.ends_with("250 ready\r\n"), "{ready}");
-    raw.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    raw.reply();
-    raw.reply();
-    assert!(raw.reply().starts_with("354"));
-    raw.send(b"by certificate\r\n.\r\nQUIT\r\n");
-    assert!(raw.reply().starts_with("250"));
+    s.send_mail("a@x.test", &["b@y.test"], b"by certificate\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
     // No warning about the certificate (e.g. a CA used as the server certificate).
     assert!(
