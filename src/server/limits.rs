@@ -74,12 +74,33 @@ impl ProcessLimits {
     }
 }
 
-/// `pids.max` of this process's cgroup (v2: `/proc/self/cgroup` is `0::/PATH`).
+/// The lowest `pids.max` of this process's cgroup and its ancestors, in the unified hierarchy
+/// (`0::/PATH` in `/proc/self/cgroup`) or the version 1 `pids` controller's.
 fn cgroup_pids_max() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let file = format!("/sys/fs/cgroup{}/pids.max", path.trim_end_matches('/'));
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    let mut lowest: Option<u64> = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let root = if controllers.is_empty() {
+            "/sys/fs/cgroup"
+        } else if controllers.split(',').any(|c| c == "pids") {
+            "/sys/fs/cgroup/pids"
+        } else {
+            continue;
+        };
+        let dir = std::path::PathBuf::from(format!("{root}{path}"));
+        for d in dir.ancestors().take_while(|d| d.starts_with(root)) {
+            let max = std::fs::read_to_string(d.join("pids.max")).ok();
+            if let Some(n) = max.and_then(|m| m.trim().parse::<u64>().ok()) {
+                lowest = Some(lowest.map_or(n, |l| l.min(n)));
+            }
+        }
+    }
+    lowest
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit (at start).
