@@ -260,9 +260,17 @@ fn refuses_what_it_cannot_do_right() {
     ]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("no such group"), "{}", text(&o));
-    // Half a CA.
+    // A key without its certificate: refused before anything is written.
     let o = gaproxy(&["cert", "--dir", d, "--ip", "127.0.0.1", "--group", &group]);
     assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(top.0.join("tls/cert.pem")).unwrap();
+    let key = std::fs::read(top.0.join("tls/key.pem")).unwrap();
+    let o = gaproxy(&["cert", "--dir", d, "--ip", "127.0.0.1", "--group", &group]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("go together"), "{}", text(&o));
+    assert_eq!(std::fs::read(top.0.join("tls/key.pem")).unwrap(), key);
+    assert!(!top.0.join("tls/cert.pem").exists());
+    // Half a CA.
     std::fs::remove_file(top.0.join("tls/ca.key")).unwrap();
     let o = gaproxy(&["cert", "--dir", d, "--client", "mta1", "--group", &group]);
     assert!(!o.status.success(), "{}", text(&o));

@@ -136,7 +136,7 @@ pub fn run(a: CertArgs) -> Result<()> {
 
     // The server certificate.
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let have = cert.exists() && key.exists();
+    let have = pair_exists(&cert, &key, a.force)?;
     if !have || (a.force && !names.is_empty()) {
         if names.is_empty() {
             return Err(format!(
@@ -183,7 +183,7 @@ pub fn run(a: CertArgs) -> Result<()> {
             dir.join(format!("client-{name}.pem")),
             dir.join(format!("client-{name}.key")),
         );
-        if pem.exists() && k.exists() && !a.force {
+        if pair_exists(&pem, &k, a.force)? && !a.force {
             lines.push(Line {
                 what: "kept",
                 path: pem,
@@ -244,6 +244,23 @@ pub fn run(a: CertArgs) -> Result<()> {
         eprintln!("gaproxy: warning: {p}");
     }
     Ok(())
+}
+
+/// Whether a certificate and its key both exist; only one of them is an error (nothing is
+/// written then) unless `force`, which replaces both.
+fn pair_exists(cert: &Path, key: &Path, force: bool) -> Result<bool> {
+    match (cert.exists(), key.exists()) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        _ if force => Ok(false),
+        _ => Err(format!(
+            "{} and {} go together and only one exists: restore the other, or give --force \
+             to issue both anew",
+            cert.display(),
+            key.display()
+        )
+        .into()),
+    }
 }
 
 /// The names of the server certificate: `--host` names, then `--ip` addresses.
