@@ -274,5 +274,5 @@ fn refuses_what_it_cannot_do_right() {
     std::fs::remove_file(top.0.join("tls/ca.key")).unwrap();
     let o = gaproxy(&["cert", "--dir", d, "--client", "mta1", "--group", &group]);
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("go together"), "{}", text(&o));
+    assert!(text(&o).contains("ca.key go together"), "{}", text(&o));
 }
