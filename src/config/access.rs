@@ -2,7 +2,8 @@
 //! identities; and the destination policy (which MX addresses may be reached at all).
 
 use super::raw::{RawClient, StringList};
-use super::validate::{check_secret, networks, read_secret_file, required_path};
+use super::secret::{check_secret, read_secret_file};
+use super::validate::{networks, required_path};
 use super::{Config, ConfigError, IpNet, Secret};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -223,7 +223,7 @@ fn example_file_parses_with_defaults() {
     assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
     assert!(EXAMPLE.contains("CHANGE THIS"));
     let own = "0123456789abcdef0123456789abcdef";
-    let configured = EXAMPLE.replace(validate::EXAMPLE_SECRET, own);
+    let configured = EXAMPLE.replace(secret::EXAMPLE_SECRET, own);
     let example = Config::from_yaml_str(&configured, Path::new("/etc/greenarrow_proxy")).unwrap();
     // Apart from the required keys, every value in the example is the default.
     let required_only = format!(
@@ -248,7 +248,7 @@ fn example_file_parses_with_defaults() {
 
 #[test]
 fn the_placeholder_secret_is_refused_wherever_a_secret_goes() {
-    let placeholder = validate::EXAMPLE_SECRET;
+    let placeholder = secret::EXAMPLE_SECRET;
     let e = parse(&minimal().replace(SECRET, placeholder)).unwrap_err();
     assert_eq!(e.key(), Some("auth_shared_secret"), "{e}");
     assert!(!e.to_string().contains(placeholder), "{e}");
