@@ -100,6 +100,20 @@ fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
+/// Every warning about a configuration that loads: the file's own (`Config::warnings`), the
+/// host's (addresses not here, a CA as the server certificate) and sizing (`max_sessions`
+/// against the process's limits). Logged at start and at every reload, printed by
+/// `--check-config`.
+pub fn warnings(rt: &Runtime) -> Vec<String> {
+    let mut w = rt.config.warnings.clone();
+    w.extend(crate::config::host::warnings(&rt.config));
+    w.extend(crate::server::sizing_warnings(
+        &rt.config,
+        &crate::server::ProcessLimits::current(),
+    ));
+    w
+}
+
 /// Load and check a configuration file completely (including certificate and key).
 pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
     let config = Config::load(path).map_err(|error| DaemonError::Config {
@@ -114,7 +128,12 @@ pub fn load(path: &Path) -> Result<Runtime, DaemonError> {
 /// 127.0.0.1:1080 (smtp)`).
 fn listening(server: &Server) -> String {
     let join = |v: Vec<String>| v.join(", ");
-    let mut text = join(server.local_addrs().iter().map(|a| a.to_string()).collect());
+    let native = server.local_addrs();
+    let mut text = if native.is_empty() {
+        "with front-ends only (listen: [])".to_string()
+    } else {
+        format!("on {}", join(native.iter().map(|a| a.to_string()).collect()))
+    };
     let rt = server.shared.runtime();
     let fronts: Vec<String> = rt
         .config
@@ -141,12 +160,12 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals =
         Signals::new([SIGUSR1, SIGHUP, SIGTERM, SIGINT]).map_err(DaemonError::Signals)?;
     let rt = load(path)?;
-    for w in &rt.config.warnings {
+    for w in warnings(&rt) {
         warn!("{w}");
     }
     let server = Server::start(rt).map_err(DaemonError::Start)?;
     info!(
-        "greenarrow_proxy {} ready on {}",
+        "greenarrow_proxy {} ready {}",
         env!("CARGO_PKG_VERSION"),
         listening(&server)
     );
@@ -214,7 +233,7 @@ fn reload(server: &Arc<Server>, path: &Path) {
 /// Load `path` and put it in force; on error the running configuration stays.
 fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
     let rt = load(path)?;
-    for w in &rt.config.warnings {
+    for w in warnings(&rt) {
         warn!("{w}");
     }
     let listen = crate::server::wanted_listeners(&rt.config);

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dial;
 pub mod dns;
 pub mod drain;
+pub mod duration;
 mod endpoint;
 pub mod frontend;
 #[doc(hidden)]

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 /// What a configuration turns into at (re)load: the config plus everything loaded from it.
 pub struct Runtime {
     pub config: Config,
-    pub acceptor: TlsAcceptor,
+    /// The native listener's TLS; `None` without one (`listen: []`, front-ends only).
+    pub acceptor: Option<TlsAcceptor>,
     pub mx: MxSettings,
     pub relay_limits: RelayLimits,
     /// `None` when the resolver could not be set up (requests by name then fail with
@@ -75,12 +76,17 @@ impl Runtime {
     pub fn build(config: Config) -> Result<Runtime, StartError> {
         check_readable(&config).map_err(StartError::File)?;
         let named = |error: TlsError| file_error(&config, error);
-        let acceptor = TlsAcceptor::from_pem_files_with_client_ca(
-            &config.tls_certificate,
-            &config.tls_private_key,
-            config.tls_client_ca.as_deref(),
-        )
-        .map_err(named)?;
+        let acceptor = match (&config.tls_certificate, &config.tls_private_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsAcceptor::from_pem_files_with_client_ca(
+                    cert,
+                    key,
+                    config.tls_client_ca.as_deref(),
+                )
+                .map_err(named)?,
+            ),
+            _ => None,
+        };
         let roots = load_roots(config.mx_tls.ca_file.as_deref()).map_err(named)?;
         let min = match config.mx_tls.min_version {
             crate::config::TlsVersion::Tls12 => MinVersion::Tls12,
@@ -131,8 +137,8 @@ impl Runtime {
 fn file_error(config: &Config, error: TlsError) -> StartError {
     match error {
         TlsError::KeyMismatch => StartError::KeyMismatch {
-            cert: config.tls_certificate.clone(),
-            key: config.tls_private_key.clone(),
+            cert: config.tls_certificate.clone().unwrap_or_default(),
+            key: config.tls_private_key.clone().unwrap_or_default(),
         },
         TlsError::Pem { ref path, .. } => {
             match crate::config::files::named_files(config)

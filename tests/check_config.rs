@@ -36,7 +36,8 @@ fn stderr(out: &Output) -> String {
 
 /// `--check-config` of `config` run as a user who cannot read `file` (root reads anything:
 /// as root, the check runs as nobody, 65534; otherwise `file` gets mode 000). Returns the
-/// output and that user's name.
+/// output and that user's name. As root the binary run is a copy in `dir` (made reachable):
+/// the build's own may be in a checkout nobody can enter (`/root`, mode 700).
 fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, String) {
     for entry in std::fs::read_dir(&dir.0).unwrap() {
         let p = entry.unwrap().path();
@@ -44,13 +45,26 @@ fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, Strin
     }
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut cmd = process::binary();
+    let root = nix::unistd::geteuid().is_root();
+    let mut cmd = if root {
+        let copy = dir.0.join("greenarrow_proxy");
+        std::fs::copy(env!("CARGO_BIN_EXE_greenarrow_proxy"), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = std::process::Command::new(copy);
+        cmd.env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+        // Nobody may not be able to enter the test's working directory either.
+        cmd.current_dir("/");
+        cmd
+    } else {
+        process::binary()
+    };
     cmd.args(["--check-config", "--config-filename"])
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let user = if nix::unistd::geteuid().is_root() {
+    let user = if root {
+        assert_reachable_by_nobody(&dir.0);
         cmd.uid(65534).gid(65534);
         nix::unistd::User::from_uid(65534.into())
             .ok()
@@ -64,6 +78,22 @@ fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, Strin
             .name
     };
     (cmd.output().unwrap(), user)
+}
+
+/// Every directory above `dir` lets others through (else the test's temporary directory,
+/// TMPDIR, is itself out of nobody's reach: say so rather than fail obscurely).
+fn assert_reachable_by_nobody(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for a in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(a).unwrap().mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} (mode {:o}) cannot be entered by nobody: set TMPDIR to a directory others can \
+             reach, e.g. /tmp",
+            a.display(),
+            mode & 0o777
+        );
+    }
 }
 
 #[test]

@@ -37,13 +37,7 @@ fn main() -> ExitCode {
         return match daemon::load(&args.config) {
             Ok(_) if args.quiet => ExitCode::SUCCESS,
             Ok(rt) => {
-                for w in &rt.config.warnings {
-                    eprintln!("warning: {w}");
-                }
-                if let Some(w) = greenarrow_proxy::server::fd_budget(&rt.config) {
-                    eprintln!("warning: {w}");
-                }
-                for w in greenarrow_proxy::config::host::warnings(&rt.config) {
+                for w in daemon::warnings(&rt) {
                     eprintln!("warning: {w}");
                 }
                 print!("{}", rt.config.to_effective_yaml());

@@ -2,7 +2,8 @@
 //! identities; and the destination policy (which MX addresses may be reached at all).
 
 use super::raw::{RawClient, StringList};
-use super::validate::{check_secret, networks, read_secret_file, required_path};
+use super::secret::{check_secret, read_secret_file};
+use super::validate::{networks, required_path};
 use super::{Config, ConfigError, IpNet, Secret};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -155,7 +156,9 @@ pub fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a client: 1 to 64 letters, digits, `.`, `-` or `_` (also the rule
+/// for the names `gaproxy cert --client` puts in client certificates).
+pub fn valid_client_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -175,7 +178,7 @@ pub(crate) fn clients(
         let name = rc.name.ok_or_else(|| {
             ConfigError::invalid(key("name"), "missing: every client needs a name")
         })?;
-        if !valid_name(&name) || name == DEFAULT_CLIENT {
+        if !valid_client_name(&name) || name == DEFAULT_CLIENT {
             return Err(ConfigError::invalid(
                 key("name"),
                 format!("{name:?}: use 1 to 64 letters, digits, '.', '-' or '_' (and not {DEFAULT_CLIENT:?}, which is the top-level secret's)"),

@@ -406,30 +406,5 @@ fn duration(
     default: Duration,
     zero_ok: bool,
 ) -> Result<Duration> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    let d = if text.trim() == "0" {
-        Duration::ZERO
-    } else {
-        humantime::parse_duration(&text).map_err(|e| {
-            ConfigError::invalid(
-                key,
-                format!("invalid duration {text:?}: {e} (examples: 0s, 500ms, 30s, 2m)"),
-            )
-        })?
-    };
-    if d.is_zero() && !zero_ok {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is zero; it must be positive"),
-        ));
-    }
-    if d > MAX_CAPS_DURATION {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is longer than the maximum of 1 hour"),
-        ));
-    }
-    Ok(d)
+    super::validate::bounded_duration(key, value, default, zero_ok, MAX_CAPS_DURATION)
 }

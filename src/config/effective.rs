@@ -66,8 +66,8 @@ fn to_raw(c: &Config) -> RawConfig {
                 .as_deref()
                 .map_or_else(|| "none".to_string(), path_str),
         ),
-        tls_certificate: Some(path_str(&c.tls_certificate)),
-        tls_private_key: Some(path_str(&c.tls_private_key)),
+        tls_certificate: c.tls_certificate.as_deref().map(path_str),
+        tls_private_key: c.tls_private_key.as_deref().map(path_str),
         source_addresses: strings(c.source_addresses.iter().map(|n| n.to_string()).collect()),
         destination_ports: Some(c.destination_ports.iter().map(|&p| u64::from(p)).collect()),
         destination_deny: strings(c.destination_deny.iter().map(|n| n.to_string()).collect()),

@@ -59,16 +59,13 @@ pub fn unreadable(path: &Path, error: &io::Error) -> String {
 
 /// The files `config` names, each with its key.
 pub fn named_files(config: &Config) -> Vec<(String, &Path)> {
-    let mut files = vec![
-        (
-            "tls_certificate".to_string(),
-            config.tls_certificate.as_path(),
-        ),
-        (
-            "tls_private_key".to_string(),
-            config.tls_private_key.as_path(),
-        ),
-    ];
+    let mut files = Vec::new();
+    if let Some(p) = &config.tls_certificate {
+        files.push(("tls_certificate".to_string(), p.as_path()));
+    }
+    if let Some(p) = &config.tls_private_key {
+        files.push(("tls_private_key".to_string(), p.as_path()));
+    }
     if let Some(p) = &config.tls_client_ca {
         files.push(("tls_client_ca".into(), p.as_path()));
     }

@@ -248,9 +248,37 @@ pub(crate) fn frontends(
                 "not used with auth: password (the password identifies the client)",
             ));
         }
-        let client = rf
-            .client
-            .unwrap_or_else(|| super::access::DEFAULT_CLIENT.to_string());
+        let default = super::access::DEFAULT_CLIENT;
+        let has_default = clients.iter().any(|c| c.name == default);
+        let client = match rf.client {
+            Some(c) => c,
+            // No credentials on this front-end and no `default` client to act as.
+            None if auth == SocksAuth::None && !has_default => {
+                let names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+                let how = match kind {
+                    FrontendKind::ProxyProtocol => "a PROXY protocol front-end",
+                    FrontendKind::Socks5 => "a SOCKS5 front-end with auth: none",
+                };
+                return Err(ConfigError::invalid(
+                    key("client"),
+                    format!(
+                        "required: {how} carries no credentials, so it must name the client \
+                         whose source addresses it uses, and there is no \"default\" client \
+                         (no auth_shared_secret); clients: {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            // With auth: password the password picks the client (any client's secret).
+            None => default.to_string(),
+        };
+        if auth == SocksAuth::Password && !clients.iter().any(|c| !c.secrets.is_empty()) {
+            return Err(ConfigError::invalid(
+                key("auth"),
+                "password: no client has a secret to check the password against; set \
+                 auth_shared_secret or a client's secrets, or use auth: none with client:",
+            ));
+        }
         if auth == SocksAuth::None && !clients.iter().any(|c| c.name == client) {
             let names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
             return Err(ConfigError::invalid(

@@ -112,13 +112,14 @@ pub fn is_ca_certificate(der: &CertificateDer<'_>) -> bool {
 
 /// A warning when the first certificate of `tls_certificate` is a CA certificate.
 pub fn ca_as_server_certificate(config: &Config) -> Option<String> {
-    let pem = std::fs::read(&config.tls_certificate).ok()?;
+    let path = config.tls_certificate.as_ref()?;
+    let pem = std::fs::read(path).ok()?;
     let first = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     is_ca_certificate(&first).then(|| {
         format!(
             "tls_certificate: {}: the first certificate is a CA certificate (CA:TRUE), not a \
              server certificate: MTAs will refuse it; put the server's own certificate first",
-            config.tls_certificate.display()
+            path.display()
         )
     })
 }

@@ -23,7 +23,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use access::{Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
+pub use access::{valid_client_name, Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
 pub use caps::{
     CapDestination, CapLimits, CapsConfig, DestinationGroup, PairCaps, SourceCaps,
     DEFAULT_CAPS_WAIT, DEFAULT_CAPS_WINDOW,
@@ -62,7 +62,7 @@ const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Addresses the MTA-facing TLS listener binds.
+    /// Addresses the MTA-facing TLS listener binds; empty in a front-end-only deployment.
     pub listen: Vec<SocketAddr>,
     /// Bind every listener (native and front-ends) with `IP_FREEBIND`, so that an address
     /// not (yet) on the host — a virtual address keepalived moves here — can be listened on.
@@ -91,10 +91,11 @@ pub struct Config {
     pub log_sessions: bool,
     /// Where drains are kept across restarts; None: not kept.
     pub state_directory: Option<PathBuf>,
-    /// PEM certificate chain of the MTA-facing listener.
-    pub tls_certificate: PathBuf,
-    /// PEM private key of the MTA-facing listener.
-    pub tls_private_key: PathBuf,
+    /// PEM certificate chain of the MTA-facing listener; `None` only without a native
+    /// listener (`listen: []`, front-ends only).
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of the MTA-facing listener; `None` as `tls_certificate`.
+    pub tls_private_key: Option<PathBuf>,
     /// Addresses (networks) MTAs may ask to use as the source address.
     pub source_addresses: Vec<IpNet>,
     /// MX ports MTAs may ask to connect to.

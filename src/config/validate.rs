@@ -4,25 +4,18 @@
 use super::access;
 use super::raw::{RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts, StringList};
 use super::{
-    Config, ConfigError, DnsConfig, IpNet, Limits, MxTls, PoolConfig, Probe, Secret, Timeouts,
-    TlsVersion, DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN,
-    DEFAULT_MAX_QUEUED_SESSIONS, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IP,
+    Config, ConfigError, DnsConfig, IpNet, Limits, MxTls, PoolConfig, Probe, Timeouts, TlsVersion,
+    DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN, DEFAULT_MAX_QUEUED_SESSIONS,
+    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IP,
 };
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Shortest secret accepted, in characters.
-const MIN_SECRET_CHARS: usize = 32;
-/// Largest secret file read.
-const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 /// Longest duration accepted anywhere: longer is a mistake (and would risk
 /// overflow in `Instant` arithmetic).
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The placeholder secret of `etc/greenarrow_proxy.yaml`.
-pub(crate) const EXAMPLE_SECRET: &str = "CHANGE-ME-this-example-secret-is-public-CHANGE-ME";
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -30,10 +23,13 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     let mut warnings = Vec::new();
 
     let listen = socket_addrs("listen", raw.listen, DEFAULT_LISTEN, None)?;
-    if listen.is_empty() {
+    // Front-ends only: no native listener, so no certificate and no secret needed for it.
+    let frontends_only = listen.is_empty();
+    if frontends_only && raw.frontends.as_ref().is_none_or(Vec::is_empty) {
         return Err(ConfigError::invalid(
             "listen",
-            "empty list; at least one address to listen on is required",
+            "empty list; at least one address to listen on is required (an empty list is \
+             for a proxy with front-ends only: then set frontends)",
         ));
     }
     for (i, addr) in listen.iter().enumerate() {
@@ -59,15 +55,19 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         .transpose()?;
     let named = access::clients(raw.clients, tls_client_ca.is_some(), base_dir)?;
     let inline = raw.auth_shared_secret.map(|s| s.0);
-    let (secrets, auth_shared_secret_file) =
-        if named.is_empty() || inline.is_some() || raw.auth_shared_secret_file.is_some() {
-            let (s, f) = secret(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
-            (vec![s], f)
-        } else {
-            (Vec::new(), None)
-        };
+    let given = inline.is_some() || raw.auth_shared_secret_file.is_some();
+    let (secrets, auth_shared_secret_file) = if given || (named.is_empty() && !frontends_only) {
+        let (s, f) =
+            super::secret::top_level(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
+        (vec![s], f)
+    } else {
+        (Vec::new(), None)
+    };
     let mut clients = Vec::with_capacity(named.len() + 1);
-    if !secrets.is_empty() {
+    // Front-ends only and no clients: a `default` client without a secret, which front-ends
+    // that do not authenticate act as (a SOCKS5 `auth: password` one then has no secret to
+    // check: refused in `frontends`).
+    if !secrets.is_empty() || (frontends_only && named.is_empty()) {
         clients.push(access::Client {
             name: access::DEFAULT_CLIENT.to_string(),
             secrets: secrets.clone(),
@@ -82,8 +82,21 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     let (destination_deny, destination_allow) =
         access::destination_policy(raw.destination_deny, raw.destination_allow)?;
 
-    let tls_certificate = required_path("tls_certificate", raw.tls_certificate, base_dir)?;
-    let tls_private_key = required_path("tls_private_key", raw.tls_private_key, base_dir)?;
+    // Optional without a native listener (if set, still loaded and checked, in pairs).
+    let tls_path = |key: &str, value: Option<String>, other: bool| match value {
+        None if frontends_only && !other => Ok(None),
+        value => required_path(key, value, base_dir).map(Some),
+    };
+    let tls_certificate = tls_path(
+        "tls_certificate",
+        raw.tls_certificate,
+        raw.tls_private_key.is_some(),
+    )?;
+    let tls_private_key = tls_path(
+        "tls_private_key",
+        raw.tls_private_key,
+        tls_certificate.is_some(),
+    )?;
 
     let source_addresses = networks("source_addresses", raw.source_addresses, &[])?;
     let uses_top_level = clients.iter().any(|c| c.source_addresses.is_none());
@@ -261,106 +274,6 @@ fn dns(raw: RawDns) -> Result<DnsConfig> {
     })
 }
 
-/// Exactly one of `auth_shared_secret` / `auth_shared_secret_file`.
-fn secret(
-    inline: Option<String>,
-    file: Option<String>,
-    base_dir: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<(Secret, Option<PathBuf>)> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            "auth_shared_secret",
-            "both auth_shared_secret and auth_shared_secret_file are set; set exactly one",
-        )),
-        (None, None) => Err(ConfigError::invalid(
-            "auth_shared_secret",
-            "missing: set auth_shared_secret or auth_shared_secret_file (exactly one)",
-        )),
-        (Some(text), None) => {
-            check_secret("auth_shared_secret", &text)?;
-            Ok((Secret::new(text.into_bytes()), None))
-        }
-        (None, Some(path)) => {
-            const KEY: &str = "auth_shared_secret_file";
-            let path = required_path(KEY, Some(path), base_dir)?;
-            let text = read_secret_file(&path)
-                .map_err(|e| ConfigError::invalid(KEY, super::files::unreadable(&path, &e)))?;
-            check_secret(KEY, &text)?;
-            if let Ok(meta) = std::fs::metadata(&path) {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = meta.permissions().mode();
-                if mode & 0o004 != 0 {
-                    warnings.push(format!(
-                        "{KEY}: {} is readable by all users (mode {:03o}); restrict it: \
-                         chown root:greenarrow_proxy, chmod 640",
-                        path.display(),
-                        mode & 0o777
-                    ));
-                }
-            }
-            Ok((Secret::new(text.into_bytes()), Some(path)))
-        }
-    }
-}
-
-/// Reads the secret file (bounded) and trims trailing CR/LF.
-pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "file is larger than 64 KiB",
-        ));
-    }
-    let mut text = String::from_utf8(bytes).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8 text")
-    })?;
-    let trimmed = text.trim_end_matches(['\r', '\n']).len();
-    text.truncate(trimmed);
-    Ok(text)
-}
-
-/// The 32-character rule, and the characters `AUTH` can carry
-/// ([`crate::protocol::is_valid_secret`]). The message never contains the secret.
-pub(crate) fn check_secret(key: &str, secret: &str) -> Result<()> {
-    let chars = secret.chars().count();
-    if !crate::protocol::is_valid_secret(secret.as_bytes()) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "the secret contains a space, a control or non-ASCII character, or is longer \
-                 than {} characters: AUTH carries only printable ASCII characters other than \
-                 space, so no MTA could ever send it (generate one with e.g. \
-                 `openssl rand -hex 32`)",
-                crate::protocol::MAX_SECRET_LEN
-            ),
-        ));
-    }
-    if chars < MIN_SECRET_CHARS {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "the secret is {chars} characters long; at least {MIN_SECRET_CHARS} are required \
-                 so that it cannot be guessed (generate one with e.g. `openssl rand -hex 32`)"
-            ),
-        ));
-    }
-    if secret == EXAMPLE_SECRET {
-        // Refused, not warned about: an unconfigured install must not serve anyone who has
-        // read the public example (the daemon exits with EX_CONFIG, 78).
-        return Err(ConfigError::invalid(
-            key,
-            "still the public placeholder of the example configuration: set a secret of \
-             your own (generate one with e.g. `openssl rand -hex 32`)",
-        ));
-    }
-    Ok(())
-}
-
 /// A path that must be present and not empty, resolved against `base_dir`.
 pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -> Result<PathBuf> {
     let value = value.ok_or_else(|| ConfigError::invalid(key, "required"))?;
@@ -375,30 +288,35 @@ pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -
     })
 }
 
-/// A humantime duration, not zero and not absurdly long.
+/// A duration ([`crate::duration`]), not zero and not absurdly long.
 fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration> {
+    bounded_duration(key, value, default, false, MAX_DURATION)
+}
+
+/// A duration ([`crate::duration`]: `30s`, `500ms`, `5m`; `0` where zero is accepted) within
+/// `max`, zero accepted when `zero_ok`; the error names `key` and the text.
+pub(crate) fn bounded_duration(
+    key: &str,
+    value: Option<String>,
+    default: Duration,
+    zero_ok: bool,
+    max: Duration,
+) -> Result<Duration> {
     let Some(text) = value else {
         return Ok(default);
     };
-    let d = humantime::parse_duration(&text).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("invalid duration {text:?}: {e} (examples: 30s, 5m, 1h 30m)"),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is zero; it must be positive"),
-        ));
-    }
-    if d > MAX_DURATION {
-        return Err(ConfigError::invalid(
-            key,
-            format!("duration {text:?} is longer than the maximum of 7 days"),
-        ));
-    }
-    Ok(d)
+    let bounds = crate::duration::Bounds {
+        zero_ok,
+        bare_seconds: false,
+        max,
+    };
+    crate::duration::parse(&text, bounds).map_err(|e| {
+        let why = match e {
+            crate::duration::DurationError::Syntax(_) => format!("invalid duration {text:?}: {e}"),
+            _ => format!("duration {text:?} {e}"),
+        };
+        ConfigError::invalid(key, why)
+    })
 }
 
 /// An integer within `range`.

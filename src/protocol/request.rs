@@ -118,7 +118,7 @@ pub struct ConnectRequest {
     pub reuse: bool,
     /// `reuse_max_messages=N`: do not keep the connection once it has carried N messages.
     pub reuse_max_messages: Option<u64>,
-    /// `wait=N` (seconds) or `wait=Nms`: how long to wait at a connection cap (`caps:`) for a
+    /// `wait=30s`, `wait=500ms`, `wait=30` (seconds): how long to wait at a connection cap (`caps:`) for a
     /// connection; at most `caps.wait`, which is also the default. `wait=0`: do not wait.
     pub wait: Option<Duration>,
 }
@@ -418,31 +418,18 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
 /// Longest `wait=` accepted.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// `wait=N` (seconds) or `wait=Nms`, at most an hour.
+/// `wait=`: a duration as the configuration writes it (`30s`, `500ms`, `2m`, or `30` for
+/// seconds; [`crate::duration`]), zero accepted, at most an hour.
 fn parse_wait(v: &str) -> Result<Duration, RequestError> {
-    let (digits, ms) = match v.strip_suffix("ms") {
-        Some(d) => (d, true),
-        None => (v, false),
+    let bounds = crate::duration::Bounds {
+        zero_ok: true,
+        bare_seconds: true,
+        max: MAX_WAIT,
     };
-    let n: Option<u64> =
-        if !digits.is_empty() && digits.len() <= 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
-            digits.parse().ok()
-        } else {
-            None
-        };
-    let d = n.map(|n| {
-        if ms {
-            Duration::from_millis(n)
-        } else {
-            Duration::from_secs(n)
-        }
-    });
-    match d {
-        Some(d) if d <= MAX_WAIT => Ok(d),
-        _ => err(format!(
-            "CONNECT: wait={v:?} is not a number of seconds (or of milliseconds with ms) up to 3600 s"
-        )),
-    }
+    crate::duration::parse(v, bounds).or_else(|e| match e {
+        crate::duration::DurationError::Syntax(_) => err(format!("CONNECT: wait={v:?}: {e}")),
+        _ => err(format!("CONNECT: wait={v:?} {e}")),
+    })
 }
 
 #[cfg(test)]

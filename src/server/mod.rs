@@ -9,7 +9,7 @@ pub use crate::workers;
 
 pub use crate::runtime::{pool_limits, Runtime, StartError};
 pub use crate::shared::{IpSlot, Shared, Stats};
-pub use limits::{fd_budget, fds_needed};
+pub use limits::{fds_needed, raise_nofile, sizing_warnings, tasks_needed, ProcessLimits};
 
 use crate::config::FrontendKind;
 use crate::control::ControlSocket;
@@ -109,9 +109,7 @@ pub struct Server {
 impl Server {
     /// Bind every `listen` address and start accepting.
     pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
-        if let Some(w) = fd_budget(&rt.config) {
-            warn!("{w}");
-        }
+        raise_nofile();
         let listen = wanted_listeners(&rt.config);
         let freebind = rt.config.listen_freebind;
         let workers = WorkerPool::new(

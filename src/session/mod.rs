@@ -88,7 +88,12 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
         at: tcp.local_addr().ok(),
     };
     // The handshake counts against the unauthenticated deadline.
-    let tls = match rt.acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
+    // No acceptor: no native listener in this configuration (front-ends only); a connection
+    // accepted just before a reload removed the listener is closed.
+    let Some(acceptor) = &rt.acceptor else {
+        return;
+    };
+    let tls = match acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => {
             shared
                 .stats

@@ -46,7 +46,7 @@ REPO=$PWD
 #   cert   gaproxy cert (the certificate directory README describes)
 #   state  drains kept in the state directory (StateDirectory=), surviving restarts and upgrades
 #   audit  the per-session audit line at info level, with journal fields
-PENDING=${SYSTEMD_TEST_PENDING-cert}
+PENDING=${SYSTEMD_TEST_PENDING-}
 
 # shellcheck source=tests/systemd/lib.sh
 . "$REPO/tests/systemd/lib.sh"

@@ -4,9 +4,11 @@
 //! - `gaproxy testmx`: run a local test MX that prints what it receives;
 //! - `gaproxy demo`: start a proxy and a test MX on loopback and send mail through it;
 //! - `gaproxy bench`: measure the proxy against direct delivery (see `benches/run.sh`);
-//! - `gaproxy status`, `drain`, `undrain`: the running proxy's control socket.
+//! - `gaproxy status`, `drain`, `undrain`: the running proxy's control socket;
+//! - `gaproxy cert`: a private CA, the proxy's certificate and MTA client certificates.
 
 mod bench;
+mod cert;
 mod control;
 mod demo;
 mod proxy_addr;
@@ -44,6 +46,8 @@ enum Command {
     Drain(control::DrainArgs),
     /// End a drain (or all of them).
     Undrain(control::UndrainArgs),
+    /// Make a private CA, the proxy's server certificate and MTA client certificates.
+    Cert(cert::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Status(a) => control::status(a),
         Command::Drain(a) => control::drain(a),
         Command::Undrain(a) => control::undrain(a),
+        Command::Cert(a) => cert::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

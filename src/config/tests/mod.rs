@@ -112,8 +112,11 @@ fn full_valid_file() {
     assert!(!c.secret_matches(b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-43"));
     assert_eq!(c.auth_shared_secret_file, None);
     assert!(c.log_verbose);
-    assert_eq!(c.tls_certificate, PathBuf::from("/etc/gp/tls/cert.pem"));
-    assert_eq!(c.tls_private_key, PathBuf::from("/srv/key.pem"));
+    assert_eq!(
+        c.tls_certificate,
+        Some(PathBuf::from("/etc/gp/tls/cert.pem"))
+    );
+    assert_eq!(c.tls_private_key, Some(PathBuf::from("/srv/key.pem")));
     assert_eq!(
         c.source_addresses,
         vec![net("192.0.2.0/28"), net("2001:db8:1::5/128")]
@@ -221,7 +224,7 @@ fn example_file_parses_with_defaults() {
     assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
     assert!(EXAMPLE.contains("CHANGE THIS"));
     let own = "0123456789abcdef0123456789abcdef";
-    let configured = EXAMPLE.replace(validate::EXAMPLE_SECRET, own);
+    let configured = EXAMPLE.replace(secret::EXAMPLE_SECRET, own);
     let example = Config::from_yaml_str(&configured, Path::new("/etc/greenarrow_proxy")).unwrap();
     // Apart from the required keys, every value in the example is the default.
     let required_only = format!(
@@ -246,7 +249,7 @@ fn example_file_parses_with_defaults() {
 
 #[test]
 fn the_placeholder_secret_is_refused_wherever_a_secret_goes() {
-    let placeholder = validate::EXAMPLE_SECRET;
+    let placeholder = secret::EXAMPLE_SECRET;
     let e = parse(&minimal().replace(SECRET, placeholder)).unwrap_err();
     assert_eq!(e.key(), Some("auth_shared_secret"), "{e}");
     assert!(!e.to_string().contains(placeholder), "{e}");
@@ -427,8 +430,8 @@ fn load_resolves_against_the_config_directory() {
     let yaml = minimal().replace("/etc/gp/cert.pem", "tls/cert.pem");
     std::fs::write(&path, yaml).unwrap();
     let c = Config::load(&path).unwrap();
-    assert_eq!(c.tls_certificate, dir.0.join("tls/cert.pem"));
-    assert_eq!(c.tls_private_key, PathBuf::from("/etc/gp/key.pem"));
+    assert_eq!(c.tls_certificate, Some(dir.0.join("tls/cert.pem")));
+    assert_eq!(c.tls_private_key, Some(PathBuf::from("/etc/gp/key.pem")));
 
     let missing = dir.0.join("nope.yaml");
     let e = Config::load(&missing).unwrap_err();

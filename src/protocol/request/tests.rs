@@ -144,7 +144,7 @@ fn rejects_bad_connects_precisely() {
             "wait=",
         ),
         (
-            "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=1.5s",
+            "CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=soon",
             "wait=",
         ),
         (
@@ -182,7 +182,7 @@ fn smtps_defaults_to_port_465() {
 }
 
 #[test]
-fn wait_takes_seconds_or_milliseconds() {
+fn wait_takes_seconds_milliseconds_and_the_configurations_forms() {
     use std::time::Duration;
     let wait = |w: &str| match parse_request(
         format!("CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait={w}").as_bytes(),
@@ -194,6 +194,12 @@ fn wait_takes_seconds_or_milliseconds() {
     assert_eq!(wait("30"), Some(Duration::from_secs(30)));
     assert_eq!(wait("250ms"), Some(Duration::from_millis(250)));
     assert_eq!(wait("3600"), Some(Duration::from_secs(3600)));
+    // The configuration's forms too (caps.wait: 30s).
+    assert_eq!(wait("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(wait("0s"), Some(Duration::ZERO));
+    assert_eq!(wait("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(wait("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(wait("1h"), Some(Duration::from_secs(3600)));
     let c = parse_request(b"CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a").unwrap();
     assert!(matches!(c, Request::Connect(c) if c.wait.is_none()));
 }
