@@ -389,7 +389,7 @@ fn print_next_steps(dir: &Path, clients: &[String]) {
     }
     println!(
         "  {}. Check as the service user, then start or reload: \
-         sudo -u greenarrow_proxy greenarrow_proxy --check-config; \
+         runuser -u greenarrow_proxy -- greenarrow_proxy --check-config; \
          systemctl reload-or-restart greenarrow_proxy",
         if clients.is_empty() { 3 } else { 4 }
     );
