@@ -132,7 +132,10 @@ fn listening(server: &Server) -> String {
     let mut text = if native.is_empty() {
         "with front-ends only (listen: [])".to_string()
     } else {
-        format!("on {}", join(native.iter().map(|a| a.to_string()).collect()))
+        format!(
+            "on {}",
+            join(native.iter().map(|a| a.to_string()).collect())
+        )
     };
     let rt = server.shared.runtime();
     let fronts: Vec<String> = rt

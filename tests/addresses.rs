@@ -242,7 +242,10 @@ fn without_listen_freebind_an_absent_listen_address_is_an_error() {
     let warning = d.wait_for("is not an address of this host");
     assert!(warning.contains(&format!("{VIP}:2807")), "{warning}");
     let err = d.wait_for("cannot start");
-    assert!(err.contains(&format!("cannot listen on {VIP}:2807")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {VIP}:2807")),
+        "{err}"
+    );
     assert!(err.contains("listen_freebind: true"), "{err}");
     assert!(!d.wait_exit().success());
 }

@@ -138,14 +138,8 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
     let c = Config::from_yaml_str(yaml, &dir.0).unwrap();
     let d = |name: &str| Some(dir.0.join(name));
     let resolved = [
-        (
-            "tls_certificate",
-            c.tls_certificate.clone() == d("c.pem"),
-        ),
-        (
-            "tls_private_key",
-            c.tls_private_key.clone() == d("k.pem"),
-        ),
+        ("tls_certificate", c.tls_certificate.clone() == d("c.pem")),
+        ("tls_private_key", c.tls_private_key.clone() == d("k.pem")),
         (
             "auth_shared_secret_file",
             c.auth_shared_secret_file == d("top.secret"),
