@@ -119,6 +119,10 @@ ct() {
     nsenter -t "$C" -m -u -i -n -p -C -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
 }
+# Run a command on the MTA host: in the container, in the network namespace MTA_NS.
+mta() {
+    if [ -n "$MTA_NS" ]; then ct ip netns exec "$MTA_NS" "$@"; else ct "$@"; fi
+}
 unit_prop() { ct systemctl show -P "$1" greenarrow_proxy.service; }
 # KEY=VALUE lines, sorted, for a comma-separated list of properties.
 unit_props() { ct systemctl show -p "$1" greenarrow_proxy.service | sort; }
@@ -128,14 +132,14 @@ journal_json() { ct journalctl -u greenarrow_proxy.service -o json --no-pager; }
 # gaproxy send from the drained source must get 453 drained.
 drained_refused() {
     local out
-    if out=$(ct gaproxy send --proxy 127.0.0.1 --proxy-name proxy.example.com --ca-file "$CA_FILE" \
+    if out=$(mta gaproxy send --proxy "$PROXY_IP" --proxy-name proxy.example.com --ca-file "$CA_FILE" \
         --secret-file /etc/greenarrow_proxy/secret --source 127.0.0.3 --mx 127.0.0.10 \
         --ehlo mta1.example.com --timeout 10s 2>&1); then
         return 1
     fi
     grep -q "453.*drained" <<<"$out"
 }
-export -f ct unit_prop unit_props journal_has unit_journal_has wait_for drained_refused
+export -f ct mta unit_prop unit_props journal_has unit_journal_has wait_for drained_refused
 
 cleanup() {
     local rc=$?
@@ -167,8 +171,15 @@ cleanup() {
 # The documents' example addresses and what the container uses instead (the only edits the
 # test makes to what the documents say): the proxy host's address, the MTA network, the
 # egress addresses.
-DOC_SUBST=(-e 's|10\.1\.0\.5|127.0.0.1|g' -e 's|10\.1\.0\.0/24|127.0.0.0/8|g'
-    -e 's|203\.0\.113\.10|127.0.0.2|g' -e 's|203\.0\.113\.11|127.0.0.3|g')
+# The proxy's address (10.1.0.5) and the MTA network (10.1.0.0/24) are used as written: they
+# are on a veth pair between the container and the MTA host's network namespace (mta_network);
+# only where that cannot be made are they replaced by loopback ones (mta_network_fallback).
+DOC_SUBST=(-e 's|203\.0\.113\.10|127.0.0.2|g' -e 's|203\.0\.113\.11|127.0.0.3|g')
+PROXY_IP=10.1.0.5
+MTA_IP=10.1.0.7
+# The network namespace the MTA host's commands run in (empty: the container's own).
+MTA_NS=mta
+export PROXY_IP MTA_IP MTA_NS
 
 doc_path() {
     case "$1" in
@@ -190,12 +201,13 @@ doc_has() {
 }
 # doc_run DOC 'COMMAND' [SED-EXPRESSION]: the document shows the command; run it inside the
 # container (as root: a leading sudo is dropped) with the example addresses replaced (and the
-# extra substitution, if given).
+# extra substitution, if given). With ON_MTA=1 in the environment, on the MTA host (mta).
 doc_run() {
-    local doc=$1 cmd=$2 run out rc
+    local doc=$1 cmd=$2 run out rc where=ct
     doc_has "$doc" "$cmd" || return 1
     run=$(sed "${DOC_SUBST[@]}" ${3:+-e "$3"} <<<"$cmd" | sed -e 's/^sudo //' -e 's/| sudo /| /g')
-    out=$(ct bash -c "$run" 2>&1)
+    [ "${ON_MTA:-0}" = 1 ] && where=mta
+    out=$($where bash -c "$run" 2>&1)
     rc=$?
     if [ $rc = 0 ]; then ok "$doc: $run"; else fail "$doc: $run (exit $rc)"; fi
     [ -z "$out" ] || printf '%s\n' "$out" | head -n 40 | sed 's/^/  | /'
@@ -230,6 +242,48 @@ conf_apply() {
     ' "$file" >"$WORK/conf.new" && printf '\n%s\n' "$block" >>"$WORK/conf.new" &&
         cat "$WORK/conf.new" >"$file"
     ok "$doc block $name applied (keys: $keys${drop:+; removed: $drop})"
+}
+
+# ---- the MTA host ---------------------------------------------------------------------------
+# The MTA host's network, inside the container: a network namespace `mta` joined to the
+# container by a veth pair, the container's end (gap0) with the proxy's address 10.1.0.5/24 as
+# README writes it, the MTA's end with 10.1.0.7/24 (in allow_from: 10.1.0.0/24); and a second
+# namespace `other` (gap1: 10.2.0.5/24, its end 10.2.0.9/24, routed to 10.1.0.0/24 through the
+# container) for a host outside allow_from. Nothing is routed out of the container (it has only
+# its loopback and these pairs). Exim's service runs in `mta` (NetworkNamespacePath=), and the
+# test submits to it there (`mta sendmail`), so every delivery of Exim's comes from 10.1.0.7.
+# Fails if the container cannot make them.
+mta_network() {
+    ct bash -e -c '
+        ip netns add mta
+        ip link add gap0 type veth peer name eth0 netns mta
+        ip addr add 10.1.0.5/24 dev gap0
+        ip link set gap0 up
+        ip -n mta link set lo up
+        ip -n mta addr add 10.1.0.7/24 dev eth0
+        ip -n mta link set eth0 up
+        ip netns add other
+        ip link add gap1 type veth peer name eth0 netns other
+        ip addr add 10.2.0.5/24 dev gap1
+        ip link set gap1 up
+        ip -n other link set lo up
+        ip -n other addr add 10.2.0.9/24 dev eth0
+        ip -n other link set eth0 up
+        ip -n other route add 10.1.0.0/24 via 10.2.0.5
+    ' || return 1
+    # Exim's daemon (and its queue runner's deliveries) on the MTA host too.
+    mkdir -p "$ROOTFS/etc/systemd/system/exim4.service.d"
+    printf '[Service]\nNetworkNamespacePath=/run/netns/mta\n' >"$ROOTFS/etc/systemd/system/exim4.service.d/mta-host.conf"
+    ct systemctl daemon-reload
+}
+# Where the namespaces cannot be made: everything on the container's loopback, with the
+# documents' addresses replaced by loopback ones (10.1.0.5 -> 127.0.0.1, the MTA network ->
+# 127.0.0.0/8).
+mta_network_fallback() {
+    DOC_SUBST+=(-e 's|10\.1\.0\.5|127.0.0.1|g' -e 's|10\.1\.0\.0/24|127.0.0.0/8|g')
+    PROXY_IP=127.0.0.1
+    MTA_IP=127.0.0.1
+    MTA_NS=""
 }
 
 # Exim as docs/COMPAT.md says, on Debian: the transport lines into Debian's remote_smtp,

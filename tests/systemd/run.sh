@@ -7,20 +7,25 @@
 # each run) and boots with `systemd-nspawn --boot --register=no --keep-unit --private-network`:
 # the container has only its own loopback, so the proxy, a test MX (`gaproxy testmx` on
 # 127.0.0.10:25) and Exim (Debian's exim4-daemon-light, as Debian configures it) all run inside
-# it; commands run there through nsenter into the container's systemd (machinectl cannot reach
+# it. The MTA host is a network namespace the test makes inside the container (`mta`, 10.1.0.7,
+# joined by a veth pair to the container's 10.1.0.5, README's proxy address; lib.sh,
+# mta_network): Exim's service, its deliveries and the native test message run there, so they
+# reach the proxy from another address, through README's `listen` and `allow_from` as written;
+# a second namespace (`other`, 10.2.0.9) is an MTA host outside allow_from. Commands run there through nsenter into the container's systemd (machinectl cannot reach
 # a container started without registering; --keep-unit because there may be no systemd on the
 # host). The helpers are in tests/systemd/lib.sh, the journal's JSON is read by fields.py.
 #
 # The commands and configuration fragments the test uses are taken from the documents: each
 # command is looked up verbatim in README.md or COMPAT.md before it runs (with the documents'
-# example addresses replaced by loopback ones, nothing else), and the YAML and Exim fragments
+# egress addresses 203.0.113.10 and .11 replaced by 127.0.0.2 and .3, nothing else), and the YAML and Exim fragments
 # are the documents' own blocks (marked `<!-- tests/systemd: NAME -->`). A document that stops
 # saying what the test does fails the test.
 #
 # Steps: dpkg -i; an unconfigured start (exit 78, no restart, the key named in the journal);
 # the certificate, the secrets and the configuration as README says; check as the service user;
 # systemctl start; a message through the native protocol; one from Exim through the SOCKS5
-# front-end; SIGUSR1 and the report's journal fields; the per-session audit line; systemctl
+# front-end (each from the MTA host, named in the proxy's session line); the per-session audit
+# line; SIGUSR1 and the report's journal fields; an MTA host outside allow_from refused; systemctl
 # reload with a broken and a good file; gaproxy status and a drain; a package upgrade (the drain
 # still in force, the configuration untouched); man pages with groff's warnings on; systemctl
 # stop; purge. One line per check: `systemd: ok …`, `systemd: FAIL …` or `systemd: pending …`
@@ -90,6 +95,16 @@ cp "$deb" "$WORK/root/root/greenarrow-proxy.deb"
 bump_version "$deb" "$WORK/root/root/greenarrow-proxy-next.deb" "$WORK/repack"
 boot_container "$WORK/root"
 
+# ---- the MTA host -------------------------------------------------------------------------
+section "the MTA host's network"
+if mta_network >"$WORK/netns.log" 2>&1; then
+    ok "network namespace mta (10.1.0.7/24) joined to the container's 10.1.0.5/24 by a veth pair; namespace other (10.2.0.9) outside allow_from"
+else
+    sed 's/^/  | /' "$WORK/netns.log"
+    echo "systemd: note the container cannot make a network namespace and a veth pair (see above): the MTA runs on the container's loopback, 10.1.0.5 and 10.1.0.0/24 become 127.0.0.1 and 127.0.0.0/8, and the refusal of an address outside allow_from is not checked"
+    mta_network_fallback
+fi
+
 # ---- the package --------------------------------------------------------------------------
 section "install"
 doc_has README.md 'sudo dpkg -i greenarrow-proxy_*.deb'
@@ -122,15 +137,15 @@ if ct gaproxy cert --help >/dev/null 2>&1; then
         test "$(ct stat -c '%a %U %G' /etc/greenarrow_proxy/tls/key.pem)" = "640 root greenarrow_proxy"
     check "... the CA key 0600 root" \
         test "$(ct stat -c '%a %U' /etc/greenarrow_proxy/tls/ca.key)" = "600 root"
-    check "... the server certificate is not a CA and names proxy.example.com and 127.0.0.1" \
-        bash -c 't=$("$@" openssl x509 -in /etc/greenarrow_proxy/tls/cert.pem -noout -text); grep -q "CA:FALSE" <<<"$t" && grep -q "DNS:proxy.example.com" <<<"$t" && grep -q "IP Address:127.0.0.1" <<<"$t"' _ ct
+    check "... the server certificate is not a CA and names proxy.example.com and $PROXY_IP" \
+        bash -c 'ip=$1; shift; t=$("$@" openssl x509 -in /etc/greenarrow_proxy/tls/cert.pem -noout -text); grep -q "CA:FALSE" <<<"$t" && grep -q "DNS:proxy.example.com" <<<"$t" && grep -q "IP Address:$ip" <<<"$t"' _ "$PROXY_IP" ct
     CA_FILE=/etc/greenarrow_proxy/tls/ca.pem
 else
     feature_missing cert "gaproxy cert: using greenarrow_proxy(8)'s openssl example instead"
-    # greenarrow_proxy(8), EXAMPLES, with proxy.example.com kept and IP:127.0.0.1 as written.
+    # greenarrow_proxy(8), EXAMPLES, with proxy.example.com kept and the proxy's address.
     ct bash -c 'install -d -m 750 -g greenarrow_proxy /etc/greenarrow_proxy/tls &&
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
-            -subj /CN=proxy.example.com -addext subjectAltName=DNS:proxy.example.com,IP:127.0.0.1 \
+            -subj /CN=proxy.example.com -addext subjectAltName=DNS:proxy.example.com,IP:'"$PROXY_IP"' \
             -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth \
             -keyout /etc/greenarrow_proxy/tls/key.pem -out /etc/greenarrow_proxy/tls/cert.pem 2>/dev/null &&
         chgrp greenarrow_proxy /etc/greenarrow_proxy/tls/key.pem && chmod 640 /etc/greenarrow_proxy/tls/key.pem'
@@ -166,8 +181,8 @@ if grep -qi warn <<<"$out"; then printf '  | %s\n' "$out"; fi
 section "start"
 doc_run README.md 'sudo systemctl start greenarrow_proxy'
 check "active" ct systemctl is-active --quiet greenarrow_proxy.service
-check "the journal says ready" wait_for 5 journal_has "ready on 127.0.0.1:807"
-check "the journal lists the SOCKS5 front-end's listener" journal_has "listening on 127.0.0.1:1080"
+check "the journal says ready" wait_for 5 journal_has "ready on $PROXY_IP:807"
+check "the journal lists the SOCKS5 front-end's listener" journal_has "listening on $PROXY_IP:1080"
 PID1=$(unit_prop MainPID)
 check "MainPID is set ($PID1)" test "${PID1:-0}" != 0
 
@@ -175,9 +190,11 @@ section "a message through the native protocol"
 doc_has README.md 'sudo gaproxy testmx --listen 127.0.0.10:25'
 ct systemd-run --quiet --unit=testmx --collect gaproxy testmx --listen 127.0.0.10:25
 check "the test MX is listening" wait_for 5 unit_journal_has testmx "listening on 127.0.0.10:25"
-doc_run README.md 'sudo gaproxy send --proxy 10.1.0.5 --proxy-name proxy.example.com --ca-file /etc/greenarrow_proxy/tls/ca.pem --secret-file /etc/greenarrow_proxy/secret --source 203.0.113.10 --mx 127.0.0.10 --ehlo mta1.example.com --from a@example.com --to b@example.net' \
+ON_MTA=1 doc_run README.md 'sudo gaproxy send --proxy 10.1.0.5 --proxy-name proxy.example.com --ca-file /etc/greenarrow_proxy/tls/ca.pem --secret-file /etc/greenarrow_proxy/secret --source 203.0.113.10 --mx 127.0.0.10 --ehlo mta1.example.com --from a@example.com --to b@example.net' \
     "s|/etc/greenarrow_proxy/tls/ca.pem|$CA_FILE|"
 check "the test MX got it from 127.0.0.2 over TLS" wait_for 5 unit_journal_has testmx "message from 127.0.0.2:[0-9]* (tls: true): MAIL FROM:<a@example.com>"
+check "the proxy's session line names the MTA host (mta=$MTA_IP)" \
+    wait_for 5 journal_has "^session ended.* mta=$MTA_IP:[0-9]* .*source=127.0.0.2 "
 
 section "Exim through the SOCKS5 front-end"
 check "exim -bV lists SOCKS (COMPAT.md: a build with SOCKS support)" \
@@ -187,19 +204,22 @@ doc_run COMPAT.md 'sudo install -m 640 -g Debian-exim mta1.secret /etc/exim4/gre
 exim_configure
 doc_run COMPAT.md 'sudo systemctl restart exim4'
 printf 'From: a@example.org\nTo: c@example.net\nSubject: through the SOCKS5 front-end\n\nHello.\n' |
-    ct sendmail -f a@example.org c@example.net
+    mta sendmail -f a@example.org c@example.net
 check "the test MX got Exim's message from 127.0.0.2 (the source in name=)" \
     wait_for 15 unit_journal_has testmx "message from 127.0.0.2:[0-9]* (tls: true): MAIL FROM:<a@example.org> RCPT TO:\[\"c@example.net\"\]"
 check "Exim logged the delivery with the proxy (log_selector +proxy: PRX=)" \
-    wait_for 5 ct grep -q "=> c@example.net .*PRX=\[127.0.0.1\]" /var/log/exim4/mainlog
+    wait_for 5 ct grep -q "=> c@example.net .*PRX=\[$PROXY_IP\]" /var/log/exim4/mainlog
 ct grep "=> c@example.net" /var/log/exim4/mainlog | sed 's/^/  | /'
+check "the proxy's session line names Exim's host (mta=$MTA_IP, client mta1)" \
+    wait_for 5 journal_has "session ended.* mta=$MTA_IP:[0-9]* client=mta1 .*source=127.0.0.2 "
+ct journalctl -u greenarrow_proxy.service -o cat --no-pager | grep "session ended.* client=mta1 " | sed 's/^/  | /'
 # The dedicated client: mta1's secret cannot use a source address of another client (127.0.0.3
 # is the default client's). What Exim makes of the refusal is printed, not checked: the SOCKS
 # reply codes for refusals are being decided (docs/COMPAT.md, "Refusals and Exim's retry data").
 sed -i 's/name=127\.0\.0\.2 /name=127.0.0.3 /' "$ROOTFS/etc/exim4/exim4.conf.template"
 ct update-exim4.conf
 printf 'From: a@example.org\nTo: d@example.net\nSubject: from a source mta1 may not use\n\nHello.\n' |
-    ct sendmail -f a@example.org d@example.net
+    mta sendmail -f a@example.org d@example.net
 check "mta1's secret with another client's source (127.0.0.3): refused by the proxy" \
     wait_for 10 journal_has "127.0.0.3 is not permitted"
 check "... nothing reached the test MX from 127.0.0.3" bash -c '! unit_journal_has testmx "message from 127.0.0.3:"'
@@ -233,6 +253,28 @@ if wait_for 5 journal_has "report summary"; then
         bash -c 'grep -q "^SYSLOG_IDENTIFIER=greenarrow_proxy$" "$1" && grep -q "^PRIORITY=6$" "$1"' _ "$WORK/report.txt"
 else
     fail "the report is in journalctl -u greenarrow_proxy"
+fi
+
+section "an MTA host outside allow_from"
+if [ -n "$MTA_NS" ]; then
+    # From the namespace `other` (10.2.0.9, routed to 10.1.0.5 through the container).
+    out=$(ct ip netns exec other gaproxy send --proxy "$PROXY_IP" --proxy-name proxy.example.com \
+        --ca-file "$CA_FILE" --secret-file /etc/greenarrow_proxy/secret --source 127.0.0.2 \
+        --mx 127.0.0.10 --ehlo mta1.example.com --from a@example.com --to e@example.net --timeout 10s 2>&1)
+    rc=$?
+    check "gaproxy send from 10.2.0.9 fails (exit $rc)" test $rc != 0
+    check "... the proxy refused it: \"refused: not in allow_from mta=10.2.0.9:…\"" \
+        wait_for 5 journal_has "refused: not in allow_from mta=10\.2\.0\.9:[0-9]"
+    ct journalctl -u greenarrow_proxy.service -o cat --no-pager | grep "not in allow_from" | sed 's/^/  | /'
+    # The SOCKS5 front-end: closed without a reply to the greeting (not left waiting).
+    check "... the SOCKS5 front-end closes a connection from 10.2.0.9 without a reply" \
+        ct ip netns exec other bash -c 'exec 3<>/dev/tcp/10.1.0.5/1080 || exit 2
+            printf "\x05\x01\x02" >&3 2>/dev/null
+            timeout 5 cat <&3 >/tmp/socks-reply 2>/dev/null
+            [ $? != 124 ] && [ ! -s /tmp/socks-reply ]'
+    check "... nothing reached the test MX for e@example.net" bash -c '! unit_journal_has testmx "e@example.net"'
+else
+    echo "systemd: note no network namespace: the refusal of an MTA outside allow_from is not checked"
 fi
 
 section "systemctl reload"
