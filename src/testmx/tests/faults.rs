@@ -262,7 +262,9 @@ fn stray_reply_after_a_verb_and_after_the_end_of_data() {
     });
     let mut c = Client::connect(mx.addr());
     c.cmd("EHLO c", "250");
-    assert!(c.send_message("a@b", &["c@d"], b"x\r\n.\r\n").starts_with("250 2.0.0 queued"));
+    assert!(c
+        .send_message("a@b", &["c@d"], b"x\r\n.\r\n")
+        .starts_with("250 2.0.0 queued"));
     assert_eq!(c.reply(), "250 2.0.0 stray reply (test fault)\r\n");
     assert_eq!(mx.messages().len(), 1);
 }

@@ -1,0 +1,139 @@
+//! The end-of-run judgement: every message the MXes received set against what its MTA was told.
+
+use crate::rig::Mx;
+use crate::traffic::{hash, id_of, Ledger, Outcome};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// One message as an MX received it.
+#[derive(Debug)]
+pub struct Arrival {
+    pub id: Option<u64>,
+    pub mx: usize,
+    pub peer: IpAddr,
+    pub ehlo: Option<String>,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub len: usize,
+    pub hash: u64,
+}
+
+/// Take what the MXes received so far (their bodies are hashed and dropped).
+pub fn collect(mxes: &[Mx], into: &Mutex<Vec<Arrival>>) {
+    for (i, m) in mxes.iter().enumerate() {
+        let got = m.mx.take_messages();
+        if got.is_empty() {
+            continue;
+        }
+        let mut v = into.lock();
+        for msg in got {
+            v.push(Arrival {
+                id: id_of(&msg.content),
+                mx: i,
+                peer: msg.peer.ip(),
+                ehlo: msg.ehlo,
+                from: msg.mail_from,
+                rcpts: msg.rcpt_to,
+                len: msg.content.len(),
+                hash: hash(&msg.content),
+            });
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Verdict {
+    pub messages: u64,
+    pub accepted: u64,
+    pub failed: u64,
+    pub ambiguous: u64,
+    pub lost: u64,
+    pub lies: u64,
+    pub misattributed: u64,
+    /// The first few cases of each problem, for the log.
+    pub details: Vec<String>,
+}
+
+impl Verdict {
+    fn note(&mut self, s: String) {
+        if self.details.len() < 30 {
+            self.details.push(s);
+        }
+    }
+}
+
+pub fn judge(ledger: &Ledger, arrivals: &[Arrival]) -> Verdict {
+    let sent = ledger.sent.lock();
+    let mut v = Verdict {
+        messages: sent.len() as u64,
+        ..Verdict::default()
+    };
+    let mut by_id: HashMap<u64, Vec<&Arrival>> = HashMap::new();
+    for a in arrivals {
+        match a.id {
+            Some(id) if sent.contains_key(&id) => by_id.entry(id).or_default().push(a),
+            _ => {
+                v.lies += 1;
+                v.note(format!(
+                    "a message nobody sent (or whose id was mangled) arrived: {a:?}"
+                ));
+            }
+        }
+    }
+    for (id, s) in sent.iter() {
+        match s.outcome {
+            Outcome::Accepted => v.accepted += 1,
+            Outcome::Failed => v.failed += 1,
+            Outcome::Ambiguous => v.ambiguous += 1,
+        }
+        let got = by_id.get(id).map_or(&[][..], |g| g.as_slice());
+        match (s.outcome, got.len()) {
+            (Outcome::Accepted, 0) => {
+                v.lost += 1;
+                v.note(format!(
+                    "lost: message {id} was accepted ({}) and never arrived: {s:?}",
+                    s.how
+                ));
+            }
+            (Outcome::Failed, n) if n > 0 => {
+                v.lies += 1;
+                v.note(format!(
+                    "lie: message {id} was told failed ({}) and arrived {n} time(s)",
+                    s.how
+                ));
+            }
+            (_, n) if n > 1 => {
+                v.lies += 1;
+                v.note(format!(
+                    "lie: message {id} ({:?}) arrived {n} times",
+                    s.outcome
+                ));
+            }
+            _ => {}
+        }
+        for a in got {
+            if a.len != s.len || a.hash != s.hash {
+                v.lies += 1;
+                v.note(format!(
+                    "lie: message {id} arrived altered: {} bytes sent, {} arrived",
+                    s.len, a.len
+                ));
+            }
+            let rcpts_ok = !a.rcpts.is_empty() && a.rcpts.iter().all(|r| s.rcpts.contains(r));
+            let ok = a.mx == s.mx
+                && a.peer == s.source
+                && a.ehlo.as_deref() == Some(s.ehlo.as_str())
+                && a.from == s.from
+                && rcpts_ok;
+            if !ok {
+                v.misattributed += 1;
+                v.note(format!(
+                    "misattributed: message {id} of MTA {} sent to MX {} from {} as {} arrived at MX {} from {} as {:?}, MAIL {} RCPT {:?}",
+                    s.mta, s.mx, s.source, s.ehlo, a.mx, a.peer, a.ehlo, a.from, a.rcpts
+                ));
+            }
+        }
+    }
+    v
+}
