@@ -137,3 +137,20 @@ pub fn judge(ledger: &Ledger, arrivals: &[Arrival]) -> Verdict {
     }
     v
 }
+
+/// The ambiguous messages by what happened (the reply's first words, or the error's).
+pub fn ambiguous_kinds(ledger: &Ledger) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for s in ledger.sent.lock().values() {
+        if s.outcome == Outcome::Ambiguous {
+            let key: String = s
+                .how
+                .trim_start_matches(|c: char| "[\"".contains(c))
+                .chars()
+                .take(36)
+                .collect();
+            *m.entry(key).or_default() += 1;
+        }
+    }
+    m
+}

@@ -178,13 +178,10 @@ fn main() {
     ));
     saturate(&files, &tls);
     run_mtas(&args, 1000, warm, &files, &mxes, &ledger, &tls, |_| {});
-    for s in &mxes[0].sources {
-        let s = s.to_string();
-        rig::gaproxy(&files.control, &["drain", "--source", &s]);
-    }
-    rig::gaproxy(&files.control, &["undrain", "--all"]);
+    start_quit_threads(&files, &mxes, &tls);
     let base = quiet(&daemon, &files, &mut failures, "after the warm-up");
     say(&format!("baseline: {base:?}"));
+    let base_inventory = rig::inventory(daemon.pid());
 
     // The soak proper.
     say(&format!("soak: {} s of traffic and faults", args.seconds));
@@ -218,6 +215,20 @@ fn main() {
     }
     let end = quiet(&daemon, &files, &mut failures, "after the soak");
     say(&format!("end: {end:?}"));
+    let end_inventory = rig::inventory(daemon.pid());
+    if base_inventory != end_inventory {
+        say(&format!(
+            "threads and descriptors at the baseline: {base_inventory:?}; at the end: {end_inventory:?}"
+        ));
+    }
+    if let Some(st) = rig::status(&files.control) {
+        let c = &st["counters"];
+        say(&format!(
+            "the daemon counted {} messages, {} sessions, {} pool hits, {} connects ({} failed); {} requests waited at a cap ({} in vain)",
+            c["messages"], c["sessions_total"], c["pool_hits"], c["connects"], c["connect_failures"],
+            st["waits"]["waited"], st["waits"]["timed_out"]
+        ));
+    }
     say(&format!("faults: {:?}", tally.events));
     failures.extend(tally.problems);
 
@@ -234,6 +245,10 @@ fn main() {
         ));
     }
     let verdict = check::judge(&ledger, &arrivals.lock());
+    say(&format!(
+        "why ambiguous: {:?}",
+        check::ambiguous_kinds(&ledger)
+    ));
     for d in &verdict.details {
         say(d);
     }
@@ -353,6 +368,52 @@ fn saturate(files: &Files, tls: &ProxyClientTls) {
     for mut raw in held {
         raw.send(b"QUIT\r\n");
         let _ = raw.try_reply();
+    }
+}
+
+/// Start every QUIT thread (they start on demand and stay, like the session workers): make
+/// two MXes swallow QUIT, then end more sessions at once than there are QUIT threads, each
+/// with a connection not for reuse (one QUIT job each, waiting out the QUIT timeout); undo.
+fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
+    let two = &mxes[..2];
+    let swallow = greenarrow_proxy::testmx::Faults {
+        silent_at: Some("QUIT".into()),
+        ..Default::default()
+    };
+    for mx in two {
+        mx.mx.set_faults(swallow.clone());
+    }
+    std::thread::scope(|scope| {
+        for (i, mx) in two.iter().enumerate() {
+            for source in mx.sources.iter().take(4) {
+                for j in 0..rig::CAP {
+                    scope.spawn(move || {
+                        let tcp = TcpStream::connect_timeout(&files.listen, IO).unwrap();
+                        let s = tls.connect(tcp, "localhost", IO).unwrap();
+                        let mut raw = common::Raw::from_stream(s);
+                        let mut r = greenarrow_proxy::protocol::ConnectRequest::new(
+                            *source,
+                            greenarrow_proxy::protocol::Destination::Ip(mx.mx.addr().ip()),
+                            &format!("warm{i}-{j}.soak.test"),
+                        );
+                        r.port = mx.mx.addr().port();
+                        raw.send(format!("AUTH 1 {}\r\n{}", rig::secret(), r.to_line()).as_bytes());
+                        for _ in 0..2 {
+                            let _ = raw.try_reply();
+                        }
+                        raw.send(b"QUIT\r\nQUIT\r\n");
+                        for _ in 0..2 {
+                            let _ = raw.try_reply();
+                        }
+                    });
+                }
+            }
+        }
+    });
+    // The QUIT jobs wait out their 2 s; then the MXes behave again.
+    std::thread::sleep(Duration::from_secs(3));
+    for mx in two {
+        mx.mx.set_faults(Default::default());
     }
 }
 

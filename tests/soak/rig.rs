@@ -10,6 +10,7 @@ use greenarrow_proxy::tls::TlsAcceptor;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -367,6 +368,33 @@ pub struct Figures {
     pub threads: u64,
 }
 
+/// The daemon's threads by name, and what its descriptors point at (for a drift's report).
+pub fn inventory(pid: u32) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let mut threads = BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        *threads.entry(name.trim().to_string()).or_default() += 1;
+    }
+    let mut fds = BTreeMap::new();
+    for f in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let target = std::fs::read_link(f.path()).map_or("?".into(), |p| {
+            let s = p.display().to_string();
+            // socket:[12345] → socket
+            s.split(':').next().unwrap_or_default().to_string()
+        });
+        *fds.entry(target).or_default() += 1;
+    }
+    (threads, fds)
+}
+
 pub fn figures(pid: u32) -> Figures {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -387,14 +415,19 @@ pub fn figures(pid: u32) -> Figures {
     }
 }
 
-/// What `gaproxy status --json` says about connections in use: (in use, idle, waiting,
-/// sessions active), or None when it did not answer.
-pub fn in_use(control: &std::path::Path) -> Option<(u64, u64, u64, u64)> {
+/// `gaproxy status --json`, or None when it did not answer.
+pub fn status(control: &std::path::Path) -> Option<serde_json::Value> {
     let (ok, out) = gaproxy(control, &["status", "--json"]);
     if !ok {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+    serde_json::from_str(out.trim()).ok()
+}
+
+/// What `gaproxy status --json` says about connections in use: (in use, idle, waiting,
+/// sessions active), or None when it did not answer.
+pub fn in_use(control: &std::path::Path) -> Option<(u64, u64, u64, u64)> {
+    let v = status(control)?;
     let mut used = 0;
     let mut idle = 0;
     let mut waiting = 0;

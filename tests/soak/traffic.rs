@@ -6,6 +6,8 @@
 //! How a message's outcome is judged from the MTA's side:
 //! - **accepted**: a 2xx reply to its end of data (the final dot or `BDAT ... LAST`);
 //! - **failed**: a negative reply, or the session ended before its end of data was sent;
+//!   with BDAT (whose end of data goes out pipelined with its envelope), a negative reply of
+//!   the MX's own to any step of its transaction;
 //! - **ambiguous**: its end of data was sent and then no reply came (connection lost, timeout)
 //!   or the reply was the proxy's own `421` for an MX connection it lost or found out of step —
 //!   the window SMTP cannot close: the MX may or may not have taken the message. A negative
@@ -320,13 +322,13 @@ fn bdat(w: &mut dyn Wire, who: &Who, msgs: &[Msg], rng: &mut Rng) -> bool {
             continue;
         }
         let last = replies.last().cloned().unwrap_or_default();
-        let o = if replies.iter().all(|r| r.starts_with('2')) {
+        let o = if last.starts_with('2') {
             Outcome::Accepted
-        } else if !last.starts_with('2') {
-            judge_final(&last)
+        } else if replies.iter().any(|r| r.contains("(test fault)")) {
+            // The MX itself refused a step of this transaction: it cannot have taken it.
+            Outcome::Failed
         } else {
-            // An earlier reply negative and the last positive: not a sane MX or proxy.
-            Outcome::Accepted
+            judge_final(&last)
         };
         all_ok &= o == Outcome::Accepted;
         who.record(m, o, format!("{replies:?}"));
