@@ -154,3 +154,59 @@ pub fn ambiguous_kinds(ledger: &Ledger) -> std::collections::BTreeMap<String, u6
     }
     m
 }
+
+/// The checks can fail: a ledger and arrivals with one case of each problem must be judged so.
+/// Run before every soak (it costs nothing); a checker that cannot fail proves nothing.
+pub fn self_test() -> Result<(), String> {
+    use crate::traffic::Sent;
+    let ledger = Ledger::default();
+    let source: IpAddr = "127.0.0.2".parse().unwrap();
+    let sent = |outcome| Sent {
+        mta: 0,
+        mx: 0,
+        source,
+        ehlo: "mta0-0.soak.test".into(),
+        from: "a@soak.test".into(),
+        rcpts: vec!["b@soak.test".into()],
+        len: 3,
+        hash: hash(b"abc"),
+        outcome,
+        how: "canary".into(),
+    };
+    let arrived = |id| Arrival {
+        id: Some(id),
+        mx: 0,
+        peer: source,
+        ehlo: Some("mta0-0.soak.test".into()),
+        from: "a@soak.test".into(),
+        rcpts: vec!["b@soak.test".into()],
+        len: 3,
+        hash: hash(b"abc"),
+    };
+    {
+        let mut l = ledger.sent.lock();
+        for id in 1..=7 {
+            l.insert(id, sent(Outcome::Accepted));
+        }
+        l.insert(8, sent(Outcome::Failed));
+        l.insert(9, sent(Outcome::Ambiguous));
+        l.insert(10, sent(Outcome::Ambiguous));
+    }
+    let mut a: Vec<Arrival> = [1, 3, 3, 4, 5, 6, 8, 9].into_iter().map(arrived).collect();
+    // 2 lost; 3 twice; 4 altered; 5 from another source; 6 with another EHLO name; 8 told
+    // failed; 9 ambiguous and arrived, 10 ambiguous and not: both fine; 11 nobody sent.
+    a[3].hash ^= 1;
+    a[4].peer = "127.0.0.3".parse().unwrap();
+    a[5].ehlo = Some("mta1-0.soak.test".into());
+    a.push(arrived(11));
+    let v = judge(&ledger, &a);
+    let got = (v.lost, v.lies, v.misattributed, v.ambiguous);
+    if got == (1, 4, 2, 2) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the checks' self-test: (lost, lies, misattributed, ambiguous) = {got:?}, expected (1, 4, 2, 2): {:?}",
+            v.details
+        ))
+    }
+}

@@ -35,7 +35,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/kumo.rs"]
-#[allow(dead_code)]
 mod kumo;
 #[path = "../common/netns.rs"]
 mod netns;
@@ -116,6 +115,10 @@ fn say(s: &str) {
 
 fn main() {
     let args = args();
+    if let Err(e) = check::self_test() {
+        say(&e);
+        std::process::exit(1);
+    }
     say(&format!(
         "seed {} ({} s, {} MTAs); repeat with --seed {}",
         args.seed, args.seconds, args.mtas, args.seed
