@@ -143,12 +143,13 @@ pub fn ambiguous_kinds(ledger: &Ledger) -> std::collections::BTreeMap<String, u6
     let mut m = std::collections::BTreeMap::new();
     for s in ledger.sent.lock().values() {
         if s.outcome == Outcome::Ambiguous {
-            let key: String = s
-                .how
+            let (way, how) = s.how.split_once(": ").unwrap_or(("?", &s.how));
+            let how: String = how
                 .trim_start_matches(|c: char| "[\"".contains(c))
                 .chars()
                 .take(36)
                 .collect();
+            let key = format!("{way}: {how}");
             *m.entry(key).or_default() += 1;
         }
     }
@@ -185,7 +186,7 @@ pub fn self_test() -> Result<(), String> {
     };
     {
         let mut l = ledger.sent.lock();
-        for id in 1..=7 {
+        for id in 1..=6 {
             l.insert(id, sent(Outcome::Accepted));
         }
         l.insert(8, sent(Outcome::Failed));

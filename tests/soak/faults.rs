@@ -34,6 +34,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Add `other`'s counts and problems.
+    pub fn add(&mut self, other: Tally) {
+        for (k, n) in other.events {
+            *self.events.entry(k).or_default() += n;
+        }
+        self.problems.extend(other.problems);
+    }
+
     fn count(&mut self, what: &'static str) {
         *self.events.entry(what).or_default() += 1;
     }

@@ -5,10 +5,10 @@
 //! `cargo test --test soak -- --seconds N [--seed S] [--mtas M]`. docs/SOAK.md describes it.
 //!
 //! Phases: start (in a network namespace of its own when root, so that a source address can
-//! come and go); warm-up (every session worker started, traffic without faults, a drain to
-//! start the QUIT threads); quiet, then the **baseline** (RSS, descriptors, threads from
-//! /proc); the soak proper (traffic and faults for `--seconds`); everything undone, quiet
-//! again, the **end** figures; the checks; SIGTERM.
+//! come and go); warm-up (every session worker and QUIT thread started, then the first sixth
+//! of `--seconds`, at most 5 minutes, of traffic and faults); everything undone, quiet, then
+//! the **baseline** (RSS, descriptors, threads from /proc); the rest of `--seconds` of traffic
+//! and faults; everything undone, quiet again, the **end** figures; the checks; SIGTERM.
 //!
 //! The checks, each a reason to exit non-zero:
 //! - lost 0: every message whose MTA got a 2xx at its end of data arrived at its MX, once;
@@ -174,48 +174,54 @@ fn main() {
         })
     };
 
-    // Warm-up.
-    let warm = Duration::from_secs((args.seconds / 6).clamp(5, 20));
+    // Warm-up: every worker thread started, then the first sixth of the run (at most 5
+    // minutes): traffic and faults like the rest, so that the allocator has seen the
+    // working set before the baseline is taken.
+    let warm = (args.seconds / 6).clamp(5, 300).min(args.seconds);
     say(&format!(
-        "warm-up: every worker thread, then {warm:?} of traffic"
+        "warm-up: every worker thread, then {warm} s of traffic and faults"
     ));
     saturate(&files, &tls);
-    run_mtas(&args, 1000, warm, &files, &mxes, &ledger, &tls, |_| {});
     start_quit_threads(&files, &mxes, &tls);
+    let mut tally = faults::Tally::default();
+    let mut phase = |stream: u64, seconds: u64, failures: &mut Vec<String>| {
+        run_mtas(
+            &args,
+            stream * 1000,
+            Duration::from_secs(seconds),
+            &files,
+            &mxes,
+            &ledger,
+            &tls,
+            |stop| {
+                let mut d = faults::Driver::new(
+                    Rng::fork(args.seed, stream),
+                    &daemon,
+                    &files,
+                    &mxes,
+                    netns.as_ref(),
+                );
+                d.run(stop);
+                tally.add(std::mem::take(&mut d.tally));
+            },
+        );
+        // The running configuration back to the base one.
+        files.write(&files.variant(0));
+        let want = daemon.counts(|k| k.reloaded) + 1;
+        daemon.signal(nix::sys::signal::Signal::SIGHUP);
+        if !daemon.wait(Duration::from_secs(10), |k| k.reloaded >= want) {
+            failures.push("the reload after a phase was not acknowledged".into());
+        }
+    };
+    phase(1, warm, &mut failures);
     let base = quiet(&daemon, &files, &mut failures, "after the warm-up");
     say(&format!("baseline: {base:?}"));
     let base_inventory = rig::inventory(daemon.pid());
 
     // The soak proper.
-    say(&format!("soak: {} s of traffic and faults", args.seconds));
-    let mut tally = faults::Tally::default();
-    run_mtas(
-        &args,
-        0,
-        Duration::from_secs(args.seconds),
-        &files,
-        &mxes,
-        &ledger,
-        &tls,
-        |stop| {
-            let mut d = faults::Driver::new(
-                Rng::fork(args.seed, 0),
-                &daemon,
-                &files,
-                &mxes,
-                netns.as_ref(),
-            );
-            d.run(stop);
-            tally = std::mem::take(&mut d.tally);
-        },
-    );
-    // The running configuration back to the base one.
-    files.write(&files.variant(0));
-    let want = daemon.counts(|k| k.reloaded) + 1;
-    daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    if !daemon.wait(Duration::from_secs(10), |k| k.reloaded >= want) {
-        failures.push("the last reload was not acknowledged".into());
-    }
+    let rest = args.seconds - warm;
+    say(&format!("soak: {rest} s of traffic and faults"));
+    phase(2, rest, &mut failures);
     let end = quiet(&daemon, &files, &mut failures, "after the soak");
     say(&format!("end: {end:?}"));
     let end_inventory = rig::inventory(daemon.pid());

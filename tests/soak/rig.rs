@@ -3,7 +3,7 @@
 //! checks need), `gaproxy` for the control socket, and the daemon's figures from /proc.
 
 use crate::common::{proxy_files, TempDir, SECRET};
-use crate::process::{binary, ready_addrs};
+use crate::process::{binary, each_line, ready_addrs};
 use greenarrow_proxy::certgen;
 use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
 use greenarrow_proxy::tls::TlsAcceptor;
@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -107,6 +107,15 @@ pub const FRONTS: [Front; 4] = [
 ];
 
 impl Front {
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::ProxyPassthrough => "PROXY passthrough",
+            Front::ProxySmtp => "PROXY smtp",
+            Front::SocksPassthrough => "SOCKS5 passthrough",
+            Front::SocksSmtp => "SOCKS5 smtp",
+        }
+    }
+
     pub fn smtp_mode(self) -> bool {
         matches!(self, Front::ProxySmtp | Front::SocksSmtp)
     }
@@ -239,16 +248,9 @@ impl Daemon {
         let c = counts.clone();
         let mut file = std::fs::File::create(&log_path).unwrap();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let _ = file.write_all(&buf);
-                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            each_line(stderr, |buf| {
+                let _ = file.write_all(buf);
+                let line = String::from_utf8_lossy(buf).trim_end().to_string();
                 let mut k = c.0.lock();
                 k.lines += 1;
                 let rest = line.split_once(' ').map_or(line.as_str(), |(_, r)| r);
@@ -267,7 +269,8 @@ impl Daemon {
                     k.reports += 1;
                 }
                 c.1.notify_all();
-            }
+                true
+            });
             c.0.lock().closed = true;
             c.1.notify_all();
         });

@@ -50,7 +50,7 @@ pub struct Sent {
     pub len: usize,
     pub hash: u64,
     pub outcome: Outcome,
-    /// How it went: for failure messages.
+    /// How it went: the way in (`native`, a front-end), then the replies or the error.
     pub how: String,
 }
 
@@ -159,6 +159,8 @@ enum How {
 
 /// Who sends: the MTA's identity for this session.
 struct Who<'a> {
+    /// The way in: `native` or the front-end.
+    way: &'static str,
     mta: usize,
     mx: usize,
     source: IpAddr,
@@ -180,7 +182,7 @@ impl Who<'_> {
                 len: m.body.len(),
                 hash: hash(&m.body),
                 outcome,
-                how,
+                how: format!("{}: {how}", self.way),
             },
         );
     }
@@ -386,6 +388,28 @@ impl Mta {
         (msgs, how)
     }
 
+    /// Up to `max` messages from `source` as `ehlo` to MX `mx`, as [`transact`] says.
+    fn deliver(
+        &mut self,
+        w: &mut dyn Wire,
+        mx: usize,
+        source: IpAddr,
+        ehlo: String,
+        max: u64,
+        way: &'static str,
+    ) -> bool {
+        let (msgs, how) = self.batch(max);
+        let who = Who {
+            way,
+            mta: self.k,
+            mx,
+            source,
+            ehlo,
+            ledger: &self.ledger,
+        };
+        transact(w, &who, &msgs, how, &mut self.rng)
+    }
+
     /// The native protocol: one TLS connection, one to three CONNECTs, reuse or not.
     fn native(&mut self) {
         let Ok(tcp) = TcpStream::connect_timeout(&self.files.listen, IO) else {
@@ -438,17 +462,8 @@ impl Mta {
                 }
                 Err(_) => return,
             }
-            let (msgs, how) = self.batch(4);
-            let who = Who {
-                mta: self.k,
-                mx,
-                source,
-                ehlo,
-                ledger: &self.ledger,
-            };
-            let ok = transact(&mut raw, &who, &msgs, how, &mut self.rng);
             // Messages of the batch after a failure were not sent: not in the ledger.
-            if !ok {
+            if !self.deliver(&mut raw, mx, source, ehlo, 4, "native") {
                 return;
             }
             match Wire::send(&mut raw, b"QUIT\r\n").and_then(|()| Wire::reply(&mut raw)) {
@@ -510,15 +525,7 @@ impl Mta {
             self.ledger.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let (msgs, how) = self.batch(3);
-        let who = Who {
-            mta: self.k,
-            mx,
-            source,
-            ehlo,
-            ledger: &self.ledger,
-        };
-        if transact(&mut smtp, &who, &msgs, how, &mut self.rng) {
+        if self.deliver(&mut smtp, mx, source, ehlo, 3, front.name()) {
             let _ = smtp.command("QUIT");
         }
     }
