@@ -295,6 +295,25 @@ mod tests {
     }
 
     #[test]
+    fn a_positive_reply_to_starttls_other_than_220_is_out_of_step_not_a_refusal() {
+        // A stray reply in front of the real 220 (found by the soak): taking it for a refusal
+        // went on in plaintext and left the 220 to be relayed to the MTA as its MAIL's reply.
+        for policy in [TlsPolicy::Opportunistic, TlsPolicy::Required] {
+            for reply in ["250 2.0.0 stray reply\r\n", "354 go on\r\n"] {
+                let mut s = Setup::new("mta.test", policy, false);
+                s.start();
+                s.on_reply(r("220 hi\r\n"));
+                s.on_reply(r(EHLO_TLS));
+                assert!(
+                    matches!(s.on_reply(r(reply)), Action::Fail(SetupFailure::Unexpected(_))),
+                    "{policy:?} {reply:?}"
+                );
+                assert!(!s.tls && s.tls_note.is_none());
+            }
+        }
+    }
+
+    #[test]
     fn banner_and_ehlo_rejections() {
         let mut s = Setup::new("mta.test", TlsPolicy::None, false);
         s.start();
