@@ -9,7 +9,8 @@
 #
 #   benches/soak.sh [--seconds N] [--seed S] [--mtas M] [--release]
 #
-# --seconds: length of the faulty part (default 120; a warm-up of up to 20 s comes first).
+# --seconds: length of the run's traffic and faults (default 120); its first sixth (at most
+#         5 minutes) is the warm-up, after which the leak baseline is taken.
 # --seed: repeats a run's choices (traffic and fault schedule; not the threads' interleaving);
 #         default random, printed first. --mtas: MTA threads (default 8). --release: build
 #         and run the release profile (default: the debug build `cargo test` already made).
@@ -22,7 +23,7 @@ seconds=120
 seed=""
 mtas=8
 profile=()
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 number() {
     case "$2" in
         '' | *[!0-9]*) echo "soak.sh: $1 needs a number, not '$2'" >&2; exit 2 ;;

@@ -23,8 +23,8 @@
 //!   - descriptors: 0. A quiet daemon holds its listeners, its control socket and its
 //!     netlink socket, nothing else; one more is a leak.
 //!   - threads: 0. Session workers and QUIT threads start on demand and stay; the warm-up
-//!     starts all of them (`max_sessions` sessions at once, a drain of many pooled
-//!     connections), so any thread more is one that did not end.
+//!     starts all of them (`max_sessions` sessions at once; more QUIT jobs at once than QUIT
+//!     threads, against MXes that swallow QUIT), so any thread more is one that did not end.
 //!   - RSS: [`RSS_BOUND`] %. The allocator keeps freed memory in its arenas, so RSS does not
 //!     come back to the byte; a leak of a few hundred bytes per message or connection shows
 //!     above that within a 2-minute run (see docs/SOAK.md for the figures).

@@ -50,6 +50,11 @@ pub struct Sent {
     pub len: usize,
     pub hash: u64,
     pub outcome: Outcome,
+    /// The native protocol or an SMTP-aware front-end handed the MTA a reply nobody asked
+    /// for (the MX's stray reply, a `220` in a transaction): the proxy let the MX's being out
+    /// of step through. Counted as a lie. (In passthrough that is the MX's business: the
+    /// message is only ambiguous.)
+    pub relayed_out_of_step: bool,
     /// How it went: the way in (`native`, a front-end), then the replies or the error.
     pub how: String,
 }
@@ -170,6 +175,13 @@ struct Who<'a> {
 
 impl Who<'_> {
     fn record(&self, m: &Msg, outcome: Outcome, how: String) {
+        let out_of_step = out_of_step(&how);
+        // A reply that belongs to nothing says nothing about the message.
+        let outcome = if out_of_step && outcome == Outcome::Accepted {
+            Outcome::Ambiguous
+        } else {
+            outcome
+        };
         self.ledger.sent.lock().insert(
             m.id,
             Sent {
@@ -182,10 +194,19 @@ impl Who<'_> {
                 len: m.body.len(),
                 hash: hash(&m.body),
                 outcome,
+                relayed_out_of_step: out_of_step && !self.way.ends_with("passthrough"),
                 how: format!("{}: {how}", self.way),
             },
         );
     }
+}
+
+/// Whether `replies` (one reply, or a list's debug text) hold a reply nobody asked for: the
+/// MX's stray one, or a `220` (which no transaction command gets).
+fn out_of_step(replies: &str) -> bool {
+    replies.contains("stray reply (test fault)")
+        || replies.starts_with("220 ")
+        || replies.contains("\"220 ")
 }
 
 /// The outcome a reply to an end of data gives.
@@ -299,6 +320,8 @@ fn bdat(w: &mut dyn Wire, who: &Who, msgs: &[Msg], rng: &mut Rng) -> bool {
     }
     let mut all_ok = true;
     let mut lost: Option<String> = None;
+    // Once a reply nobody asked for came, the later replies of the batch are shifted.
+    let mut shifted = false;
     for (m, n) in msgs.iter().zip(owed) {
         if let Some(e) = &lost {
             who.record(m, Outcome::Ambiguous, format!("batch: {e}"));
@@ -332,8 +355,15 @@ fn bdat(w: &mut dyn Wire, who: &Who, msgs: &[Msg], rng: &mut Rng) -> bool {
         } else {
             judge_final(&last)
         };
-        all_ok &= o == Outcome::Accepted;
-        who.record(m, o, format!("{replies:?}"));
+        let how = format!("{replies:?}");
+        let o = if shifted && o == Outcome::Accepted {
+            Outcome::Ambiguous
+        } else {
+            o
+        };
+        shifted |= out_of_step(&how);
+        all_ok &= o == Outcome::Accepted && !shifted;
+        who.record(m, o, how);
     }
     all_ok
 }
