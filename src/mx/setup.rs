@@ -42,7 +42,7 @@ pub enum SetupFailure {
     Closing(Reply),
     /// TLS is required but the MX does not offer it or refused STARTTLS.
     TlsNotOffered(String),
-    /// An unexpected reply (e.g. a 3xx to EHLO).
+    /// An unexpected reply (e.g. a 3xx to EHLO, a 250 to STARTTLS).
     Unexpected(Reply),
 }
 
@@ -176,6 +176,12 @@ impl Setup {
                     self.state = State::Handshake;
                     return Action::StartTls;
                 }
+                if code < 400 {
+                    // Not a refusal: a reply to something else (a stray one in front of the
+                    // 220). The MX is out of step; going on in plaintext would relay its 220
+                    // to the MTA as the reply to the next command.
+                    return self.fail(SetupFailure::Unexpected(reply));
+                }
                 let note = format!(
                     "STARTTLS refused by the MX: {} {}",
                     reply.code(),
@@ -305,7 +311,10 @@ mod tests {
                 s.on_reply(r("220 hi\r\n"));
                 s.on_reply(r(EHLO_TLS));
                 assert!(
-                    matches!(s.on_reply(r(reply)), Action::Fail(SetupFailure::Unexpected(_))),
+                    matches!(
+                        s.on_reply(r(reply)),
+                        Action::Fail(SetupFailure::Unexpected(_))
+                    ),
                     "{policy:?} {reply:?}"
                 );
                 assert!(!s.tls && s.tls_note.is_none());
