@@ -258,6 +258,10 @@ fn main() {
         "why ambiguous: {:?}",
         check::ambiguous_kinds(&ledger)
     ));
+    say(&format!(
+        "{} messages were handed a reply nobody asked for (an MX out of step) through the native protocol or an SMTP-aware front-end",
+        verdict.out_of_step
+    ));
     for d in &verdict.details {
         say(d);
     }

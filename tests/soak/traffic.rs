@@ -50,10 +50,11 @@ pub struct Sent {
     pub len: usize,
     pub hash: u64,
     pub outcome: Outcome,
-    /// The native protocol or an SMTP-aware front-end handed the MTA a reply nobody asked
-    /// for (the MX's stray reply, a `220` in a transaction): the proxy let the MX's being out
-    /// of step through. Counted as a lie. (In passthrough that is the MX's business: the
-    /// message is only ambiguous.)
+    /// The MTA was handed a reply nobody asked for (the MX's stray reply, a `220` in a
+    /// transaction) by the native protocol or an SMTP-aware front-end: the MX was out of step
+    /// and the proxy could not tell (a stray reply among the replies of a pipelined batch
+    /// looks like the next one; it shows only at the end, as one reply too many). The message
+    /// is ambiguous; these are counted for the record, not judged.
     pub relayed_out_of_step: bool,
     /// How it went: the way in (`native`, a front-end), then the replies or the error.
     pub how: String,
@@ -176,8 +177,8 @@ struct Who<'a> {
 impl Who<'_> {
     fn record(&self, m: &Msg, outcome: Outcome, how: String) {
         let out_of_step = out_of_step(&how);
-        // A reply that belongs to nothing says nothing about the message.
-        let outcome = if out_of_step && outcome == Outcome::Accepted {
+        // Replies out of step say nothing sure about the message.
+        let outcome = if out_of_step {
             Outcome::Ambiguous
         } else {
             outcome
@@ -349,18 +350,17 @@ fn bdat(w: &mut dyn Wire, who: &Who, msgs: &[Msg], rng: &mut Rng) -> bool {
         let last = replies.last().cloned().unwrap_or_default();
         let o = if last.starts_with('2') {
             Outcome::Accepted
-        } else if replies.iter().any(|r| r.contains("(test fault)")) {
+        } else if replies
+            .iter()
+            .any(|r| !r.starts_with('2') && r.contains("(test fault)"))
+        {
             // The MX itself refused a step of this transaction: it cannot have taken it.
             Outcome::Failed
         } else {
             judge_final(&last)
         };
         let how = format!("{replies:?}");
-        let o = if shifted && o == Outcome::Accepted {
-            Outcome::Ambiguous
-        } else {
-            o
-        };
+        let o = if shifted { Outcome::Ambiguous } else { o };
         shifted |= out_of_step(&how);
         all_ok &= o == Outcome::Accepted && !shifted;
         who.record(m, o, how);
