@@ -1,7 +1,7 @@
 //! The end-of-run judgement: every message the MXes received set against what its MTA was told.
 
 use crate::rig::Mx;
-use crate::traffic::{hash, id_of, Ledger, Outcome};
+use crate::transact::{hash, id_of, Ledger, Outcome};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -150,9 +150,11 @@ pub fn ambiguous_kinds(ledger: &Ledger) -> std::collections::BTreeMap<String, u6
     for s in ledger.sent.lock().values() {
         if s.outcome == Outcome::Ambiguous {
             let (way, how) = s.how.split_once(": ").unwrap_or(("?", &s.how));
+            // Numbers (queue ids, sizes) left out, so that like goes with like.
             let how: String = how
                 .trim_start_matches(|c: char| "[\"".contains(c))
                 .chars()
+                .filter(|c| !c.is_ascii_digit())
                 .take(36)
                 .collect();
             let key = format!("{way}: {how}");
@@ -165,7 +167,7 @@ pub fn ambiguous_kinds(ledger: &Ledger) -> std::collections::BTreeMap<String, u6
 /// The checks can fail: a ledger and arrivals with one case of each problem must be judged so.
 /// Run before every soak (it costs nothing); a checker that cannot fail proves nothing.
 pub fn self_test() -> Result<(), String> {
-    use crate::traffic::Sent;
+    use crate::transact::Sent;
     let ledger = Ledger::default();
     let source: IpAddr = "127.0.0.2".parse().unwrap();
     let sent = |outcome| Sent {

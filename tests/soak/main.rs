@@ -47,6 +47,7 @@ mod faults;
 mod rig;
 mod rng;
 mod traffic;
+mod transact;
 
 use check::Arrival;
 use greenarrow_proxy::tls::ProxyClientTls;
@@ -59,7 +60,8 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use traffic::{Ledger, Mta, IO};
+use traffic::Mta;
+use transact::{Ledger, IO};
 
 /// The RSS drift bound, in percent of the baseline.
 const RSS_BOUND: f64 = 25.0;
