@@ -298,6 +298,10 @@ fn main() {
         ));
     }
 
+    say(&format!(
+        "RSS {} → {} KiB: anonymous (heap, arenas, stacks) {} → {} KiB, file pages (code) {} → {} KiB",
+        base.rss_kib, end.rss_kib, base.rss_anon_kib, end.rss_anon_kib, base.rss_file_kib, end.rss_file_kib
+    ));
     let rss = 100.0 * (end.rss_kib as f64 - base.rss_kib as f64) / base.rss_kib.max(1) as f64;
     let fds = end.fds as i64 - base.fds as i64;
     let threads = end.threads as i64 - base.threads as i64;

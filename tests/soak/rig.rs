@@ -367,6 +367,10 @@ pub fn gaproxy(control: &std::path::Path, args: &[&str]) -> (bool, String) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Figures {
     pub rss_kib: u64,
+    /// Of which anonymous memory (heap, arenas, thread stacks) and file pages (the binary's
+    /// code as it gets run: a debug build's error paths are paged in by the faults).
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
     pub fds: u64,
     pub threads: u64,
 }
@@ -413,6 +417,8 @@ pub fn figures(pid: u32) -> Figures {
         .unwrap_or(0);
     Figures {
         rss_kib: field("VmRSS:"),
+        rss_anon_kib: field("RssAnon:"),
+        rss_file_kib: field("RssFile:"),
         fds,
         threads: field("Threads:"),
     }
