@@ -8,6 +8,8 @@
 
 mod common;
 // Shared with tests/daemon.rs, which uses more of them.
+#[path = "common/netns.rs"]
+mod netns;
 #[allow(dead_code)]
 #[path = "daemon/process.rs"]
 mod process;
@@ -21,12 +23,12 @@ mod setup;
 use common::SECRET;
 use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::protocol::{Failure, Origin};
+use netns::Netns;
 use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;
 use setup::{conn_from, Setup};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 
 /// The egress address that comes and goes.
 const EGRESS: &str = "192.0.2.10";
@@ -34,68 +36,6 @@ const EGRESS: &str = "192.0.2.10";
 const VIP: &str = "192.0.2.20";
 /// An IPv6 egress address (documentation range, inside the namespace only).
 const EGRESS6: &str = "2001:db8::10";
-
-/// A network namespace of this test; deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Create a namespace, bring its `lo` up and move this thread into it; None (with a
-    /// message) where namespaces are not available.
-    fn enter(tag: &str) -> Option<Netns> {
-        let name = format!("gaproxy-test-{tag}-{}", std::process::id());
-        let created = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !created {
-            eprintln!("SKIPPED: cannot create a network namespace (not root, or no `ip`)");
-            return None;
-        }
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        let fd = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        Some(ns)
-    }
-
-    /// `ip -n <ns> args...`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        if let Err(e) = self.try_ip(args) {
-            panic!("ip {args:?}: {e}");
-        }
-    }
-
-    fn try_ip(&self, args: &[&str]) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn add(&self, addr: &str) {
-        self.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
-    }
-
-    fn del(&self, addr: &str) {
-        self.ip(&["addr", "del", &format!("{addr}/32"), "dev", "lo"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 /// Open a connection from `source` and deliver one message; the failure, if any.
 fn deliver(s: &Setup, proxy: SocketAddr, source: &str) -> Result<Origin, ClientError> {

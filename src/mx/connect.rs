@@ -125,6 +125,7 @@ fn attempt(
     loop {
         action = match action {
             Action::Send(bytes, phase) => {
+                out_of_step(&conn, addr)?;
                 if let Err(e) = conn.send(&bytes) {
                     return Err((read_failure("sending to the MX", e.into()), false));
                 }
@@ -172,7 +173,10 @@ fn attempt(
                 conn = BufConn::new(MxStream::Tls(Box::new(tls)));
                 setup.on_tls_established()
             }
-            Action::Done => break,
+            Action::Done => {
+                out_of_step(&conn, addr)?;
+                break;
+            }
             Action::Fail(f) => {
                 let (reply, polite) = match f {
                     SetupFailure::BannerRejected(r) => (
@@ -258,6 +262,26 @@ fn attempt(
         last_mta: None,
         permit: None,
     })
+}
+
+/// Bytes already read past the reply just handled, before anything more was asked: the MX is
+/// out of step (a stray reply, or one for a command not sent) and no later reply of it can be
+/// matched to its command. Set-up fails rather than take the next reply for the wrong one.
+fn out_of_step(
+    conn: &BufConn<crate::mx::MxStream>,
+    addr: SocketAddr,
+) -> Result<(), (FailureReply, bool)> {
+    let n = conn.pending().len();
+    if n == 0 {
+        return Ok(());
+    }
+    Err((
+        FailureReply::new(
+            Failure::MxSetupFailed,
+            format!("{addr} sent {n} octets nobody asked for during set-up (out of step)"),
+        ),
+        false,
+    ))
 }
 
 fn read_step(

@@ -42,7 +42,7 @@ pub enum SetupFailure {
     Closing(Reply),
     /// TLS is required but the MX does not offer it or refused STARTTLS.
     TlsNotOffered(String),
-    /// An unexpected reply (e.g. a 3xx to EHLO).
+    /// An unexpected reply (e.g. a 3xx to EHLO, a 250 to STARTTLS).
     Unexpected(Reply),
 }
 
@@ -176,6 +176,12 @@ impl Setup {
                     self.state = State::Handshake;
                     return Action::StartTls;
                 }
+                if code < 400 {
+                    // Not a refusal: a reply to something else (a stray one in front of the
+                    // 220). The MX is out of step; going on in plaintext would relay its 220
+                    // to the MTA as the reply to the next command.
+                    return self.fail(SetupFailure::Unexpected(reply));
+                }
                 let note = format!(
                     "STARTTLS refused by the MX: {} {}",
                     reply.code(),
@@ -292,6 +298,28 @@ mod tests {
             s.on_reply(r("454 4.7.0 not now\r\n")),
             Action::Fail(SetupFailure::TlsNotOffered(n)) if n.contains("454")
         ));
+    }
+
+    #[test]
+    fn a_positive_reply_to_starttls_other_than_220_is_out_of_step_not_a_refusal() {
+        // A stray reply in front of the real 220 (found by the soak): taking it for a refusal
+        // went on in plaintext and left the 220 to be relayed to the MTA as its MAIL's reply.
+        for policy in [TlsPolicy::Opportunistic, TlsPolicy::Required] {
+            for reply in ["250 2.0.0 stray reply\r\n", "354 go on\r\n"] {
+                let mut s = Setup::new("mta.test", policy, false);
+                s.start();
+                s.on_reply(r("220 hi\r\n"));
+                s.on_reply(r(EHLO_TLS));
+                assert!(
+                    matches!(
+                        s.on_reply(r(reply)),
+                        Action::Fail(SetupFailure::Unexpected(_))
+                    ),
+                    "{policy:?} {reply:?}"
+                );
+                assert!(!s.tls && s.tls_note.is_none());
+            }
+        }
     }
 
     #[test]

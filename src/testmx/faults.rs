@@ -40,6 +40,9 @@ pub struct Faults {
     pub stall_tls_handshake: bool,
     /// When nothing arrives for this long, send `421 4.4.2 ... idle timeout` and close.
     pub idle_close_after: Option<Duration>,
+    /// After the reply to this verb (or `"DATA-END"`), send an extra, unsolicited
+    /// `250 2.0.0 stray reply (test fault)` in a write of its own: a reply nobody asked for.
+    pub stray_reply_after: Option<String>,
 }
 
 impl Faults {

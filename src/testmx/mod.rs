@@ -128,6 +128,8 @@ impl TestMxConfig {
 /// A running test MX. Dropping it shuts it down like [`TestMx::shutdown`].
 pub struct TestMx {
     addr: SocketAddr,
+    /// The configuration started with.
+    config: Arc<TestMxConfig>,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<Vec<JoinHandle<()>>>>,
 }
@@ -138,17 +140,34 @@ impl TestMx {
         config.check()?;
         let listener = TcpListener::bind(config.bind)?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new());
-        let sh = shared.clone();
         let config = Arc::new(config);
+        let shared = Arc::new(Shared::new(config.clone()));
+        let sh = shared.clone();
         let accept_thread = thread::Builder::new()
             .name(format!("testmx-accept-{}", addr.port()))
-            .spawn(move || server::accept_loop(listener, config, sh))?;
+            .spawn(move || server::accept_loop(listener, sh))?;
         Ok(TestMx {
             addr,
+            config,
             shared,
             accept_thread: Some(accept_thread),
         })
+    }
+
+    /// Show `faults` from now on, on every connection (open ones from their next command;
+    /// `idle_close_after` only on connections accepted afterwards). `Faults::default()` ends
+    /// them. For drivers that change an MX's behaviour while it serves (the soak test).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_config(Arc::new(TestMxConfig {
+            faults,
+            ..(*self.config).clone()
+        }));
+    }
+
+    /// Remove the recorded messages and return them (the counters keep counting): a long run
+    /// takes them as they come instead of holding every message's bytes.
+    pub fn take_messages(&self) -> Vec<Message> {
+        self.shared.take_messages()
     }
 
     /// The address the MX listens on.

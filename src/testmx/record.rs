@@ -1,8 +1,11 @@
 //! What the test MX records, and the shared state its threads update.
 
+use super::TestMxConfig;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The most command lines recorded per connection (later ones are counted in
@@ -87,6 +90,8 @@ pub struct Message {
     pub via_bdat: bool,
     /// Whether it came over TLS.
     pub tls: bool,
+    /// The last EHLO/HELO name given on its connection before it was accepted.
+    pub ehlo: Option<String>,
 }
 
 /// Counters.
@@ -127,17 +132,52 @@ pub(crate) struct Shared {
     sockets: Mutex<HashMap<usize, TcpStream>>,
     stopping: Mutex<bool>,
     stop: Condvar,
+    /// The configuration in force: the one started with, or one with the faults of the last
+    /// [`super::TestMx::set_faults`].
+    config: Mutex<Arc<TestMxConfig>>,
+    /// Bumped by every change of `config`, so connections notice it without taking the lock.
+    generation: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Shared {
+    pub(crate) fn new(config: Arc<TestMxConfig>) -> Shared {
         Shared {
             state: Mutex::new(MxState::default()),
             changed: Condvar::new(),
             sockets: Mutex::new(HashMap::new()),
             stopping: Mutex::new(false),
             stop: Condvar::new(),
+            config: Mutex::new(config),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The configuration in force and its generation.
+    pub(crate) fn config(&self) -> (Arc<TestMxConfig>, u64) {
+        let c = self.config.lock();
+        (c.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    /// The configuration in force when it changed since generation `seen` (which is updated).
+    pub(crate) fn config_if_changed(&self, seen: &mut u64) -> Option<Arc<TestMxConfig>> {
+        if self.generation.load(Ordering::Acquire) == *seen {
+            return None;
+        }
+        let (c, g) = self.config();
+        *seen = g;
+        Some(c)
+    }
+
+    /// Put `config` in force.
+    pub(crate) fn set_config(&self, config: Arc<TestMxConfig>) {
+        let mut c = self.config.lock();
+        *c = config;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Remove and return the recorded messages.
+    pub(crate) fn take_messages(&self) -> Vec<Message> {
+        self.update(|s| std::mem::take(&mut s.messages))
     }
 
     /// Change the state and wake every waiter.

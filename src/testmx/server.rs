@@ -23,11 +23,7 @@ const READ_CHUNK: usize = 8192;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Accept until the server stops; returns the handles of the connection threads.
-pub(crate) fn accept_loop(
-    listener: TcpListener,
-    config: Arc<TestMxConfig>,
-    shared: Arc<Shared>,
-) -> Vec<JoinHandle<()>> {
+pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> Vec<JoinHandle<()>> {
     let queue_ids = Arc::new(AtomicU64::new(0));
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
     loop {
@@ -50,11 +46,11 @@ pub(crate) fn accept_loop(
         let local = tcp.local_addr().unwrap_or(peer);
         let _ = tcp.set_nodelay(true);
         let index = shared.register(ConnRecord::new(peer, local), tcp.try_clone().ok());
-        let (cfg, sh, ids) = (config.clone(), shared.clone(), queue_ids.clone());
+        let (sh, ids) = (shared.clone(), queue_ids.clone());
         let spawned = thread::Builder::new()
             .name(format!("testmx-conn-{index}"))
             .stack_size(CONN_STACK)
-            .spawn(move || serve(tcp, peer, index, cfg, sh, ids));
+            .spawn(move || serve(tcp, peer, index, sh, ids));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -130,10 +126,10 @@ fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     index: usize,
-    config: Arc<TestMxConfig>,
     shared: Arc<Shared>,
     queue_ids: Arc<AtomicU64>,
 ) {
+    let (config, generation) = shared.config();
     let conn = Conn {
         index,
         peer,
@@ -150,7 +146,7 @@ fn serve(
     } else {
         Stream::Plain(tcp)
     };
-    let (stream, end) = conn.run(stream, &mut session);
+    let (stream, end) = conn.run(stream, &mut session, generation);
     let aborted = matches!(end, End::Lost) && session.in_body();
     if let Some(s) = stream {
         s.close();
@@ -188,11 +184,20 @@ impl Conn {
 
     /// The read/act loop. Returns the stream (unless it was consumed by a failed switch to
     /// TLS) and how the loop ended.
-    fn run(&self, mut stream: Stream, session: &mut Session) -> (Option<Stream>, End) {
+    /// `generation`: that of the configuration the session started with.
+    fn run(
+        &self,
+        mut stream: Stream,
+        session: &mut Session,
+        mut generation: u64,
+    ) -> (Option<Stream>, End) {
         let mut buf: Vec<u8> = Vec::new();
         let mut actions = Vec::new();
         session.greeting(&mut actions);
         loop {
+            if let Some(config) = self.shared.config_if_changed(&mut generation) {
+                session.set_config(config);
+            }
             let consumed = session.handle(&buf, &mut actions);
             buf.drain(..consumed.min(buf.len()));
             let progressed = consumed > 0 || !actions.is_empty();
@@ -297,8 +302,10 @@ impl Conn {
         self.shared.update(|s| {
             s.stats.messages += 1;
             s.stats.bytes += m.body.size as u64;
+            let mut ehlo = None;
             if let Some(c) = s.connections.get_mut(self.index) {
                 c.messages += 1;
+                ehlo = c.ehlo_names.last().cloned();
             }
             if !lean {
                 s.messages.push(Message {
@@ -310,6 +317,7 @@ impl Conn {
                     raw: m.body.raw,
                     via_bdat: m.via_bdat,
                     tls: m.tls,
+                    ehlo,
                 });
             }
         })

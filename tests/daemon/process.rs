@@ -4,7 +4,7 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -48,20 +48,10 @@ impl Daemon {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                        if tx.send(line).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+            each_line(stderr, |line| {
+                let line = String::from_utf8_lossy(line).trim_end().to_string();
+                tx.send(line).is_ok()
+            })
         });
         Daemon {
             child,
@@ -163,6 +153,24 @@ impl Drop for Daemon {
                 self.seen.push(line);
             }
             self.assert_no_secret();
+        }
+    }
+}
+
+/// Read `r` line by line (each line with its newline) until EOF, an error, or `f` returning
+/// false.
+pub fn each_line(r: impl Read, mut f: impl FnMut(&[u8]) -> bool) {
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if !f(&buf) {
+                    return;
+                }
+            }
         }
     }
 }

@@ -246,3 +246,39 @@ fn mx_certificate_rejected_by_verify() {
     assert_eq!(pooled(&h), 0);
     good_session(&h, &good);
 }
+
+/// A stray reply during set-up, after the MX's reply to EHLO (found by the soak): the MX is out
+/// of step, so the request fails with `mx_setup_failed` and the connection is closed. Before,
+/// the stray `250` was taken for a refusal of STARTTLS, the session went on in plaintext
+/// (opportunistic TLS) and the MTA got the MX's `220` to STARTTLS as the reply to its MAIL.
+#[test]
+fn mx_stray_reply_during_set_up() {
+    let bad = tls_mx(Faults {
+        stray_reply_after: Some("EHLO".into()),
+        ..Faults::default()
+    });
+    let good = mx(Faults::default());
+    let h = proxy(&[&bad, &good], "");
+    for i in 0..3 {
+        let mut raw = h.raw();
+        let mut r = reuse_req(bad.addr());
+        r.tls = TlsPolicy::Opportunistic;
+        let rep = exchange(
+            &mut raw,
+            format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes(),
+            2,
+        );
+        assert!(rep[0].starts_with("235"), "{rep:?}");
+        let (code, _, tag) = Failure::MxSetupFailed.code();
+        assert!(
+            rep[1].starts_with(&format!("{code} ")) && rep[1].contains(tag),
+            "{rep:?}"
+        );
+        assert_eq!(exchange(&mut raw, b"NOOP\r\n", 1)[0], "250 2.0.0 ok\r\n");
+        wait_closed(&bad, i);
+        assert!(!commands(&bad, i).iter().any(|c| c.starts_with("MAIL")));
+    }
+    assert!(bad.messages().is_empty());
+    assert_eq!(pooled(&h), 0);
+    good_session(&h, &good);
+}

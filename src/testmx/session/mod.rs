@@ -128,6 +128,11 @@ impl Session {
         self.mode = Mode::Stopped;
     }
 
+    /// The `stray_reply_after` fault: a reply nobody asked for, in a write of its own.
+    fn stray_reply(&self, out: &mut Vec<Action>) {
+        self.reply(out, "250 2.0.0 stray reply (test fault)");
+    }
+
     fn reply_421(&mut self, out: &mut Vec<Action>) {
         let text = format!(
             "421 4.3.2 {} closing connection (test fault)",
@@ -349,6 +354,14 @@ impl Session {
             text: reply_text(&text),
             delay,
         });
+        if Faults::hits(&self.faults().stray_reply_after, "DATA-END") {
+            self.stray_reply(out);
+        }
+    }
+
+    /// Use `config` from now on (the faults a [`super::TestMx::set_faults`] put in force).
+    pub(crate) fn set_config(&mut self, config: Arc<TestMxConfig>) {
+        self.config = config;
     }
 }
 

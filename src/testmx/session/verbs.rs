@@ -37,20 +37,27 @@ impl Session {
             self.mode = Mode::Silent;
             return;
         }
-        match verb.as_str() {
-            "EHLO" | "HELO" => self.hello(&verb, &arg, out),
-            "MAIL" => self.mail(&arg, out),
-            "RCPT" => self.rcpt(&arg, out),
+        self.dispatch(&verb, &arg, out);
+        if Faults::hits(&self.faults().stray_reply_after, &verb) {
+            self.stray_reply(out);
+        }
+    }
+
+    fn dispatch(&mut self, verb: &str, arg: &str, out: &mut Vec<Action>) {
+        match verb {
+            "EHLO" | "HELO" => self.hello(verb, arg, out),
+            "MAIL" => self.mail(arg, out),
+            "RCPT" => self.rcpt(arg, out),
             "DATA" => self.data(out),
-            "BDAT" => self.bdat(&arg, out),
+            "BDAT" => self.bdat(arg, out),
             "RSET" => {
                 self.txn = Transaction::default();
                 self.reply(out, "250 2.0.0 reset");
             }
             "NOOP" => self.reply(out, "250 2.0.0 ok"),
             "QUIT" => self.quit(out),
-            "STARTTLS" => self.starttls(&arg, out),
-            "AUTH" => self.auth(&arg, out),
+            "STARTTLS" => self.starttls(arg, out),
+            "AUTH" => self.auth(arg, out),
             _ => self.reply(out, "500 5.5.2 command not recognized"),
         }
     }

@@ -244,3 +244,49 @@ fn idle_close_after() {
     let conn = closed_conn(&mx, 0);
     assert!(!conn.quit_received);
 }
+
+#[test]
+fn stray_reply_after_a_verb_and_after_the_end_of_data() {
+    let mx = with_faults(Faults {
+        stray_reply_after: Some("MAIL".into()),
+        ..Faults::default()
+    });
+    let mut c = Client::connect(mx.addr());
+    c.cmd("EHLO c", "250");
+    c.cmd("MAIL FROM:<a@b>", "250");
+    assert_eq!(c.reply(), "250 2.0.0 stray reply (test fault)\r\n");
+
+    let mx = with_faults(Faults {
+        stray_reply_after: Some("DATA-END".into()),
+        ..Faults::default()
+    });
+    let mut c = Client::connect(mx.addr());
+    c.cmd("EHLO c", "250");
+    assert!(c
+        .send_message("a@b", &["c@d"], b"x\r\n.\r\n")
+        .starts_with("250 2.0.0 queued"));
+    assert_eq!(c.reply(), "250 2.0.0 stray reply (test fault)\r\n");
+    assert_eq!(mx.messages().len(), 1);
+}
+
+#[test]
+fn set_faults_reaches_an_open_connection_and_clears() {
+    let mx = with_faults(Faults::default());
+    let mut c = Client::connect(mx.addr());
+    c.cmd("EHLO c", "250");
+    mx.set_faults(Faults {
+        reply_421_at: Some("MAIL".into()),
+        ..Faults::default()
+    });
+    c.cmd("MAIL FROM:<a@b>", "421");
+    assert!(c.read_to_end().is_empty());
+    mx.set_faults(Faults::default());
+    let mut c = Client::connect(mx.addr());
+    c.cmd("EHLO fresh.test", "250");
+    c.send_message("a@b", &["c@d"], b"x\r\n.\r\n");
+    let taken = mx.take_messages();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].ehlo.as_deref(), Some("fresh.test"));
+    assert!(mx.messages().is_empty(), "taken messages are gone");
+    assert_eq!(mx.stats().messages, 1, "the counters keep counting");
+}
