@@ -269,9 +269,14 @@ fn mx_stray_reply_during_set_up() {
             2,
         );
         assert!(rep[0].starts_with("235"), "{rep:?}");
+        // Whether the stray reply comes in the same read as the reply to EHLO (bytes past a
+        // reply) or as the answer to STARTTLS (a 250 there, carried as an `mx=` line) is the
+        // network's timing: either way the attempt fails with mx_setup_failed.
         let (code, _, tag) = Failure::MxSetupFailed.code();
+        let first = rep[1].lines().next().unwrap_or_default();
         assert!(
-            rep[1].starts_with(&format!("{code} ")) && rep[1].contains(tag),
+            (first.starts_with(&format!("{code} ")) || first.starts_with(&format!("{code}-")))
+                && first.contains(tag),
             "{rep:?}"
         );
         assert_eq!(exchange(&mut raw, b"NOOP\r\n", 1)[0], "250 2.0.0 ok\r\n");
