@@ -356,7 +356,7 @@ fn empty_entry(k: &PoolKey) -> PoolEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::WaitSnapshot;
+    use crate::caps::{CapRow, WaitSnapshot};
     use crate::report::Kind;
     use crate::shared::LastReload;
     use std::time::{Duration, UNIX_EPOCH};
@@ -477,6 +477,54 @@ mod tests {
         let old: Status = serde_json::from_str(&old).unwrap();
         assert_eq!(old.started_at, None);
     }
+
+    /// The JSON of `gaproxy status --json` and of the control socket, in full: the status types
+    /// are the domain snapshots' own serialisation, and this is what they must keep writing.
+    #[test]
+    fn the_status_json_is_exactly_the_documented_shape() {
+        let mut snap = snapshot();
+        snap.rows = vec![CapRow {
+            source: "127.0.0.3".parse().unwrap(),
+            destination: "mx.group".into(),
+            in_use: 2,
+            idle: 1,
+            max_connections: Some(3),
+            waiting: 4,
+            oldest_wait: Some(Duration::from_millis(1500)),
+        }];
+        snap.pooled.push(PooledInfo {
+            tls: None,
+            last_mta: None,
+            ..snap.pooled[0].clone()
+        });
+        let st = Status::from_snapshot(&snap);
+        let text = serde_json::to_string(&st).unwrap();
+        let want = GOLDEN_JSON.replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+        assert_eq!(text, want);
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+    }
+
+    const GOLDEN_JSON: &str = concat!(
+        r#"{"version":1,"proxy_version":"@VERSION@","started_at":"2025-12-06T05:46:40Z","#,
+        r#""uptime_seconds":10000.0,"config":{"loaded_at":"2025-12-06T06:46:40Z","#,
+        r#""last_reload":{"at":"2025-12-06T07:46:40Z","ok":false,"#,
+        r#""error":"line 3: unknown key \"lisen\""}},"sessions":{"active":3,"queued":0,"#,
+        r#""max_sessions":50},"pools":[{"source":"127.0.0.2","ehlo":"mta.test","#,
+        r#""mx":"127.0.0.1:25","in_use":2,"idle":[{"age_seconds":2.5,"idle_seconds":0.5,"#,
+        r#""uses":3,"messages":4,"tls_version":"TLSv1.3","#,
+        r#""tls_cipher":"TLS13_AES_256_GCM_SHA384","#,
+        r#""last_mta":"127.0.0.1:40000"},{"age_seconds":2.5,"idle_seconds":0.5,"uses":3,"#,
+        r#""messages":4,"tls_version":null,"tls_cipher":null,"#,
+        r#""last_mta":null}]},{"source":"127.0.0.3","ehlo":"mta.test","mx":"127.0.0.1:25","#,
+        r#""in_use":1,"idle":[]}],"caps":[{"source":"127.0.0.3","destination":"mx.group","#,
+        r#""in_use":2,"idle":1,"max_connections":3,"waiting":4,"oldest_wait_seconds":1.5}],"#,
+        r#""waits":{"waited":2,"timed_out":0,"sum_seconds":0.5,"buckets":[{"le":0.25,"#,
+        r#""count":1},{"le":null,"count":2}]},"counters":{"pooled":1,"keys":1,"connects":9,"#,
+        r#""sessions_active":3,"max_sessions":50,"cpu_seconds":1.5},"#,
+        r#""failures":[{"tag":"drained","code":453,"count":1}],"drains":{"sources":[],"#,
+        r#""mx":[]}}"#,
+    );
 
     #[test]
     fn the_table_shows_keys_idle_connections_counters_and_failures() {
