@@ -177,7 +177,7 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let signals_handle = signals.handle();
     for sig in signals.forever() {
         match sig {
-            SIGUSR1 => crate::report::log_report(&server),
+            SIGUSR1 => crate::report::log_report(&server.snapshot()),
             SIGHUP if draining.is_none() => reload(&server, path),
             SIGTERM | SIGINT if draining.is_none() => {
                 // Drain on another thread so that a second signal can still cut it short;
@@ -241,7 +241,7 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
     }
     let listen = crate::server::wanted_listeners(&rt.config);
     let freebind = rt.config.listen_freebind;
-    let kept = server.shared.drains.directory();
+    let kept = server.shared.drains().directory();
     let state_moved = rt.config.state_directory != kept;
     server
         .set_listen(&listen, freebind, || {
@@ -256,7 +256,7 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
                 .map_or("no file".into(), |d| d.display().to_string())
         );
     }
-    let gone = crate::report::after_reload(server);
+    let gone = server.take_unpermitted_idle();
     // QUIT can wait on slow MXes: not on the signal thread.
     quit_detached(gone);
     Ok(())
@@ -266,7 +266,7 @@ fn stop(server: &Arc<Server>) {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     info!("stopping: no longer accepting connections");
     server.stop_accepting();
-    crate::report::before_drain(server);
+    server.close_all_idle();
     let grace = server.shared.runtime().config.timeouts.shutdown_grace;
     let counts = server.worker_counts();
     if counts.busy + counts.queued > 0 {

@@ -1,7 +1,8 @@
-//! The SIGUSR1 report, and the pool housekeeping that reload and shutdown trigger.
+//! The SIGUSR1 report, and what it shares with the status view ([`crate::status`]) and the
+//! metrics ([`crate::metrics`]): the [`Snapshot`] they are all made from, and its source.
 //!
-//! The report copies what it needs under the pool lock ([`crate::pool::Pool::snapshot`]) and
-//! formats outside it, so it never stalls traffic. Its lines are stable `key=value` text:
+//! The running server takes the snapshot (the pool under its lock) and the report formats it
+//! outside any lock, so it never stalls traffic. Its lines are stable `key=value` text:
 //!
 //! ```text
 //! pooled source=127.0.0.2 ehlo=mta.test mx=127.0.0.1:2525 tls=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 age=12.3s idle=1.2s uses=2 messages=5 last_mta=127.0.0.1:40100
@@ -11,15 +12,51 @@
 //! The summary's figures ([`figures`]) are the one list the status view
 //! ([`crate::status`]) and the metrics ([`crate::metrics`]) show too.
 
-use crate::pool::reaper::quit_all;
+use crate::caps::{CapRow, WaitSnapshot};
+use crate::drain::DrainList;
+use crate::pool::{PoolCounters, PoolKey, PooledInfo};
 use crate::procstat::ProcessFigures;
-use crate::server::Server;
-use crate::shared::ConfigState;
+use crate::protocol::Failure;
+use crate::shared::{ConfigState, StatsSnapshot};
+use crate::workers::PoolCounts;
 use log::info;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
+
+/// Everything the report, the status view and the metrics show, copied from the running
+/// server at one moment (the pool under its lock, the caps ledger, the counters, the drains);
+/// all three are made from it outside any lock.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub figures: Vec<Figure>,
+    pub pooled: Vec<PooledInfo>,
+    pub in_use: Vec<(PoolKey, usize)>,
+    pub rows: Vec<CapRow>,
+    pub waits: WaitSnapshot,
+    pub failures: Vec<(Failure, u64)>,
+    pub drains: DrainList,
+    /// Start and reload times, the last reload's outcome.
+    pub config: ConfigState,
+    /// When the snapshot was taken.
+    pub now: SystemTime,
+}
+
+impl Snapshot {
+    /// The value of the figure named `name` (0 when there is none).
+    pub fn figure(&self, name: &str) -> f64 {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0.0, |f| f.value)
+    }
+}
+
+/// Where snapshots come from: the running server hands itself to the metrics listener and the
+/// control socket as one, so that they never see the server.
+pub trait SnapshotSource: Send + Sync {
+    /// Copy the state now.
+    fn snapshot(&self) -> Snapshot;
+}
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
@@ -52,18 +89,17 @@ pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
 }
 
 /// The counters of the report, built once for the report, the status view and the metrics:
-/// the server's, then the configuration's state (`config`), then the process's own
-/// (`process`, from /proc; left out where there is none).
+/// the pool's (`counters`), the session workers' (`w`), the proxy's counters (`s`), then the
+/// configuration's state (`config`), then the process's own (`process`, from /proc; left out
+/// where there is none).
 pub fn figures(
-    server: &Server,
-    counters: &crate::pool::PoolCounters,
+    counters: &PoolCounters,
+    w: &PoolCounts,
+    s: &StatsSnapshot,
     config: &ConfigState,
     process: Option<&ProcessFigures>,
 ) -> Vec<Figure> {
     use Kind::{Counter, Gauge};
-    let s = &server.shared.stats;
-    let w = server.worker_counts();
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let f = |name, metric, kind, help, value: u64| Figure {
         name,
         metric,
@@ -133,98 +169,98 @@ pub fn figures(
             "greenarrow_proxy_sessions_total",
             Counter,
             "MTA connections accepted.",
-            n(&s.sessions),
+            s.sessions,
         ),
         f(
             "connects",
             "greenarrow_proxy_connects_total",
             Counter,
             "Connect requests that got an MX connection.",
-            n(&s.connects),
+            s.connects,
         ),
         f(
             "connect_failures",
             "greenarrow_proxy_connect_failures_total",
             Counter,
             "Connect requests that failed (by tag: connect_results_total).",
-            n(&s.connect_failures),
+            s.connect_failures,
         ),
         f(
             "messages",
             "greenarrow_proxy_messages_total",
             Counter,
             "Messages the MX accepted.",
-            n(&s.messages),
+            s.messages,
         ),
         f(
             "refused_allow_from",
             "greenarrow_proxy_refused_allow_from_total",
             Counter,
             "Connections refused by allow_from.",
-            n(&s.refused_allow_from),
+            s.refused_allow_from,
         ),
         f(
             "refused_busy",
             "greenarrow_proxy_refused_busy_total",
             Counter,
             "Connections closed: no free worker and a full queue.",
-            n(&s.refused_busy),
+            s.refused_busy,
         ),
         f(
             "refused_per_ip",
             "greenarrow_proxy_refused_per_ip_total",
             Counter,
             "Connections refused by max_sessions_per_ip.",
-            n(&s.refused_per_ip),
+            s.refused_per_ip,
         ),
         f(
             "session_panics",
             "greenarrow_proxy_session_panics_total",
             Counter,
             "Session jobs that panicked (caught).",
-            n(&s.panics),
+            s.panics,
         ),
         f(
             "frontend_sessions",
             "greenarrow_proxy_frontend_sessions_total",
             Counter,
             "Connections accepted on a front-end.",
-            n(&s.frontend_sessions),
+            s.frontend_sessions,
         ),
         f(
             "passthrough_octets_to_mx",
             "greenarrow_proxy_passthrough_to_mx_bytes_total",
             Counter,
             "Bytes relayed to MXes by passthrough sessions.",
-            n(&s.passthrough_bytes_to_mx),
+            s.passthrough_bytes_to_mx,
         ),
         f(
             "passthrough_octets_to_mta",
             "greenarrow_proxy_passthrough_to_mta_bytes_total",
             Counter,
             "Bytes relayed to MTAs by passthrough sessions.",
-            n(&s.passthrough_bytes_to_mta),
+            s.passthrough_bytes_to_mta,
         ),
         f(
             "relay_octets_to_mx",
             "greenarrow_proxy_relay_to_mx_bytes_total",
             Counter,
             "Bytes MTAs sent to MXes through the SMTP relay (commands and message data).",
-            n(&s.relay_bytes_to_mx),
+            s.relay_bytes_to_mx,
         ),
         f(
             "tls_handshakes_mta",
             "greenarrow_proxy_tls_handshakes_mta_total",
             Counter,
             "TLS handshakes completed with MTAs.",
-            n(&s.tls_handshakes_mta),
+            s.tls_handshakes_mta,
         ),
         f(
             "tls_handshakes_mx",
             "greenarrow_proxy_tls_handshakes_mx_total",
             Counter,
             "TLS handshakes completed with MXes.",
-            n(&s.tls_handshakes_mx),
+            s.tls_handshakes_mx,
         ),
         f(
             "max_sessions",
@@ -314,34 +350,30 @@ fn process_figures(p: &ProcessFigures) -> Vec<Figure> {
 }
 
 /// The report's lines: one per pooled connection, then the summary.
-pub fn report_lines(server: &Server) -> Vec<String> {
-    let (pooled, counters) = server.shared.pool.snapshot(Instant::now());
-    let mut lines = Vec::with_capacity(pooled.len() + 1);
+pub fn report_lines(snap: &Snapshot) -> Vec<String> {
+    let mut lines = Vec::with_capacity(snap.pooled.len() + 1);
     let mut per_key = std::collections::BTreeMap::new();
-    for p in &pooled {
-        let (tls, cipher) = match &p.tls {
-            Some((v, c)) => (v.as_str(), c.as_str()),
-            None => ("none", "none"),
-        };
+    for p in &snap.pooled {
+        let c = &p.conn;
         lines.push(format!(
-            "pooled source={} ehlo={} mx={} tls={tls} cipher={cipher} age={} idle={} uses={} messages={} last_mta={}",
+            "pooled source={} ehlo={} mx={} tls={} cipher={} age={} idle={} uses={} messages={} last_mta={}",
             p.key.source,
             p.key.ehlo,
             p.key.mx,
-            secs(p.age),
-            secs(p.idle),
-            p.uses,
-            p.messages,
-            p.last_mta.map_or("-".to_string(), |a| a.to_string()),
+            c.tls_version.as_deref().unwrap_or("none"),
+            c.tls_cipher.as_deref().unwrap_or("none"),
+            secs(c.age),
+            secs(c.idle),
+            c.uses,
+            c.messages,
+            c.last_mta.map_or("-".to_string(), |a| a.to_string()),
         ));
         *per_key
             .entry(format!("{}/{}/{}", p.key.source, p.key.ehlo, p.key.mx))
             .or_insert(0usize) += 1;
     }
     let mut summary = String::from("summary");
-    let config = server.shared.config_state();
-    let process = crate::procstat::read();
-    for f in figures(server, &counters, &config, process.as_ref()) {
+    for f in &snap.figures {
         let _ = write!(summary, " {}={}", f.name, f.value);
     }
     if !per_key.is_empty() {
@@ -349,12 +381,9 @@ pub fn report_lines(server: &Server) -> Vec<String> {
         let parts: Vec<String> = per_key.iter().map(|(k, n)| format!("{k}:{n}")).collect();
         let _ = write!(summary, "{}", parts.join(","));
     }
-    let failed: Vec<String> = server
-        .shared
-        .stats
+    let failed: Vec<String> = snap
         .failures
-        .snapshot()
-        .into_iter()
+        .iter()
         .filter(|(_, n)| *n > 0)
         .map(|(f, n)| format!("{}:{}:{n}", f.code().2, f.code().0))
         .collect();
@@ -366,42 +395,8 @@ pub fn report_lines(server: &Server) -> Vec<String> {
 }
 
 /// Log the report (SIGUSR1).
-pub fn log_report(server: &Arc<Server>) {
-    for line in report_lines(server) {
+pub fn log_report(snap: &Snapshot) {
+    for line in report_lines(snap) {
         info!("report {line}");
     }
-}
-
-/// After a reload: take out the pooled connections whose source address is no longer
-/// permitted (the caller QUITs them, off the signal thread).
-pub fn after_reload(server: &Arc<Server>) -> Vec<crate::mx::MxConnection> {
-    let rt = server.shared.runtime();
-    // Keep a connection while any client may still use its source address.
-    let c = &rt.config;
-    let gone = server.shared.pool.take_keys_where(|k| {
-        c.clients
-            .iter()
-            .flat_map(|cl| {
-                cl.source_addresses
-                    .as_deref()
-                    .unwrap_or(&c.source_addresses)
-            })
-            .any(|n| n.contains(k.source))
-    });
-    if !gone.is_empty() {
-        info!(
-            "reload: closing {} pooled connection(s) whose source address is no longer permitted",
-            gone.len()
-        );
-    }
-    gone
-}
-
-/// Before draining: QUIT and close every idle pooled connection.
-pub fn before_drain(server: &Arc<Server>) {
-    let idle = server.shared.pool.take_all();
-    if !idle.is_empty() {
-        info!("stopping: closing {} pooled connection(s)", idle.len());
-    }
-    quit_all(idle);
 }

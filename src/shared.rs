@@ -16,44 +16,172 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// Counters since start.
+/// Why an MTA connection was refused before a session started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not in `allow_from`.
+    AllowFrom,
+    /// No free worker and a full queue.
+    Busy,
+    /// `max_sessions_per_ip` reached.
+    PerIp,
+}
+
+/// The other end of a TLS handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Mta,
+    Mx,
+}
+
+/// Counters since start, bumped through one method per event and read through
+/// [`Stats::snapshot`] (the report's, the status view's and the metrics' figures).
 #[derive(Default)]
 pub struct Stats {
-    pub sessions: AtomicU64,
-    pub refused_allow_from: AtomicU64,
-    pub refused_busy: AtomicU64,
-    pub refused_per_ip: AtomicU64,
-    pub connects: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub messages: AtomicU64,
-    /// Connections accepted on a front-end (PROXY, SOCKS5).
-    pub frontend_sessions: AtomicU64,
+    sessions: AtomicU64,
+    refused_allow_from: AtomicU64,
+    refused_busy: AtomicU64,
+    refused_per_ip: AtomicU64,
+    connects: AtomicU64,
+    connect_failures: AtomicU64,
+    messages: AtomicU64,
+    frontend_sessions: AtomicU64,
+    passthrough_bytes_to_mx: AtomicU64,
+    passthrough_bytes_to_mta: AtomicU64,
+    relay_bytes_to_mx: AtomicU64,
+    panics: AtomicU64,
+    failures: FailureCounts,
+    tls_handshakes_mta: AtomicU64,
+    tls_handshakes_mx: AtomicU64,
+}
+
+/// The counters of [`Stats`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// MTA connections accepted (sessions started, any listener).
+    pub sessions: u64,
+    pub refused_allow_from: u64,
+    pub refused_busy: u64,
+    pub refused_per_ip: u64,
+    /// Connect requests that got an MX connection.
+    pub connects: u64,
+    /// Connect requests that failed (the sum of `failures`).
+    pub connect_failures: u64,
+    /// Messages the MX accepted.
+    pub messages: u64,
+    /// Connections accepted on a front-end (PROXY, SOCKS5, SMTP).
+    pub frontend_sessions: u64,
     /// Octets relayed by passthrough sessions, each way.
-    pub passthrough_bytes_to_mx: AtomicU64,
-    pub passthrough_bytes_to_mta: AtomicU64,
+    pub passthrough_bytes_to_mx: u64,
+    pub passthrough_bytes_to_mta: u64,
     /// Octets MTAs sent through the SMTP relay (native protocol, SMTP-aware front-ends) to
     /// MXes: commands and message data.
-    pub relay_bytes_to_mx: AtomicU64,
+    pub relay_bytes_to_mx: u64,
     /// Session jobs that panicked (caught; the worker went on).
-    pub panics: AtomicU64,
-    /// Failed connects by failure (`connect_failures` is their sum).
-    pub failures: FailureCounts,
+    pub panics: u64,
     /// TLS handshakes completed with MTAs (native listener) and with MXes (STARTTLS or
     /// implicit TLS; a reused connection does none).
-    pub tls_handshakes_mta: AtomicU64,
-    pub tls_handshakes_mx: AtomicU64,
+    pub tls_handshakes_mta: u64,
+    pub tls_handshakes_mx: u64,
+    /// Failed connects by failure, in [`ALL_FAILURES`] order (zeros included).
+    pub failures: Vec<(Failure, u64)>,
+}
+
+fn bump(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
 }
 
 impl Stats {
+    /// An MTA connection was accepted and its session job started.
+    pub fn session_started(&self) {
+        bump(&self.sessions, 1);
+    }
+
+    /// A connection was accepted on a front-end.
+    pub fn frontend_session_started(&self) {
+        bump(&self.frontend_sessions, 1);
+    }
+
+    /// An MTA connection was refused before its session started.
+    pub fn refused(&self, why: Refusal) {
+        bump(
+            match why {
+                Refusal::AllowFrom => &self.refused_allow_from,
+                Refusal::Busy => &self.refused_busy,
+                Refusal::PerIp => &self.refused_per_ip,
+            },
+            1,
+        );
+    }
+
+    /// A connect request got an MX connection.
+    pub fn connected(&self) {
+        bump(&self.connects, 1);
+    }
+
     /// A connect request failed with `f`: counted in `connect_failures` and per failure.
     pub fn count_connect_failure(&self, f: Failure) {
-        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        bump(&self.connect_failures, 1);
         self.failures.add(f);
+    }
+
+    /// The MX accepted `n` messages.
+    pub fn messages_accepted(&self, n: u64) {
+        bump(&self.messages, n);
+    }
+
+    /// `n` octets went from an MTA to an MX through the SMTP relay.
+    pub fn relayed_to_mx(&self, n: u64) {
+        bump(&self.relay_bytes_to_mx, n);
+    }
+
+    /// A passthrough session ended, having relayed these octets each way.
+    pub fn passed_through(&self, to_mx: u64, to_mta: u64) {
+        bump(&self.passthrough_bytes_to_mx, to_mx);
+        bump(&self.passthrough_bytes_to_mta, to_mta);
+    }
+
+    /// A session job panicked (and was caught).
+    pub fn session_panicked(&self) {
+        bump(&self.panics, 1);
+    }
+
+    /// A TLS handshake with `peer` completed.
+    pub fn tls_handshake(&self, peer: Peer) {
+        bump(
+            match peer {
+                Peer::Mta => &self.tls_handshakes_mta,
+                Peer::Mx => &self.tls_handshakes_mx,
+            },
+            1,
+        );
+    }
+
+    /// Every counter now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            sessions: n(&self.sessions),
+            refused_allow_from: n(&self.refused_allow_from),
+            refused_busy: n(&self.refused_busy),
+            refused_per_ip: n(&self.refused_per_ip),
+            connects: n(&self.connects),
+            connect_failures: n(&self.connect_failures),
+            messages: n(&self.messages),
+            frontend_sessions: n(&self.frontend_sessions),
+            passthrough_bytes_to_mx: n(&self.passthrough_bytes_to_mx),
+            passthrough_bytes_to_mta: n(&self.passthrough_bytes_to_mta),
+            relay_bytes_to_mx: n(&self.relay_bytes_to_mx),
+            panics: n(&self.panics),
+            tls_handshakes_mta: n(&self.tls_handshakes_mta),
+            tls_handshakes_mx: n(&self.tls_handshakes_mx),
+            failures: self.failures.snapshot(),
+        }
     }
 }
 
 /// One counter per [`Failure`] (in [`ALL_FAILURES`] order): bounded, one series per code.
-pub struct FailureCounts(Vec<AtomicU64>);
+struct FailureCounts(Vec<AtomicU64>);
 
 impl Default for FailureCounts {
     fn default() -> FailureCounts {
@@ -73,7 +201,7 @@ impl FailureCounts {
     }
 
     /// Every failure with its count, in [`ALL_FAILURES`] order (zeros included).
-    pub fn snapshot(&self) -> Vec<(Failure, u64)> {
+    fn snapshot(&self) -> Vec<(Failure, u64)> {
         ALL_FAILURES
             .iter()
             .zip(&self.0)
@@ -159,22 +287,18 @@ pub struct Shared {
     idle_mtas: Mutex<HashMap<u64, std::os::fd::RawFd>>,
     next_session: AtomicU64,
     runtime: RwLock<Arc<Runtime>>,
-    /// Idle MX connections for reuse.
-    pub pool: Arc<Pool>,
-    /// Open MX connections under caps, and the requests waiting for one.
-    pub caps: Caps,
-    /// Source addresses and MXes drained by the operator (`gaproxy drain`).
-    pub drains: Drains,
-    /// Source addresses that left the host (kept up to date by `localaddr::watch`).
-    pub local: LocalAddrs,
-    pub stats: Stats,
+    pool: Arc<Pool>,
+    caps: Caps,
+    drains: Drains,
+    local: LocalAddrs,
+    stats: Stats,
     /// Start and reload times, and the last reload's outcome.
     config_state: Mutex<ConfigState>,
-    pub stopping: AtomicBool,
-    /// Tests only: the next session panics right after its TLS handshake (to exercise the
-    /// worker's panic guard). Nothing in the daemon sets it.
-    #[doc(hidden)]
-    pub panic_next_session_for_tests: AtomicBool,
+    stopping: AtomicBool,
+    /// Test builds only: the next session panics right after its TLS handshake (to exercise
+    /// the worker's panic guard).
+    #[cfg(any(test, feature = "test-hooks"))]
+    panic_next_session: AtomicBool,
 }
 
 impl Shared {
@@ -194,10 +318,70 @@ impl Shared {
             stats: Stats::default(),
             config_state: Mutex::new(ConfigState::new(SystemTime::now())),
             stopping: AtomicBool::new(false),
-            panic_next_session_for_tests: AtomicBool::new(false),
+            #[cfg(any(test, feature = "test-hooks"))]
+            panic_next_session: AtomicBool::new(false),
         }
     }
 
+    /// Idle MX connections for reuse.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Open MX connections under caps, and the requests waiting for one.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// Source addresses and MXes drained by the operator (`gaproxy drain`).
+    pub fn drains(&self) -> &Drains {
+        &self.drains
+    }
+
+    /// Source addresses that left the host (kept up to date by `localaddr::watch`).
+    pub fn local(&self) -> &LocalAddrs {
+        &self.local
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the proxy is stopping (no new sessions, no new waits).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The proxy stops: from now on [`Shared::stopping`] says so.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Test builds only (`cfg(test)` or the `test-hooks` feature, which the integration tests
+    /// enable): make the next session panic right after its TLS handshake.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn panic_next_session_for_tests(&self) {
+        self.panic_next_session.store(true, Ordering::SeqCst);
+    }
+
+    /// Panic if a test asked for it ([`Shared::panic_next_session_for_tests`]).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn panic_if_a_test_asks(&self) {
+        if self.panic_next_session.load(Ordering::Relaxed)
+            && self.panic_next_session.swap(false, Ordering::SeqCst)
+        {
+            panic!("session panic requested by a test");
+        }
+    }
+
+    /// Nothing: the daemon has no test hooks.
+    #[cfg(not(any(test, feature = "test-hooks")))]
+    #[inline(always)]
+    pub(crate) fn panic_if_a_test_asks(&self) {}
+}
+
+impl Shared {
     /// A number for a new session.
     pub fn session_number(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
@@ -212,7 +396,7 @@ impl Shared {
         // lock) before it closes its socket, and the stop shuts sockets down under the lock.
         self.idle_mtas.lock().insert(session, socket.as_raw_fd());
         // Checked after registering: a stop either sees the entry or is seen here.
-        !self.stopping.load(Ordering::SeqCst)
+        !self.stopping()
     }
 
     /// The session has its request (or is ending).

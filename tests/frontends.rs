@@ -174,7 +174,7 @@ fn swaks_through_proxy(version: u8, tls: bool) {
     // sessions have ended (swaks is gone when its QUIT is answered; the proxy may still be
     // closing): poll the counters, no fixed sleep.
     let summary = || {
-        greenarrow_proxy::report::report_lines(&h.server)
+        greenarrow_proxy::report::report_lines(&h.server.snapshot())
             .pop()
             .unwrap_or_default()
     };

@@ -139,7 +139,7 @@ fn gaproxy_status_json_shows_the_pooled_connection_and_the_counters() {
     assert_eq!(c["tls_handshakes_mx"], 1);
     assert_eq!(c["tls_handshakes_mta"], 1);
     // The counters are the SIGUSR1 report's, same names.
-    let summary = greenarrow_proxy::report::report_lines(&h.server)
+    let summary = greenarrow_proxy::report::report_lines(&h.server.snapshot())
         .pop()
         .unwrap();
     let names: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
@@ -396,18 +396,19 @@ fn the_daemon_keeps_drains_over_sighup_and_moves_its_control_socket_with_the_fil
 #[test]
 fn a_stale_socket_file_is_replaced_but_a_live_socket_or_another_file_is_left_alone() {
     use greenarrow_proxy::control::{ControlError, ControlSocket};
+    use greenarrow_proxy::server::Server;
     use std::sync::Weak;
     let dir = TempDir::new("control");
     let path = dir.0.join("c.sock");
     // Stale: a socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let mut first = ControlSocket::start(&path, Weak::new()).unwrap();
+    let mut first = ControlSocket::start(&path, Weak::<Server>::new()).unwrap();
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o660
     );
     // Live: a second one refuses, and the first keeps its file.
-    match ControlSocket::start(&path, Weak::new()) {
+    match ControlSocket::start(&path, Weak::<Server>::new()) {
         Err(e @ ControlError::InUse { .. }) => {
             assert!(
                 e.to_string().ends_with("another process is serving it"),
@@ -421,7 +422,7 @@ fn a_stale_socket_file_is_replaced_but_a_live_socket_or_another_file_is_left_alo
     assert!(!path.exists());
     // Not a socket: untouched.
     std::fs::write(&path, b"keep me").unwrap();
-    match ControlSocket::start(&path, Weak::new()) {
+    match ControlSocket::start(&path, Weak::<Server>::new()) {
         Err(ControlError::NotASocket { .. }) => {}
         other => panic!("expected NotASocket, got {:?}", other.err()),
     }

@@ -9,10 +9,10 @@ pub mod request;
 
 pub use request::{DrainTarget, Request, RequestError, MAX_REQUEST};
 
+use crate::drain::Drains;
 use crate::endpoint::accept_until_stopped;
-use crate::pool::reaper::quit_detached;
-use crate::server::Server;
-use crate::status::{Snapshot, Status};
+use crate::report::SnapshotSource;
+use crate::status::Status;
 use log::{error, info};
 use serde_json::{json, Value};
 use std::fmt;
@@ -99,6 +99,17 @@ impl fmt::Display for ControlError {
 
 impl std::error::Error for ControlError {}
 
+/// What the control socket may ask of the proxy it serves: its status, and the drains. The
+/// running server implements it and hands itself over as one, so that the control socket
+/// never sees the server.
+pub trait Controlled: SnapshotSource {
+    /// The drains in force: the operator's changes are made here.
+    fn drains(&self) -> &Drains;
+    /// Take out the idle pooled connections the drains in force refuse and QUIT them off this
+    /// thread; how many.
+    fn close_drained_idle(&self) -> usize;
+}
+
 /// The running control socket.
 pub struct ControlSocket {
     path: PathBuf,
@@ -135,8 +146,8 @@ fn clear_stale(path: &Path) -> Result<(), ControlError> {
 }
 
 impl ControlSocket {
-    /// Bind `path` (mode 0660) and serve requests about `server` on one thread.
-    pub fn start(path: &Path, server: Weak<Server>) -> Result<ControlSocket, ControlError> {
+    /// Bind `path` (mode 0660) and serve requests about `proxy` on one thread.
+    pub fn start(path: &Path, proxy: Weak<dyn Controlled>) -> Result<ControlSocket, ControlError> {
         clear_stale(path)?;
         let bind_err = |source| ControlError::Bind {
             path: path.to_path_buf(),
@@ -164,7 +175,7 @@ impl ControlSocket {
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&listener, &s2, &server))
+            .spawn(move || accept_loop(&listener, &s2, &proxy))
             .map_err(|e| undo(ControlError::Thread(e)))?;
         info!("control socket on {}", path.display());
         Ok(ControlSocket {
@@ -201,13 +212,13 @@ impl Drop for ControlSocket {
     }
 }
 
-fn accept_loop(listener: &UnixListener, stop: &AtomicBool, server: &Weak<Server>) {
+fn accept_loop(listener: &UnixListener, stop: &AtomicBool, proxy: &Weak<dyn Controlled>) {
     let accept = |l: &UnixListener| l.accept().map(|(s, _)| s);
     accept_until_stopped(listener, stop, "control socket", accept, |stream| {
         // The server is going away: refuse this client (closing its connection) but keep
         // the socket until `stop`, so that a probe of it still finds it served.
-        if let Some(server) = server.upgrade() {
-            serve_client(stream, &server);
+        if let Some(proxy) = proxy.upgrade() {
+            serve_client(stream, &*proxy);
         }
     });
 }
@@ -258,14 +269,14 @@ fn read_request(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, S
     }
 }
 
-fn serve_client(mut stream: UnixStream, server: &Arc<Server>) {
+fn serve_client(mut stream: UnixStream, proxy: &dyn Controlled) {
     let deadline = Instant::now() + CLIENT_TIME;
     let _ = stream.set_nonblocking(false);
     let answer = match read_request(&mut stream, deadline) {
         Err(e) => refusal(&e),
         Ok(line) => match request::parse(&line) {
             Err(e) => refusal(&e.to_string()),
-            Ok(req) => answer(server, req),
+            Ok(req) => answer(proxy, req),
         },
     };
     let mut text = answer.to_string();
@@ -298,12 +309,11 @@ fn persisted(drains: &crate::drain::Drains, answer: &mut Value) {
 }
 
 /// Carry out `req` and make its answer.
-pub fn answer(server: &Server, req: Request) -> Value {
-    let shared = &server.shared;
-    let drains = &shared.drains;
+pub fn answer(proxy: &dyn Controlled, req: Request) -> Value {
+    let drains = proxy.drains();
     match req {
         Request::Status => {
-            let status = Status::from_snapshot(&Snapshot::take(server));
+            let status = Status::from_snapshot(&proxy.snapshot());
             match serde_json::to_value(status) {
                 Ok(v) => json!({ "ok": true, "status": v }),
                 Err(e) => refusal(&format!("cannot encode the status: {e}")),
@@ -314,11 +324,7 @@ pub fn answer(server: &Server, req: Request) -> Value {
                 DrainTarget::Source(ip) => drains.drain_source(ip),
                 DrainTarget::Mx(m) => drains.drain_mx(m),
             };
-            // Taken under the pool lock, QUIT and closed off it (and off this thread).
-            let drained = drains.copy();
-            let idle = shared.pool.take_keys_where(|k| !drained.matches(k));
-            let closed = idle.len();
-            quit_detached(idle);
+            let closed = proxy.close_drained_idle();
             info!("control: drained {target}: {closed} idle pooled connection(s) closed; new connections refused until undrained");
             let mut v = json!({
                 "ok": true,

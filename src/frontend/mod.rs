@@ -27,7 +27,6 @@ use crate::shared::Shared;
 use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,15 +103,10 @@ fn passthrough_session(
         buffer: DEFAULT_BUFFER,
     };
     let remote = mx.peer_addr().ok();
-    let stats = &egress.shared.stats;
-    stats.connects.fetch_add(1, Ordering::Relaxed);
+    let stats = egress.shared.stats();
+    stats.connected();
     let sum = passthrough::relay(mta, &mx, initial, &limits);
-    stats
-        .passthrough_bytes_to_mx
-        .fetch_add(sum.mta_to_mx, Ordering::Relaxed);
-    stats
-        .passthrough_bytes_to_mta
-        .fetch_add(sum.mx_to_mta, Ordering::Relaxed);
+    stats.passed_through(sum.mta_to_mx, sum.mx_to_mta);
     if egress.rt.config.log_sessions {
         SessionRecord {
             mta: egress.peer,
@@ -251,10 +245,7 @@ pub fn serve(
         deadline,
         via: via(fe, &tcp),
     };
-    shared
-        .stats
-        .frontend_sessions
-        .fetch_add(1, Ordering::Relaxed);
+    shared.stats().frontend_session_started();
     match fe.kind {
         FrontendKind::ProxyProtocol => proxy::serve(&egress, fe, tcp, deadline),
         FrontendKind::Socks5 => socks::serve(&egress, fe, tcp, deadline),

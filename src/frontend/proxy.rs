@@ -81,7 +81,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Err(refusal) => {
                 egress
                     .shared
-                    .stats
+                    .stats()
                     .count_connect_failure(refusal.failure.failure);
                 crate::logging::request_failed(
                     rt.config.log_verbose,

@@ -240,7 +240,10 @@ fn is_policy(r: &Refusal) -> bool {
 
 /// Count and log a target the egress core refused.
 fn log_refusal(egress: &Egress, target: &Target, r: &Refusal) {
-    egress.shared.stats.count_connect_failure(r.failure.failure);
+    egress
+        .shared
+        .stats()
+        .count_connect_failure(r.failure.failure);
     crate::logging::request_failed(
         egress.rt.config.log_verbose,
         "SOCKS5 front-end: refused",

@@ -17,7 +17,6 @@ use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -131,7 +130,7 @@ fn run(weak: Weak<Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        if shared.stopping.load(Ordering::SeqCst) {
+        if shared.stopping() {
             return;
         }
         drop(shared);
@@ -238,8 +237,8 @@ fn apply(shared: &Shared, ev: &AddrEvent, still_present: bool) {
                 debug!("address {ev}: still usable");
                 return;
             }
-            shared.local.left(ip);
-            let conns = shared.pool.take_keys_where(|k| k.source != ip);
+            shared.local().left(ip);
+            let conns = shared.pool().take_keys_where(|k| k.source != ip);
             let n = conns.len();
             // No QUIT: the address is gone, nothing can reach the MX from it.
             for c in conns {
@@ -256,9 +255,9 @@ fn apply(shared: &Shared, ev: &AddrEvent, still_present: bool) {
                 debug!("address {ev}: usable after duplicate address detection");
                 return;
             }
-            let was_gone = shared.local.back(ip);
+            let was_gone = shared.local().back(ip);
             // A new address (or route) can make others bindable again.
-            let also = shared.local.recheck(|a| !bindable(a));
+            let also = shared.local().recheck(|a| !bindable(a));
             if was_gone || configured(shared, ip) {
                 info!(source:% = ip; "address {ip} appeared on the host ({ev}): usable as a source address now");
             } else {

@@ -3,8 +3,7 @@
 //! Cardinality is bounded: one series per figure of the report, one per failure (tag and
 //! code), and per source address at most — never per MX address.
 
-use crate::report::Kind;
-use crate::status::Snapshot;
+use crate::report::{Kind, Snapshot};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -192,7 +191,7 @@ mod tests {
     use super::*;
     use crate::caps::{CapRow, WaitSnapshot};
     use crate::drain::DrainList;
-    use crate::pool::{PoolKey, PooledInfo};
+    use crate::pool::{IdleConnection, PoolKey, PooledInfo};
     use crate::protocol::reply::ALL_FAILURES;
     use crate::protocol::Failure;
     use crate::report::Figure;
@@ -204,12 +203,15 @@ mod tests {
             |s: &str, mx: &str| PoolKey::new(s.parse().unwrap(), "mta.test", mx.parse().unwrap());
         let pooled = |k: PoolKey| PooledInfo {
             key: k,
-            tls: None,
-            age: Duration::from_secs(3),
-            idle: Duration::from_secs(1),
-            uses: 1,
-            messages: 2,
-            last_mta: None,
+            conn: IdleConnection {
+                age: Duration::from_secs(3),
+                idle: Duration::from_secs(1),
+                uses: 1,
+                messages: 2,
+                tls_version: None,
+                tls_cipher: None,
+                last_mta: None,
+            },
         };
         Snapshot {
             figures: vec![

@@ -9,8 +9,7 @@
 pub mod exposition;
 
 use crate::endpoint::accept_until_stopped;
-use crate::server::Server;
-use crate::status::Snapshot;
+use crate::report::SnapshotSource;
 use log::info;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,8 +33,11 @@ pub struct MetricsListener {
 }
 
 impl MetricsListener {
-    /// Bind `addr` and serve the metrics of `server` on one thread.
-    pub fn start(addr: SocketAddr, server: Weak<Server>) -> std::io::Result<MetricsListener> {
+    /// Bind `addr` and serve the metrics of the snapshots `source` takes, on one thread.
+    pub fn start(
+        addr: SocketAddr,
+        source: Weak<dyn SnapshotSource>,
+    ) -> std::io::Result<MetricsListener> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -43,7 +45,7 @@ impl MetricsListener {
         let s2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || accept_loop(&listener, &s2, &server))?;
+            .spawn(move || accept_loop(&listener, &s2, &source))?;
         info!("metrics on http://{local}/metrics");
         Ok(MetricsListener {
             configured: addr,
@@ -79,12 +81,12 @@ impl Drop for MetricsListener {
     }
 }
 
-fn accept_loop(listener: &TcpListener, stop: &AtomicBool, server: &Weak<Server>) {
+fn accept_loop(listener: &TcpListener, stop: &AtomicBool, source: &Weak<dyn SnapshotSource>) {
     let accept = |l: &TcpListener| l.accept().map(|(s, _)| s);
     accept_until_stopped(listener, stop, "metrics", accept, |stream| {
         // The server is going away: this scrape gets nothing.
-        if let Some(server) = server.upgrade() {
-            serve(stream, &server);
+        if let Some(source) = source.upgrade() {
+            serve(stream, &*source);
         }
     });
 }
@@ -142,7 +144,7 @@ fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str,
     let _ = stream.write_all(out.as_bytes());
 }
 
-fn serve(mut stream: TcpStream, server: &Server) {
+fn serve(mut stream: TcpStream, source: &dyn SnapshotSource) {
     let deadline = Instant::now() + CLIENT_TIME;
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(CLIENT_TIME));
@@ -170,7 +172,7 @@ fn serve(mut stream: TcpStream, server: &Server) {
     let text = "text/plain; charset=utf-8";
     match route {
         Route::Metrics { head } => {
-            let body = exposition::render(&Snapshot::take(server));
+            let body = exposition::render(&source.snapshot());
             respond(&mut stream, "200 OK", exposition::CONTENT_TYPE, &body, head);
         }
         Route::NotFound => respond(&mut stream, "404 Not Found", text, "try /metrics\n", false),

@@ -13,6 +13,7 @@ pub mod reaper;
 use crate::mx::MxConnection;
 use crate::protocol::TlsPolicy;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -103,16 +104,30 @@ struct Inner {
     stored: u64,
 }
 
-/// One pooled connection, as the report shows it.
-#[derive(Clone, Debug)]
-pub struct PooledInfo {
-    pub key: PoolKey,
-    pub tls: Option<(String, String)>,
+/// One idle pooled connection, as the report and the status view show it (its JSON is the
+/// status view's: durations in seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdleConnection {
+    /// Since the connection was opened.
+    #[serde(rename = "age_seconds", with = "crate::duration::seconds")]
     pub age: Duration,
+    /// Since it was checked in.
+    #[serde(rename = "idle_seconds", with = "crate::duration::seconds")]
     pub idle: Duration,
     pub uses: u64,
     pub messages: u64,
+    /// The TLS version and cipher suite (None: plain text).
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
+    /// The last MTA that used it.
     pub last_mta: Option<SocketAddr>,
+}
+
+/// One pooled connection and its key.
+#[derive(Clone, Debug)]
+pub struct PooledInfo {
+    pub key: PoolKey,
+    pub conn: IdleConnection,
 }
 
 /// Pool-wide counters.
@@ -361,16 +376,15 @@ impl Pool {
             .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
             .map(|(k, e)| PooledInfo {
                 key: k.clone(),
-                tls: e
-                    .conn
-                    .tls
-                    .as_ref()
-                    .map(|t| (t.version.clone(), t.cipher.clone())),
-                age: now.duration_since(e.conn.created),
-                idle: now.duration_since(e.since),
-                uses: e.conn.uses(),
-                messages: e.conn.messages(),
-                last_mta: e.conn.last_mta(),
+                conn: IdleConnection {
+                    age: now.duration_since(e.conn.created),
+                    idle: now.duration_since(e.since),
+                    uses: e.conn.uses(),
+                    messages: e.conn.messages(),
+                    tls_version: e.conn.tls.as_ref().map(|t| t.version.clone()),
+                    tls_cipher: e.conn.tls.as_ref().map(|t| t.cipher.clone()),
+                    last_mta: e.conn.last_mta(),
+                },
             })
             .collect();
         let counters = PoolCounters {

@@ -6,16 +6,15 @@ use crate::shared::Stats;
 use log::error;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 /// Run `job`, the session of the MTA at `peer`, catching a panic: logged at error level with
-/// `mta=<peer>` and counted in `stats.panics`. What the job owned (its sockets, its
+/// `mta=<peer>` and counted (`Stats::session_panicked`). What the job owned (its sockets, its
 /// per-address slot) is dropped by the unwinding, so the MTA's connection is closed.
 pub fn run_session(stats: &Stats, peer: SocketAddr, job: impl FnOnce()) {
     // Unwind safety: the job's state dies with it; shared state is behind locks and atomics
     // that a panic cannot leave half-updated (parking_lot locks are released on unwind).
     if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
-        stats.panics.fetch_add(1, Ordering::Relaxed);
+        stats.session_panicked();
         let what = payload
             .downcast_ref::<&str>()
             .copied()
@@ -36,9 +35,9 @@ mod tests {
         let mut ran = false;
         run_session(&stats, peer, || ran = true);
         assert!(ran);
-        assert_eq!(stats.panics.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.snapshot().panics, 0);
         run_session(&stats, peer, || panic!("boom"));
         run_session(&stats, peer, || panic!("{}", String::from("boom")));
-        assert_eq!(stats.panics.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.snapshot().panics, 2);
     }
 }

@@ -3,12 +3,11 @@
 
 use super::{ListenKind, Server};
 use crate::runtime::StartError;
-use crate::shared::IpSlot;
+use crate::shared::{IpSlot, Refusal};
 use log::warn;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 
 /// Bind and listen on `addr`; with `freebind` (`listen_freebind`), with `IP_FREEBIND`, so that
 /// an address not (yet) on the host can be bound: connections arrive once it appears.
@@ -48,7 +47,7 @@ impl Server {
                 Ok((c, p)) => (c, p),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if self.shared.stopping.load(Ordering::SeqCst) {
+                    if self.shared.stopping() {
                         return;
                     }
                     if matches!(
@@ -67,7 +66,7 @@ impl Server {
             let Some(peer) = peer.as_socket() else {
                 continue;
             };
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.stopping() {
                 return;
             }
             let rt = self.shared.runtime();
@@ -78,10 +77,7 @@ impl Server {
                 continue;
             }
             if !rt.config.allow_from.iter().any(|n| n.contains(peer.ip())) {
-                self.shared
-                    .stats
-                    .refused_allow_from
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.stats().refused(Refusal::AllowFrom);
                 crate::logging::peer_warning(
                     peer,
                     crate::logging::PeerEvent::NotAllowed,
@@ -92,10 +88,7 @@ impl Server {
             }
             let Some(slot) = IpSlot::take(&self.shared, peer.ip(), rt.config.max_sessions_per_ip)
             else {
-                self.shared
-                    .stats
-                    .refused_per_ip
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.stats().refused(Refusal::PerIp);
                 crate::logging::peer_warning(
                     peer,
                     crate::logging::PeerEvent::PerIpLimit,
@@ -110,9 +103,9 @@ impl Server {
             let shared = self.shared.clone();
             let job = Box::new(move || {
                 let _slot = slot;
-                shared.stats.sessions.fetch_add(1, Ordering::Relaxed);
+                shared.stats().session_started();
                 let s = shared.clone();
-                super::guard::run_session(&s.stats, peer, || match kind {
+                super::guard::run_session(s.stats(), peer, || match kind {
                     ListenKind::Native => crate::session::serve(shared, rt, tcp, peer),
                     ListenKind::Frontend(i, _) => crate::frontend::serve(shared, rt, tcp, peer, i),
                 });
@@ -120,10 +113,7 @@ impl Server {
             if let Err(job) = self.workers.try_submit(job) {
                 // Dropping the job closes its socket.
                 drop(job);
-                self.shared
-                    .stats
-                    .refused_busy
-                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.stats().refused(Refusal::Busy);
                 warn!(
                     mta:% = peer;
                     "refused: all {} session threads busy and the queue is full",

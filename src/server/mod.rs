@@ -5,6 +5,7 @@
 pub mod guard;
 mod limits;
 mod listen;
+mod observe;
 pub use crate::workers;
 
 pub use crate::runtime::{pool_limits, Runtime, StartError};
@@ -21,7 +22,6 @@ use log::{error, info, warn};
 use parking_lot::Mutex;
 use socket2::Socket;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use workers::{PoolCounts, WorkerPool};
@@ -71,10 +71,10 @@ fn restore_drains(shared: &Shared) -> Result<String, StartError> {
             "state_directory: none; drains (gaproxy drain) are not kept across restarts".into(),
         );
     };
-    let n = shared.drains.open(&dir).map_err(StartError::State)?;
+    let n = shared.drains().open(&dir).map_err(StartError::State)?;
     // Written back at once: a directory the service cannot write is found now, not at the
     // first drain (the drains read are in force either way).
-    if let Err(e) = shared.drains.persist() {
+    if let Err(e) = shared.drains().persist() {
         warn!("state_directory: {e}; drains will not be kept across restarts");
     }
     let file = dir.join(crate::drain::store::FILE_NAME);
@@ -84,7 +84,7 @@ fn restore_drains(shared: &Shared) -> Result<String, StartError> {
             file.display()
         ));
     }
-    let list = shared.drains.list();
+    let list = shared.drains().list();
     let sources: Vec<String> = list.sources.iter().map(|s| s.to_string()).collect();
     Ok(format!(
         "drains are kept in {}: {n} restored, sources [{}], mx [{}]; new connections through \
@@ -163,7 +163,9 @@ impl Server {
                 info!("control socket {} closed", old.path().display());
             }
             if let Some(path) = want {
-                match ControlSocket::start(path, Arc::downgrade(self)) {
+                let me: std::sync::Weak<dyn crate::control::Controlled> =
+                    Arc::downgrade(self) as std::sync::Weak<Server>;
+                match ControlSocket::start(path, me) {
                     Ok(c) => *control = Some(c),
                     Err(e) => warn!("{e}; no control socket (gaproxy status, drain)"),
                 }
@@ -178,7 +180,9 @@ impl Server {
                 info!("metrics listener {} closed", old.local_addr());
             }
             if let Some(addr) = want {
-                match MetricsListener::start(addr, Arc::downgrade(self)) {
+                let me: std::sync::Weak<dyn crate::report::SnapshotSource> =
+                    Arc::downgrade(self) as std::sync::Weak<Server>;
+                match MetricsListener::start(addr, me) {
                     Ok(m) => *metrics = Some(m),
                     Err(e) => error!("metrics.listen {addr}: cannot listen: {e}; no metrics"),
                 }
@@ -271,7 +275,7 @@ impl Server {
 
     /// Stop accepting: wake every accept thread and join it.
     pub fn stop_accepting(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.set_stopping();
         let mut ls = self.listeners.lock();
         for l in ls.iter_mut() {
             let _ = l.socket.shutdown(std::net::Shutdown::Read);
@@ -284,7 +288,7 @@ impl Server {
         // Sessions idle between requests, or waiting at a connection cap, would otherwise
         // keep the drain waiting.
         self.shared.wake_idle_sessions();
-        self.shared.caps.close();
+        self.shared.caps().close();
     }
 
     /// Wait for sessions in progress to end, up to `grace`; then QUIT and close every
@@ -296,7 +300,7 @@ impl Server {
         if let Some(mut r) = self.reaper.lock().take() {
             r.stop();
         }
-        quit_all(self.shared.pool.take_all());
+        quit_all(self.shared.pool().take_all());
         // QUITs the sessions left running off their path: let them finish (each waits at most
         // QUIT_WAIT for the MX), within what is left of the grace period.
         let until = started + grace.max(QUIT_WAIT);

@@ -6,7 +6,6 @@ use super::{Next, Session};
 use crate::bufconn::BufConn;
 use crate::protocol::{reply_lines, ConnectReady, ConnectRequest};
 use crate::tls::ServerTlsStream;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Session<'_> {
@@ -17,7 +16,7 @@ impl Session<'_> {
     ) -> Next {
         let started = Instant::now();
         let egress = self.egress();
-        let stats = &self.shared.stats;
+        let stats = self.shared.stats();
         let opened = match &self.identity {
             Some(id) => egress.open_mx(id, &req),
             None => Err(super::auth_required()),
@@ -42,7 +41,7 @@ impl Session<'_> {
                 };
             }
         };
-        stats.connects.fetch_add(1, Ordering::Relaxed);
+        stats.connected();
         mx.used_by(self.peer);
         let ready = ConnectReady {
             origin: origin.clone(),

@@ -17,11 +17,10 @@ use crate::pool::reaper::quit_detached;
 use crate::pool::{PoolKey, Refused, TlsWant};
 use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
 use crate::runtime::Runtime;
-use crate::shared::Shared;
+use crate::shared::{Peer, Shared};
 use crate::smtp::{MxFacts, PoolState, Relay};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long the checkout probes (`pool.checkout_probe`) of one request may take in all (or
@@ -48,7 +47,7 @@ pub struct Egress<'a> {
 impl Egress<'_> {
     /// The source address is permitted for the client and the port by `destination_ports`.
     pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), FailureReply> {
-        if self.shared.drains.source_drained(req.source) {
+        if self.shared.drains().source_drained(req.source) {
             return Err(FailureReply::new(
                 Failure::Drained,
                 format!(
@@ -66,7 +65,7 @@ impl Egress<'_> {
                 ),
             ));
         }
-        if !self.shared.local.usable(req.source) {
+        if !self.shared.local().usable(req.source) {
             return Err(FailureReply::new(
                 Failure::SourceNotLocal,
                 format!("source address {} has left this host", req.source),
@@ -92,7 +91,7 @@ impl Egress<'_> {
     ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
         let permitted = self.permitted(req, self.candidates(req)?)?;
         let total = permitted.len();
-        let drains = &self.shared.drains;
+        let drains = &self.shared.drains();
         let open: Vec<_> = permitted
             .into_iter()
             .filter(|(a, _)| !drains.mx_drained(*a))
@@ -154,8 +153,7 @@ impl Egress<'_> {
                 Ok(mut c) => {
                     c.attach_permit(permit);
                     if c.tls.is_some() {
-                        let stats = &self.shared.stats;
-                        stats.tls_handshakes_mx.fetch_add(1, Ordering::Relaxed);
+                        self.shared.stats().tls_handshake(Peer::Mx);
                     }
                     return Ok((c, Origin::New));
                 }
@@ -193,11 +191,11 @@ impl Egress<'_> {
             deadline: self.deadline,
         };
         self.shared
-            .caps
-            .obtain(&self.shared.pool, &request)
+            .caps()
+            .obtain(&self.shared.pool(), &request)
             .map_err(|e| {
                 verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "connection cap: {e}");
-                if self.shared.stopping.load(Ordering::SeqCst) {
+                if self.shared.stopping() {
                     // Woken by the stop, not by the cap's wait.
                     FailureReply::new(Failure::Busy, "the proxy is stopping")
                 } else {
@@ -274,11 +272,9 @@ impl Egress<'_> {
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
         self.log_session(req, &out, opened, messages);
-        let stats = &self.shared.stats;
-        stats.messages.fetch_add(messages, Ordering::Relaxed);
-        stats
-            .relay_bytes_to_mx
-            .fetch_add(out.octets_to_mx, Ordering::Relaxed);
+        let stats = self.shared.stats();
+        stats.messages_accepted(messages);
+        stats.relayed_to_mx(out.octets_to_mx);
         if let Some(why) = &out.mx_lost {
             verbose!(self.rt, mta = self.peer; "MX connection lost: {why}");
         }
@@ -304,7 +300,7 @@ impl Egress<'_> {
         host: Option<&str>,
         deadline: Instant,
     ) -> Option<(MxConnection, Origin)> {
-        let pool = &self.shared.pool;
+        let pool = &self.shared.pool();
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
         loop {
@@ -322,7 +318,7 @@ impl Egress<'_> {
             // QUIT waits on the MX: not on this session's way to its connection.
             quit_detached(expired);
             let mut c = got?;
-            self.shared.caps.taken_from_pool(&mut c);
+            self.shared.caps().taken_from_pool(&mut c);
             if !self.healthy(&mut c, deadline) {
                 verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
                 c.close();
@@ -415,16 +411,16 @@ impl Egress<'_> {
             if !req.reuse {
                 return Some("the request did not allow reuse".to_string());
             }
-            if self.shared.stopping.load(Ordering::SeqCst) {
+            if self.shared.stopping() {
                 return Some("the proxy is stopping".to_string());
             }
-            if self.shared.drains.key_drained(req.source, mx.remote) {
+            if self.shared.drains().key_drained(req.source, mx.remote) {
                 return Some("its source address or MX is drained".to_string());
             }
             // The watcher closes the pooled ones; this keeps a session ending now from
             // pooling one after it. (A check-in racing the watcher leaves a connection no
             // request can take: `authorize` refuses the address; it expires in the reaper.)
-            if self.shared.local.is_gone(req.source) {
+            if self.shared.local().is_gone(req.source) {
                 return Some("the source address has left this host".to_string());
             }
             match state {
@@ -468,16 +464,16 @@ impl Egress<'_> {
         let source = key.source;
         match self
             .shared
-            .caps
-            .give_back(&self.shared.pool, key, mx, Instant::now())
+            .caps()
+            .give_back(&self.shared.pool(), key, mx, Instant::now())
         {
             Returned::Pooled => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse");
                 // A drain that came between the check above and the check-in took nothing:
                 // take it out again.
-                if self.shared.drains.key_drained(source, remote) {
-                    let drained = self.shared.drains.copy();
-                    quit_detached(self.shared.pool.take_keys_where(|k| !drained.matches(k)));
+                if self.shared.drains().key_drained(source, remote) {
+                    let drained = self.shared.drains().copy();
+                    quit_detached(self.shared.pool().take_keys_where(|k| !drained.matches(k)));
                 }
             }
             Returned::Handed => {

@@ -18,11 +18,10 @@ use crate::protocol::{
     parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
 };
 use crate::runtime::Runtime;
-use crate::shared::Shared;
+use crate::shared::{Peer, Shared};
 use crate::tls::ServerTlsStream;
 use crate::tls::TlsError;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,10 +94,7 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
     };
     let tls = match acceptor.accept(tcp, t.mta_handshake.min(t.mta_auth)) {
         Ok(t) => {
-            shared
-                .stats
-                .tls_handshakes_mta
-                .fetch_add(1, Ordering::Relaxed);
+            shared.stats().tls_handshake(Peer::Mta);
             t
         }
         // A peer that closes without a word (a TCP health check) is no problem.
@@ -115,13 +111,7 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
             return;
         }
     };
-    if shared.panic_next_session_for_tests.load(Ordering::Relaxed)
-        && shared
-            .panic_next_session_for_tests
-            .swap(false, Ordering::SeqCst)
-    {
-        panic!("session panic requested by a test");
-    }
+    shared.panic_if_a_test_asks();
     // A verified client certificate may identify a client (mutual TLS).
     let identity = if rt.config.tls_client_ca.is_some() {
         let names = tls.peer_names();
@@ -242,7 +232,7 @@ impl Session<'_> {
             }
             let n = match read {
                 Ok(n) => n,
-                Err(_) if self.shared.stopping.load(Ordering::SeqCst) => {
+                Err(_) if self.shared.stopping() => {
                     let _ = mta.send(&FailureReply::new(Failure::Busy, STOPPING).render());
                     return;
                 }

@@ -9,69 +9,21 @@
 
 pub mod table;
 
+pub use crate::report::Snapshot;
+
 use crate::caps::{CapRow, WaitSnapshot};
 use crate::drain::DrainList;
-use crate::pool::{PoolKey, PooledInfo};
-use crate::protocol::Failure;
-use crate::report::{figures, Figure};
-use crate::server::Server;
-use crate::shared::ConfigState;
+use crate::pool::{IdleConnection, PoolKey};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// The version of the JSON shape.
 pub const STATUS_VERSION: u32 = 1;
-
-/// Everything the status view and the metrics show, copied from the server at one moment.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub figures: Vec<Figure>,
-    pub pooled: Vec<PooledInfo>,
-    pub in_use: Vec<(PoolKey, usize)>,
-    pub rows: Vec<CapRow>,
-    pub waits: WaitSnapshot,
-    pub failures: Vec<(Failure, u64)>,
-    pub drains: DrainList,
-    /// Start and reload times, the last reload's outcome.
-    pub config: ConfigState,
-    /// When the snapshot was taken.
-    pub now: SystemTime,
-}
-
-impl Snapshot {
-    /// Copy the server's state now.
-    pub fn take(server: &Server) -> Snapshot {
-        let now = Instant::now();
-        let shared = &server.shared;
-        let (pooled, counters) = shared.pool.snapshot(now);
-        let config = shared.config_state();
-        let process = crate::procstat::read();
-        Snapshot {
-            figures: figures(server, &counters, &config, process.as_ref()),
-            pooled,
-            in_use: shared.caps.in_use_by_key(),
-            rows: shared.caps.rows(now),
-            waits: shared.caps.wait_stats(),
-            failures: shared.stats.failures.snapshot(),
-            drains: shared.drains.list(),
-            config,
-            now: SystemTime::now(),
-        }
-    }
-
-    /// The value of the figure named `name` (0 when there is none).
-    pub fn figure(&self, name: &str) -> f64 {
-        self.figures
-            .iter()
-            .find(|f| f.name == name)
-            .map_or(0.0, |f| f.value)
-    }
-}
 
 /// The status view (`gaproxy status --json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,8 +45,8 @@ pub struct Status {
     /// One entry per pool key with a connection in use or idle.
     pub pools: Vec<PoolEntry>,
     /// One entry per (source, destination) pair with an open connection, a cap or a waiter.
-    pub caps: Vec<CapEntry>,
-    pub waits: Waits,
+    pub caps: Vec<CapRow>,
+    pub waits: WaitSnapshot,
     /// The counters of the SIGUSR1 report's summary, same names, same order.
     pub counters: Counters,
     /// Failed connect requests per failure (every failure, zeros included).
@@ -145,46 +97,6 @@ pub struct PoolEntry {
     pub in_use: usize,
     /// Idle in the pool, most recently checked in last.
     pub idle: Vec<IdleConnection>,
-}
-
-/// One idle pooled connection.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IdleConnection {
-    pub age_seconds: f64,
-    pub idle_seconds: f64,
-    pub uses: u64,
-    pub messages: u64,
-    pub tls_version: Option<String>,
-    pub tls_cipher: Option<String>,
-    pub last_mta: Option<SocketAddr>,
-}
-
-/// One (source, destination) pair against its cap.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CapEntry {
-    pub source: IpAddr,
-    pub destination: String,
-    pub in_use: usize,
-    pub idle: usize,
-    pub max_connections: Option<usize>,
-    pub waiting: usize,
-    pub oldest_wait_seconds: Option<f64>,
-}
-
-/// Waits for a connection under a cap, since start.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Waits {
-    pub waited: u64,
-    pub timed_out: u64,
-    pub sum_seconds: f64,
-    /// Cumulative histogram; `le` null is +Inf.
-    pub buckets: Vec<Bucket>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    pub le: Option<f64>,
-    pub count: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,36 +165,11 @@ impl Status {
                 .in_use += n;
         }
         for p in &snap.pooled {
-            let (tls_version, tls_cipher) = match &p.tls {
-                Some((v, c)) => (Some(v.clone()), Some(c.clone())),
-                None => (None, None),
-            };
             keys.entry((p.key.source, p.key.ehlo.clone(), p.key.mx))
                 .or_insert_with(|| empty_entry(&p.key))
                 .idle
-                .push(IdleConnection {
-                    age_seconds: p.age.as_secs_f64(),
-                    idle_seconds: p.idle.as_secs_f64(),
-                    uses: p.uses,
-                    messages: p.messages,
-                    tls_version,
-                    tls_cipher,
-                    last_mta: p.last_mta,
-                });
+                .push(p.conn.clone());
         }
-        let caps = snap
-            .rows
-            .iter()
-            .map(|r| CapEntry {
-                source: r.source,
-                destination: r.destination.clone(),
-                in_use: r.in_use,
-                idle: r.idle,
-                max_connections: r.max_connections,
-                waiting: r.waiting,
-                oldest_wait_seconds: r.oldest_wait.map(|d| d.as_secs_f64()),
-            })
-            .collect();
         let c = &snap.config;
         let uptime = snap
             .now
@@ -308,21 +195,8 @@ impl Status {
                 max_sessions: whole("max_sessions"),
             }),
             pools: keys.into_values().collect(),
-            caps,
-            waits: Waits {
-                waited: snap.waits.waited,
-                timed_out: snap.waits.timed_out,
-                sum_seconds: snap.waits.sum_seconds,
-                buckets: snap
-                    .waits
-                    .buckets
-                    .iter()
-                    .map(|(le, count)| Bucket {
-                        le: le.is_finite().then_some(*le),
-                        count: *count,
-                    })
-                    .collect(),
-            },
+            caps: snap.rows.clone(),
+            waits: snap.waits.clone(),
             counters: Counters(
                 snap.figures
                     .iter()
@@ -357,7 +231,10 @@ fn empty_entry(k: &PoolKey) -> PoolEntry {
 mod tests {
     use super::*;
     use crate::caps::{CapRow, WaitSnapshot};
-    use crate::report::Kind;
+    use crate::pool::PooledInfo;
+    use crate::protocol::Failure;
+    use crate::report::{Figure, Kind};
+    use crate::shared::ConfigState;
     use crate::shared::LastReload;
     use std::time::{Duration, UNIX_EPOCH};
 
@@ -391,12 +268,15 @@ mod tests {
             ],
             pooled: vec![PooledInfo {
                 key: key("127.0.0.2"),
-                tls: Some(("TLSv1.3".into(), "TLS13_AES_256_GCM_SHA384".into())),
-                age: Duration::from_millis(2500),
-                idle: Duration::from_millis(500),
-                uses: 3,
-                messages: 4,
-                last_mta: Some("127.0.0.1:40000".parse().unwrap()),
+                conn: IdleConnection {
+                    age: Duration::from_millis(2500),
+                    idle: Duration::from_millis(500),
+                    uses: 3,
+                    messages: 4,
+                    tls_version: Some("TLSv1.3".into()),
+                    tls_cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
+                    last_mta: Some("127.0.0.1:40000".parse().unwrap()),
+                },
             }],
             in_use: vec![(key("127.0.0.2"), 2), (key("127.0.0.3"), 1)],
             rows: Vec::new(),
@@ -432,16 +312,7 @@ mod tests {
         assert_eq!((p.in_use, p.idle.len()), (2, 1));
         assert_eq!(p.idle[0].tls_version.as_deref(), Some("TLSv1.3"));
         assert_eq!((st.pools[1].in_use, st.pools[1].idle.len()), (1, 0));
-        assert_eq!(
-            st.waits.buckets,
-            vec![
-                Bucket {
-                    le: Some(0.25),
-                    count: 1
-                },
-                Bucket { le: None, count: 2 }
-            ]
-        );
+        assert_eq!(st.waits.buckets, vec![(0.25, 1), (f64::INFINITY, 2)]);
         let text = serde_json::to_string(&st).unwrap();
         assert!(
             text.contains(
@@ -492,11 +363,11 @@ mod tests {
             waiting: 4,
             oldest_wait: Some(Duration::from_millis(1500)),
         }];
-        snap.pooled.push(PooledInfo {
-            tls: None,
-            last_mta: None,
-            ..snap.pooled[0].clone()
-        });
+        let mut plain = snap.pooled[0].clone();
+        plain.conn.tls_version = None;
+        plain.conn.tls_cipher = None;
+        plain.conn.last_mta = None;
+        snap.pooled.push(plain);
         let st = Status::from_snapshot(&snap);
         let text = serde_json::to_string(&st).unwrap();
         let want = GOLDEN_JSON.replace("@VERSION@", env!("CARGO_PKG_VERSION"));

@@ -115,8 +115,8 @@ pub fn render(st: &Status) -> String {
                 p.source.to_string(),
                 p.ehlo.clone(),
                 p.mx.to_string(),
-                secs(c.age_seconds),
-                secs(c.idle_seconds),
+                secs(c.age.as_secs_f64()),
+                secs(c.idle.as_secs_f64()),
                 c.uses.to_string(),
                 c.messages.to_string(),
                 match (&c.tls_version, &c.tls_cipher) {
@@ -150,7 +150,7 @@ pub fn render(st: &Status) -> String {
                 c.idle.to_string(),
                 c.max_connections.map_or("-".into(), |m| m.to_string()),
                 c.waiting.to_string(),
-                c.oldest_wait_seconds.map_or("-".into(), secs),
+                c.oldest_wait.map_or("-".into(), |d| secs(d.as_secs_f64())),
             ]);
         }
         columns(&mut out, &rows);

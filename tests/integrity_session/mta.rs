@@ -9,7 +9,6 @@ use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
 use greenarrow_proxy::tls::ProxyClientTls;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -105,10 +104,7 @@ fn a_panicking_session_is_caught_logged_counted_and_frees_its_worker() {
     capture::install();
     let good = plain_mx(Faults::default());
     let h = Harness::start(&[good.addr().port()], "max_sessions: 1\n");
-    h.server
-        .shared
-        .panic_next_session_for_tests
-        .store(true, Ordering::SeqCst);
+    h.server.shared.panic_next_session_for_tests();
     let tcp = TcpStream::connect(h.addr).unwrap();
     let peer = tcp.local_addr().unwrap();
     let tls = ProxyClientTls::from_ca_pem(h.ca_pem.as_bytes())
@@ -124,12 +120,12 @@ fn a_panicking_session_is_caught_logged_counted_and_frees_its_worker() {
         );
     }
     deliver(&h, &good, Duration::from_secs(5));
-    assert_eq!(h.server.shared.stats.panics.load(Ordering::SeqCst), 1);
+    assert_eq!(h.server.shared.stats().snapshot().panics, 1);
     let logged = capture::lines_where(|l| {
         l.starts_with("ERROR ") && l.contains("panicked") && l.contains(&format!("mta={peer}"))
     });
     assert_eq!(logged.len(), 1, "{logged:?}");
-    let report = greenarrow_proxy::report::report_lines(&h.server);
+    let report = greenarrow_proxy::report::report_lines(&h.server.snapshot());
     assert!(
         report.last().unwrap().contains(" session_panics=1"),
         "{report:?}"

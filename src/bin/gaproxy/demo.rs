@@ -196,7 +196,7 @@ pub fn run(a: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         "-- the MX saw {} TCP connection(s) and {} TLS handshake(s) for {} message(s)",
         st.connections, st.tls_handshakes, st.messages
     );
-    for line in greenarrow_proxy::report::report_lines(&server) {
+    for line in greenarrow_proxy::report::report_lines(&server.snapshot()) {
         println!("-- SIGUSR1 report: {line}");
     }
     server.stop_accepting();

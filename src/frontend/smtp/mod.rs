@@ -22,7 +22,6 @@ use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Errors tolerated before EHLO.
@@ -80,7 +79,7 @@ pub(super) fn serve(
     req.reuse = settings.reuse;
     req.reuse_max_messages = settings.reuse_max_messages;
     let started = Instant::now();
-    let stats = &egress.shared.stats;
+    let stats = egress.shared.stats();
     let (mut mx, origin) = match egress.open_mx(&target.identity, &req) {
         Ok(x) => x,
         Err(f) => {
@@ -97,7 +96,7 @@ pub(super) fn serve(
             return;
         }
     };
-    stats.connects.fetch_add(1, Ordering::Relaxed);
+    stats.connected();
     mx.used_by(egress.peer);
     egress.log_ready(started, &mx, &origin);
     if mta.send(&hello_reply(&mx.greeting, extended)).is_err() {
