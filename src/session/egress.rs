@@ -192,7 +192,7 @@ impl Egress<'_> {
         };
         self.shared
             .caps()
-            .obtain(&self.shared.pool(), &request)
+            .obtain(self.shared.pool(), &request)
             .map_err(|e| {
                 verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "connection cap: {e}");
                 if self.shared.stopping() {
@@ -465,7 +465,7 @@ impl Egress<'_> {
         match self
             .shared
             .caps()
-            .give_back(&self.shared.pool(), key, mx, Instant::now())
+            .give_back(self.shared.pool(), key, mx, Instant::now())
         {
             Returned::Pooled => {
                 verbose!(self.rt, mta = self.peer, mx = remote; "kept for reuse");
