@@ -374,7 +374,7 @@ pub fn log_report(server: &Arc<Server>) {
 
 /// After a reload: take out the pooled connections whose source address is no longer
 /// permitted (the caller QUITs them, off the signal thread).
-pub fn after_reload(server: &Arc<Server>) -> Vec<crate::mx::MxConnection> {
+pub fn after_reload(server: &Arc<Server>) -> Vec<crate::caps::Capped> {
     let rt = server.shared.runtime();
     // Keep a connection while any client may still use its source address.
     let c = &rt.config;

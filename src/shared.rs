@@ -2,7 +2,7 @@
 //! force, the pool, counters, per-address session counts, and the registry of sessions idle
 //! between requests (so that a stop can wake them).
 
-use crate::caps::Caps;
+use crate::caps::{Caps, Permit};
 use crate::drain::Drains;
 use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
@@ -160,7 +160,7 @@ pub struct Shared {
     next_session: AtomicU64,
     runtime: RwLock<Arc<Runtime>>,
     /// Idle MX connections for reuse.
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Pool<Permit>>,
     /// Open MX connections under caps, and the requests waiting for one.
     pub caps: Caps,
     /// Source addresses and MXes drained by the operator (`gaproxy drain`).
@@ -179,7 +179,7 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state for a server starting with `rt` and `pool`.
-    pub fn new(rt: Runtime, pool: Arc<Pool>) -> Shared {
+    pub fn new(rt: Runtime, pool: Arc<Pool<Permit>>) -> Shared {
         let caps = Caps::new();
         caps.set_config(&rt.config.caps);
         Shared {

@@ -1,7 +1,7 @@
 //! What a request asks the ledger ([`super::ledger`]) and what it answers (sans-I/O types).
 
 use crate::config::{CapDestination, PairCaps};
-use crate::pool::{PoolKey, TlsWant};
+use crate::protocol::{PoolKey, TlsWant};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 

@@ -9,7 +9,7 @@
 pub use super::ask::{Acquire, Ask, Block, Offer, Pair, PairView, Reuse, Scope};
 use super::stats::WaitStats;
 use crate::config::PairCaps;
-use crate::pool::PoolKey;
+use crate::protocol::PoolKey;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

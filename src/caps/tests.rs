@@ -2,7 +2,7 @@
 
 use super::ledger::{Acquire, Ask, Block, Ledger, Offer, Pair, Reuse, Scope};
 use crate::config::{CapDestination, CapLimits, CapsConfig, PairCaps};
-use crate::pool::{PoolKey, TlsWant};
+use crate::protocol::{PoolKey, TlsWant};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

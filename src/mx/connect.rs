@@ -260,7 +260,6 @@ fn attempt(
         messages: 0,
         bytes: 0,
         last_mta: None,
-        permit: None,
     })
 }
 

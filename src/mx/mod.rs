@@ -5,6 +5,7 @@ pub mod connect;
 pub mod setup;
 
 use crate::bufconn::{BufConn, Timeouts};
+use crate::protocol::TlsState;
 use crate::smtp::{Capabilities, Reply};
 use crate::tls::{ClientTlsStream, TlsFacts};
 use std::io::{self, Read, Write};
@@ -77,24 +78,25 @@ pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
     }
 }
 
-/// An established MX connection, ready for MAIL FROM.
+/// An established MX connection, ready for MAIL FROM. Made by [`establish`]; what it is
+/// (addresses, replies, TLS) is read through methods, and only its life's counters change.
 pub struct MxConnection {
-    pub conn: BufConn<MxStream>,
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-    /// The MX host name when the destination was given by name.
-    pub mx_host: Option<String>,
-    pub banner: Reply,
+    conn: BufConn<MxStream>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    /// The MX host name the current user asked for (None: given by address).
+    mx_host: Option<String>,
+    banner: Reply,
     /// The EHLO (post-TLS) or HELO reply handed to MTAs.
-    pub greeting: Reply,
-    pub caps: Capabilities,
-    pub tls: Option<TlsFacts>,
-    pub tls_note: Option<String>,
+    greeting: Reply,
+    caps: Capabilities,
+    tls: Option<TlsFacts>,
+    tls_note: Option<String>,
     /// The name the certificate was verified for (only when it verified).
-    pub verified_name: Option<String>,
+    verified_name: Option<String>,
     /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
-    pub tls_attempted: bool,
-    pub created: Instant,
+    tls_attempted: bool,
+    created: Instant,
     /// Sessions served so far (1 for a fresh connection in use).
     uses: u64,
     /// Messages accepted by the MX over this connection.
@@ -103,12 +105,75 @@ pub struct MxConnection {
     bytes: u64,
     /// The MTA that used it last.
     last_mta: Option<SocketAddr>,
-    /// Its place under the connection caps (`caps`), released when the connection is dropped.
-    permit: Option<crate::caps::Permit>,
 }
 
-/// The counters of a connection's life and its place under the caps: changed only through
-/// these methods.
+/// What the connection is: fixed when it was set up.
+impl MxConnection {
+    /// The buffered stream to the MX (the relay reads and writes it).
+    pub fn stream(&self) -> &BufConn<MxStream> {
+        &self.conn
+    }
+
+    pub fn stream_mut(&mut self) -> &mut BufConn<MxStream> {
+        &mut self.conn
+    }
+
+    /// The MX's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The proxy's end (the source address).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The MX host name its current user asked for (None: the MX was given by address).
+    pub fn mx_host(&self) -> Option<&str> {
+        self.mx_host.as_deref()
+    }
+
+    /// The MX's banner.
+    pub fn banner(&self) -> &Reply {
+        &self.banner
+    }
+
+    /// The EHLO (post-TLS) or HELO reply handed to MTAs.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// The MX's extensions, from [`MxConnection::greeting`].
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The negotiated TLS session, if the connection is encrypted.
+    pub fn tls(&self) -> Option<&TlsFacts> {
+        self.tls.as_ref()
+    }
+
+    /// Why the connection is not (verified) TLS, when that is worth saying.
+    pub fn tls_note(&self) -> Option<&str> {
+        self.tls_note.as_deref()
+    }
+
+    /// The TLS facts reuse is decided on ([`crate::protocol::TlsWant::satisfied_by`]).
+    pub fn tls_state(&self) -> TlsState<'_> {
+        TlsState {
+            encrypted: self.tls.is_some(),
+            attempted: self.tls_attempted,
+            verified_name: self.verified_name.as_deref(),
+        }
+    }
+
+    /// When it was connected.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+}
+
+/// The counters of a connection's life: changed only through these methods.
 impl MxConnection {
     /// Sessions served so far (1 for a fresh connection in use).
     pub fn uses(&self) -> u64 {
@@ -130,9 +195,12 @@ impl MxConnection {
         self.last_mta
     }
 
-    /// Taken again for a session (from the pool, or handed over at a cap).
-    pub fn count_use(&mut self) {
+    /// Taken again (from the pool, or handed over at a cap) by a request that named the MX
+    /// `host` (None: by address): one more use, and from now on the name shown (ready reply,
+    /// logs) is this request's, not the first user's.
+    pub fn reuse_for(&mut self, host: Option<&str>) {
         self.uses += 1;
+        self.mx_host = host.map(str::to_string);
     }
 
     /// `mta` is using it now.
@@ -150,23 +218,9 @@ impl MxConnection {
         self.bytes += n;
     }
 
-    /// Its place under the connection caps (a new connection gets the permit it was dialled
-    /// under).
-    pub fn attach_permit(&mut self, permit: crate::caps::Permit) {
-        self.permit = Some(permit);
-    }
-
-    pub fn permit(&self) -> Option<&crate::caps::Permit> {
-        self.permit.as_ref()
-    }
-
-    pub fn permit_mut(&mut self) -> Option<&mut crate::caps::Permit> {
-        self.permit.as_mut()
-    }
-
-    /// The permit, taken out (its place goes elsewhere or is released by the caller).
-    pub fn take_permit(&mut self) -> Option<crate::caps::Permit> {
-        self.permit.take()
+    /// Going idle: give back the buffers' memory (they are empty between sessions).
+    pub fn release_buffers(&mut self) {
+        self.conn.release_buffers();
     }
 }
 

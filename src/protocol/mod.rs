@@ -7,6 +7,7 @@
 
 pub mod reply;
 pub mod request;
+pub mod reuse;
 
 #[cfg(test)]
 mod props;
@@ -16,3 +17,4 @@ pub use request::{
     is_valid_secret, parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy,
     MAX_REQUEST_LINE, MAX_SECRET_LEN, PROTOCOL_VERSION,
 };
+pub use reuse::{PoolKey, TlsState, TlsWant};

@@ -28,9 +28,9 @@ impl<'a> Opened<'a> {
             client,
             started,
             new: *origin == Origin::New,
-            mx: mx.remote,
+            mx: mx.remote(),
             tls: mx
-                .tls
+                .tls()
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |t| t.version.clone()),
         }

@@ -7,6 +7,7 @@
 use super::audit::Opened;
 use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
+use crate::caps::Capped;
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
 use crate::dns::{DnsError, Family};
@@ -114,7 +115,7 @@ impl Egress<'_> {
         &self,
         id: &Identity,
         req: &ConnectRequest,
-    ) -> Result<(MxConnection, Origin), FailureReply> {
+    ) -> Result<(Capped, Origin), FailureReply> {
         self.authorize(id, req)?;
         let candidates = self.destinations(req)?;
         if req.reuse {
@@ -151,9 +152,9 @@ impl Egress<'_> {
                 }
             };
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
-                Ok(mut c) => {
-                    c.attach_permit(permit);
-                    if c.tls.is_some() {
+                Ok(c) => {
+                    let c = Capped::new(c, permit);
+                    if c.tls().is_some() {
                         let stats = &self.shared.stats;
                         stats.tls_handshakes_mx.fetch_add(1, Ordering::Relaxed);
                     }
@@ -218,15 +219,14 @@ impl Egress<'_> {
     }
 
     /// A pooled connection handed to this session, with its origin for the ready reply.
-    fn reused(&self, mut c: MxConnection, host: Option<&str>) -> (MxConnection, Origin) {
+    fn reused(&self, mut c: Capped, host: Option<&str>) -> (Capped, Origin) {
         let origin = Origin::Reused {
-            age: c.created.elapsed(),
+            age: c.created().elapsed(),
             uses: c.uses(),
             messages: c.messages(),
         };
-        c.count_use();
         // The name this request used (none for an IP literal), not the first user's.
-        c.mx_host = host.map(str::to_string);
+        c.reuse_for(host);
         (c, origin)
     }
 
@@ -235,12 +235,12 @@ impl Egress<'_> {
         verbose!(
             self.rt,
             mta = self.peer,
-            source = mx.local.ip(),
-            mx = mx.remote;
+            source = mx.local().ip(),
+            mx = mx.remote();
             "ready in {:.2} ms: connection={} tls={}",
             started.elapsed().as_secs_f64() * 1000.0,
             if *origin == Origin::New { "new" } else { "reused" },
-            mx.tls.as_ref().map_or("none", |t| t.version.as_str())
+            mx.tls().as_ref().map_or("none", |t| t.version.as_str())
         );
     }
 
@@ -249,12 +249,12 @@ impl Egress<'_> {
     pub fn relay<S: Read + Write + Timeouts>(
         &self,
         mta: &mut BufConn<S>,
-        mx: MxConnection,
+        mx: Capped,
         req: &ConnectRequest,
         deadline: Instant,
     ) -> RelayOutcome {
         let facts = MxFacts {
-            chunking: mx.caps.chunking,
+            chunking: mx.capabilities().chunking,
             ehlo_name: req.ehlo.clone(),
         };
         relay::relay(
@@ -286,7 +286,7 @@ impl Egress<'_> {
             mx.add_messages(messages);
             if out.mid_body {
                 // Never complete a message the MTA did not finish.
-                verbose!(self.rt, mta = self.peer, mx = mx.remote; "the MTA left in the middle of a message: MX connection closed without end of data");
+                verbose!(self.rt, mta = self.peer, mx = mx.remote(); "the MTA left in the middle of a message: MX connection closed without end of data");
                 mx.close();
             } else {
                 let state = out.relay.pool_state();
@@ -303,7 +303,7 @@ impl Egress<'_> {
         addr: SocketAddr,
         host: Option<&str>,
         deadline: Instant,
-    ) -> Option<(MxConnection, Origin)> {
+    ) -> Option<(Capped, Origin)> {
         let pool = &self.shared.pool;
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
@@ -324,7 +324,7 @@ impl Egress<'_> {
             let mut c = got?;
             self.shared.caps.taken_from_pool(&mut c);
             if !self.healthy(&mut c, deadline) {
-                verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
+                verbose!(self.rt, mta = self.peer, source = c.local().ip(), mx = c.remote(); "pool: discarding a dead idle connection");
                 c.close();
                 continue;
             }
@@ -410,7 +410,7 @@ impl Egress<'_> {
 
     /// Keep `mx` in the pool when everything allows it, otherwise QUIT and close it.
     /// `state` is the relay's view (None when no SMTP session took place).
-    pub fn release(&self, req: &ConnectRequest, mut mx: MxConnection, state: Option<PoolState>) {
+    pub fn release(&self, req: &ConnectRequest, mut mx: Capped, state: Option<PoolState>) {
         let why_not: Option<String> = (|| {
             if !req.reuse {
                 return Some("the request did not allow reuse".to_string());
@@ -418,7 +418,7 @@ impl Egress<'_> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 return Some("the proxy is stopping".to_string());
             }
-            if self.shared.drains.key_drained(req.source, mx.remote) {
+            if self.shared.drains.key_drained(req.source, mx.remote()) {
                 return Some("its source address or MX is drained".to_string());
             }
             // The watcher closes the pooled ones; this keeps a session ending now from
@@ -450,14 +450,14 @@ impl Egress<'_> {
         // already have its 221 and send its next request.
         let mx = match why_not {
             Some(reason) => {
-                verbose!(self.rt, mta = self.peer, mx = mx.remote; "not kept: {reason}");
+                verbose!(self.rt, mta = self.peer, mx = mx.remote(); "not kept: {reason}");
                 quit_detached(vec![mx]);
                 return;
             }
             None => mx,
         };
-        let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
-        let remote = mx.remote;
+        let key = PoolKey::new(req.source, &req.ehlo, mx.remote());
+        let remote = mx.remote();
         // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
         // taken for the next user's replies.
         if !mx.is_alive() {

@@ -115,8 +115,8 @@ pub fn send_mail(
     to: &[&str],
     message: &[u8],
 ) -> Result<Reply, DirectError> {
-    let pipelining = mx.caps.pipelining;
-    let c = &mut mx.conn;
+    let pipelining = mx.capabilities().pipelining;
+    let c = mx.stream_mut();
     let mut cmds = vec![format!("MAIL FROM:<{from}>")];
     cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
     cmds.push("DATA".into());
@@ -155,8 +155,8 @@ pub fn send_mail(
 
 /// QUIT, read the 221, close.
 pub fn quit(mut mx: MxConnection) -> Result<(), DirectError> {
-    mx.conn.send(b"QUIT\r\n")?;
-    let r = read(&mut mx.conn);
+    mx.stream_mut().send(b"QUIT\r\n")?;
+    let r = read(mx.stream_mut());
     mx.close();
     match r? {
         r if r.code() == 221 => Ok(()),
