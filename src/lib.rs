@@ -17,6 +17,7 @@ pub mod dns;
 pub mod drain;
 pub mod duration;
 mod endpoint;
+pub mod escape;
 pub mod frontend;
 #[doc(hidden)]
 pub mod fuzzing;

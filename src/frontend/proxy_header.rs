@@ -31,7 +31,7 @@
 //! - Which addresses are *permitted* (source configured and local, destination policy) is not
 //!   this module's concern.
 
-use super::escape_bytes;
+use crate::escape::escaped;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 mod crc32c;
@@ -118,7 +118,7 @@ pub fn parse(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
         Ok(Parsed::Incomplete)
     } else {
         Err(ProxyHeaderError::NotProxy {
-            start: escape_bytes(input, 16),
+            start: escaped(input, 16),
             hint: error::guess(input),
         })
     }
@@ -158,7 +158,7 @@ fn parse_v1(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
     let line = window.get(..lf.saturating_sub(1)).unwrap_or_default();
     let text = String::from_utf8_lossy(line);
     let syntax = || BadSyntax {
-        line: escape_bytes(line, V1_MAX_LEN),
+        line: escaped(line, V1_MAX_LEN),
     };
     let after = text.strip_prefix("PROXY ").ok_or_else(syntax)?;
     let (protocol, args) = match after.split_once(' ') {
@@ -179,7 +179,7 @@ fn parse_v1(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
         "" => return Err(syntax()),
         other => {
             return Err(BadProtocol {
-                found: escape_bytes(other.as_bytes(), 16),
+                found: escaped(other.as_bytes(), 16),
             })
         }
     };
@@ -199,13 +199,13 @@ fn parse_v1(input: &[u8]) -> Result<Parsed, ProxyHeaderError> {
         ip.map(|ip| ip.to_canonical()).map_err(|_| BadAddress {
             endpoint,
             protocol,
-            found: escape_bytes(text.as_bytes(), 48),
+            found: escaped(text.as_bytes(), 48),
         })
     };
     let port = |endpoint, text: &str| {
         parse_port(text).ok_or_else(|| BadPort {
             endpoint,
-            found: escape_bytes(text.as_bytes(), 16),
+            found: escaped(text.as_bytes(), 16),
         })
     };
     let source = address(Endpoint::Source, src)?;

@@ -30,7 +30,7 @@
 //! second BIND (01), a CONNECT of the other family than the BIND (08), unknown address types
 //! (08), a non-zero reserved byte or wrong version (01).
 
-use super::escape_bytes;
+use crate::escape::escaped;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -374,7 +374,7 @@ fn decode_addr(atyp: u8, raw: &[u8], port: u16) -> Result<SocksAddr, Socks5Error
     }
     let name = raw.get(1..).unwrap_or_default();
     let bad = || Socks5Error::BadHostName {
-        name: escape_bytes(name, 64),
+        name: escaped(name, 64),
     };
     let text = std::str::from_utf8(name).map_err(|_| bad())?;
     if let Some(ip) = ip_literal(text) {

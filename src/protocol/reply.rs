@@ -4,6 +4,7 @@
 //! reuse its SMTP reply parser. Every failure has its own code and a machine-readable tag; the
 //! first digit says transient (4) or permanent (5) the way an MTA needs it.
 
+use crate::escape::reply_text;
 use crate::tls::TlsFacts;
 use std::fmt;
 use std::net::SocketAddr;
@@ -158,14 +159,6 @@ pub struct FailureReply {
     pub mx_lines: Vec<Vec<u8>>,
 }
 
-/// Remove anything that could break a reply line.
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(400)
-        .collect()
-}
-
 impl FailureReply {
     pub fn new(failure: Failure, text: impl Into<String>) -> FailureReply {
         FailureReply {
@@ -187,7 +180,11 @@ impl FailureReply {
         let mut out = Vec::new();
         let sep = if self.mx_lines.is_empty() { ' ' } else { '-' };
         out.extend_from_slice(
-            format!("{code}{sep}{enh} {tag} {}\r\n", clean(&self.text)).as_bytes(),
+            format!(
+                "{code}{sep}{enh} {tag} {}\r\n",
+                reply_text(self.text.as_bytes())
+            )
+            .as_bytes(),
         );
         for (i, line) in self.mx_lines.iter().enumerate() {
             let sep = if i + 1 == self.mx_lines.len() {
@@ -313,7 +310,7 @@ impl ConnectReady {
                     kv(
                         &mut out,
                         "tls_verify_error",
-                        clean(&t.verify_error).as_bytes(),
+                        reply_text(t.verify_error.as_bytes()).as_bytes(),
                     );
                 }
                 if !t.peer_names.is_empty() {
@@ -326,7 +323,7 @@ impl ConnectReady {
             }
         }
         if let Some(n) = &self.tls_note {
-            kv(&mut out, "tls_note", clean(n).as_bytes());
+            kv(&mut out, "tls_note", reply_text(n.as_bytes()).as_bytes());
         }
         for l in &self.banner {
             kv(&mut out, "banner", l);

@@ -22,8 +22,9 @@
 
 use super::held::Held;
 use crate::bufconn::{BufConn, ReadError, Timeouts};
+use crate::escape::printable;
 use crate::mx::{MxConnection, MxStream, MxTimeouts};
-use crate::smtp::{printable, InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
+use crate::smtp::{InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 

@@ -24,22 +24,6 @@ pub use relay::{
 pub use reply::{parse_reply, Reply, ReplyError, ReplyLimits, ReplyScan};
 pub use stuff::dot_stuff;
 
-/// Render peer-controlled bytes for a log line or an error message: lossy UTF-8, every control
-/// character (including CR and LF) replaced by `?`, at most `max_chars` characters (an ellipsis
-/// marks truncation).
-pub(crate) fn printable(bytes: &[u8], max_chars: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i >= max_chars {
-            out.push('…');
-            break;
-        }
-        out.push(if c.is_control() { '?' } else { c });
-    }
-    out
-}
-
 /// Strip one line ending (LF, or CR LF) from the end of `line`.
 pub(crate) fn strip_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -49,13 +33,6 @@ pub(crate) fn strip_line_end(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn printable_replaces_controls_and_truncates() {
-        assert_eq!(printable(b"a\r\nb\x00c", 100), "a??b?c");
-        assert_eq!(printable(b"abcdef", 3), "abc…");
-        assert_eq!(printable(&[0xff, b'x'], 10), "\u{fffd}x");
-    }
 
     #[test]
     fn strip_line_end_variants() {

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use super::printable;
+use crate::escape::printable;
 
 /// Bounds on replies read from a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

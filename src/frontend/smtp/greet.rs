@@ -139,13 +139,7 @@ pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
 /// `<code> <status> greenarrow_proxy: <tag> <text>` (control characters blanked, text
 /// bounded), then one `<code> mx: <line>` per line of `mx_lines`.
 fn reply_lines(code: &str, status: &str, tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
-    let clean = |b: &[u8]| -> String {
-        String::from_utf8_lossy(b)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(400)
-            .collect()
-    };
+    let clean = crate::escape::reply_text;
     let mut lines = vec![format!(
         "{status} greenarrow_proxy: {tag} {}",
         clean(text.as_bytes())

@@ -8,8 +8,8 @@ use super::body::{self, Scan};
 use super::input::{clamp_len, find_line, Line};
 use super::types::{InputStep, SMUGGLING_REJECTED};
 use super::{Dead, Mode, Relay};
+use crate::escape::printable;
 use crate::smtp::command::{classify, Verb};
-use crate::smtp::printable;
 
 impl Relay {
     /// `poll_input` once the MX connection is gone.

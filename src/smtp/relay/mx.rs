@@ -18,7 +18,7 @@
 use super::body::BodyState;
 use super::types::{MxStep, RelayError, ReplyEffect};
 use super::{Mode, Owed, Relay};
-use crate::smtp::printable;
+use crate::escape::printable;
 use crate::smtp::reply::ReplyLimits;
 
 /// How much of unexpected MX bytes is kept for the log.
