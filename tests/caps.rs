@@ -128,7 +128,14 @@ fn an_expired_wait_fails_with_concurrency_limit_and_nothing_reaches_the_mx() {
     match b.open(&rb) {
         Err(ClientError::Proxy(f)) => {
             assert_eq!(f.failure, Failure::ConcurrencyLimit);
-            assert_eq!(f.failure.code(), (452, "4.4.5", "concurrency_limit"));
+            assert_eq!(
+                f.failure.code(),
+                greenarrow_proxy::protocol::Code {
+                    reply: 452,
+                    enhanced: "4.4.5",
+                    tag: "concurrency_limit"
+                }
+            );
             assert!(f.text.contains("max_connections (1)"), "{}", f.text);
         }
         Err(e) => panic!("{e:?}"),

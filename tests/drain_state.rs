@@ -36,7 +36,14 @@ fn assert_drained(s: &Setup, proxy: std::net::SocketAddr, source: &str) {
     match c.open(&s.request(source, true)) {
         Err(ClientError::Proxy(f)) => {
             assert_eq!(f.failure, Failure::Drained);
-            assert_eq!(f.failure.code(), (453, "4.3.2", "drained"));
+            assert_eq!(
+                f.failure.code(),
+                greenarrow_proxy::protocol::Code {
+                    reply: 453,
+                    enhanced: "4.3.2",
+                    tag: "drained"
+                }
+            );
         }
         other => panic!("expected 453 drained, got {:?}", other.map(|_| ())),
     }

@@ -207,7 +207,14 @@ fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
 
     // New connections from it: 453 drained, nothing sent to the MX.
     assert_eq!(failure(&h, &a), Failure::Drained);
-    assert_eq!(Failure::Drained.code(), (453, "4.3.2", "drained"));
+    assert_eq!(
+        Failure::Drained.code(),
+        greenarrow_proxy::protocol::Code {
+            reply: 453,
+            enhanced: "4.3.2",
+            tag: "drained"
+        }
+    );
     assert_eq!(mx.stats().connections, 2);
     // The other source still works, on its pooled connection.
     assert!(matches!(deliver(&h, &b, 1), Origin::Reused { .. }));

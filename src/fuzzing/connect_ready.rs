@@ -40,7 +40,8 @@ pub fn connect_ready(data: &[u8]) {
         );
         let again = texts(&raw);
         let refs: Vec<&[u8]> = again.iter().map(Vec::as_slice).collect();
-        let f2 = FailureReply::parse(f.failure.code().0, &refs).expect("a rendered failure parses");
+        let f2 =
+            FailureReply::parse(f.failure.code().reply, &refs).expect("a rendered failure parses");
         assert_eq!(f2.failure, f.failure);
         assert_eq!(f2.render(), raw);
     }

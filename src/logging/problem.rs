@@ -103,7 +103,7 @@ pub fn request_failed(
         client = client,
         source:% = req.source,
         mx:% = AskedMx(&req.dest, req.port),
-        tag = f.failure.code().2;
+        tag = f.failure.code().tag;
         "{what}: {}",
         failure_text(f)
     );

@@ -11,7 +11,7 @@ pub mod request;
 #[cfg(test)]
 mod props;
 
-pub use reply::{reply_lines, ConnectReady, Failure, FailureReply, Origin};
+pub use reply::{reply_lines, Code, ConnectReady, Failure, FailureReply, Origin};
 pub use request::{
     is_valid_secret, parse_request, ConnectRequest, Destination, Request, RequestError, TlsPolicy,
     MAX_REQUEST_LINE, MAX_SECRET_LEN, PROTOCOL_VERSION,

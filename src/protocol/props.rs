@@ -404,7 +404,7 @@ proptest! {
     ) {
         let raw = f.render();
         let (code, texts) = receive(&raw, &chunks(&raw, &sizes));
-        prop_assert_eq!(code, f.failure.code().0);
+        prop_assert_eq!(code, f.failure.code().reply);
         let refs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
         for n in 0..refs.len() {
             // Prefixes of the lines: never a panic, and a parse gives the right failure.

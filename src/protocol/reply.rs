@@ -18,8 +18,18 @@ pub fn reply_lines(raw: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A failure's reply code (first digit 4: transient, 5: permanent), enhanced status code
+/// (RFC 3463) and machine-readable tag, as the reply line carries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code {
+    pub reply: u16,
+    pub enhanced: &'static str,
+    pub tag: &'static str,
+}
+
 /// Every way a request can fail, with its reply code, enhanced status code and tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Failure {
     /// 421: the proxy has no free worker or is shutting down.
     Busy,
@@ -75,9 +85,9 @@ pub enum Failure {
 
 impl Failure {
     /// Reply code, enhanced status code and tag.
-    pub fn code(self) -> (u16, &'static str, &'static str) {
+    pub fn code(self) -> Code {
         use Failure::*;
-        match self {
+        let (reply, enhanced, tag) = match self {
             Busy => (421, "4.3.2", "busy"),
             ProtocolError => (500, "5.5.2", "protocol_error"),
             AuthRequired => (530, "5.7.0", "auth_required"),
@@ -103,6 +113,11 @@ impl Failure {
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
             ConcurrencyLimit => (452, "4.4.5", "concurrency_limit"),
             Drained => (453, "4.3.2", "drained"),
+        };
+        Code {
+            reply,
+            enhanced,
+            tag,
         }
     }
 
@@ -112,12 +127,12 @@ impl Failure {
         ALL_FAILURES
             .iter()
             .copied()
-            .find(|f| f.code().2 == tag && (f.code().0 >= 500) == permanent)
+            .find(|f| f.code().tag == tag && (f.code().reply >= 500) == permanent)
     }
 
     /// Whether an MTA should retry later (4xx) rather than give up (5xx).
     pub fn is_transient(self) -> bool {
-        self.code().0 < 500
+        self.code().reply < 500
     }
 }
 
@@ -176,7 +191,11 @@ impl FailureReply {
 
     /// The reply bytes: `ddd e.n.n tag text`, then one `ddd-mx=<line>` per MX line.
     pub fn render(&self) -> Vec<u8> {
-        let (code, enh, tag) = self.failure.code();
+        let Code {
+            reply: code,
+            enhanced: enh,
+            tag,
+        } = self.failure.code();
         let mut out = Vec::new();
         let sep = if self.mx_lines.is_empty() { ' ' } else { '-' };
         out.extend_from_slice(
@@ -224,7 +243,9 @@ impl FailureReply {
 
 impl fmt::Display for FailureReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (code, _, tag) = self.failure.code();
+        let Code {
+            reply: code, tag, ..
+        } = self.failure.code();
         write!(f, "{code} {tag}: {}", self.text)?;
         for l in &self.mx_lines {
             write!(f, " [MX: {}]", String::from_utf8_lossy(l))?;
@@ -422,12 +443,14 @@ mod tests {
     #[test]
     fn codes_are_distinct() {
         let all: Vec<Failure> = ALL_FAILURES.to_vec();
-        let mut codes: Vec<u16> = all.iter().map(|f| f.code().0).collect();
+        let mut codes: Vec<u16> = all.iter().map(|f| f.code().reply).collect();
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
         for f in all {
-            let (code, _, tag) = f.code();
+            let Code {
+                reply: code, tag, ..
+            } = f.code();
             assert_eq!(Failure::from_tag(tag, code), Some(f));
             assert_eq!(f.is_transient(), code < 500);
         }

@@ -54,7 +54,7 @@ pub fn refusing(line: &[u8]) -> Refusing {
 /// A policy refusal as the reply to a transaction command: `451 4.7.1 greenarrow_proxy: <tag>
 /// <text>` (temporary: a configuration mistake must not bounce mail).
 pub fn refusal_451(f: &FailureReply) -> Vec<u8> {
-    reply_lines("451", "4.7.1", f.failure.code().2, &f.text, &[])
+    reply_lines("451", "4.7.1", f.failure.code().tag, &f.text, &[])
 }
 
 /// What to do with one command line received before the MTA's EHLO/HELO.
@@ -127,7 +127,7 @@ pub fn hello_reply(greeting: &Reply, extended: bool) -> Vec<u8> {
 /// A failure as one SMTP reply an unmodified MTA logs and retries on: `421 4.4.0
 /// greenarrow_proxy: <tag> <text>`, then the MX's own lines when it said no.
 pub fn failure_421(f: &FailureReply) -> Vec<u8> {
-    reply_421(f.failure.code().2, &f.text, &f.mx_lines)
+    reply_421(f.failure.code().tag, &f.text, &f.mx_lines)
 }
 
 /// `421 4.4.0 greenarrow_proxy: <tag> <text>` (control characters blanked, text bounded),
