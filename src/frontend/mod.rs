@@ -19,10 +19,10 @@ use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
 use crate::dial::{dial, DialError};
 use crate::logging::session::{SessionRecord, Via};
-use crate::mx::connect::dial_failure;
-use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
+use crate::protocol::{ConnectRequest, Destination};
 use crate::runtime::Runtime;
 use crate::session::Egress;
+use crate::session::EgressError;
 use crate::shared::Shared;
 use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
 use std::io::Read;
@@ -129,23 +129,6 @@ pub struct Target<'a> {
     pub port: u16,
 }
 
-/// Why a front-end refuses a target: the failure (with the native protocol's tags) and, for
-/// a failed dial, the dial error (SOCKS5 reply codes are finer than the tags).
-#[derive(Debug)]
-pub struct Refusal {
-    pub failure: FailureReply,
-    pub dial: Option<DialError>,
-}
-
-impl From<FailureReply> for Refusal {
-    fn from(failure: FailureReply) -> Refusal {
-        Refusal {
-            failure,
-            dial: None,
-        }
-    }
-}
-
 impl Target<'_> {
     /// The request the egress core checks (and, in `mode: smtp`, opens).
     pub(crate) fn request(&self, ehlo: &str) -> ConnectRequest {
@@ -157,7 +140,7 @@ impl Target<'_> {
 
 /// Check the target as the native protocol checks a CONNECT (source permitted for the
 /// client, port, destination resolved and permitted).
-fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, Refusal> {
+fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, EgressError> {
     let req = target.request("");
     egress.authorize(&target.identity, &req)?;
     Ok(egress
@@ -170,7 +153,7 @@ fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, Refusal> {
 /// `mode: passthrough`: check, then dial the first address that answers, from the source,
 /// each under the connection caps (the permit is held for the whole session; a request at a
 /// cap waits up to `caps.wait` for a place).
-fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), Refusal> {
+fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), EgressError> {
     let addrs = check(egress, target)?;
     let req = target.request("");
     let mut last = None;
@@ -185,22 +168,11 @@ fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), 
         };
         match dial(target.source, addr, egress.rt.mx.timeouts.connect) {
             Ok(tcp) => return Ok((tcp, permit)),
-            Err(e @ DialError::SourceNotLocal { .. }) => {
-                return Err(Refusal {
-                    failure: dial_failure(&e),
-                    dial: Some(e),
-                })
-            }
+            Err(e @ DialError::SourceNotLocal { .. }) => return Err(e.into()),
             Err(e) => last = Some(e),
         }
     }
-    Err(match last {
-        Some(e) => Refusal {
-            failure: dial_failure(&e),
-            dial: Some(e),
-        },
-        None => FailureReply::new(Failure::NetworkError, "no address to try").into(),
-    })
+    Err(last.map_or(EgressError::NoAddress, EgressError::from))
 }
 
 /// The session line's `frontend=` for a connection accepted on `fe`.

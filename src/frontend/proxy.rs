@@ -79,19 +79,18 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 super::passthrough_session(egress, &target, &tcp, mx, initial, deadline)
             }
             Err(refusal) => {
-                egress
-                    .shared
-                    .stats
-                    .count_connect_failure(refusal.failure.failure);
+                // The one place this front-end renders an egress error for its MTA.
+                let refusal = refusal.reply();
+                egress.shared.stats.count_connect_failure(refusal.failure);
                 crate::logging::request_failed(
                     rt.config.log_verbose,
                     "PROXY front-end: refused",
                     egress.peer,
                     target.identity.name,
                     &target.request(""),
-                    &refusal.failure,
+                    &refusal,
                 );
-                let _ = tcp.write_all(&failure_421(&refusal.failure));
+                let _ = tcp.write_all(&failure_421(&refusal));
             }
         },
     }

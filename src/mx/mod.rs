@@ -2,6 +2,7 @@
 //! connection carries with it when it is handed to an MTA or kept in the pool.
 
 pub mod connect;
+pub mod error;
 pub mod setup;
 
 use crate::bufconn::{BufConn, Timeouts};
@@ -12,6 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub use connect::{establish, MxSettings};
+pub use error::{AttemptError, SetupError};
 
 /// Timeouts toward the MX.
 #[derive(Clone, Copy, Debug)]

@@ -4,11 +4,13 @@
 pub mod audit;
 mod connect;
 pub mod egress;
+pub mod error;
 mod finish;
 mod held;
 pub mod relay;
 
 pub use egress::Egress;
+pub use error::EgressError;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;

@@ -83,7 +83,9 @@ pub(super) fn serve(
     let stats = &egress.shared.stats;
     let (mut mx, origin) = match egress.open_mx(&target.identity, &req) {
         Ok(x) => x,
-        Err(f) => {
+        Err(e) => {
+            // The one place this front-end renders an egress error for its MTA.
+            let f = e.reply();
             stats.count_connect_failure(f.failure);
             crate::logging::request_failed(
                 rt.config.log_verbose,

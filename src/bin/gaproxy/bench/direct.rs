@@ -7,8 +7,10 @@
 //! write, then the final reply.
 
 use greenarrow_proxy::bufconn::{BufConn, ReadError};
-use greenarrow_proxy::mx::{establish, MxConnection, MxSettings, MxStream, MxTimeouts};
-use greenarrow_proxy::protocol::{ConnectRequest, Destination, FailureReply, TlsPolicy};
+use greenarrow_proxy::mx::{
+    establish, AttemptError, MxConnection, MxSettings, MxStream, MxTimeouts,
+};
+use greenarrow_proxy::protocol::{ConnectRequest, Destination, TlsPolicy};
 use greenarrow_proxy::smtp::{dot_stuff, Reply, ReplyLimits};
 use greenarrow_proxy::tls::{MinVersion, MxTlsConnector};
 use std::fmt;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub enum DirectError {
     /// Connection set-up failed (dial, banner, EHLO, STARTTLS).
-    Setup(FailureReply),
+    Setup(AttemptError),
     /// Reading or writing failed.
     Io(ReadError),
     /// The MX refused a step.
@@ -29,7 +31,9 @@ pub enum DirectError {
 impl fmt::Display for DirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DirectError::Setup(r) => write!(f, "set-up: {r}"),
+            DirectError::Setup(r) => {
+                write!(f, "set-up: {}", greenarrow_proxy::session::error::chain(r))
+            }
             DirectError::Io(e) => write!(f, "{e}"),
             DirectError::Refused { stage, reply } => {
                 write!(f, "MX refused {stage}: {}", reply.text())
