@@ -186,20 +186,116 @@ impl ConnectRequest {
     }
 }
 
-/// A request that does not follow the protocol; the text goes to the MTA in a 500 reply.
+/// What is wrong with a request that does not follow the protocol; its text goes to the MTA
+/// in a `500 protocol_error` reply. Values quoted from the request are shown with `{:?}` (the
+/// line is printable ASCII: anything else is refused first).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestError(pub String);
+#[non_exhaustive]
+pub enum RequestError {
+    /// Longer than [`MAX_REQUEST_LINE`].
+    TooLong,
+    /// A control character or a non-ASCII octet.
+    NotText,
+    /// An empty line.
+    Empty,
+    /// A verb other than AUTH, CONNECT, NOOP and QUIT (its first 32 characters).
+    UnknownVerb(String),
+    /// NOOP or QUIT with parameters.
+    NoParameters(String),
+    /// AUTH without a version and a secret.
+    AuthUsage,
+    /// AUTH with a version that is not a number.
+    AuthVersion(String),
+    /// AUTH with a secret that cannot be one ([`is_valid_secret`]).
+    AuthSecret,
+    /// A CONNECT word without `=`.
+    NotKeyValue(String),
+    /// A CONNECT parameter this protocol does not have.
+    UnknownParameter(String),
+    /// A CONNECT parameter given twice (its name in lower case).
+    Twice(String),
+    /// A required CONNECT parameter is missing (`source=`, `ehlo=`, `host= or domain=`).
+    Missing(&'static str),
+    /// Both `host=` and `domain=`.
+    HostAndDomain,
+    /// A CONNECT parameter's value is refused: `key`, the value, and what it is not.
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    /// `tls=` with another word than the four policies.
+    TlsPolicy(String),
+    /// A yes/no parameter with another value.
+    NotYesNo { key: &'static str, value: String },
+    /// `wait=` that is not a duration within bounds (the `source()`).
+    Wait {
+        value: String,
+        error: crate::duration::DurationError,
+    },
+}
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        use crate::duration::DurationError;
+        match self {
+            RequestError::TooLong => {
+                write!(f, "request line longer than {MAX_REQUEST_LINE} octets")
+            }
+            RequestError::NotText => {
+                f.write_str("request contains control characters or non-ASCII octets")
+            }
+            RequestError::Empty => f.write_str("empty request"),
+            RequestError::UnknownVerb(v) => write!(
+                f,
+                "unknown request {v:?}; expected AUTH, CONNECT, NOOP or QUIT"
+            ),
+            RequestError::NoParameters(verb) => write!(f, "{verb} takes no parameters"),
+            RequestError::AuthUsage => f.write_str("usage: AUTH <version> <secret>"),
+            RequestError::AuthVersion(v) => write!(f, "AUTH: bad protocol version {v:?}"),
+            RequestError::AuthSecret => {
+                f.write_str("usage: AUTH <version> <secret> (the secret contains no spaces)")
+            }
+            RequestError::NotKeyValue(w) => write!(f, "CONNECT: expected key=value, got {w:?}"),
+            RequestError::UnknownParameter(k) => write!(f, "CONNECT: unknown parameter {k:?}"),
+            RequestError::Twice(k) => write!(f, "CONNECT: parameter {k} given twice"),
+            RequestError::Missing(what) => write!(f, "CONNECT: {what} is required"),
+            RequestError::HostAndDomain => f.write_str("CONNECT: give host= or domain=, not both"),
+            RequestError::Invalid { key, value, why } => {
+                write!(f, "CONNECT: {key}={value:?} {why}")
+            }
+            RequestError::TlsPolicy(v) => write!(
+                f,
+                "CONNECT: tls={v:?}; expected none, opportunistic, required or verify"
+            ),
+            RequestError::NotYesNo { key, value } => {
+                write!(f, "{key}: expected yes or no, got {value:?}")
+            }
+            // The reason is part of the text: an MTA sees only the reply line.
+            RequestError::Wait {
+                value,
+                error: e @ DurationError::Syntax(_),
+            } => write!(f, "CONNECT: wait={value:?}: {e}"),
+            RequestError::Wait { value, error } => write!(f, "CONNECT: wait={value:?} {error}"),
+        }
     }
 }
 
-impl std::error::Error for RequestError {}
+impl std::error::Error for RequestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RequestError::Wait { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, RequestError> {
-    Err(RequestError(msg.into()))
+fn invalid(key: &'static str, value: &str, why: &'static str) -> RequestError {
+    RequestError::Invalid {
+        key,
+        value: value.to_string(),
+        why,
+    }
 }
 
 /// The longest secret `AUTH` can carry: a request line is at most [`MAX_REQUEST_LINE`] octets
@@ -220,14 +316,12 @@ fn line_text(line: &[u8]) -> Result<&str, RequestError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() + 2 > MAX_REQUEST_LINE {
-        return err(format!(
-            "request line longer than {MAX_REQUEST_LINE} octets"
-        ));
+        return Err(RequestError::TooLong);
     }
     if line.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
-        return err("request contains control characters or non-ASCII octets");
+        return Err(RequestError::NotText);
     }
-    std::str::from_utf8(line).map_err(|_| RequestError("request is not ASCII".into()))
+    std::str::from_utf8(line).map_err(|_| RequestError::NotText)
 }
 
 /// A host name: letters, digits, hyphens, dots; labels 1-63; total at most 253; optional final dot.
@@ -254,11 +348,14 @@ fn is_valid_ehlo(name: &str) -> bool {
     is_valid_hostname(name)
 }
 
-fn yes_no(key: &str, v: &str) -> Result<bool, RequestError> {
+fn yes_no(key: &'static str, v: &str) -> Result<bool, RequestError> {
     match v {
         "yes" => Ok(true),
         "no" => Ok(false),
-        _ => err(format!("{key}: expected yes or no, got {v:?}")),
+        _ => Err(RequestError::NotYesNo {
+            key,
+            value: v.to_string(),
+        }),
     }
 }
 
@@ -271,14 +368,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     };
     match verb.to_ascii_uppercase().as_str() {
         "AUTH" => {
-            let (version, secret) = rest
-                .split_once(' ')
-                .ok_or_else(|| RequestError("usage: AUTH <version> <secret>".into()))?;
+            let (version, secret) = rest.split_once(' ').ok_or(RequestError::AuthUsage)?;
             let version: u32 = version
                 .parse()
-                .map_err(|_| RequestError(format!("AUTH: bad protocol version {version:?}")))?;
+                .map_err(|_| RequestError::AuthVersion(version.to_string()))?;
             if !is_valid_secret(secret.as_bytes()) {
-                return err("usage: AUTH <version> <secret> (the secret contains no spaces)");
+                return Err(RequestError::AuthSecret);
             }
             Ok(Request::Auth {
                 version,
@@ -288,12 +383,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         "CONNECT" => parse_connect(rest).map(Request::Connect),
         "NOOP" if rest.is_empty() => Ok(Request::Noop),
         "QUIT" if rest.is_empty() => Ok(Request::Quit),
-        "NOOP" | "QUIT" => err(format!("{verb} takes no parameters")),
-        "" => err("empty request"),
-        _ => err(format!(
-            "unknown request {:?}; expected AUTH, CONNECT, NOOP or QUIT",
-            verb.chars().take(32).collect::<String>()
-        )),
+        "NOOP" | "QUIT" => Err(RequestError::NoParameters(verb.to_string())),
+        "" => Err(RequestError::Empty),
+        _ => Err(RequestError::UnknownVerb(verb.chars().take(32).collect())),
     }
 }
 
@@ -313,7 +405,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
     for word in params.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = word
             .split_once('=')
-            .ok_or_else(|| RequestError(format!("CONNECT: expected key=value, got {word:?}")))?;
+            .ok_or_else(|| RequestError::NotKeyValue(word.to_string()))?;
         let key_lc = key.to_ascii_lowercase();
         let slot_is_set = match key_lc.as_str() {
             "source" => source.replace(value).is_some(),
@@ -328,66 +420,62 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             "reuse" => reuse.replace(value).is_some(),
             "reuse_max_messages" => reuse_max.replace(value).is_some(),
             "wait" => wait.replace(value).is_some(),
-            _ => return err(format!("CONNECT: unknown parameter {key:?}")),
+            _ => return Err(RequestError::UnknownParameter(key.to_string())),
         };
         if slot_is_set {
-            return err(format!("CONNECT: parameter {key_lc} given twice"));
+            return Err(RequestError::Twice(key_lc));
         }
     }
-    let source = source.ok_or_else(|| RequestError("CONNECT: source= is required".into()))?;
+    let source = source.ok_or(RequestError::Missing("source="))?;
     let source: IpAddr = source
         .parse()
-        .map_err(|_| RequestError(format!("CONNECT: source={source:?} is not an IP address")))?;
+        .map_err(|_| invalid("source", source, "is not an IP address"))?;
     let dest = match (host, domain) {
         (Some(h), None) => match h.parse::<IpAddr>() {
             Ok(ip) => Destination::Ip(ip),
             Err(_) if is_valid_hostname(h) => Destination::Host(h.to_ascii_lowercase()),
             Err(_) => {
-                return err(format!(
-                    "CONNECT: host={h:?} is neither an IP address nor a host name"
+                return Err(invalid(
+                    "host",
+                    h,
+                    "is neither an IP address nor a host name",
                 ))
             }
         },
         (None, Some(d)) if is_valid_hostname(d) => Destination::Domain(d.to_ascii_lowercase()),
-        (None, Some(d)) => return err(format!("CONNECT: domain={d:?} is not a valid domain")),
-        (Some(_), Some(_)) => return err("CONNECT: give host= or domain=, not both"),
-        (None, None) => return err("CONNECT: host= or domain= is required"),
+        (None, Some(d)) => return Err(invalid("domain", d, "is not a valid domain")),
+        (Some(_), Some(_)) => return Err(RequestError::HostAndDomain),
+        (None, None) => return Err(RequestError::Missing("host= or domain=")),
     };
     let port: u16 = match port {
         None => 25,
         Some(p) => match p.parse() {
             Ok(n) if n > 0 => n,
-            _ => return err(format!("CONNECT: port={p:?} is not a port number")),
+            _ => return Err(invalid("port", p, "is not a port number")),
         },
     };
-    let ehlo = ehlo.ok_or_else(|| RequestError("CONNECT: ehlo= is required".into()))?;
+    let ehlo = ehlo.ok_or(RequestError::Missing("ehlo="))?;
     if !is_valid_ehlo(ehlo) {
-        return err(format!(
-            "CONNECT: ehlo={ehlo:?} is not a host name or address literal"
+        return Err(invalid(
+            "ehlo",
+            ehlo,
+            "is not a host name or address literal",
         ));
     }
     let tls = match tls {
         None => TlsPolicy::Opportunistic,
-        Some(v) => TlsPolicy::parse(v).ok_or_else(|| {
-            RequestError(format!(
-                "CONNECT: tls={v:?}; expected none, opportunistic, required or verify"
-            ))
-        })?,
+        Some(v) => TlsPolicy::parse(v).ok_or_else(|| RequestError::TlsPolicy(v.to_string()))?,
     };
     if let Some(n) = tls_name {
         if !is_valid_hostname(n) {
-            return err(format!("CONNECT: tls_name={n:?} is not a host name"));
+            return Err(invalid("tls_name", n, "is not a host name"));
         }
     }
     let reuse_max_messages = match reuse_max {
         None => None,
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n > 0 => Some(n),
-            _ => {
-                return err(format!(
-                    "CONNECT: reuse_max_messages={v:?} is not a positive number"
-                ))
-            }
+            _ => return Err(invalid("reuse_max_messages", v, "is not a positive number")),
         },
     };
     let wait = wait.map(parse_wait).transpose()?;
@@ -426,9 +514,9 @@ fn parse_wait(v: &str) -> Result<Duration, RequestError> {
         bare_seconds: true,
         max: MAX_WAIT,
     };
-    crate::duration::parse(v, bounds).or_else(|e| match e {
-        crate::duration::DurationError::Syntax(_) => err(format!("CONNECT: wait={v:?}: {e}")),
-        _ => err(format!("CONNECT: wait={v:?} {e}")),
+    crate::duration::parse(v, bounds).map_err(|error| RequestError::Wait {
+        value: v.to_string(),
+        error,
     })
 }
 

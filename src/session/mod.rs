@@ -265,7 +265,7 @@ impl Session<'_> {
             let next = match parse_request(&line) {
                 Err(e) => {
                     self.errors += 1;
-                    let f = FailureReply::new(Failure::ProtocolError, e.0);
+                    let f = FailureReply::new(Failure::ProtocolError, e.to_string());
                     if mta.send(&f.render()).is_err() || self.errors >= MAX_PROTOCOL_ERRORS {
                         Next::Close
                     } else {

@@ -40,7 +40,7 @@ fn parses_auth_noop_quit() {
     assert!(parse_request(b"QUIT now\r\n").is_err());
     assert!(parse_request(b"HELO x\r\n")
         .unwrap_err()
-        .0
+        .to_string()
         .contains("unknown request"));
     assert!(parse_request(b"\r\n").is_err());
     assert!(parse_request(b"NOOP\x00\r\n").is_err());
@@ -162,12 +162,12 @@ fn rejects_bad_connects_precisely() {
     ];
     for (line, want) in cases {
         let e = parse_request(line.as_bytes()).unwrap_err();
-        assert!(e.0.contains(want), "{line}: {e}");
+        assert!(e.to_string().contains(want), "{line}: {e}");
     }
     let long = format!("CONNECT {}", "x".repeat(MAX_REQUEST_LINE));
     assert!(parse_request(long.as_bytes())
         .unwrap_err()
-        .0
+        .to_string()
         .contains("longer"));
 }
 
@@ -202,4 +202,39 @@ fn wait_takes_seconds_milliseconds_and_the_configurations_forms() {
     assert_eq!(wait("1h"), Some(Duration::from_secs(3600)));
     let c = parse_request(b"CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a").unwrap();
     assert!(matches!(c, Request::Connect(c) if c.wait.is_none()));
+}
+
+#[test]
+fn request_errors_say_what_went_wrong_in_the_reply_text() {
+    let text = |line: &str| parse_request(line.as_bytes()).unwrap_err().to_string();
+    assert_eq!(
+        text("HELO x"),
+        r#"unknown request "HELO"; expected AUTH, CONNECT, NOOP or QUIT"#
+    );
+    assert_eq!(text("NOOP now"), "NOOP takes no parameters");
+    assert_eq!(text("AUTH v1 s"), r#"AUTH: bad protocol version "v1""#);
+    assert_eq!(
+        text("CONNECT source=x host=127.0.0.1 ehlo=a"),
+        r#"CONNECT: source="x" is not an IP address"#
+    );
+    assert_eq!(
+        text("CONNECT source=127.0.0.1 ehlo=a"),
+        "CONNECT: host= or domain= is required"
+    );
+    assert_eq!(
+        text("CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a reuse=maybe"),
+        r#"reuse: expected yes or no, got "maybe""#
+    );
+    let e = parse_request(b"CONNECT source=127.0.0.1 host=127.0.0.1 ehlo=a wait=soon").unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Wait { value, .. } if value == "soon"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with(r#"CONNECT: wait="soon": "#),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(parse_request(b"\r\n"), Err(RequestError::Empty));
+    assert_eq!(parse_request(b"NOOP\x00"), Err(RequestError::NotText));
 }
