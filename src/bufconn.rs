@@ -341,17 +341,5 @@ impl Timeouts for std::net::TcpStream {
     }
 }
 
-impl Timeouts for crate::tls::ServerTlsStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
-    }
-}
-
-impl Timeouts for crate::tls::ClientTlsStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
-    }
-}
-
 #[cfg(test)]
 mod tests;
