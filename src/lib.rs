@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod deadline;
 pub mod dial;
 pub mod dns;
 pub mod drain;

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod setup;
 
 use crate::bufconn::BufConn;
+use crate::deadline::Deadline;
 use crate::smtp::{Capabilities, Reply};
 use crate::tls::TlsFacts;
 use std::net::SocketAddr;
@@ -27,7 +28,7 @@ pub type MxStream = crate::tls::ClientStream;
 
 /// Send QUIT and wait up to `wait` in all for the reply (best effort: errors are ignored).
 pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
-    let deadline = Instant::now() + wait;
+    let deadline = Deadline::after(wait);
     if conn.set_timeout_until(deadline).is_ok() && conn.send(b"QUIT\r\n").is_ok() {
         let _ = conn.read_reply_until(&Default::default(), deadline);
     }
@@ -147,7 +148,7 @@ impl MxConnection {
 
     /// One command round trip (`NOOP` or `RSET` probe) finished by `deadline`; true when the MX
     /// answered 2xx.
-    pub fn probe(&mut self, command: &[u8], deadline: Instant) -> bool {
+    pub fn probe(&mut self, command: &[u8], deadline: Deadline) -> bool {
         self.conn.set_timeout_until(deadline).is_ok()
             && self.conn.send(command).is_ok()
             && self

@@ -287,16 +287,11 @@ where
 {
     let old_r = tcp.read_timeout().map_err(TlsError::Io)?;
     let old_w = tcp.write_timeout().map_err(TlsError::Io)?;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::deadline::Deadline::after(timeout);
     // Driven one record at a time (not `complete_io`, which loops inside one call): before
     // every socket operation the timeout is what is left until the deadline, so a peer that
     // trickles bytes cannot stretch the handshake.
-    let left = || {
-        let d = deadline.saturating_duration_since(std::time::Instant::now());
-        (!d.is_zero())
-            .then_some(d)
-            .ok_or(TlsError::HandshakeTimeout(timeout))
-    };
+    let left = || deadline.left().ok_or(TlsError::HandshakeTimeout(timeout));
     let io_err = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TlsError::HandshakeTimeout(timeout),
         io::ErrorKind::UnexpectedEof
