@@ -9,9 +9,12 @@
 //!
 //! All three hand out one blocking stream type, [`TlsStream`] (aliases [`ServerTlsStream`],
 //! [`ClientTlsStream`]) over a [`TcpStream`]; [`MaybeTlsStream`] is a connection's stream
-//! before and after STARTTLS; the handshake runs with a deadline given by the caller. The ring provider is
-//! always passed explicitly: `ClientConfig::builder()` would panic at run time if feature
-//! unification ever enabled a second provider.
+//! before and after STARTTLS. The handshake runs with a deadline given by the caller. The
+//! ring provider is always passed explicitly: `ClientConfig::builder()` would panic at run
+//! time if feature unification ever enabled a second provider.
+//!
+//! Errors: [`TlsError`] keeps what rustls (or the socket, or the PEM reader) said as its
+//! `source()`, boxed where rustls's error is large.
 
 mod client;
 mod server;
