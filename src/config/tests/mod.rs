@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod access;
 mod docs;
+mod effective;
 mod errors;
 mod frontends;
 
