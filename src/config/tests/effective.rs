@@ -12,8 +12,11 @@ const F2: &str = "top-level-secret-0123456789abcdef-file";
 fn every_key(dir: &Path, secret_file: bool) -> String {
     std::fs::write(dir.join("a.secret"), format!("{F1}\n")).unwrap();
     std::fs::write(dir.join("top.secret"), format!("{F2}\n")).unwrap();
-    std::fs::set_permissions(dir.join("top.secret"), std::fs::Permissions::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.join("top.secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let top = if secret_file {
         "auth_shared_secret_file: top.secret".to_string()
     } else {
