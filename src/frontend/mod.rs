@@ -10,10 +10,10 @@
 
 pub mod passthrough;
 mod proxy;
-pub mod proxy_header;
 pub mod smtp;
 mod socks;
-pub mod socks5;
+
+pub use greenarrow_proxy_proto::{proxy_header, socks5};
 
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
@@ -30,21 +30,6 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Render peer-controlled bytes for an error message: at most `max` bytes, printable ASCII as
-/// is, everything else escaped (`\r`, `\n`, `\x16`, ...), a trailing `...` when cut.
-fn escape_bytes(bytes: &[u8], max: usize) -> String {
-    let mut out: String = bytes
-        .iter()
-        .take(max)
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect();
-    if bytes.len() > max {
-        out.push_str("...");
-    }
-    out
-}
 
 /// TCP keepalive idle time on both legs of a passthrough session.
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -262,11 +247,4 @@ pub fn serve(
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn escape_bytes_is_printable_and_bounded() {
-        assert_eq!(super::escape_bytes(b"EHLO x\r\n", 16), "EHLO x\\r\\n");
-        assert_eq!(super::escape_bytes(b"\x16\x03\x01", 2), "\\x16\\x03...");
-        assert_eq!(super::escape_bytes(b"", 4), "");
-    }
-}
+mod tests {}

@@ -12,8 +12,8 @@
 //! source port 0, then SMTP straight away (kumod reads the banner next).
 #![allow(dead_code)]
 
-use greenarrow_proxy::smtp::{dot_stuff, parse_reply};
-use greenarrow_proxy::tls::{CertPolicy, ClientTlsStream, MinVersion, MxTlsConnector};
+use greenarrow_proxy_net::tls::{CertPolicy, ClientTlsStream, MinVersion, MxTlsConnector};
+use greenarrow_proxy_proto::smtp::{dot_stuff, parse_reply};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
