@@ -6,7 +6,7 @@
 //! `timeouts.mx_command: invalid duration "5 parsecs": ...`.
 //! See `docs/CONFIG.md` for the reference of every key.
 //!
-//! Modules import one way, from the serde layer up (checked by `tests::imports`):
+//! Modules import one way, from the serde layer up (tests/architecture.rs finds no circle):
 //! `raw` (serde types, imports nothing here) → `values` (one value parsed, the key named) →
 //! the sections, each its typed form, its `Serialize` (the effective configuration) and its
 //! validation: `sections` (limits, timeouts, mx_tls, pool, dns), `secret`, `access`,

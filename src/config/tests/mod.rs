@@ -12,7 +12,6 @@ mod docs;
 mod effective;
 mod errors;
 mod frontends;
-mod imports;
 
 const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-42";
 const EXAMPLE: &str = include_str!("../../../etc/greenarrow_proxy.yaml");
