@@ -4,7 +4,8 @@
 //! errors: addresses may be added after the configuration is written (and a source address
 //! absent at start is legal).
 
-use super::{Config, IpNet};
+use super::model::Config;
+use super::net::IpNet;
 use crate::tls::is_ca_certificate;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;

@@ -34,16 +34,19 @@ impl fmt::Display for DurationError {
         match self {
             DurationError::Syntax(why) => write!(f, "{why} (examples: 30s, 500ms, 5m, 1h 30m)"),
             DurationError::Zero => f.write_str("is zero; it must be positive"),
-            DurationError::TooLong(max) => write!(
-                f,
-                "is longer than the maximum of {}",
-                humantime::format_duration(*max)
-            ),
+            DurationError::TooLong(max) => {
+                write!(f, "is longer than the maximum of {}", format(*max))
+            }
         }
     }
 }
 
 impl std::error::Error for DurationError {}
+
+/// `d` written as [`parse`] reads it back: `30s`, `1h 30m`, `500ms`, `0s`.
+pub fn format(d: Duration) -> impl fmt::Display {
+    humantime::format_duration(d)
+}
 
 /// Parse `text` within `bounds`.
 pub fn parse(text: &str, bounds: Bounds) -> Result<Duration, DurationError> {
