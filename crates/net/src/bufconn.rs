@@ -6,7 +6,7 @@
 //! SMTP replies are read with bounds. Output is collected with [`BufConn::queue`] and written
 //! in one go with [`BufConn::flush`], so a pipelined batch costs one write.
 
-use greenarrow_proxy_proto::deadline::{ceil_millis, Deadline};
+use crate::deadline::{ceil_millis, Deadline};
 use greenarrow_proxy_proto::smtp::{parse_reply, Reply, ReplyError, ReplyLimits};
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -8,9 +8,8 @@
 //! - [`smtp`]: replies, commands, EHLO capabilities, dot-stuffing and the relay machine;
 //! - [`protocol`]: the native proxy protocol (CONNECT request, READY and failure replies);
 //! - [`proxy_header`], [`socks5`]: the front-ends' handshakes;
-//! - [`family`], [`tls_facts`], [`duration`], [`deadline`], [`escape`]: small shared vocabulary.
+//! - [`family`], [`tls_facts`], [`duration`], [`escape`]: small shared vocabulary.
 
-pub mod deadline;
 pub mod duration;
 pub mod escape;
 pub mod family;

@@ -276,7 +276,7 @@ where
 {
     let old_r = tcp.read_timeout().map_err(TlsError::Io)?;
     let old_w = tcp.write_timeout().map_err(TlsError::Io)?;
-    let deadline = greenarrow_proxy_proto::deadline::Deadline::after(timeout);
+    let deadline = crate::deadline::Deadline::after(timeout);
     // Driven one record at a time (not `complete_io`, which loops inside one call): before
     // every socket operation the timeout is what is left until the deadline, so a peer that
     // trickles bytes cannot stretch the handshake.
