@@ -21,8 +21,8 @@ mod raw;
 mod setup;
 
 use common::SECRET;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{Failure, Origin};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{Failure, Origin};
 use netns::Netns;
 use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;

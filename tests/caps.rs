@@ -14,11 +14,11 @@ mod raw;
 mod setup;
 
 use common::*;
-use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::config::Config;
-use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
 use greenarrow_proxy::runtime::Runtime;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;

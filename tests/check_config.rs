@@ -8,7 +8,7 @@ mod common;
 mod process;
 
 use common::{proxy_files, TempDir};
-use greenarrow_proxy::certgen;
+use greenarrow_proxy_testkit::certgen;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -175,12 +175,9 @@ fn a_ca_certificate_and_absent_addresses_are_warnings() {
          frontends:\n  - kind: socks5\n    listen: [\"198.51.100.8:1080\"]\n",
     );
     // A CA certificate (and its key) as the server certificate.
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let ca = params.self_signed(&key).unwrap();
-    std::fs::write(dir.0.join("cert.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.0.join("key.pem"), key.serialize_pem()).unwrap();
+    let ca = greenarrow_proxy_testkit::certgen::Ca::new("localhost").unwrap();
+    std::fs::write(dir.0.join("cert.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.0.join("key.pem"), ca.key_pem()).unwrap();
     let out = check(&config);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");

@@ -16,7 +16,7 @@ mod standin;
 
 use clients::{check_delivery, ehlos, Mail, SwaksProxy};
 use common::{ip, tls_mx, tls_mx_on, SECRET};
-use greenarrow_proxy::testmx::{Faults, TestMx};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx};
 use standin::Standin;
 use std::net::SocketAddr;
 use std::time::Duration;

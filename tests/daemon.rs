@@ -19,8 +19,8 @@ mod raw;
 mod setup;
 
 use common::SECRET;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{Failure, Origin};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{Failure, Origin};
 use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use process::{Daemon, WAIT};
 use setup::{conn_from, field, fields, is_secs, Setup, NEW_SECRET};

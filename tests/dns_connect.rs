@@ -8,13 +8,13 @@ mod fakedns;
 
 use common::*;
 use fakedns::{FakeDns, Zone};
-use greenarrow_proxy::certgen::TestCa;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_net::tls::TlsAcceptor;
+use greenarrow_proxy_proto::protocol::{
     ConnectRequest, Destination, Failure, FailureReply, Origin, TlsPolicy,
 };
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
+use greenarrow_proxy_testkit::certgen::TestCa;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

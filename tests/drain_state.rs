@@ -15,8 +15,8 @@ mod raw;
 mod setup;
 
 use common::SECRET;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::Failure;
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::Failure;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 use process::Daemon;
 use serde_json::Value;

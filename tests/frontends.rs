@@ -47,9 +47,9 @@ mod smtp_mode;
 
 use clients::{check_delivery, ehlos, Mail, SwaksProxy};
 use common::*;
-use greenarrow_proxy::protocol::{Origin, TlsPolicy};
-use greenarrow_proxy::smtp::dot_stuff;
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_proto::protocol::{Origin, TlsPolicy};
+use greenarrow_proxy_proto::smtp::dot_stuff;
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use kumo::{Smtp, SocksError, Step};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

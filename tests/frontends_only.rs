@@ -8,7 +8,7 @@ mod common;
 mod process;
 
 use common::TempDir;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use nix::sys::signal::Signal::SIGHUP;
 use process::{Daemon, WAIT};
 use std::io::{BufRead, BufReader, Write};

@@ -8,9 +8,9 @@ mod common;
 mod process;
 
 use common::{proxy_files, req, TempDir, SECRET};
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::TlsPolicy;
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
 use process::{Daemon, WAIT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

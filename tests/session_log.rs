@@ -15,7 +15,7 @@ mod raw;
 mod setup;
 
 use common::SECRET;
-use greenarrow_proxy::smtp::parse_reply;
+use greenarrow_proxy_proto::smtp::parse_reply;
 use process::{Daemon, WAIT};
 use setup::{field, fields, is_secs, Setup};
 use std::io::{Read, Write};
@@ -322,7 +322,7 @@ fn a_single_address_that_fails_is_not_followed_by_trying_the_next() {
     let r = common::req(
         "127.0.0.2",
         closed,
-        greenarrow_proxy::protocol::TlsPolicy::None,
+        greenarrow_proxy_proto::protocol::TlsPolicy::None,
     );
     assert!(c.open(&r).is_err());
     d.wait_for("tag=connect_refused");

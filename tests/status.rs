@@ -20,9 +20,9 @@ mod metrics;
 mod monitoring;
 
 use common::*;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx};
 use serde_json::Value;
 use setup::gaproxy;
 use std::io::{Read, Write};
@@ -194,7 +194,7 @@ fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
     // The MX saw QUIT on the connection from 127.0.0.2, and only on that one.
     let from = |ip: &str| {
         let ip: IpAddr = ip.parse().unwrap();
-        move |c: &greenarrow_proxy::testmx::ConnRecord| c.peer.ip() == ip
+        move |c: &greenarrow_proxy_testkit::testmx::ConnRecord| c.peer.ip() == ip
     };
     assert!(mx.wait_until(WAIT, |s| s
         .connections
@@ -340,7 +340,7 @@ fn the_control_socket_is_0660_and_answers_bad_requests_with_clear_errors() {
         "{text}"
     );
     // gaproxy says what went wrong and fails.
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let out = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(["undrain", "--mx", "127.0.0.1:25", "--socket"])
         .arg(&socket)
         .output()
@@ -350,7 +350,7 @@ fn the_control_socket_is_0660_and_answers_bad_requests_with_clear_errors() {
         String::from_utf8_lossy(&out.stderr),
         "gaproxy: refused: mx 127.0.0.1:25 is not drained\n"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let out = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(["status", "--socket"])
         .arg(h.dir.0.join("nothing-here.sock"))
         .output()

@@ -9,7 +9,7 @@ mod common;
 mod process;
 
 use common::{TempDir, SECRET};
-use greenarrow_proxy::certgen::TestCa;
+use greenarrow_proxy_testkit::certgen::TestCa;
 use nix::sys::signal::Signal::SIGHUP;
 use process::Daemon;
 use std::os::unix::process::CommandExt;

@@ -50,6 +50,9 @@ pub fn is_problem(f: Failure) -> bool {
         | DnsNoAddress
         | DnsNullMx
         | Drained => false,
+        // `Failure` is #[non_exhaustive] (crates/proto): one this daemon does not know yet is
+        // shown to the operator rather than hidden.
+        _ => true,
     }
 }
 

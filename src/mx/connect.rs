@@ -5,6 +5,7 @@ use super::error::{AttemptError, SetupError, Stage};
 use super::setup::{Action, Phase, Setup, SetupFailure};
 use super::{say_quit, MxConnection, MxStream, MxTimeouts};
 use crate::bufconn::BufConn;
+use crate::deadline::Deadline;
 use crate::dial::dial;
 use crate::protocol::{ConnectRequest, TlsPolicy};
 use crate::smtp::ReplyLimits;
@@ -36,7 +37,7 @@ pub fn establish(
     req: &ConnectRequest,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<MxConnection, AttemptError> {
     match attempt(settings, req, req.tls, addr, mx_host, deadline) {
         Err(AttemptError::Setup(SetupError::Tls { error, .. }))
@@ -59,16 +60,12 @@ fn attempt(
     policy: TlsPolicy,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<MxConnection, AttemptError> {
     let t = &settings.timeouts;
     // A phase's timeout, cut short by the session's deadline (never zero: the socket calls
     // refuse a zero timeout; an expired deadline leaves a millisecond).
-    let within = |timeout: Duration| {
-        timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1))
-    };
+    let within = |timeout: Duration| deadline.cap(timeout);
     let tcp = dial(req.source, addr, within(t.connect))?;
     let local = tcp.local_addr().map_err(SetupError::LocalAddr)?;
     let created = Instant::now();
@@ -206,7 +203,7 @@ fn read_step(
     setup: &mut Setup,
     settings: &MxSettings,
     phase: Phase,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Action, SetupError> {
     let timeout = match phase {
         Phase::Banner => settings.timeouts.banner,
@@ -218,10 +215,7 @@ fn read_step(
     };
     // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply_until(
-            &settings.reply_limits,
-            (Instant::now() + timeout).min(deadline),
-        )
+        .read_reply_until(&settings.reply_limits, deadline.within(timeout))
         .map_err(|error| SetupError::Io { stage, error })?;
     Ok(setup.on_reply(reply))
 }

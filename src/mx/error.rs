@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn a_refused_certificate_is_its_own_failure_only_under_verify() {
         let tls = |policy| SetupError::Tls {
-            error: TlsError::Certificate("UnknownIssuer".into()),
+            error: TlsError::Certificate(crate::tls::CertRefusal::NoTrustAnchors),
             policy,
         };
         assert_eq!(tls(TlsPolicy::Verify).failure(), Failure::TlsVerifyFailed);

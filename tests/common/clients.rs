@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use crate::common::{ip, TempDir};
-use greenarrow_proxy::testmx::TestMx;
+use greenarrow_proxy_testkit::testmx::TestMx;
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

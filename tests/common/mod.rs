@@ -2,12 +2,12 @@
 //! now) in front of real test MX servers on loopback.
 #![allow(dead_code)]
 
-use greenarrow_proxy::certgen::TestCa;
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
 use greenarrow_proxy::config::Config;
-use greenarrow_proxy::protocol::{ConnectRequest, Destination, TlsPolicy};
 use greenarrow_proxy::server::{Runtime, Server};
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, TlsPolicy};
+use greenarrow_proxy_testkit::certgen::TestCa;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -154,13 +154,13 @@ impl Drop for Harness {
 
 /// A byte-level client: write anything, read reply lines.
 pub struct Raw {
-    pub s: greenarrow_proxy::tls::ClientTlsStream,
+    pub s: greenarrow_proxy_net::tls::ClientTlsStream,
     buf: Vec<u8>,
 }
 
 impl Raw {
     /// A byte-level client over an established TLS stream.
-    pub fn from_stream(s: greenarrow_proxy::tls::ClientTlsStream) -> Raw {
+    pub fn from_stream(s: greenarrow_proxy_net::tls::ClientTlsStream) -> Raw {
         s.tcp()
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -182,7 +182,7 @@ impl Raw {
     pub fn try_reply(&mut self) -> Option<String> {
         loop {
             if let Ok(Some((r, n))) =
-                greenarrow_proxy::smtp::parse_reply(&self.buf, &Default::default())
+                greenarrow_proxy_proto::smtp::parse_reply(&self.buf, &Default::default())
             {
                 self.buf.drain(..n);
                 return Some(String::from_utf8_lossy(r.raw()).into_owned());
@@ -203,21 +203,24 @@ impl Raw {
 }
 
 /// A test MX offering STARTTLS with a self-signed certificate for `mx.test`.
-pub fn tls_mx(faults: greenarrow_proxy::testmx::Faults) -> greenarrow_proxy::testmx::TestMx {
+pub fn tls_mx(
+    faults: greenarrow_proxy_testkit::testmx::Faults,
+) -> greenarrow_proxy_testkit::testmx::TestMx {
     tls_mx_on("127.0.0.1:0".parse().unwrap(), faults)
 }
 
 /// [`tls_mx`] listening on `bind` (e.g. `[::1]:0`).
 pub fn tls_mx_on(
     bind: SocketAddr,
-    faults: greenarrow_proxy::testmx::Faults,
-) -> greenarrow_proxy::testmx::TestMx {
-    use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-    let cert = greenarrow_proxy::certgen::self_signed(&["mx.test"]).unwrap();
+    faults: greenarrow_proxy_testkit::testmx::Faults,
+) -> greenarrow_proxy_testkit::testmx::TestMx {
+    use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
+    let cert = greenarrow_proxy_testkit::certgen::self_signed(&["mx.test"]).unwrap();
     TestMx::start(TestMxConfig {
         bind,
         starttls: Some(
-            greenarrow_proxy::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap(),
+            greenarrow_proxy_net::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem)
+                .unwrap(),
         ),
         faults,
         ..TestMxConfig::default()
@@ -227,13 +230,14 @@ pub fn tls_mx_on(
 
 /// A test MX offering STARTTLS with a certificate for `mx.test` issued by a test CA, and the
 /// proxy configuration that trusts that CA (`mx_tls.ca_file`, in the returned directory).
-pub fn verified_mx() -> (greenarrow_proxy::testmx::TestMx, TempDir, String) {
-    use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+pub fn verified_mx() -> (greenarrow_proxy_testkit::testmx::TestMx, TempDir, String) {
+    use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
     let ca = TestCa::new("MX test CA").unwrap();
     let leaf = ca.issue(&["mx.test"]).unwrap();
     let mx = TestMx::start(TestMxConfig {
         starttls: Some(
-            greenarrow_proxy::tls::TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap(),
+            greenarrow_proxy_net::tls::TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem)
+                .unwrap(),
         ),
         ..TestMxConfig::default()
     })

@@ -2,8 +2,8 @@
 //! while the test signals the process.
 
 use super::process::WAIT;
-use greenarrow_proxy::smtp::parse_reply;
-use greenarrow_proxy::tls::{ClientTlsStream, ProxyClientTls};
+use greenarrow_proxy_net::tls::{ClientTlsStream, ProxyClientTls};
+use greenarrow_proxy_proto::smtp::parse_reply;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 

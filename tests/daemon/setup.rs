@@ -4,11 +4,11 @@
 use crate::common::{proxy_files, req, TempDir, SECRET};
 use crate::process::{Daemon, WAIT};
 use crate::raw::Raw;
-use greenarrow_proxy::certgen;
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::{ConnectRequest, TlsPolicy};
-use greenarrow_proxy::testmx::{ConnRecord, MxState, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::{ProxyClientTls, TlsAcceptor};
+use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy_net::tls::{ProxyClientTls, TlsAcceptor};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
+use greenarrow_proxy_testkit::certgen;
+use greenarrow_proxy_testkit::testmx::{ConnRecord, MxState, TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 /// The secret a reload switches to.
@@ -142,12 +142,13 @@ pub fn conn_from(st: &MxState, ip: &str) -> Option<ConnRecord> {
 /// Run `gaproxy ARGS --socket SOCKET` to its end; panics unless it succeeds.
 #[allow(dead_code)] // not every test binary that includes this module runs gaproxy
 pub fn gaproxy(args: &[&str], socket: &std::path::Path) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gaproxy"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .output()
+            .unwrap();
     assert!(
         out.status.success(),
         "gaproxy {args:?}: {}{}",

@@ -2,8 +2,8 @@
 
 use crate::common::*;
 use crate::util::*;
-use greenarrow_proxy::protocol::{Failure, TlsPolicy};
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_proto::protocol::{Failure, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::Faults;
 use std::time::{Duration, Instant};
 
 const BODY: &[u8] = b"Subject: fault\r\n\r\nline one of a message the MX will not get whole\r\n";

@@ -20,7 +20,7 @@
 use crate::netns::Netns;
 use crate::rig::{gaproxy, Daemon, Files, Mx, EGRESS};
 use crate::rng::Rng;
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_testkit::testmx::Faults;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -50,7 +50,7 @@ mod traffic;
 mod transact;
 
 use check::Arrival;
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_net::tls::ProxyClientTls;
 use netns::Netns;
 use parking_lot::Mutex;
 use rig::{Daemon, Figures, Files, Mx, EGRESS};
@@ -395,7 +395,7 @@ fn saturate(files: &Files, tls: &ProxyClientTls) {
 /// with a connection not for reuse (one QUIT job each, waiting out the QUIT timeout); undo.
 fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
     let two = &mxes[..2];
-    let swallow = greenarrow_proxy::testmx::Faults {
+    let swallow = greenarrow_proxy_testkit::testmx::Faults {
         silent_at: Some("QUIT".into()),
         ..Default::default()
     };
@@ -410,9 +410,9 @@ fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
                         let tcp = TcpStream::connect_timeout(&files.listen, IO).unwrap();
                         let s = tls.connect(tcp, "localhost", IO).unwrap();
                         let mut raw = common::Raw::from_stream(s);
-                        let mut r = greenarrow_proxy::protocol::ConnectRequest::new(
+                        let mut r = greenarrow_proxy_proto::protocol::ConnectRequest::new(
                             *source,
-                            greenarrow_proxy::protocol::Destination::Ip(mx.mx.addr().ip()),
+                            greenarrow_proxy_proto::protocol::Destination::Ip(mx.mx.addr().ip()),
                             &format!("warm{i}-{j}.soak.test"),
                         );
                         r.port = mx.mx.addr().port();

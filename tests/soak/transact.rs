@@ -16,7 +16,7 @@
 use crate::common::Raw;
 use crate::kumo::Smtp;
 use crate::rng::Rng;
-use greenarrow_proxy::smtp::dot_stuff;
+use greenarrow_proxy_proto::smtp::dot_stuff;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{self, Write};
