@@ -20,6 +20,7 @@ pub struct Bounds {
 
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DurationError {
     /// Not a duration; humantime's reason.
     Syntax(String),

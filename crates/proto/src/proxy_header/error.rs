@@ -25,6 +25,7 @@ impl fmt::Display for Endpoint {
 /// Why bytes are not an acceptable PROXY header. `Display` is one line an operator can read
 /// (peer bytes are escaped, never raw); [`tag`](ProxyHeaderError::tag) classifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProxyHeaderError {
     /// The bytes start with neither `PROXY ` nor the v2 signature (the peer does not speak
     /// the PROXY protocol, or speaks TLS, SOCKS or SMTP straight away).

@@ -50,6 +50,7 @@ pub enum Verb {
 
 /// A command line that could not be classified.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandError {
     /// A line with the verb `BDAT` that is not `BDAT <decimal size> [LAST]`.
     MalformedBdat {

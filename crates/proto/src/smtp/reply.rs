@@ -120,6 +120,7 @@ fn line_text(line: &[u8]) -> &[u8] {
 
 /// Why bytes from a peer are not a valid reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// A line does not start with a valid three-digit code (first digit 2-5).
     BadCode {

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Why the handshake cannot go on. `Display` is one line for an operator (peer bytes escaped).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Socks5Error {
     /// The greeting's version byte is not 5 (a SOCKS4 client, or not SOCKS at all).
     BadGreetingVersion {

@@ -134,6 +134,7 @@ pub enum PoolState {
 /// How the MX broke the protocol ([`MxStep::Violation`]). After any of these the machine is
 /// dead; the caller must not relay anything more from the MX and must close the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RelayError {
     /// The MX sent bytes when no reply was owed.
     Unsolicited {
