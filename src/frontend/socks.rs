@@ -225,7 +225,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: De
                     .write_all(&reply(ReplyCode::Succeeded, Some(bound), family))
                     .is_ok()
                 {
-                    super::smtp::refuse(egress, tcp, &buf, &r.reply(), deadline, BANNER_GAP);
+                    super::smtp::refuse(egress, tcp, &buf, &r, deadline, BANNER_GAP);
                 }
             }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),

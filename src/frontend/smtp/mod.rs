@@ -18,10 +18,9 @@ use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
 use crate::deadline::Deadline;
-use crate::protocol::FailureReply;
 use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
-use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
+use crate::session::{read_timeout, Egress, EgressError, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -156,7 +155,7 @@ pub(super) fn refuse(
     egress: &Egress,
     mta: TcpStream,
     initial: &[u8],
-    refusal: &FailureReply,
+    refusal: &EgressError,
     deadline: Deadline,
     banner_delay: Duration,
 ) {
@@ -167,7 +166,8 @@ pub(super) fn refuse(
     if mta.send(BANNER).is_err() {
         return;
     }
-    let refused = refusal_451(refusal);
+    // The other place this front-end renders an egress error (see `serve`).
+    let refused = refusal_451(&refusal.reply());
     let mut errors = 0;
     while let Some(n) = next_line(egress, &mut mta, deadline) {
         let step = refusing(mta.pending().get(..n).unwrap_or_default());
