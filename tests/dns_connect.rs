@@ -3,17 +3,15 @@
 //! pointing at it) and connects to test MX servers on loopback.
 
 mod common;
-#[path = "common/fakedns.rs"]
-mod fakedns;
 
 use common::*;
-use fakedns::{FakeDns, Zone};
 use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_net::tls::TlsAcceptor;
 use greenarrow_proxy_proto::protocol::{
     ConnectRequest, Destination, Failure, FailureReply, Origin, TlsPolicy,
 };
 use greenarrow_proxy_testkit::certgen::TestCa;
+use greenarrow_proxy_testkit::fakedns::{FakeDns, Zone};
 use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;

@@ -33,15 +33,9 @@
 
 #[path = "frontends/caps.rs"]
 mod caps;
-#[path = "common/clients.rs"]
-mod clients;
 mod common;
-#[path = "common/exim.rs"]
-mod exim;
 #[path = "frontends/failures.rs"]
 mod failures;
-#[path = "common/kumo.rs"]
-mod kumo;
 #[path = "frontends/smtp_mode.rs"]
 mod smtp_mode;
 
@@ -49,6 +43,7 @@ use clients::{check_delivery, ehlos, Mail, SwaksProxy};
 use common::*;
 use greenarrow_proxy_proto::protocol::{Origin, TlsPolicy};
 use greenarrow_proxy_proto::smtp::dot_stuff;
+use greenarrow_proxy_testkit::mta::{clients, exim, kumo};
 use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use kumo::{Smtp, SocksError, Step};
 use std::io::{Read, Write};

@@ -1,5 +1,5 @@
 //! Minimal stand-in PROXY and SOCKS5 egress servers, independent of the proxy's front-ends:
-//! they let `tests/clients.rs` check each real client's command line end to end (client →
+//! they let `tests/clients` check each real client's command line end to end (client →
 //! stand-in → test MX from the requested source) and record the exact handshake bytes each
 //! client sends. When a front-end test fails while its `clients.rs` twin passes, the fault is
 //! in the front-end, not in the client invocation.
