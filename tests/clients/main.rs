@@ -1,5 +1,5 @@
 //! The real clients of `tests/frontends.rs`, checked without the proxy: directly against the
-//! test MX, and through the minimal stand-in PROXY / SOCKS5 servers of `common/standin.rs`.
+//! test MX, and through the minimal stand-in PROXY / SOCKS5 servers of `standin.rs`.
 //! These pin down each command line and the exact bytes each client sends, so that a
 //! failing front-end test points at the front-end. A client that is not installed is
 //! skipped (`SKIP: …` on stderr); `.ci/run` installs them all.

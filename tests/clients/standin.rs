@@ -8,7 +8,6 @@
 //! consumed), SOCKS5 follows the request order of the clients in the notes, the MX is dialled
 //! with [`greenarrow_proxy::dial::dial`] and bytes are moved with
 //! [`greenarrow_proxy::frontend::passthrough::relay`].
-#![allow(dead_code)]
 
 use greenarrow_proxy::dial::dial;
 use greenarrow_proxy::frontend::passthrough::{relay, PassthroughLimits};

@@ -10,7 +10,7 @@
 //! - a closure per question, for behaviour a zone cannot show: SERVFAIL for
 //!   chosen names, slow answers.
 //!
-//! Used by `tests/dns.rs` (the resolver) and `tests/dns_connect.rs` (CONNECT by name).
+//! Used by `tests/dns` (the resolver) and `tests/dns_connect.rs` (CONNECT by name).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
