@@ -17,7 +17,7 @@ use std::time::Duration;
 // Each test uses some of them.
 #[allow(unused_imports)]
 pub use greenarrow_proxy_testkit::fixtures::{
-    ip, proxy_files, req, tls_mx, tls_mx_on, verified_mx, TempDir, SECRET,
+    ip, proxy_files, req, tls_mx, tls_mx_on, verified_mx, verified_mx_named, TempDir, SECRET,
 };
 #[allow(unused_imports)]
 pub use greenarrow_proxy_testkit::raw::{exchange, Raw};

@@ -89,8 +89,13 @@ pub fn tls_mx_on(bind: SocketAddr, faults: Faults) -> TestMx {
 /// A test MX offering STARTTLS with a certificate for `mx.test` issued by a test CA, and the
 /// proxy configuration that trusts that CA (`mx_tls.ca_file`, in the returned directory).
 pub fn verified_mx() -> (TestMx, TempDir, String) {
+    verified_mx_named("mx.test")
+}
+
+/// [`verified_mx`] with a certificate for `name`.
+pub fn verified_mx_named(name: &str) -> (TestMx, TempDir, String) {
     let ca = TestCa::new("MX test CA").unwrap();
-    let leaf = ca.issue(&["mx.test"]).unwrap();
+    let leaf = ca.issue(&[name]).unwrap();
     let mx = TestMx::start(TestMxConfig {
         starttls: Some(TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap()),
         ..TestMxConfig::default()
