@@ -312,7 +312,7 @@ mod tests {
         assert_eq!(unreadable.exit_code(), 78);
         let no_cert = DaemonError::Start(StartError::Tls(TlsError::Pem {
             path: "/etc/gp/cert.pem".into(),
-            detail: "No such file or directory (os error 2)".into(),
+            error: crate::tls::PemError::Read(std::io::ErrorKind::NotFound.into()),
         }));
         assert_eq!(no_cert.exit_code(), 78);
         let bind = DaemonError::Start(StartError::Bind {

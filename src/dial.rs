@@ -5,6 +5,7 @@
 //! servers can share one source address without exhausting its ephemeral ports. A bind that
 //! fails is reported as such: the proxy never falls back to another source address.
 
+use crate::deadline::{ceil_millis, Deadline};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::fmt;
 use std::io;
@@ -105,7 +106,7 @@ pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpSt
 /// `connect_timeout` makes four `fcntl` and a `poll` (non-blocking on, connect, poll,
 /// non-blocking off). The set-up replaces the send timeout before its first write.
 fn connect_within(socket: &Socket, dest: &SockAddr, timeout: Duration) -> io::Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Deadline::after(timeout);
     socket.set_write_timeout(Some(timeout))?;
     match socket.connect(dest) {
         Ok(()) => Ok(()),
@@ -120,16 +121,15 @@ fn connect_within(socket: &Socket, dest: &SockAddr, timeout: Duration) -> io::Re
 }
 
 /// Wait until an interrupted connect completes or `deadline` passes.
-fn wait_connected(socket: &Socket, deadline: std::time::Instant) -> io::Result<()> {
+fn wait_connected(socket: &Socket, deadline: Deadline) -> io::Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        let Some(left) = deadline.left() else {
             return Err(io::ErrorKind::TimedOut.into());
-        }
+        };
         // Whole milliseconds, rounded up (a zero poll timeout would not wait).
-        let ms = left.as_millis().saturating_add(1);
+        let ms = ceil_millis(left).as_millis();
         let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
         match poll(&mut fds, wait) {

@@ -30,5 +30,5 @@ pub mod workers;
 
 // The layers below the daemon, under the names its modules use (`crate::smtp::…`): one home
 // each, in crates/proto (no I/O) and crates/net (streams and TLS).
-pub use greenarrow_proxy_net::{bufconn, tls};
+pub use greenarrow_proxy_net::{bufconn, deadline, tls};
 pub use greenarrow_proxy_proto::{duration, protocol, smtp};

@@ -17,6 +17,7 @@ pub use greenarrow_proxy_proto::{proxy_header, socks5};
 
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
+use crate::deadline::Deadline;
 use crate::dial::{dial, DialError};
 use crate::logging::session::{SessionRecord, Via};
 use crate::mx::connect::dial_failure;
@@ -25,49 +26,17 @@ use crate::runtime::Runtime;
 use crate::session::Egress;
 use crate::shared::Shared;
 use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// TCP keepalive idle time on both legs of a passthrough session.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
-fn handshake_deadline(rt: &Runtime, deadline: Instant) -> Instant {
-    deadline.min(Instant::now() + rt.config.timeouts.mta_handshake)
-}
-
-/// Read once more from `tcp` into `buf` before `until`; `Err` with the reason at EOF, error
-/// or time-out.
-fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>, until: Instant) -> Result<(), String> {
-    let left = until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err("handshake timed out".into());
-    }
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    let mut chunk = [0u8; 512];
-    loop {
-        return match tcp.read(&mut chunk) {
-            Ok(0) => Err("closed by the MTA".into()),
-            Ok(n) => {
-                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err("handshake timed out".into())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-    }
+fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
+    deadline.within(rt.config.timeouts.mta_handshake)
 }
 
 /// `mode: passthrough` once the MX is connected: relay bytes both ways, then count and log
@@ -78,13 +47,13 @@ fn passthrough_session(
     mta: &TcpStream,
     mx: TcpStream,
     initial: &[u8],
-    deadline: Instant,
+    deadline: Deadline,
 ) {
     let t = &egress.rt.config.timeouts;
     let limits = PassthroughLimits {
         idle: t.mta_idle,
         stall: t.mx_command,
-        lifetime: Some(deadline.saturating_duration_since(Instant::now())),
+        lifetime: Some(deadline.remaining()),
         keepalive: Some(KEEPALIVE),
         buffer: DEFAULT_BUFFER,
     };
@@ -227,7 +196,7 @@ pub fn serve(
         return;
     };
     let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
+    let deadline = Deadline::after(rt.config.timeouts.session_lifetime);
     let fe: &Frontend = fe;
     let egress = Egress {
         shared: &shared,

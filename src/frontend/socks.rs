@@ -6,15 +6,17 @@
 mod credentials;
 
 use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
-use super::{check, dial_target, handshake_deadline, read_more, Refusal, Target};
+use super::{check, dial_target, handshake_deadline, Refusal, Target};
+use crate::bufconn::BufConn;
 use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
+use crate::deadline::Deadline;
 use crate::dial::DialError;
 use crate::protocol::{Destination, Failure};
 use crate::session::Egress;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// In `mode: smtp` the proxy's own banner follows the CONNECT reply: this gap keeps the two
 /// apart for clients that lose bytes read together with the reply (nodemailer's socks).
@@ -58,7 +60,7 @@ fn bindable(ip: IpAddr) -> std::io::Result<()> {
 }
 
 /// Serve one connection on a SOCKS5 front-end.
-pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline: Instant) {
+pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: Deadline) {
     let rt = egress.rt;
     let peer = egress.peer;
     let until = handshake_deadline(rt, deadline);
@@ -72,7 +74,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     };
     let mut named_source: Option<IpAddr> = None;
     let mut bound_source: Option<IpAddr> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let mut conn = BufConn::new(tcp);
     // A refused BIND or CONNECT (source not permitted or not local, no client or source):
     // a problem, logged whatever `log_verbose`.
     let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
@@ -80,26 +82,26 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
         let _ = tcp.write_all(&reply(code, None, family));
     };
     let addr = loop {
-        let step = match machine.poll(&buf) {
+        let step = match machine.poll(conn.pending()) {
             Ok(s) => s,
             Err(e) => {
                 verbose!(rt, mta = peer; "SOCKS5 front-end: {e}");
                 if let Some(bytes) = e.reply_bytes() {
-                    let _ = tcp.write_all(&bytes);
+                    let _ = conn.send(&bytes);
                 }
                 return;
             }
         };
-        buf.drain(..step.consumed().min(buf.len()));
+        conn.consume(step.consumed());
         match step {
             Step::NeedMore => {
-                if let Err(why) = read_more(&mut tcp, &mut buf, until) {
+                if let Err(why) = conn.fill_until(until) {
                     verbose!(rt, mta = peer; "SOCKS5 front-end: handshake not finished ({why})");
                     return;
                 }
             }
             Step::Reply { bytes, .. } => {
-                if tcp.write_all(&bytes).is_err() {
+                if conn.send(&bytes).is_err() {
                     return;
                 }
             }
@@ -119,7 +121,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                         format_args!("SOCKS5 front-end: authentication failed: {why}"),
                     ),
                 }
-                if tcp.write_all(&status).is_err() || identity.is_none() {
+                if conn.send(&status).is_err() || identity.is_none() {
                     return;
                 }
             }
@@ -130,7 +132,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                     .is_some_and(|id| id.sources.iter().any(|n| n.contains(source)));
                 if !permitted {
                     return refuse(
-                        &mut tcp,
+                        conn.get_mut(),
                         ReplyCode::NotAllowed,
                         family,
                         &format!("source address {source} is not permitted for this client"),
@@ -138,15 +140,15 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 if let Err(e) = bindable(source) {
                     return refuse(
-                        &mut tcp,
+                        conn.get_mut(),
                         ReplyCode::GeneralFailure,
                         family,
                         &format!("source address {source} is not local: {e}"),
                     );
                 }
                 bound_source = Some(source);
-                if tcp
-                    .write_all(&reply(
+                if conn
+                    .send(&reply(
                         ReplyCode::Succeeded,
                         Some(SocketAddr::new(source, 0)),
                         family,
@@ -160,6 +162,8 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Step::Done => return,
         }
     };
+    // The stream and what the MTA sent after the handshake (pipelined SMTP).
+    let (mut tcp, buf) = conn.into_parts();
     let family = addr.family();
     let Some(identity) = identity else {
         return refuse(

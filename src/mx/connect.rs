@@ -7,6 +7,7 @@ use super::{say_quit, MxConnection, MxStream, MxTimeouts};
 /// How long to wait for the 221 when giving up on an MX during set-up.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
 use crate::bufconn::{BufConn, ReadError};
+use crate::deadline::Deadline;
 use crate::dial::{dial, DialError};
 use crate::protocol::{reply_lines, ConnectRequest, Failure, FailureReply, TlsPolicy};
 use crate::smtp::ReplyLimits;
@@ -71,7 +72,7 @@ pub fn establish(
     req: &ConnectRequest,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<MxConnection, FailureReply> {
     match attempt(settings, req, req.tls, addr, mx_host, deadline) {
         Err((f, true))
@@ -99,16 +100,12 @@ fn attempt(
     policy: TlsPolicy,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<MxConnection, (FailureReply, bool)> {
     let t = &settings.timeouts;
     // A phase's timeout, cut short by the session's deadline (never zero: the socket calls
     // refuse a zero timeout; an expired deadline leaves a millisecond).
-    let within = |timeout: Duration| {
-        timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1))
-    };
+    let within = |timeout: Duration| deadline.cap(timeout);
     let tcp = dial(req.source, addr, within(t.connect)).map_err(|e| (dial_failure(&e), false))?;
     let local = tcp.local_addr().map_err(|e| {
         (
@@ -289,7 +286,7 @@ fn read_step(
     setup: &mut Setup,
     settings: &MxSettings,
     phase: Phase,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<Action, (FailureReply, bool)> {
     let timeout = match phase {
         Phase::Banner => settings.timeouts.banner,
@@ -301,10 +298,7 @@ fn read_step(
     };
     // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply_until(
-            &settings.reply_limits,
-            (Instant::now() + timeout).min(deadline),
-        )
+        .read_reply_until(&settings.reply_limits, deadline.within(timeout))
         .map_err(|e| (read_failure(stage, e), false))?;
     Ok(setup.on_reply(reply))
 }

@@ -9,6 +9,7 @@ use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
+use crate::deadline::Deadline;
 use crate::dns::{DnsError, Family};
 use crate::logging::session::Via;
 use crate::mx::connect::try_next_address;
@@ -40,7 +41,7 @@ pub struct Egress<'a> {
     pub peer: SocketAddr,
     /// The session's end (`timeouts.session_lifetime` from the accept): no read or dial of
     /// the egress core outlives it.
-    pub deadline: Instant,
+    pub deadline: Deadline,
     /// The listener the MTA came through (the session line's `frontend=`).
     pub via: Via,
 }
@@ -119,8 +120,9 @@ impl Egress<'_> {
         let candidates = self.destinations(req)?;
         if req.reuse {
             // One deadline for every probe of this request: a hung MX costs it once.
-            let deadline = (Instant::now() + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
-                .min(self.deadline);
+            let deadline = self
+                .deadline
+                .within(PROBE_TIMEOUT.min(self.rt.mx.timeouts.command));
             for (addr, host) in &candidates {
                 if let Some(found) = self.reuse(req, *addr, host.as_deref(), deadline) {
                     return Ok(found);
@@ -140,9 +142,9 @@ impl Egress<'_> {
                     Obtained::Dial(p) => break p,
                     Obtained::Reused(c) => {
                         let mut c = *c;
-                        let deadline = (Instant::now()
-                            + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
-                        .min(self.deadline);
+                        let deadline = self
+                            .deadline
+                            .within(PROBE_TIMEOUT.min(self.rt.mx.timeouts.command));
                         if self.healthy(&mut c, deadline) {
                             return Ok(self.reused(c, host.as_deref()));
                         }
@@ -190,7 +192,7 @@ impl Egress<'_> {
             mx: addr,
             reuse,
             wait: req.wait,
-            deadline: self.deadline,
+            deadline: self.deadline.instant(),
         };
         self.shared
             .caps
@@ -208,7 +210,7 @@ impl Egress<'_> {
 
     /// A pooled connection for a session: liveness peek and the checkout probe, all within
     /// `deadline`; false if it is dead.
-    fn healthy(&self, c: &mut MxConnection, deadline: Instant) -> bool {
+    fn healthy(&self, c: &mut MxConnection, deadline: Deadline) -> bool {
         let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
             crate::config::Probe::None => None,
             crate::config::Probe::Noop => Some(b"NOOP\r\n"),
@@ -251,7 +253,7 @@ impl Egress<'_> {
         mta: &mut BufConn<S>,
         mx: MxConnection,
         req: &ConnectRequest,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> RelayOutcome {
         let facts = MxFacts {
             chunking: mx.caps.chunking,
@@ -302,13 +304,13 @@ impl Egress<'_> {
         req: &ConnectRequest,
         addr: SocketAddr,
         host: Option<&str>,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Option<(MxConnection, Origin)> {
         let pool = &self.shared.pool;
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
         loop {
-            if Instant::now() >= deadline {
+            if deadline.has_passed() {
                 return None;
             }
             let mut expired = Vec::new();
@@ -430,10 +432,7 @@ impl Egress<'_> {
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
-                    if !mx.probe(
-                        b"RSET\r\n",
-                        (Instant::now() + RSET_TIMEOUT).min(self.deadline),
-                    ) {
+                    if !mx.probe(b"RSET\r\n", self.deadline.within(RSET_TIMEOUT)) {
                         return Some("RSET after an unfinished transaction failed".into());
                     }
                 }

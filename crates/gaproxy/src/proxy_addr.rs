@@ -4,7 +4,7 @@
 //! `client::Endpoint`.
 
 use greenarrow_proxy_client::ClientError;
-use greenarrow_proxy_net::tls::TlsError;
+use greenarrow_proxy_net::tls::{CertificateError, TlsError};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -58,13 +58,23 @@ pub fn explain(
             "cannot connect to the proxy at {proxy}: {io}; check --proxy and that greenarrow_proxy \
              listens there (its `listen` key)"
         ),
-        ClientError::Tls(TlsError::Certificate(d)) if d.contains("UnknownIssuer") => format!(
+        ClientError::Tls(TlsError::Certificate(d))
+            if matches!(d.reason(), Some(CertificateError::UnknownIssuer)) =>
+        {
+            format!(
             "TLS with the proxy at {proxy}: its certificate is not issued by the CA in --ca-file \
              {}: give the CA that issued the proxy's certificate (or that certificate itself)",
-            ca_file.display()
-        ),
+                ca_file.display()
+            )
+        }
         ClientError::Tls(TlsError::Certificate(d))
-            if d.contains("NotValidForName") || d.contains("not valid for name") =>
+            if matches!(
+                d.reason(),
+                Some(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                )
+            ) =>
         {
             format!(
                 "TLS with the proxy at {proxy}: its certificate is not valid for {tls_name:?}: \
@@ -87,6 +97,7 @@ pub fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use greenarrow_proxy_net::tls::{CertRefusal, RustlsError};
 
     #[test]
     fn errors_name_what_to_check() {
@@ -98,15 +109,15 @@ mod tests {
             m.starts_with("cannot connect to the proxy at 127.0.0.1:807: "),
             "{m}"
         );
-        let issuer = ClientError::Tls(TlsError::Certificate(
-            "invalid peer certificate: UnknownIssuer".into(),
-        ));
+        let issuer = ClientError::Tls(TlsError::Certificate(CertRefusal::Invalid(Box::new(
+            CertificateError::UnknownIssuer.into(),
+        ))));
         let m = explain(&issuer, proxy, "127.0.0.1", ca, b"");
         assert!(
             m.contains("not issued by the CA in --ca-file /tmp/ca.pem"),
             "{m}"
         );
-        let smtp = ClientError::Tls(TlsError::Handshake("corrupt message".into()));
+        let smtp = ClientError::Tls(TlsError::Handshake(Box::new(RustlsError::DecryptError)));
         let m = explain(&smtp, proxy, "127.0.0.1", ca, b"220 mx.test ESMTP\r\n");
         assert!(
             m.contains("(\"220 mx.test ESMTP\"): this port speaks SMTP, not the proxy protocol"),

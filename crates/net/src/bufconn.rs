@@ -6,10 +6,11 @@
 //! SMTP replies are read with bounds. Output is collected with [`BufConn::queue`] and written
 //! in one go with [`BufConn::flush`], so a pipelined batch costs one write.
 
+use crate::deadline::{ceil_millis, Deadline};
 use greenarrow_proxy_proto::smtp::{parse_reply, Reply, ReplyError, ReplyLimits};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How much one `fill` reads at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -21,7 +22,7 @@ pub enum ReadError {
     Closed,
     /// Nothing arrived within the timeout.
     Timeout,
-    /// A line was longer than allowed.
+    /// A line (or whatever [`BufConn::read_until`] waited for) was longer than allowed.
     LineTooLong(usize),
     /// A reply could not be parsed.
     BadReply(ReplyError),
@@ -225,13 +226,9 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
     /// and no sooner than halfway there (a read that times out early is simply tried again),
     /// so a deadline per reply costs no system call in the usual case; otherwise it becomes
     /// the time left, rounded up to a whole millisecond.
-    pub fn set_timeout_until(&mut self, deadline: Instant) -> Result<(), ReadError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        let ms = u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-        let cap = Duration::from_millis(ms);
+    pub fn set_timeout_until(&mut self, deadline: Deadline) -> Result<(), ReadError> {
+        let left = deadline.left().ok_or(ReadError::Timeout)?;
+        let cap = ceil_millis(left);
         match self.timeout {
             Some(t) if t <= cap + t / 64 && t.saturating_mul(2) >= cap => Ok(()),
             _ => Ok(self.set_timeout(cap)?),
@@ -240,7 +237,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// [`BufConn::fill`] bounded by `deadline` (not per read): the socket timeout is what is
     /// left before it, and a read that times out early is tried again for the rest.
-    pub fn fill_until(&mut self, deadline: Instant) -> Result<usize, ReadError> {
+    pub fn fill_until(&mut self, deadline: Deadline) -> Result<usize, ReadError> {
         loop {
             self.set_timeout_until(deadline)?;
             match self.fill() {
@@ -255,31 +252,50 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
     pub fn read_reply_until(
         &mut self,
         limits: &ReplyLimits,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<Reply, ReadError> {
         self.read_reply_by(limits, |c| c.fill_until(deadline))
+    }
+
+    /// Read until `complete` finds what it waits for in the unconsumed input, all by
+    /// `deadline` however the bytes trickle in: the one read-within-a-deadline loop (a line, a
+    /// request head, a PROXY header). `complete` is called on the unconsumed input, first
+    /// before any read, then after each, and returns `Some` once it has what it needs;
+    /// nothing is consumed. `Err(LineTooLong(max))` when `max` bytes are waiting and
+    /// `complete` still wants more.
+    pub fn read_until<T>(
+        &mut self,
+        max: usize,
+        deadline: Deadline,
+        mut complete: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<T, ReadError> {
+        loop {
+            if let Some(found) = complete(self.pending()) {
+                return Ok(found);
+            }
+            if self.pending().len() >= max {
+                return Err(ReadError::LineTooLong(max));
+            }
+            self.fill_until(deadline)?;
+        }
     }
 
     /// Read one line (through its LF) of at most `max` bytes, complete by `deadline` however
     /// its bytes trickle in; returns its length without consuming it. Call
     /// [`BufConn::consume`] with the length once handled.
-    pub fn read_line_until(&mut self, max: usize, deadline: Instant) -> Result<usize, ReadError> {
+    pub fn read_line_until(&mut self, max: usize, deadline: Deadline) -> Result<usize, ReadError> {
+        // Bytes already searched are not searched again.
         let mut scanned = 0;
-        loop {
-            let p = self.pending();
-            if let Some(i) = p[scanned..].iter().position(|&b| b == b'\n') {
-                let len = scanned + i + 1;
-                if len > max {
-                    return Err(ReadError::LineTooLong(max));
-                }
-                return Ok(len);
-            }
+        let len = self.read_until(max, deadline, |p| {
+            let found = p.get(scanned..)?.iter().position(|&b| b == b'\n');
+            let len = found.map(|i| scanned + i + 1);
             scanned = p.len();
-            if scanned >= max {
-                return Err(ReadError::LineTooLong(max));
-            }
-            self.fill_until(deadline)?;
+            len
+        })?;
+        if len > max {
+            return Err(ReadError::LineTooLong(max));
         }
+        Ok(len)
     }
 
     /// Take the unwritten output (to rewrite it; queue the result again).
@@ -341,15 +357,10 @@ impl Timeouts for std::net::TcpStream {
     }
 }
 
-impl Timeouts for crate::tls::ServerTlsStream {
+impl Timeouts for std::os::unix::net::UnixStream {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
-    }
-}
-
-impl Timeouts for crate::tls::ClientTlsStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
     }
 }
 

@@ -17,6 +17,7 @@ use self::greet::{
 use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
+use crate::deadline::Deadline;
 use crate::protocol::FailureReply;
 use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
@@ -36,7 +37,7 @@ pub(super) fn serve(
     initial: &[u8],
     target: Target,
     settings: &SmtpMode,
-    deadline: Instant,
+    deadline: Deadline,
     banner_delay: Duration,
 ) {
     let rt = egress.rt;
@@ -124,14 +125,14 @@ pub(super) fn serve(
 /// The next complete command line from the MTA (its length in `mta.pending()`), within
 /// `timeouts.mta_idle` and the session deadline; None (after telling the MTA why, when there
 /// is something to say) when the session must end.
-fn next_line(egress: &Egress, mta: &mut BufConn<TcpStream>, deadline: Instant) -> Option<usize> {
+fn next_line(egress: &Egress, mta: &mut BufConn<TcpStream>, deadline: Deadline) -> Option<usize> {
     let rt = egress.rt;
     let Some(timeout) = read_timeout(rt.config.timeouts.mta_idle, deadline) else {
         let _ = mta.send(LIFETIME_EXCEEDED);
         return None;
     };
     // One deadline for the whole line: an MTA trickling bytes cannot stretch it.
-    match mta.read_line_until(rt.config.limits.max_command_line, Instant::now() + timeout) {
+    match mta.read_line_until(rt.config.limits.max_command_line, Deadline::after(timeout)) {
         Ok(n) => Some(n),
         Err(ReadError::Timeout) => {
             let _ = mta.send(IDLE_TIMEOUT);
@@ -154,7 +155,7 @@ pub(super) fn refuse(
     mta: TcpStream,
     initial: &[u8],
     refusal: &FailureReply,
-    deadline: Instant,
+    deadline: Deadline,
     banner_delay: Duration,
 ) {
     let mut mta = BufConn::with_input(mta, initial);

@@ -13,7 +13,7 @@ use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, FailureReply
 use greenarrow_proxy_proto::smtp::{dot_stuff, Reply, ReplyLimits};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a direct session failed.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl DirectTarget {
             &req,
             self.addr,
             None,
-            Instant::now() + Duration::from_secs(3600),
+            greenarrow_proxy::deadline::Deadline::after(Duration::from_secs(3600)),
         )
         .map_err(DirectError::Setup)
     }

@@ -2,6 +2,7 @@
 use super::*;
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// A scripted stream: each read returns the next item (bytes, or a timeout).
 struct Script {
@@ -120,11 +121,11 @@ fn read_reply_until_gives_up_at_its_deadline_however_the_bytes_trickle() {
     // One byte per read, forever: a deadline already passed ends it without a read.
     let trickle: Vec<Option<&[u8]>> = vec![Some(b"2"); 64];
     let mut c = BufConn::new(Script::new(trickle.clone()));
-    let r = c.read_reply_until(&ReplyLimits::default(), Instant::now());
+    let r = c.read_reply_until(&ReplyLimits::default(), Deadline::after(Duration::ZERO));
     assert!(matches!(r, Err(ReadError::Timeout)));
     assert_eq!(c.get_ref().reads.len(), 64, "nothing was read");
     let mut c = BufConn::new(Script::new(trickle));
-    let r = c.read_line_until(100, Instant::now());
+    let r = c.read_line_until(100, Deadline::after(Duration::ZERO));
     assert!(matches!(r, Err(ReadError::Timeout)));
 }
 
@@ -136,7 +137,7 @@ fn read_until_tries_again_after_an_early_socket_timeout_and_sets_few_timeouts() 
         Some(b"0 ok\r\nQUIT\r"),
         Some(b"\n"),
     ]));
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Deadline::after(Duration::from_secs(600));
     let r = c
         .read_reply_until(&ReplyLimits::default(), deadline)
         .unwrap();
@@ -153,10 +154,10 @@ fn read_until_tries_again_after_an_early_socket_timeout_and_sets_few_timeouts() 
 fn set_timeout_until_lowers_or_raises_a_timeout_that_does_not_fit() {
     let mut c = BufConn::new(Script::new(vec![]));
     c.set_timeout(Duration::from_secs(300)).unwrap();
-    c.set_timeout_until(Instant::now() + Duration::from_secs(10))
+    c.set_timeout_until(Deadline::after(Duration::from_secs(10)))
         .unwrap();
     c.set_timeout(Duration::from_millis(1)).unwrap();
-    c.set_timeout_until(Instant::now() + Duration::from_secs(10))
+    c.set_timeout_until(Deadline::after(Duration::from_secs(10)))
         .unwrap();
     let set = c.get_ref().timeouts_set.borrow().clone();
     assert_eq!(set.len(), 4, "{set:?}");
@@ -172,11 +173,43 @@ fn a_deadline_one_timeout_away_keeps_the_timeout_in_place() {
     let mut c = BufConn::new(Script::new(vec![]));
     c.set_timeout(Duration::from_secs(300)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    c.set_timeout_until(deadline).unwrap();
-    c.set_timeout_until(deadline - Duration::from_millis(50))
+    c.set_timeout_until(Deadline::at(deadline)).unwrap();
+    c.set_timeout_until(Deadline::at(deadline - Duration::from_millis(50)))
         .unwrap();
     assert_eq!(
         *c.get_ref().timeouts_set.borrow(),
         vec![Duration::from_secs(300)]
     );
+}
+
+#[test]
+fn read_until_waits_for_what_it_looks_for_and_is_bounded() {
+    let deadline = Deadline::after(Duration::from_secs(600));
+    // A request head arriving in pieces, an early socket timeout between them.
+    let mut c = BufConn::new(Script::new(vec![
+        Some(b"GET / HT"),
+        None,
+        Some(b"TP/1.0\r\n\r\nrest"),
+    ]));
+    let end = |p: &[u8]| p.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    assert_eq!(c.read_until(64, deadline, end).unwrap(), 18);
+    assert_eq!(
+        c.pending(),
+        b"GET / HTTP/1.0\r\n\r\nrest",
+        "nothing consumed"
+    );
+    // Complete without a read: what is waiting is looked at first.
+    assert_eq!(c.read_until(64, deadline, end).unwrap(), 18);
+    // Past `max` with nothing found: refused, not read forever.
+    let mut c = BufConn::new(Script::new(vec![Some(b"GET / HTTP/1.0\r\nX: aaaaaaaa")]));
+    assert!(matches!(
+        c.read_until(8, deadline, end),
+        Err(ReadError::LineTooLong(8))
+    ));
+    // The peer closing first.
+    let mut c = BufConn::new(Script::new(vec![Some(b"GET"), Some(b"")]));
+    assert!(matches!(
+        c.read_until(64, deadline, end),
+        Err(ReadError::Closed)
+    ));
 }

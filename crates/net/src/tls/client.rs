@@ -4,16 +4,14 @@ use super::{
     certs_from_pem, dns_names, handshake, key_from_pem, provider, read_file, session_facts,
     versions,
 };
-use super::{MinVersion, TlsError, TlsFacts};
+use super::{CertRefusal, ClientTlsStream, MinVersion, PemError, TlsError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    StreamOwned,
 };
-use std::io::{self, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +22,7 @@ use std::time::Duration;
 pub enum CertPolicy {
     /// Any certificate is accepted (RFC 7435 opportunistic TLS); the handshake signature is
     /// still verified against the presented certificate, and whether the chain would have
-    /// verified is reported in [`TlsFacts`].
+    /// verified is reported in [`super::TlsFacts`].
     AcceptAny,
     /// The chain must verify against the roots and match the name.
     Verify,
@@ -83,14 +81,14 @@ pub fn load_roots(extra_ca_file: Option<&Path>) -> Result<RootCertStore, TlsErro
         let _ = roots.add(cert);
     }
     if let Some(path) = extra_ca_file {
-        let certs = certs_from_pem(&read_file(path)?).map_err(|detail| TlsError::Pem {
+        let certs = certs_from_pem(&read_file(path)?).map_err(|error| TlsError::Pem {
             path: path.to_owned(),
-            detail,
+            error,
         })?;
         for cert in certs {
             roots.add(cert).map_err(|e| TlsError::Pem {
                 path: path.to_owned(),
-                detail: e.to_string(),
+                error: PemError::BadAnchor(Box::new(e)),
             })?;
         }
     }
@@ -123,17 +121,17 @@ impl MxTlsConnector {
             let verifier =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                    .map_err(|e| TlsError::Verifier(Box::new(e)))?;
             let config = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions(min))
-                .map_err(|e| TlsError::Config(e.to_string()))?
+                .map_err(|e| TlsError::Config(Box::new(e)))?
                 .with_webpki_verifier(verifier.clone())
                 .with_no_client_auth();
             Some((Arc::new(config), verifier))
         };
         let any = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions(min))
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(|e| TlsError::Config(Box::new(e)))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate {
                 algorithms: provider.signature_verification_algorithms,
@@ -160,15 +158,12 @@ impl MxTlsConnector {
         let config = match (policy, &self.verifying) {
             (CertPolicy::Verify, Some((config, _))) => config.clone(),
             (CertPolicy::Verify, None) => {
-                return Err(TlsError::Certificate(
-                    "no trust anchors are configured: certificate verification is impossible"
-                        .into(),
-                ))
+                return Err(TlsError::Certificate(CertRefusal::NoTrustAnchors))
             }
             (CertPolicy::AcceptAny, _) => self.any.clone(),
         };
-        let mut conn = ClientConnection::new(config, sn.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut conn =
+            ClientConnection::new(config, sn.clone()).map_err(|e| TlsError::Config(Box::new(e)))?;
         handshake(&mut conn, &mut tcp, timeout)?;
         let mut facts = session_facts(conn.protocol_version(), conn.negotiated_cipher_suite());
         match conn.peer_certificates() {
@@ -188,60 +183,7 @@ impl MxTlsConnector {
             }
             _ => facts.verify_error = "no certificate presented".into(),
         }
-        Ok(ClientTlsStream {
-            inner: StreamOwned::new(conn, tcp),
-            facts,
-        })
-    }
-}
-
-/// A client-side TLS stream (blocking), with the facts of its handshake.
-pub struct ClientTlsStream {
-    inner: StreamOwned<ClientConnection, TcpStream>,
-    facts: TlsFacts,
-}
-
-impl ClientTlsStream {
-    /// The underlying socket.
-    pub fn tcp(&self) -> &TcpStream {
-        &self.inner.sock
-    }
-
-    /// Facts of the handshake.
-    pub fn facts(&self) -> &TlsFacts {
-        &self.facts
-    }
-
-    /// Whether the TLS layer holds something a read returns without touching the socket:
-    /// decrypted data (records already received are processed; no I/O), or the peer's
-    /// close_notify or an error a read reports.
-    pub fn has_buffered_input(&mut self) -> bool {
-        match self.inner.conn.process_new_packets() {
-            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
-            Err(_) => true,
-        }
-    }
-
-    /// Send close_notify (best effort) and shut the socket down.
-    pub fn close(mut self) {
-        self.inner.conn.send_close_notify();
-        let _ = self.inner.flush();
-        let _ = self.inner.sock.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Read for ClientTlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
-impl Write for ClientTlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(ClientTlsStream::new(conn, tcp, facts))
     }
 }
 
@@ -257,9 +199,9 @@ impl ProxyClientTls {
     pub fn from_ca_file(path: &Path) -> Result<ProxyClientTls, TlsError> {
         let pem = read_file(path)?;
         Self::from_ca_pem(&pem).map_err(|e| match e {
-            TlsError::PemText(detail) => TlsError::Pem {
+            TlsError::PemText(error) => TlsError::Pem {
                 path: path.to_owned(),
-                detail,
+                error,
             },
             other => other,
         })
@@ -271,11 +213,11 @@ impl ProxyClientTls {
         for cert in certs_from_pem(pem).map_err(TlsError::PemText)? {
             roots
                 .add(cert)
-                .map_err(|e| TlsError::PemText(e.to_string()))?;
+                .map_err(|e| TlsError::PemText(PemError::BadAnchor(Box::new(e))))?;
         }
         let config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(MinVersion::Tls12))
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(|e| TlsError::Config(Box::new(e)))?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
         Ok(ProxyClientTls {
@@ -294,10 +236,10 @@ impl ProxyClientTls {
         let key = key_from_pem(key_pem).map_err(TlsError::PemText)?;
         let config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(MinVersion::Tls12))
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(|e| TlsError::Config(Box::new(e)))?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(certs, key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(|e| TlsError::Config(Box::new(e)))?;
         Ok(ProxyClientTls {
             config: Arc::new(config),
             roots: self.roots,
@@ -315,12 +257,9 @@ impl ProxyClientTls {
         let sn = ServerName::try_from(name.to_string())
             .map_err(|_| TlsError::InvalidName(name.to_string()))?;
         let mut conn = ClientConnection::new(self.config.clone(), sn)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(|e| TlsError::Config(Box::new(e)))?;
         handshake(&mut conn, &mut tcp, timeout)?;
         let facts = session_facts(conn.protocol_version(), conn.negotiated_cipher_suite());
-        Ok(ClientTlsStream {
-            inner: StreamOwned::new(conn, tcp),
-            facts,
-        })
+        Ok(ClientTlsStream::new(conn, tcp, facts))
     }
 }

@@ -7,19 +7,29 @@
 //!   verified) and `verify` (chain to the roots and match the name);
 //! - [`ProxyClientTls`]: an MTA's TLS client toward the proxy (the `client` module).
 //!
-//! All three hand out blocking streams ([`ServerTlsStream`], [`ClientTlsStream`]) over a
-//! [`TcpStream`]; the handshake runs with a deadline given by the caller. The ring provider is
-//! always passed explicitly: `ClientConfig::builder()` would panic at run time if feature
-//! unification ever enabled a second provider.
+//! All three hand out one blocking stream type, [`TlsStream`] (aliases [`ServerTlsStream`],
+//! [`ClientTlsStream`]) over a [`TcpStream`]; [`MaybeTlsStream`] is a connection's stream
+//! before and after STARTTLS. The handshake runs with a deadline given by the caller. The
+//! ring provider is always passed explicitly: `ClientConfig::builder()` would panic at run
+//! time if feature unification ever enabled a second provider.
+//!
+//! Errors: [`TlsError`] keeps what rustls (or the socket, or the PEM reader) said as its
+//! `source()`, boxed where rustls's error is large.
 
 mod client;
 mod server;
+mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use client::{load_roots, CertPolicy, ClientTlsStream, MxTlsConnector, ProxyClientTls};
+pub use client::{load_roots, CertPolicy, MxTlsConnector, ProxyClientTls};
 pub use greenarrow_proxy_proto::tls_facts::TlsFacts;
-pub use server::{ServerTlsStream, TlsAcceptor};
+/// rustls's reasons and errors, for matching on what a [`TlsError`] holds.
+pub use rustls::{CertificateError, Error as RustlsError};
+pub use server::TlsAcceptor;
+pub use stream::{
+    ClientStream, ClientTlsStream, MaybeTlsStream, ServerStream, ServerTlsStream, TlsStream,
+};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -31,37 +41,127 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What went wrong with TLS set-up or a TLS session.
+/// What went wrong with TLS set-up or a TLS session. The rustls or socket error underneath
+/// is the [`source`](std::error::Error::source); the message names it too. rustls's errors
+/// are boxed: they are large, and this error travels up in `Result`s.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or holds nothing usable.
-    Pem { path: PathBuf, detail: String },
+    Pem { path: PathBuf, error: PemError },
     /// PEM text (not from a file) holds nothing usable.
-    PemText(String),
+    PemText(PemError),
     /// rustls refused the configuration.
-    Config(String),
+    Config(Box<rustls::Error>),
+    /// rustls refused to build a certificate verifier from the roots.
+    Verifier(Box<rustls::client::VerifierBuilderError>),
     /// The private key is not the key of the (first) certificate.
     KeyMismatch,
     /// The name given for the peer is not a valid DNS name or IP address.
     InvalidName(String),
     /// The handshake did not finish within its deadline.
     HandshakeTimeout(Duration),
-    /// The peer's certificate was refused (does not chain to the roots, wrong name, expired).
-    Certificate(String),
+    /// The peer's certificate was refused (does not chain to the roots, wrong name, expired),
+    /// or could not be checked.
+    Certificate(CertRefusal),
     /// The handshake failed: a TLS alert, a protocol error.
-    Handshake(String),
+    Handshake(Box<rustls::Error>),
     /// The peer closed the connection during the handshake.
     ClosedDuringHandshake,
     /// Socket error during the handshake.
     Io(io::Error),
 }
 
+/// Why a certificate was not accepted.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CertRefusal {
+    /// rustls refused it (its [`rustls::Error::InvalidCertificate`] names why).
+    Invalid(Box<rustls::Error>),
+    /// Verification was asked for, but there are no trust anchors to verify with.
+    NoTrustAnchors,
+}
+
+impl CertRefusal {
+    /// rustls's reason, when rustls refused the certificate.
+    pub fn reason(&self) -> Option<&rustls::CertificateError> {
+        match self {
+            CertRefusal::Invalid(e) => match e.as_ref() {
+                rustls::Error::InvalidCertificate(e) => Some(e),
+                _ => None,
+            },
+            CertRefusal::NoTrustAnchors => None,
+        }
+    }
+}
+
+impl fmt::Display for CertRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertRefusal::Invalid(e) => write!(f, "{e}"),
+            CertRefusal::NoTrustAnchors => write!(
+                f,
+                "no trust anchors are configured: certificate verification is impossible"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CertRefusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CertRefusal::Invalid(e) => Some(&**e),
+            CertRefusal::NoTrustAnchors => None,
+        }
+    }
+}
+
+/// Why PEM input is unusable.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PemError {
+    /// The file could not be read.
+    Read(io::Error),
+    /// The certificate PEM is malformed.
+    BadCertificate(Box<rustls::pki_types::pem::Error>),
+    /// No certificate in it.
+    NoCertificate,
+    /// No private key could be read from it.
+    NoKey(Box<rustls::pki_types::pem::Error>),
+    /// rustls refused a certificate as a trust anchor.
+    BadAnchor(Box<rustls::Error>),
+}
+
+impl fmt::Display for PemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PemError::Read(e) => write!(f, "{e}"),
+            PemError::BadCertificate(e) => write!(f, "bad certificate PEM: {e}"),
+            PemError::NoCertificate => write!(f, "no certificate found"),
+            PemError::NoKey(e) => write!(f, "no usable private key: {e}"),
+            PemError::BadAnchor(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PemError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PemError::Read(e) => Some(e),
+            PemError::BadCertificate(e) | PemError::NoKey(e) => Some(&**e),
+            PemError::BadAnchor(e) => Some(&**e),
+            PemError::NoCertificate => None,
+        }
+    }
+}
+
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Pem { path, detail } => write!(f, "{}: {detail}", path.display()),
-            TlsError::PemText(d) => write!(f, "PEM: {d}"),
-            TlsError::Config(d) => write!(f, "TLS configuration: {d}"),
+            TlsError::Pem { path, error } => write!(f, "{}: {error}", path.display()),
+            TlsError::PemText(e) => write!(f, "PEM: {e}"),
+            TlsError::Config(e) => write!(f, "TLS configuration: {e}"),
+            TlsError::Verifier(e) => write!(f, "TLS configuration: {e}"),
             TlsError::KeyMismatch => {
                 write!(f, "the private key does not match the certificate")
             }
@@ -73,8 +173,8 @@ impl fmt::Display for TlsError {
                     humantime::format_duration(*d)
                 )
             }
-            TlsError::Certificate(d) => write!(f, "certificate not accepted: {d}"),
-            TlsError::Handshake(d) => write!(f, "TLS handshake failed: {d}"),
+            TlsError::Certificate(e) => write!(f, "certificate not accepted: {e}"),
+            TlsError::Handshake(e) => write!(f, "TLS handshake failed: {e}"),
             TlsError::ClosedDuringHandshake => {
                 write!(f, "peer closed the connection during the TLS handshake")
             }
@@ -83,7 +183,21 @@ impl fmt::Display for TlsError {
     }
 }
 
-impl std::error::Error for TlsError {}
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Pem { error, .. } | TlsError::PemText(error) => Some(error),
+            TlsError::Config(e) | TlsError::Handshake(e) => Some(&**e),
+            TlsError::Verifier(e) => Some(&**e),
+            TlsError::Certificate(e) => Some(e),
+            TlsError::Io(e) => Some(e),
+            TlsError::KeyMismatch
+            | TlsError::InvalidName(_)
+            | TlsError::HandshakeTimeout(_)
+            | TlsError::ClosedDuringHandshake => None,
+        }
+    }
+}
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -109,21 +223,21 @@ pub(crate) fn versions(min: MinVersion) -> &'static [&'static rustls::SupportedP
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Pem {
         path: path.to_owned(),
-        detail: e.to_string(),
+        error: PemError::Read(e),
     })
 }
 
-pub(crate) fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
-    let certs = certs.map_err(|e| format!("bad certificate PEM: {e}"))?;
+    let certs = certs.map_err(|e| PemError::BadCertificate(Box::new(e)))?;
     if certs.is_empty() {
-        return Err("no certificate found".into());
+        return Err(PemError::NoCertificate);
     }
     Ok(certs)
 }
 
-pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key: {e}"))
+pub(crate) fn key_from_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PemError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| PemError::NoKey(Box::new(e)))
 }
 
 pub(crate) fn session_facts(
@@ -162,16 +276,11 @@ where
 {
     let old_r = tcp.read_timeout().map_err(TlsError::Io)?;
     let old_w = tcp.write_timeout().map_err(TlsError::Io)?;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = crate::deadline::Deadline::after(timeout);
     // Driven one record at a time (not `complete_io`, which loops inside one call): before
     // every socket operation the timeout is what is left until the deadline, so a peer that
     // trickles bytes cannot stretch the handshake.
-    let left = || {
-        let d = deadline.saturating_duration_since(std::time::Instant::now());
-        (!d.is_zero())
-            .then_some(d)
-            .ok_or(TlsError::HandshakeTimeout(timeout))
-    };
+    let left = || deadline.left().ok_or(TlsError::HandshakeTimeout(timeout));
     let io_err = |e: io::Error| match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TlsError::HandshakeTimeout(timeout),
         io::ErrorKind::UnexpectedEof
@@ -198,8 +307,10 @@ where
             // Tell the peer why (the alert rustls queued), best effort.
             let _ = conn.write_tls(tcp);
             return Err(match e {
-                rustls::Error::InvalidCertificate(_) => TlsError::Certificate(e.to_string()),
-                other => TlsError::Handshake(other.to_string()),
+                rustls::Error::InvalidCertificate(_) => {
+                    TlsError::Certificate(CertRefusal::Invalid(Box::new(e)))
+                }
+                other => TlsError::Handshake(Box::new(other)),
             });
         }
     }

@@ -2,14 +2,12 @@
 //! certificates) and the test MX's STARTTLS.
 
 use super::{
-    certs_from_pem, dns_names, handshake, key_from_pem, provider, read_file, session_facts,
-    versions,
+    certs_from_pem, handshake, key_from_pem, provider, read_file, session_facts, versions,
 };
-use super::{MinVersion, TlsError, TlsFacts};
+use super::{MinVersion, PemError, ServerTlsStream, TlsError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
-use std::io::{self, Read, Write};
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,29 +33,31 @@ impl TlsAcceptor {
         key: &Path,
         client_ca: Option<&Path>,
     ) -> Result<TlsAcceptor, TlsError> {
-        let certs = certs_from_pem(&read_file(cert)?).map_err(|detail| TlsError::Pem {
+        let certs = certs_from_pem(&read_file(cert)?).map_err(|error| TlsError::Pem {
             path: cert.to_owned(),
-            detail,
+            error,
         })?;
-        let key_der = key_from_pem(&read_file(key)?).map_err(|detail| TlsError::Pem {
+        let key_der = key_from_pem(&read_file(key)?).map_err(|error| TlsError::Pem {
             path: key.to_owned(),
-            detail,
+            error,
         })?;
         let verifier = match client_ca {
             None => None,
             Some(path) => {
                 let mut roots = RootCertStore::empty();
-                let pem_err = |detail: String| TlsError::Pem {
+                let pem_err = |error: PemError| TlsError::Pem {
                     path: path.to_owned(),
-                    detail,
+                    error,
                 };
                 for c in certs_from_pem(&read_file(path)?).map_err(pem_err)? {
-                    roots.add(c).map_err(|e| pem_err(e.to_string()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| pem_err(PemError::BadAnchor(Box::new(e))))?;
                 }
                 let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                     .allow_unauthenticated()
                     .build()
-                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                    .map_err(|e| TlsError::Verifier(Box::new(e)))?;
                 Some(v)
             }
         };
@@ -85,7 +85,7 @@ impl TlsAcceptor {
     ) -> Result<TlsAcceptor, TlsError> {
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions(MinVersion::Tls12))
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(|e| TlsError::Config(Box::new(e)))?;
         let builder = match client_verifier {
             Some(v) => builder.with_client_cert_verifier(v),
             None => builder.with_no_client_auth(),
@@ -94,7 +94,7 @@ impl TlsAcceptor {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
                 TlsError::KeyMismatch
             }
-            e => TlsError::Config(e.to_string()),
+            e => TlsError::Config(Box::new(e)),
         })?;
         Ok(TlsAcceptor {
             config: Arc::new(config),
@@ -108,61 +108,9 @@ impl TlsAcceptor {
         timeout: Duration,
     ) -> Result<ServerTlsStream, TlsError> {
         let mut conn = ServerConnection::new(self.config.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(|e| TlsError::Config(Box::new(e)))?;
         handshake(&mut conn, &mut tcp, timeout)?;
-        Ok(ServerTlsStream {
-            inner: StreamOwned::new(conn, tcp),
-        })
-    }
-}
-
-/// A server-side TLS stream (blocking).
-pub struct ServerTlsStream {
-    inner: StreamOwned<ServerConnection, TcpStream>,
-}
-
-impl ServerTlsStream {
-    /// The underlying socket (for timeouts, addresses, shutdown).
-    pub fn tcp(&self) -> &TcpStream {
-        &self.inner.sock
-    }
-
-    /// DNS names of the client's certificate, when it presented one (rustls has verified it
-    /// against the client CA during the handshake).
-    pub fn peer_names(&self) -> Vec<String> {
-        match self.inner.conn.peer_certificates() {
-            Some([ee, ..]) => dns_names(ee),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Protocol version and cipher suite negotiated.
-    pub fn facts(&self) -> TlsFacts {
-        session_facts(
-            self.inner.conn.protocol_version(),
-            self.inner.conn.negotiated_cipher_suite(),
-        )
-    }
-
-    /// Send close_notify (best effort) and shut the socket down.
-    pub fn close(mut self) {
-        self.inner.conn.send_close_notify();
-        let _ = self.inner.flush();
-        let _ = self.inner.sock.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Read for ServerTlsStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
-impl Write for ServerTlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        let facts = session_facts(conn.protocol_version(), conn.negotiated_cipher_suite());
+        Ok(ServerTlsStream::new(conn, tcp, facts))
     }
 }

@@ -26,7 +26,7 @@ fn client_and_server_talk_and_verify() {
         s.read_exact(&mut b).unwrap();
         s.write_all(&b).unwrap();
         s.flush().unwrap();
-        s.facts()
+        s.facts().clone()
     });
     let mut roots = RootCertStore::empty();
     roots
@@ -98,7 +98,46 @@ fn accept_any_reports_unverified_and_verify_fails() {
         .err()
         .unwrap();
     assert!(matches!(err, TlsError::Certificate(_)), "{err}");
+    // The rustls error is kept, as the source, and named in the message.
+    let TlsError::Certificate(refusal) = &err else {
+        unreachable!()
+    };
+    assert_eq!(refusal.reason(), Some(&CertificateError::UnknownIssuer));
+    let source = std::error::Error::source(&err).expect("a source");
+    let rustls_err = source
+        .source()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .expect("rustls's error under the refusal");
+    assert!(matches!(rustls_err, rustls::Error::InvalidCertificate(_)));
+    assert_eq!(
+        err.to_string(),
+        "certificate not accepted: invalid peer certificate: UnknownIssuer"
+    );
     assert!(t.join().unwrap().is_err());
+}
+
+#[test]
+fn verify_without_trust_anchors_is_a_certificate_refusal() {
+    let conn = MxTlsConnector::new(RootCertStore::empty(), MinVersion::Tls12).unwrap();
+    let (c, _s) = pair();
+    let err = conn
+        .connect(
+            c,
+            CertPolicy::Verify,
+            Some("mx.test"),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, TlsError::Certificate(CertRefusal::NoTrustAnchors)),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "certificate not accepted: no trust anchors are configured: certificate verification is impossible"
+    );
 }
 
 #[test]
@@ -157,5 +196,16 @@ fn bad_pem_is_reported_with_the_path() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
-    assert!(TlsAcceptor::from_pem("junk", "junk").is_err());
+    // The io error is the source, its kind intact.
+    let io = std::error::Error::source(&err)
+        .and_then(|e| e.source())
+        .and_then(|e| e.downcast_ref::<io::Error>())
+        .expect("the io error under the PEM error");
+    assert_eq!(io.kind(), io::ErrorKind::NotFound);
+    let junk = TlsAcceptor::from_pem("junk", "junk").err().unwrap();
+    assert!(
+        matches!(junk, TlsError::PemText(PemError::NoCertificate)),
+        "{junk}"
+    );
+    assert_eq!(junk.to_string(), "PEM: no certificate found");
 }

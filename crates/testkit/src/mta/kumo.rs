@@ -11,7 +11,7 @@
 //! PROXY v2: a 28-byte (IPv4) or 52-byte (IPv6) header, command PROXY, STREAM, no TLVs,
 //! source port 0, then SMTP straight away (kumod reads the banner next).
 
-use greenarrow_proxy_net::tls::{CertPolicy, ClientTlsStream, MinVersion, MxTlsConnector};
+use greenarrow_proxy_net::tls::{CertPolicy, ClientStream, MinVersion, MxTlsConnector};
 use greenarrow_proxy_proto::smtp::{dot_stuff, parse_reply};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -238,16 +238,11 @@ fn read_reply(s: &mut TcpStream, step: Step) -> Result<Vec<u8>, SocksError> {
 
 // ---------------------------------------------------------------- SMTP
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream>),
-    Gone,
-}
-
 /// A minimal SMTP client conversation over a connected stream (after a SOCKS5 handshake or
 /// a PROXY header): replies are read whole (multi-line), commands written one at a time.
 pub struct Smtp {
-    s: Stream,
+    /// `None` once lost in a failed STARTTLS.
+    s: Option<ClientStream>,
     buf: Vec<u8>,
     /// Every line sent and received, for failure messages.
     pub transcript: Vec<String>,
@@ -258,22 +253,18 @@ impl Smtp {
         tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         Smtp {
-            s: Stream::Plain(tcp),
+            s: Some(ClientStream::Plain(tcp)),
             buf: Vec::new(),
             transcript: Vec::new(),
         }
     }
 
-    fn stream(&mut self) -> &mut dyn ReadWrite {
-        match &mut self.s {
-            Stream::Plain(t) => t,
-            Stream::Tls(t) => t.as_mut(),
-            Stream::Gone => panic!("stream lost in a failed STARTTLS"),
-        }
+    fn stream(&mut self) -> &mut ClientStream {
+        self.s.as_mut().expect("stream lost in a failed STARTTLS")
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.s, Stream::Tls(_))
+        matches!(self.s, Some(ClientStream::Tls(_)))
     }
 
     /// Write raw bytes.
@@ -332,7 +323,7 @@ impl Smtp {
         if !self.buf.is_empty() {
             return Err(io::Error::other("bytes after the 220 to STARTTLS"));
         }
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.s, Stream::Gone) else {
+        let Some(ClientStream::Plain(tcp)) = self.s.take() else {
             return Err(io::Error::other("STARTTLS twice"));
         };
         let ip = tcp.peer_addr()?.ip();
@@ -346,7 +337,7 @@ impl Smtp {
                 IO_TIMEOUT,
             )
             .map_err(io::Error::other)?;
-        self.s = Stream::Tls(Box::new(tls));
+        self.s = Some(ClientStream::Tls(Box::new(tls)));
         Ok(())
     }
 
@@ -375,9 +366,6 @@ impl Smtp {
         self.transcript.join("\n")
     }
 }
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
 
 /// What kumod's delivery of one message saw.
 #[derive(Debug)]

@@ -3,9 +3,8 @@
 use super::record::{ConnRecord, Message, Shared, MAX_RECORDED_COMMANDS, MAX_RECORDED_NAMES};
 use super::session::{Accepted, Action, Session};
 use super::TestMxConfig;
-use greenarrow_proxy_net::tls::ServerTlsStream;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -66,45 +65,7 @@ pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> Vec<Joi
 }
 
 /// The connection's byte stream, plain or TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<ServerTlsStream>),
-}
-
-impl Stream {
-    fn close(self) {
-        match self {
-            Stream::Plain(t) => {
-                let _ = t.shutdown(Shutdown::Both);
-            }
-            Stream::Tls(s) => s.close(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(t) => t.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(t) => t.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(t) => t.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
+type Stream = greenarrow_proxy_net::tls::ServerStream;
 
 /// One connection, from accept to close.
 struct Conn {
@@ -160,7 +121,7 @@ impl Conn {
         let acceptor = self.config.starttls.as_ref()?;
         match acceptor.accept(tcp, HANDSHAKE_TIMEOUT) {
             Ok(s) => {
-                let facts = s.facts();
+                let facts = s.facts().clone();
                 self.shared.update(|st| {
                     st.stats.tls_handshakes += 1;
                     if let Some(c) = st.connections.get_mut(self.index) {

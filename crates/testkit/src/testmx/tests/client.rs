@@ -1,9 +1,7 @@
 //! A tiny raw SMTP client for the socket tests.
 
 use crate::certgen;
-use greenarrow_proxy_net::tls::{
-    self, CertPolicy, ClientTlsStream, MinVersion, MxTlsConnector, TlsAcceptor,
-};
+use greenarrow_proxy_net::tls::{self, CertPolicy, MinVersion, MxTlsConnector, TlsAcceptor};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::OnceLock;
@@ -31,10 +29,7 @@ pub(super) fn connector() -> MxTlsConnector {
         .clone()
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream>),
-}
+type Stream = tls::ClientStream;
 
 pub(super) struct Client {
     stream: Option<Stream>,
@@ -70,22 +65,15 @@ impl Client {
 
     fn read_some(&mut self) -> io::Result<usize> {
         let mut tmp = [0u8; 4096];
-        let n = match self.stream() {
-            Stream::Plain(t) => t.read(&mut tmp)?,
-            Stream::Tls(t) => t.read(&mut tmp)?,
-        };
+        let n = self.stream().read(&mut tmp)?;
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
 
     pub fn send(&mut self, data: &[u8]) {
-        match self.stream() {
-            Stream::Plain(t) => t.write_all(data).unwrap(),
-            Stream::Tls(t) => {
-                t.write_all(data).unwrap();
-                t.flush().unwrap();
-            }
-        }
+        let s = self.stream();
+        s.write_all(data).unwrap();
+        s.flush().unwrap();
     }
 
     /// The length of the first complete reply in the buffer, if any.
@@ -161,10 +149,8 @@ impl Client {
     }
 
     pub fn tls_version(&self) -> Option<String> {
-        match &self.stream {
-            Some(Stream::Tls(t)) => Some(t.facts().version.clone()),
-            _ => None,
-        }
+        let tls = self.stream.as_ref()?.tls()?;
+        Some(tls.facts().version.clone())
     }
 
     /// EHLO, MAIL, RCPT, DATA with `wire` (already dot-stuffed, terminator included).
