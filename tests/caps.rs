@@ -2,22 +2,13 @@
 //! `concurrency_limit` failure, per-source caps, eviction, reload.
 
 mod common;
-// The daemon tests' helpers, for the test with real SIGHUPs (only some are used here).
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
 
 use common::*;
 use greenarrow_proxy::config::Config;
 use greenarrow_proxy::runtime::Runtime;
 use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::daemon::setup;
 use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

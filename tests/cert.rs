@@ -3,17 +3,12 @@
 //! running it again keeps what exists and adds a client; and the real daemon started with
 //! the result serves an MTA that trusts only ca.pem, by secret and by client certificate.
 
-mod common;
-#[path = "daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use common::{req, TempDir, SECRET};
 use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
 use greenarrow_proxy_net::tls::ProxyClientTls;
 use greenarrow_proxy_proto::protocol::TlsPolicy;
+use greenarrow_proxy_testkit::daemon::{Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures::{req, TempDir, SECRET};
 use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
-use process::{Daemon, WAIT};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};

@@ -3,24 +3,13 @@
 //! directory: the drain is still in force; an undrain is kept too; a corrupt file stops the
 //! start with exit 78.
 
-mod common;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
-
-use common::SECRET;
 use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_proto::protocol::Failure;
+use greenarrow_proxy_testkit::daemon::setup::{gaproxy, Setup, NEW_SECRET};
+use greenarrow_proxy_testkit::daemon::Daemon;
+use greenarrow_proxy_testkit::fixtures::SECRET;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
-use process::Daemon;
 use serde_json::Value;
-use setup::{gaproxy, Setup, NEW_SECRET};
 use std::path::Path;
 
 fn drains(socket: &Path) -> Value {

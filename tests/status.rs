@@ -2,16 +2,6 @@
 //! processes against a real proxy on loopback) and the metrics listener (scraped over HTTP).
 
 mod common;
-// The daemon tests' helpers (only some are used here).
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
 // The metrics listener, scraped over HTTP.
 #[path = "status/metrics.rs"]
 mod metrics;
@@ -22,9 +12,10 @@ mod monitoring;
 use common::*;
 use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::daemon::setup;
+use greenarrow_proxy_testkit::daemon::setup::gaproxy;
 use greenarrow_proxy_testkit::testmx::{Faults, TestMx};
 use serde_json::Value;
-use setup::gaproxy;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

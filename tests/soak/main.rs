@@ -32,16 +32,6 @@
 //!   the invalid reloads' and no panic, acknowledged every signal, and exited cleanly on
 //!   SIGTERM.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/kumo.rs"]
-mod kumo;
-#[path = "../common/netns.rs"]
-mod netns;
-#[path = "../daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 mod check;
 mod faults;
 mod rig;
@@ -51,7 +41,8 @@ mod transact;
 
 use check::Arrival;
 use greenarrow_proxy_net::tls::ProxyClientTls;
-use netns::Netns;
+use greenarrow_proxy_testkit::netns::Netns;
+use greenarrow_proxy_testkit::raw::Raw;
 use parking_lot::Mutex;
 use rig::{Daemon, Figures, Files, Mx, EGRESS};
 use rng::Rng;
@@ -377,7 +368,7 @@ fn saturate(files: &Files, tls: &ProxyClientTls) {
         let Ok(s) = tls.connect(tcp, "localhost", IO) else {
             continue;
         };
-        let mut raw = common::Raw::from_stream(s);
+        let mut raw = Raw::from_stream(s);
         raw.send(format!("AUTH 1 {}\r\n", rig::secret()).as_bytes());
         held.push(raw);
     }
@@ -409,7 +400,7 @@ fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
                     scope.spawn(move || {
                         let tcp = TcpStream::connect_timeout(&files.listen, IO).unwrap();
                         let s = tls.connect(tcp, "localhost", IO).unwrap();
-                        let mut raw = common::Raw::from_stream(s);
+                        let mut raw = Raw::from_stream(s);
                         let mut r = greenarrow_proxy_proto::protocol::ConnectRequest::new(
                             *source,
                             greenarrow_proxy_proto::protocol::Destination::Ip(mx.mx.addr().ip()),

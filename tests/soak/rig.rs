@@ -2,10 +2,10 @@
 //! binary, a child process whose stderr a thread copies to a file while counting what the
 //! checks need), `gaproxy` for the control socket, and the daemon's figures from /proc.
 
-use crate::common::{proxy_files, TempDir, SECRET};
-use crate::process::{binary, each_line, ready_addrs};
 use greenarrow_proxy_net::tls::TlsAcceptor;
 use greenarrow_proxy_testkit::certgen;
+use greenarrow_proxy_testkit::daemon::{binary, each_line, ready_addrs};
+use greenarrow_proxy_testkit::fixtures::{proxy_files, TempDir, SECRET};
 use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -10,7 +10,6 @@
 //!
 //! PROXY v2: a 28-byte (IPv4) or 52-byte (IPv6) header, command PROXY, STREAM, no TLVs,
 //! source port 0, then SMTP straight away (kumod reads the banner next).
-#![allow(dead_code)]
 
 use greenarrow_proxy_net::tls::{CertPolicy, ClientStream, MinVersion, MxTlsConnector};
 use greenarrow_proxy_proto::smtp::{dot_stuff, parse_reply};

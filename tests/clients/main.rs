@@ -1,21 +1,14 @@
 //! The real clients of `tests/frontends.rs`, checked without the proxy: directly against the
-//! test MX, and through the minimal stand-in PROXY / SOCKS5 servers of `common/standin.rs`.
+//! test MX, and through the minimal stand-in PROXY / SOCKS5 servers of `standin.rs`.
 //! These pin down each command line and the exact bytes each client sends, so that a
 //! failing front-end test points at the front-end. A client that is not installed is
 //! skipped (`SKIP: …` on stderr); `.ci/run` installs them all.
 
-#[path = "common/clients.rs"]
-mod clients;
-mod common;
-#[path = "common/exim.rs"]
-mod exim;
-#[path = "common/kumo.rs"]
-mod kumo;
-#[path = "common/standin.rs"]
 mod standin;
 
 use clients::{check_delivery, ehlos, Mail, SwaksProxy};
-use common::{ip, tls_mx, tls_mx_on, SECRET};
+use greenarrow_proxy_testkit::fixtures::{ip, tls_mx, tls_mx_on, SECRET};
+use greenarrow_proxy_testkit::mta::{clients, exim, kumo};
 use greenarrow_proxy_testkit::testmx::{Faults, TestMx};
 use standin::Standin;
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! A network namespace a test makes itself (tests/addresses.rs, the soak): created with
 //! `ip netns add`, entered by the calling thread with setns(2) (threads and processes it starts
 //! afterwards are inside too), deleted on drop. Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN).
-#![allow(dead_code)]
 
 use std::process::Command;
 

@@ -9,11 +9,11 @@
 //! curl is in the base image).
 //!
 //! The command lines are those of `shared/notes/mta-compat.md` §3.4 and §4.1, verified against
-//! the test MX directly and through the stand-ins of `standin.rs` (see `tests/clients.rs`).
-#![allow(dead_code)]
+//! the test MX directly and through the stand-ins of `tests/clients/standin.rs` (see
+//! `tests/clients/main.rs`).
 
-use crate::common::{ip, TempDir};
-use greenarrow_proxy_testkit::testmx::TestMx;
+use crate::fixtures::{ip, TempDir};
+use crate::testmx::TestMx;
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

@@ -1,10 +1,9 @@
 //! Exim as an MTA-side client: non-daemon (`-odf`), with its own configuration file and spool
 //! in a temporary directory (`shared/notes/mta-compat.md` §3.3/3.4), through a SOCKS5 server
 //! (`socks_proxy`) or directly. Bounded and skipped like the clients of `clients.rs`.
-#![allow(dead_code)]
 
-use crate::clients::{available, run, Mail, Output};
-use crate::common::TempDir;
+use super::clients::{available, run, Mail, Output};
+use crate::fixtures::TempDir;
 use std::fmt;
 use std::net::SocketAddr;
 

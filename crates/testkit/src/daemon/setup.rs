@@ -1,16 +1,17 @@
-//! The test set-up: a test MX with STARTTLS, a proxy configuration file, clients, and
-//! helpers to read the daemon's `key=value` log lines.
+//! The test set-up around a daemon process: a test MX with STARTTLS, a proxy configuration
+//! file, clients, and helpers to read the daemon's `key=value` log lines.
 
-use crate::common::{proxy_files, req, TempDir, SECRET};
-use crate::process::{Daemon, WAIT};
+use super::{Daemon, WAIT};
+use crate::certgen;
+use crate::fixtures::{proxy_files, req, TempDir, SECRET};
 use crate::raw::Raw;
+use crate::testmx::{ConnRecord, MxState, TestMx, TestMxConfig};
 use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
 use greenarrow_proxy_net::tls::{ProxyClientTls, TlsAcceptor};
 use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
-use greenarrow_proxy_testkit::certgen;
-use greenarrow_proxy_testkit::testmx::{ConnRecord, MxState, TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
 /// The secret a reload switches to.
 pub const NEW_SECRET: &str = "rotated-secret-fedcba9876543210-fedcba9876543210";
 
@@ -140,15 +141,13 @@ pub fn conn_from(st: &MxState, ip: &str) -> Option<ConnRecord> {
 }
 
 /// Run `gaproxy ARGS --socket SOCKET` to its end; panics unless it succeeds.
-#[allow(dead_code)] // not every test binary that includes this module runs gaproxy
 pub fn gaproxy(args: &[&str], socket: &std::path::Path) -> std::process::Output {
-    let out =
-        std::process::Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
-            .args(args)
-            .arg("--socket")
-            .arg(socket)
-            .output()
-            .unwrap();
+    let out = std::process::Command::new(crate::bin_path::workspace_bin("gaproxy"))
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "gaproxy {args:?}: {}{}",

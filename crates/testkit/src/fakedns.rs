@@ -10,8 +10,7 @@
 //! - a closure per question, for behaviour a zone cannot show: SERVFAIL for
 //!   chosen names, slow answers.
 //!
-//! Included with `#[path]` by `tests/dns.rs` and `tests/dns_connect.rs`.
-#![allow(dead_code)]
+//! Used by `tests/dns` (the resolver) and `tests/dns_connect.rs` (CONNECT by name).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,9 +18,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, SOA};
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Most queries answered at once (each waits on its own thread).
 const MAX_IN_FLIGHT: usize = 256;

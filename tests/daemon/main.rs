@@ -6,24 +6,17 @@
 //! "ready on" line tells the port it bound (`listen: 127.0.0.1:0`) and that it is ready.
 //! No secret may ever appear in the daemon's stderr (checked when each daemon is dropped).
 
-mod common;
-#[path = "daemon/frontends.rs"]
 mod frontends;
-#[path = "common/kumo.rs"]
-mod kumo;
-#[path = "daemon/process.rs"]
-mod process;
-#[path = "daemon/raw.rs"]
-mod raw;
-#[path = "daemon/setup.rs"]
-mod setup;
 
-use common::SECRET;
 use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_proto::protocol::{Failure, Origin};
+use greenarrow_proxy_testkit::daemon::setup::{
+    conn_from, field, fields, is_secs, Setup, NEW_SECRET,
+};
+use greenarrow_proxy_testkit::daemon::{self, Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures::SECRET;
+use greenarrow_proxy_testkit::raw;
 use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-use process::{Daemon, WAIT};
-use setup::{conn_from, field, fields, is_secs, Setup, NEW_SECRET};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -353,7 +346,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
     let config = s.config.to_str().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
 
-    let out = process::run(&["--check-config", "--config-filename", config]);
+    let out = daemon::run(&["--check-config", "--config-filename", config]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
@@ -373,7 +366,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
 
     let check = |yaml: &str| {
         s.rewrite(yaml);
-        let out = process::run(&["--check-config", "--config-filename", config]);
+        let out = daemon::run(&["--check-config", "--config-filename", config]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{stderr}");
         assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
@@ -394,7 +387,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
     );
     // A missing configuration file is named too.
     let missing = s.dir.0.join("absent.yaml");
-    let out = process::run(&[
+    let out = daemon::run(&[
         "--check-config",
         "--config-filename",
         missing.to_str().unwrap(),
@@ -402,7 +395,7 @@ fn check_config_prints_the_effective_configuration_or_a_precise_error() {
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains(missing.to_str().unwrap()));
 
-    let out = process::run(&["--version"]);
+    let out = daemon::run(&["--version"]);
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout),
@@ -517,7 +510,7 @@ fn check_config_quiet_prints_only_errors_and_tells_the_service_manager() {
     };
 
     // Valid: nothing at all, exit 0, no notification.
-    let out = process::run_with(&["--check-config", "-q", "-c", config], with_notify);
+    let out = daemon::run_with(&["--check-config", "-q", "-c", config], with_notify);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
@@ -529,19 +522,19 @@ fn check_config_quiet_prints_only_errors_and_tells_the_service_manager() {
         &format!("auth_shared_secret: \"{SECRET}\""),
         &format!("auth_shared_secret_file: {}", secret_file.display()),
     ));
-    let out = process::run(&["--check-config", "-c", config]);
+    let out = daemon::run(&["--check-config", "-c", config]);
     assert!(
         text(&out.stderr).contains("warning: "),
         "{}",
         text(&out.stderr)
     );
-    let out = process::run(&["--check-config", "--quiet", "-c", config]);
+    let out = daemon::run(&["--check-config", "--quiet", "-c", config]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 
     // Invalid: the error only, exit 78, and STATUS= for `systemctl status`.
     s.rewrite(&format!("{}timeouts:\n  mx_command: 5 parsecs\n", s.yaml));
-    let out = process::run_with(&["--check-config", "-q", "-c", config], with_notify);
+    let out = daemon::run_with(&["--check-config", "-q", "-c", config], with_notify);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
@@ -561,14 +554,14 @@ fn check_config_quiet_prints_only_errors_and_tells_the_service_manager() {
     assert!(!status.contains(SECRET), "{status:?}");
 
     // -q belongs to --check-config.
-    let out = process::run(&["-q", "-c", config]);
+    let out = daemon::run(&["-q", "-c", config]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]
 fn the_shipped_example_configuration_is_refused_with_exit_78() {
     let s = Setup::new("");
-    let example = include_str!("../etc/greenarrow_proxy.yaml");
+    let example = include_str!("../../etc/greenarrow_proxy.yaml");
     std::fs::write(&s.config, example).unwrap();
     let mut d = s.daemon();
     let status = d.wait_exit();
@@ -583,7 +576,7 @@ fn the_shipped_example_configuration_is_refused_with_exit_78() {
              it with greenarrow_proxy --check-config"
         )]
     );
-    let out = process::run(&["--check-config", "-c", &config]);
+    let out = daemon::run(&["--check-config", "-c", &config]);
     assert_eq!(out.status.code(), Some(78));
 }
 
@@ -640,7 +633,7 @@ fn logs_go_to_stderr_when_not_connected_to_the_journal() {
         "{line}"
     );
     // A failed authentication is logged, without the secret that was tried.
-    let addr = process::ready_addrs(&line)[0];
+    let addr = daemon::ready_addrs(&line)[0];
     let mut c = s.client(addr, &format!("{SECRET}-wrong"));
     assert!(c.authenticate().is_err());
     let line = d.wait_for("authentication failed");

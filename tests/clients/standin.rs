@@ -1,5 +1,5 @@
 //! Minimal stand-in PROXY and SOCKS5 egress servers, independent of the proxy's front-ends:
-//! they let `tests/clients.rs` check each real client's command line end to end (client →
+//! they let `tests/clients` check each real client's command line end to end (client →
 //! stand-in → test MX from the requested source) and record the exact handshake bytes each
 //! client sends. When a front-end test fails while its `clients.rs` twin passes, the fault is
 //! in the front-end, not in the client invocation.
@@ -8,7 +8,6 @@
 //! consumed), SOCKS5 follows the request order of the clients in the notes, the MX is dialled
 //! with [`greenarrow_proxy::dial::dial`] and bytes are moved with
 //! [`greenarrow_proxy::frontend::passthrough::relay`].
-#![allow(dead_code)]
 
 use greenarrow_proxy::dial::dial;
 use greenarrow_proxy::frontend::passthrough::{relay, PassthroughLimits};

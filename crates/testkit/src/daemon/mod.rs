@@ -1,6 +1,13 @@
 //! The daemon as a child process: its stderr read line by line by a thread and handed over a
 //! channel (every wait is bounded by [`WAIT`]), signals sent with `nix`, and a guard that
-//! kills the process if the test ends early.
+//! kills the process if the test ends early. [`setup`] adds a test MX and a configuration file
+//! around it.
+//!
+//! The binary is the workspace's `greenarrow_proxy` ([`crate::bin_path::workspace_bin`]):
+//! `cargo test` builds a package's binaries before its integration tests, so it is there for
+//! the daemon's tests.
+
+pub mod setup;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -16,7 +23,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The daemon binary under test.
 pub fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenarrow_proxy"));
+    let mut cmd = Command::new(crate::bin_path::workspace_bin("greenarrow_proxy"));
     // Whatever runs the tests must not leak into the daemon: no journal, no service manager.
     cmd.env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
     cmd

@@ -2,16 +2,13 @@
 //! loopback, with the real resolver.
 //!
 //! By default everything runs against an in-process responder
-//! (`tests/common/fakedns.rs`: UDP on 127.0.0.1, hickory-proto wire format):
+//! (`greenarrow_proxy_testkit::fakedns`: UDP on 127.0.0.1, hickory-proto wire format):
 //! a static zone for the RFC 5321 §5.1 behaviour, scripted answers for
 //! SERVFAIL and slow servers. The zone tests also have `#[ignore]`d twins
 //! (`dnsmasq_zone::*`) that ask Debian's dnsmasq (package `dnsmasq-base`)
 //! serving the same zone; CI runs them with `cargo test --test dns -- --ignored`.
 
-#[path = "dns/dnsmasq.rs"]
 mod dnsmasq;
-#[path = "common/fakedns.rs"]
-mod fakedns;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -27,7 +24,7 @@ use hickory_resolver::proto::rr::rdata::{A, MX};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use dnsmasq::Dnsmasq;
-use fakedns::{FakeDns, Reply, Zone};
+use greenarrow_proxy_testkit::fakedns::{FakeDns, Reply, Zone};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
