@@ -3,7 +3,7 @@
 
 pub mod connect;
 pub mod error;
-pub mod setup;
+pub use greenarrow_proxy_proto::mx_setup as setup;
 
 use crate::bufconn::BufConn;
 use crate::deadline::Deadline;

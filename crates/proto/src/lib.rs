@@ -8,11 +8,13 @@
 //! - [`smtp`]: replies, commands, EHLO capabilities, dot-stuffing and the relay machine;
 //! - [`protocol`]: the native proxy protocol (CONNECT request, READY and failure replies);
 //! - [`proxy_header`], [`socks5`]: the front-ends' handshakes;
+//! - [`mx_setup`]: the set-up sequence toward an MX (banner, EHLO/HELO, STARTTLS, EHLO);
 //! - [`family`], [`tls_facts`], [`duration`], [`escape`]: small shared vocabulary.
 
 pub mod duration;
 pub mod escape;
 pub mod family;
+pub mod mx_setup;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,7 +1,7 @@
 //! The SMTP set-up sequence toward an MX, as a sans-I/O state machine:
 //! banner → EHLO (HELO if EHLO is refused) → STARTTLS → TLS handshake → EHLO again.
 //!
-//! The driver ([`super::connect`]) performs each [`Action`] and feeds back what happened.
+//! The driver (the daemon's `mx::connect`) performs each [`Action`] and feeds back what happened.
 //! Which replies count as success, when to fall back to HELO, and what the TLS policy
 //! demands are all decided here and unit-tested without sockets.
 
