@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 /// Why the daemon could not start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum DaemonError {
     Config {
         path: std::path::PathBuf,

@@ -18,6 +18,7 @@ pub struct IpNet {
 
 /// Why a string is not a valid [`IpNet`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IpNetError {
     /// The part before `/` is not an IP address.
     InvalidAddress(String),

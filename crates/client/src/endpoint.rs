@@ -13,6 +13,7 @@ pub struct Endpoint {
 
 /// Why a `--proxy` argument gave no address.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ResolveError {
     /// Not `IP`, `IP:port`, `[IPv6]:port`, `name` or `name:port`.
     Syntax(String),

@@ -60,6 +60,7 @@ pub struct ProxyClientConfig {
 
 /// What went wrong, with transient/permanent predicates for an MTA's queue logic.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
     /// TCP connection to the proxy failed.
     Connect(io::Error),

@@ -17,6 +17,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a bounded read failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The peer closed the connection.
     Closed,

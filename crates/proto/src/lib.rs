@@ -14,10 +14,10 @@
 pub mod duration;
 pub mod escape;
 pub mod family;
-pub mod mx_setup;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mx_setup;
 pub mod protocol;
 pub mod proxy_header;
 pub mod smtp;
