@@ -2,17 +2,19 @@
 //! connection carries with it when it is handed to an MTA or kept in the pool.
 
 pub mod connect;
-pub mod setup;
+pub mod error;
+pub use greenarrow_proxy_proto::mx_setup as setup;
 
-use crate::bufconn::{BufConn, Timeouts};
+use crate::bufconn::BufConn;
+use crate::deadline::Deadline;
 use crate::protocol::TlsState;
 use crate::smtp::{Capabilities, Reply};
-use crate::tls::{ClientTlsStream, TlsFacts};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use crate::tls::TlsFacts;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use connect::{establish, MxSettings};
+pub use error::{AttemptError, SetupError};
 
 /// Timeouts toward the MX.
 #[derive(Clone, Copy, Debug)]
@@ -24,55 +26,12 @@ pub struct MxTimeouts {
     pub tls_handshake: Duration,
 }
 
-/// The byte stream to an MX.
-pub enum MxStream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream>),
-}
-
-impl MxStream {
-    /// The socket.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            MxStream::Plain(s) => s,
-            MxStream::Tls(s) => s.tcp(),
-        }
-    }
-}
-
-impl Read for MxStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            MxStream::Plain(s) => s.read(buf),
-            MxStream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for MxStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            MxStream::Plain(s) => s.write(buf),
-            MxStream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            MxStream::Plain(s) => s.flush(),
-            MxStream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl Timeouts for MxStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
-    }
-}
+/// The byte stream to an MX: plaintext, then TLS after STARTTLS (or from the start).
+pub type MxStream = crate::tls::ClientStream;
 
 /// Send QUIT and wait up to `wait` in all for the reply (best effort: errors are ignored).
 pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
-    let deadline = Instant::now() + wait;
+    let deadline = Deadline::after(wait);
     if conn.set_timeout_until(deadline).is_ok() && conn.send(b"QUIT\r\n").is_ok() {
         let _ = conn.read_reply_until(&Default::default(), deadline);
     }
@@ -245,7 +204,7 @@ impl MxConnection {
 
     /// One command round trip (`NOOP` or `RSET` probe) finished by `deadline`; true when the MX
     /// answered 2xx.
-    pub fn probe(&mut self, command: &[u8], deadline: Instant) -> bool {
+    pub fn probe(&mut self, command: &[u8], deadline: Deadline) -> bool {
         self.conn.set_timeout_until(deadline).is_ok()
             && self.conn.send(command).is_ok()
             && self
@@ -264,11 +223,6 @@ impl MxConnection {
     /// be completed). A TLS connection still gets its close_notify: it carries no SMTP data.
     pub fn close(self) {
         let (stream, _) = self.conn.into_parts();
-        match stream {
-            MxStream::Plain(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-            MxStream::Tls(s) => s.close(),
-        }
+        stream.close();
     }
 }

@@ -3,6 +3,7 @@
 //! limits from a reload apply promptly) and does all network I/O outside the pool lock.
 
 use super::{Entry, Pool};
+use crate::deadline::Deadline;
 use crate::workers::WorkerPool;
 use log::info;
 use parking_lot::{Condvar, Mutex};
@@ -43,8 +44,8 @@ pub fn quit_detached<P: Send + 'static>(conns: Vec<Entry<P>>) {
 
 /// Wait until every [`quit_detached`] job has ended, or `until`; true if none is left (a
 /// drain waits for them: QUITs in progress are not cut off by the process's exit).
-pub fn wait_detached_quits(until: Instant) -> bool {
-    quitters().wait_idle(until.saturating_duration_since(Instant::now()))
+pub fn wait_detached_quits(until: Deadline) -> bool {
+    quitters().wait_idle(until.remaining())
 }
 
 /// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow

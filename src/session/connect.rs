@@ -19,7 +19,8 @@ impl Session<'_> {
         let egress = self.egress();
         let stats = &self.shared.stats;
         let opened = match &self.identity {
-            Some(id) => egress.open_mx(id, &req),
+            // The one place the native protocol renders an egress error for its MTA.
+            Some(id) => egress.open_mx(id, &req).map_err(|e| e.reply()),
             None => Err(super::auth_required()),
         };
         let (mut mx, origin) = match opened {

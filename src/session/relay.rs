@@ -23,10 +23,12 @@
 use super::held::Held;
 use crate::bufconn::{BufConn, ReadError, Timeouts};
 use crate::caps::Capped;
+use crate::deadline::Deadline;
+use crate::escape::printable;
 use crate::mx::{MxConnection, MxStream, MxTimeouts};
-use crate::smtp::{printable, InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
+use crate::smtp::{InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Replies waiting for the MTA are written out once more than this many bytes wait; a reply
 /// at least this long is written straight through. What a session holds for the MTA therefore
@@ -90,7 +92,7 @@ pub fn relay<S: Read + Write + Timeouts>(
     mx: Capped,
     mut relay: Relay,
     mta_idle: Duration,
-    deadline: Instant,
+    deadline: Deadline,
     mx_timeouts: &MxTimeouts,
     reply_limits: &ReplyLimits,
 ) -> RelayOutcome {
@@ -116,7 +118,7 @@ pub fn relay<S: Read + Write + Timeouts>(
     // timeout system calls; only near a deadline is the socket timeout cut to what is left.
     let base = mx_timeouts.command.min(mx_timeouts.data_done);
     // When the reply being read must be complete.
-    let mut reply_deadline: Option<Instant> = None;
+    let mut reply_deadline: Option<Deadline> = None;
     let end = loop {
         // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
         //    before anything more goes to it (a byte read later would pass for a reply).
@@ -236,7 +238,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                         } else {
                             mx_timeouts.command
                         };
-                        (Instant::now() + phase).min(deadline)
+                        deadline.within(phase)
                     });
                     if let Err(e) = c.stream_mut().fill_until(until) {
                         reply_deadline = None;
@@ -280,7 +282,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         match mta.fill() {
             Ok(_) => {}
-            Err(ReadError::Timeout) if Instant::now() >= deadline => break RelayEnd::Lifetime,
+            Err(ReadError::Timeout) if deadline.has_passed() => break RelayEnd::Lifetime,
             Err(ReadError::Timeout) => break RelayEnd::MtaTimeout,
             Err(_) => break RelayEnd::MtaGone,
         }
