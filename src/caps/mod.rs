@@ -17,21 +17,17 @@
 //! Lock order: the caps mutex may be held while taking the pool's (`Pool::inner`), never the
 //! reverse; nothing is ever dropped, sent or closed under either (grants go out after release).
 
-mod ask;
-mod ledger;
 mod request;
-mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use ledger::{Acquire, Block, Pair, Reuse, Scope};
+pub use greenarrow_proxy_proto::caps::{Acquire, Block, Pair, Reuse, Scope, BUCKETS};
 pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot};
-pub use stats::BUCKETS;
 
 use crate::config::CapsConfig;
 use crate::pool::reaper::quit_detached;
 use crate::pool::{Entry, Pool, PoolKey};
-use ledger::{Ask, Ledger, Offer};
+use greenarrow_proxy_proto::caps::{Ask, Ledger, Offer};
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -422,7 +418,14 @@ impl Caps {
 
     /// The wait counters and histogram.
     pub fn wait_stats(&self) -> WaitSnapshot {
-        self.inner.state.lock().ledger.stats.snapshot()
+        let st = self.inner.state.lock();
+        let s = &st.ledger.stats;
+        WaitSnapshot {
+            waited: s.waited,
+            timed_out: s.timed_out,
+            buckets: s.cumulative(),
+            sum_seconds: s.sum_seconds(),
+        }
     }
 }
 

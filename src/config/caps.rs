@@ -7,6 +7,7 @@ use super::net::IpNet;
 use super::raw::{RawCapLimits, RawCaps, StringList};
 use super::ser;
 use super::values::{bounded_duration, networks};
+pub use greenarrow_proxy_proto::caps::{CapDestination, CapLimits, PairCaps};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,27 +21,6 @@ pub const DEFAULT_CAPS_WINDOW: Duration = Duration::from_secs(60);
 const MAX_CAPS_DURATION: Duration = Duration::from_secs(3600);
 /// Largest cap accepted.
 const MAX_CAP: u64 = 1_000_000;
-
-/// The caps of one (source, destination) pair; `None`: no cap (the key left out).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CapLimits {
-    /// Open connections (in use and idle in the pool).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// New connections (dials) per `caps.window`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_connections: Option<usize>,
-}
-
-impl CapLimits {
-    /// Each cap from `self`, or else from `other`.
-    fn or(self, other: CapLimits) -> CapLimits {
-        CapLimits {
-            max_connections: self.max_connections.or(other.max_connections),
-            max_new_connections: self.max_new_connections.or(other.max_new_connections),
-        }
-    }
-}
 
 /// A named destination group: MX addresses and networks that share caps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -64,30 +44,6 @@ pub struct SourceCaps {
     /// Per destination group, for these sources (over everything else).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub destinations: BTreeMap<String, CapLimits>,
-}
-
-/// A destination as caps count it: a named group, or one MX address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CapDestination {
-    Group(String),
-    Mx(SocketAddr),
-}
-
-impl std::fmt::Display for CapDestination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CapDestination::Group(g) => f.write_str(g),
-            CapDestination::Mx(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-/// What applies to one (source IP, MX address).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PairCaps {
-    pub destination: CapDestination,
-    pub limits: CapLimits,
-    pub max_connections_per_source: Option<usize>,
 }
 
 /// `caps:` validated. The default (nothing configured) caps nothing.

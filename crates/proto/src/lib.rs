@@ -8,9 +8,11 @@
 //! - [`smtp`]: replies, commands, EHLO capabilities, dot-stuffing and the relay machine;
 //! - [`protocol`]: the native proxy protocol (CONNECT request, READY and failure replies);
 //! - [`proxy_header`], [`socks5`]: the front-ends' handshakes;
+//! - [`caps`]: the connection caps' ledger (open connections, dials, waiters; time given);
 //! - [`mx_setup`]: the set-up sequence toward an MX (banner, EHLO/HELO, STARTTLS, EHLO);
 //! - [`family`], [`tls_facts`], [`duration`], [`escape`]: small shared vocabulary.
 
+pub mod caps;
 pub mod duration;
 pub mod escape;
 pub mod family;

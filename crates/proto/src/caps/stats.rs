@@ -1,6 +1,5 @@
 //! Wait counters and the wait-time histogram.
 
-use super::WaitSnapshot;
 use std::time::Duration;
 
 /// Upper bounds of the wait-time histogram, in seconds (then +Inf).
@@ -37,10 +36,16 @@ impl WaitStats {
         }
     }
 
-    /// Cumulative buckets, as Prometheus wants them.
-    pub fn snapshot(&self) -> WaitSnapshot {
+    /// Sum of all wait times, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum
+    }
+
+    /// The histogram as (upper bound in seconds, cumulative count), ascending, as Prometheus
+    /// wants it; the last bound is `f64::INFINITY`.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
-        let buckets = BUCKETS
+        BUCKETS
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
@@ -49,12 +54,6 @@ impl WaitStats {
                 acc += c;
                 (b, acc)
             })
-            .collect();
-        WaitSnapshot {
-            waited: self.waited,
-            timed_out: self.timed_out,
-            buckets,
-            sum_seconds: self.sum,
-        }
+            .collect()
     }
 }

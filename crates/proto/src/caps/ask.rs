@@ -1,6 +1,6 @@
 //! What a request asks the ledger ([`super::ledger`]) and what it answers (sans-I/O types).
 
-use crate::config::{CapDestination, PairCaps};
+use super::{CapDestination, PairCaps};
 use crate::protocol::{PoolKey, TlsWant};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;

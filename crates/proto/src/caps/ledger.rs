@@ -6,9 +6,9 @@
 //! wake): no queued waiter could dial now, so a newcomer behind a waiter of its pair queues
 //! too (first come, first served per pair).
 
-pub use super::ask::{Acquire, Ask, Block, Offer, Pair, PairView, Reuse, Scope};
+use super::ask::{Acquire, Ask, Block, Offer, Pair, PairView, Reuse, Scope};
 use super::stats::WaitStats;
-use crate::config::PairCaps;
+use super::PairCaps;
 use crate::protocol::PoolKey;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
