@@ -4,8 +4,9 @@
 //! Every open MX connection (in use by a session or idle in the pool; native, SMTP-aware and
 //! passthrough alike) has a [`Permit`] for its pair beside it (a [`Capped`]: the connection
 //! knows nothing of caps); dropping the permit (after closing the connection) releases its
-//! place. The bookkeeping and every decision are in the sans-I/O
-//! [`ledger`]; this module puts it under one mutex and delivers what it decides:
+//! place. The bookkeeping and every decision are in the sans-I/O ledger
+//! ([`greenarrow_proxy_proto::caps::Ledger`], time given); this module puts it under one mutex
+//! and delivers what it decides:
 //!
 //! - a request at a cap waits, if allowed, in a FIFO queue with its own channel: no lock is
 //!   held while it waits;
@@ -16,6 +17,10 @@
 //!
 //! Lock order: the caps mutex may be held while taking the pool's (`Pool::inner`), never the
 //! reverse; nothing is ever dropped, sent or closed under either (grants go out after release).
+//!
+//! Imports point one way: `session` → `caps` → `pool` → `mx`. The pool stores a connection
+//! with its permit ([`crate::pool::Entry`]) without knowing what a permit is, and the ledger
+//! keys on [`crate::protocol::PoolKey`], which is the protocol crate's, not the pool's.
 
 mod request;
 #[cfg(test)]

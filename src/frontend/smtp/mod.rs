@@ -102,7 +102,7 @@ pub(super) fn serve(
     stats.connects.fetch_add(1, Ordering::Relaxed);
     mx.used_by(egress.peer);
     egress.log_ready(started, &mx, &origin);
-    if mta.send(&hello_reply(&mx.greeting(), extended)).is_err() {
+    if mta.send(&hello_reply(mx.greeting(), extended)).is_err() {
         egress.release(&req, mx, None);
         return;
     }
