@@ -255,7 +255,9 @@ impl Egress<'_> {
     /// finish).
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
-        self.log_session(req, &out, opened, messages);
+        if self.rt.config.log_sessions {
+            opened.log_end(self.peer, self.via, req, &out, messages);
+        }
         let stats = &self.shared.stats;
         stats.messages.fetch_add(messages, Ordering::Relaxed);
         stats
