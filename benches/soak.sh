@@ -43,6 +43,8 @@ if [ -z "$seed" ]; then
     seed=$(( $(od -An -N4 -tu4 /dev/urandom) % 1000000000 ))
 fi
 echo "soak: seed $seed; repeat with: benches/soak.sh --seconds $seconds --seed $seed --mtas $mtas ${profile[*]:-}"
-# Builds the daemon, gaproxy and the driver (tests/soak, not run by `cargo test`).
+# Builds the daemon, gaproxy (crates/gaproxy: another package, so built first) and the
+# driver (tests/soak, not run by `cargo test`).
+cargo build "${profile[@]}" --quiet --bin gaproxy
 exec cargo test "${profile[@]}" --quiet --test soak -- \
     --seconds "$seconds" --seed "$seed" --mtas "$mtas"

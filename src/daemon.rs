@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 /// Why the daemon could not start.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum DaemonError {
     Config {
         path: std::path::PathBuf,
@@ -312,7 +313,7 @@ mod tests {
         assert_eq!(unreadable.exit_code(), 78);
         let no_cert = DaemonError::Start(StartError::Tls(TlsError::Pem {
             path: "/etc/gp/cert.pem".into(),
-            detail: "No such file or directory (os error 2)".into(),
+            error: crate::tls::PemError::Read(std::io::ErrorKind::NotFound.into()),
         }));
         assert_eq!(no_cert.exit_code(), 78);
         let bind = DaemonError::Start(StartError::Bind {

@@ -5,14 +5,18 @@
 //! servers can share one source address without exhausting its ephemeral ports. A bind that
 //! fails is reported as such: the proxy never falls back to another source address.
 
+use crate::deadline::{ceil_millis, Deadline};
+use crate::protocol::Failure;
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Why a dial failed, in the categories an MTA needs.
+/// Why a dial failed, in the categories an MTA needs. The socket error, when there is one, is
+/// the `source()`: the text says only what failed (the reply's text is the whole chain).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum DialError {
     /// The source address is not configured on this host (EADDRNOTAVAIL) or cannot be bound.
     SourceNotLocal { source: IpAddr, error: io::Error },
@@ -29,8 +33,8 @@ pub enum DialError {
 impl fmt::Display for DialError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DialError::SourceNotLocal { source, error } => {
-                write!(f, "cannot bind source address {source}: {error}")
+            DialError::SourceNotLocal { source, .. } => {
+                write!(f, "cannot bind source address {source}")
             }
             DialError::FamilyMismatch { source, dest } => write!(
                 f,
@@ -42,12 +46,43 @@ impl fmt::Display for DialError {
                 "connection to {dest} timed out after {}",
                 humantime::format_duration(*after)
             ),
-            DialError::Network { dest, error } => write!(f, "cannot connect to {dest}: {error}"),
+            DialError::Network { dest, .. } => write!(f, "cannot connect to {dest}"),
         }
     }
 }
 
-impl std::error::Error for DialError {}
+impl std::error::Error for DialError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DialError::SourceNotLocal { error, .. } | DialError::Network { error, .. } => {
+                Some(error)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl DialError {
+    /// The failure the MTA is told of.
+    pub fn failure(&self) -> Failure {
+        match self {
+            DialError::SourceNotLocal { .. } => Failure::SourceNotLocal,
+            DialError::FamilyMismatch { .. } => Failure::DestinationNotPermitted,
+            DialError::Refused { .. } => Failure::ConnectRefused,
+            DialError::Timeout { .. } => Failure::ConnectTimeout,
+            DialError::Network { .. } => Failure::NetworkError,
+        }
+    }
+
+    /// Whether another address of the destination may do better: the MX's or the network's
+    /// answer, not this host's (its source address) or the request's (its address family).
+    pub fn worth_another_address(&self) -> bool {
+        matches!(
+            self,
+            DialError::Refused { .. } | DialError::Timeout { .. } | DialError::Network { .. }
+        )
+    }
+}
 
 /// Connect to `dest` from `source` (port chosen by the kernel), with a connect timeout,
 /// TCP_NODELAY and TCP keepalive.
@@ -105,7 +140,7 @@ pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpSt
 /// `connect_timeout` makes four `fcntl` and a `poll` (non-blocking on, connect, poll,
 /// non-blocking off). The set-up replaces the send timeout before its first write.
 fn connect_within(socket: &Socket, dest: &SockAddr, timeout: Duration) -> io::Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Deadline::after(timeout);
     socket.set_write_timeout(Some(timeout))?;
     match socket.connect(dest) {
         Ok(()) => Ok(()),
@@ -120,16 +155,15 @@ fn connect_within(socket: &Socket, dest: &SockAddr, timeout: Duration) -> io::Re
 }
 
 /// Wait until an interrupted connect completes or `deadline` passes.
-fn wait_connected(socket: &Socket, deadline: std::time::Instant) -> io::Result<()> {
+fn wait_connected(socket: &Socket, deadline: Deadline) -> io::Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        let Some(left) = deadline.left() else {
             return Err(io::ErrorKind::TimedOut.into());
-        }
+        };
         // Whole milliseconds, rounded up (a zero poll timeout would not wait).
-        let ms = left.as_millis().saturating_add(1);
+        let ms = ceil_millis(left).as_millis();
         let wait = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
         match poll(&mut fds, wait) {

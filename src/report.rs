@@ -385,7 +385,7 @@ pub fn report_lines(snap: &Snapshot) -> Vec<String> {
         .failures
         .iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(f, n)| format!("{}:{}:{n}", f.code().2, f.code().0))
+        .map(|(f, n)| format!("{}:{}:{n}", f.code().tag, f.code().reply))
         .collect();
     if !failed.is_empty() {
         let _ = write!(summary, " failures={}", failed.join(","));

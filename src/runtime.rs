@@ -29,6 +29,7 @@ pub struct Runtime {
 
 /// Why a configuration could not be put into service.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
     /// The MTA-facing certificate/key or the MX roots could not be loaded.
     Tls(TlsError),

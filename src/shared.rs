@@ -2,7 +2,7 @@
 //! force, the pool, counters, per-address session counts, and the registry of sessions idle
 //! between requests (so that a stop can wake them).
 
-use crate::caps::Caps;
+use crate::caps::{Caps, Permit};
 use crate::drain::Drains;
 use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
@@ -287,7 +287,7 @@ pub struct Shared {
     idle_mtas: Mutex<HashMap<u64, std::os::fd::RawFd>>,
     next_session: AtomicU64,
     runtime: RwLock<Arc<Runtime>>,
-    pool: Arc<Pool>,
+    pool: Arc<Pool<Permit>>,
     caps: Caps,
     drains: Drains,
     local: LocalAddrs,
@@ -303,7 +303,7 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state for a server starting with `rt` and `pool`.
-    pub fn new(rt: Runtime, pool: Arc<Pool>) -> Shared {
+    pub fn new(rt: Runtime, pool: Arc<Pool<Permit>>) -> Shared {
         let caps = Caps::new();
         caps.set_config(&rt.config.caps);
         Shared {
@@ -324,7 +324,7 @@ impl Shared {
     }
 
     /// Idle MX connections for reuse.
-    pub fn pool(&self) -> &Arc<Pool> {
+    pub fn pool(&self) -> &Arc<Pool<Permit>> {
         &self.pool
     }
 

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::certgen::TestCa;
-use greenarrow_proxy::client::{ClientError, ProxyClient};
-use greenarrow_proxy::protocol::{Failure, TlsPolicy};
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_client::{ClientError, ProxyClient};
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::{Failure, TlsPolicy};
+use greenarrow_proxy_testkit::certgen::TestCa;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -142,10 +142,10 @@ fn a_client_certificate_authenticates_without_a_secret() {
     let refused = connect(tls).and_then(|s| {
         let mut r = Raw::from_stream(s);
         r.s.write_all(b"NOOP\r\n")
-            .map_err(greenarrow_proxy::tls::TlsError::Io)?;
+            .map_err(greenarrow_proxy_net::tls::TlsError::Io)?;
         match r.try_reply() {
             Some(rep) => Ok(rep),
-            None => Err(greenarrow_proxy::tls::TlsError::ClosedDuringHandshake),
+            None => Err(greenarrow_proxy_net::tls::TlsError::ClosedDuringHandshake),
         }
     });
     assert!(refused.is_err(), "{refused:?}");

@@ -6,27 +6,14 @@
 //! Addresses from TEST-NET-1 (192.0.2.0/24) exist only inside the namespace; the test thread
 //! (and the threads and processes it starts) enter it with setns(2).
 
-mod common;
-// Shared with tests/daemon.rs, which uses more of them.
-#[path = "common/netns.rs"]
-mod netns;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
-
-use common::SECRET;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{Failure, Origin};
-use netns::Netns;
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{Failure, Origin};
+use greenarrow_proxy_testkit::daemon;
+use greenarrow_proxy_testkit::daemon::setup::{conn_from, Setup};
+use greenarrow_proxy_testkit::daemon::Daemon;
+use greenarrow_proxy_testkit::fixtures::SECRET;
+use greenarrow_proxy_testkit::netns::Netns;
 use nix::sys::signal::Signal::SIGHUP;
-use process::Daemon;
-use setup::{conn_from, Setup};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -157,7 +144,7 @@ fn source_addresses_come_and_go_without_a_restart() {
     assert_eq!(msgs(&s), 4);
     // The front-end's listener too: a PROXY v1 header, then the MX's banner comes back.
     let mut front = TcpStream::connect(format!("{VIP}:2600")).unwrap();
-    front.set_read_timeout(Some(process::WAIT)).unwrap();
+    front.set_read_timeout(Some(daemon::WAIT)).unwrap();
     let mx = s.mx.addr();
     write!(
         front,

@@ -2,23 +2,14 @@
 //! `concurrency_limit` failure, per-source caps, eviction, reload.
 
 mod common;
-// The daemon tests' helpers, for the test with real SIGHUPs (only some are used here).
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
 
 use common::*;
-use greenarrow_proxy::client::ClientError;
 use greenarrow_proxy::config::Config;
-use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
 use greenarrow_proxy::runtime::Runtime;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::daemon::setup;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -128,7 +119,14 @@ fn an_expired_wait_fails_with_concurrency_limit_and_nothing_reaches_the_mx() {
     match b.open(&rb) {
         Err(ClientError::Proxy(f)) => {
             assert_eq!(f.failure, Failure::ConcurrencyLimit);
-            assert_eq!(f.failure.code(), (452, "4.4.5", "concurrency_limit"));
+            assert_eq!(
+                f.failure.code(),
+                greenarrow_proxy::protocol::Code {
+                    reply: 452,
+                    enhanced: "4.4.5",
+                    tag: "concurrency_limit"
+                }
+            );
             assert!(f.text.contains("max_connections (1)"), "{}", f.text);
         }
         Err(e) => panic!("{e:?}"),

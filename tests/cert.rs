@@ -3,23 +3,18 @@
 //! running it again keeps what exists and adds a client; and the real daemon started with
 //! the result serves an MTA that trusts only ca.pem, by secret and by client certificate.
 
-mod common;
-#[path = "daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use common::{req, TempDir, SECRET};
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::TlsPolicy;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::ProxyClientTls;
-use process::{Daemon, WAIT};
+use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
+use greenarrow_proxy_testkit::daemon::{Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures::{req, TempDir, SECRET};
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn gaproxy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(args)
         .output()
         .expect("cannot run gaproxy")
@@ -126,7 +121,11 @@ fn makes_the_files_with_their_modes_keeps_them_on_rerun_and_the_daemon_serves_wi
     assert_eq!(mode(&dir.join("client-mta2.key")), 0o600);
     let client2 = read("client-mta2.pem");
     assert_eq!(
-        greenarrow_proxy::certgen::verify(&ca, &client2, greenarrow_proxy::certgen::Usage::Client),
+        greenarrow_proxy_testkit::certgen::verify(
+            &ca,
+            &client2,
+            greenarrow_proxy_testkit::certgen::Usage::Client
+        ),
         Ok(())
     );
     // --force re-issues the server certificate with the same CA.

@@ -2,13 +2,10 @@
 //! read name the key, the file and the user; a key that is not the certificate's; a CA
 //! certificate as the server certificate and addresses not on this host are warnings.
 
-mod common;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-
-use common::{proxy_files, TempDir};
-use greenarrow_proxy::certgen;
+use greenarrow_proxy_testkit::certgen;
+use greenarrow_proxy_testkit::daemon;
+use greenarrow_proxy_testkit::fixtures;
+use greenarrow_proxy_testkit::fixtures::{proxy_files, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +20,7 @@ fn files(extra: &str) -> (TempDir, PathBuf) {
 }
 
 fn check(config: &Path) -> Output {
-    process::run(&[
+    daemon::run(&[
         "--check-config",
         "--config-filename",
         config.to_str().unwrap(),
@@ -56,7 +53,7 @@ fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, Strin
         cmd.current_dir("/");
         cmd
     } else {
-        process::binary()
+        daemon::binary()
     };
     cmd.args(["--check-config", "--config-filename"])
         .arg(config)
@@ -117,10 +114,10 @@ fn a_key_the_daemon_cannot_read_names_key_file_and_user() {
 fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
     let (dir, config) = files("");
     let secret = dir.0.join("secret");
-    std::fs::write(&secret, common::SECRET).unwrap();
+    std::fs::write(&secret, fixtures::SECRET).unwrap();
     let yaml = std::fs::read_to_string(&config).unwrap();
     let yaml = yaml.replace(
-        &format!("auth_shared_secret: \"{}\"\n", common::SECRET),
+        &format!("auth_shared_secret: \"{}\"\n", fixtures::SECRET),
         "auth_shared_secret_file: secret\n",
     );
     std::fs::write(&config, yaml).unwrap();
@@ -175,12 +172,9 @@ fn a_ca_certificate_and_absent_addresses_are_warnings() {
          frontends:\n  - kind: socks5\n    listen: [\"198.51.100.8:1080\"]\n",
     );
     // A CA certificate (and its key) as the server certificate.
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let ca = params.self_signed(&key).unwrap();
-    std::fs::write(dir.0.join("cert.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.0.join("key.pem"), key.serialize_pem()).unwrap();
+    let ca = greenarrow_proxy_testkit::certgen::Ca::new("localhost").unwrap();
+    std::fs::write(dir.0.join("cert.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.0.join("key.pem"), ca.key_pem()).unwrap();
     let out = check(&config);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");

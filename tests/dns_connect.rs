@@ -3,18 +3,14 @@
 //! pointing at it) and connects to test MX servers on loopback.
 
 mod common;
-#[path = "common/fakedns.rs"]
-mod fakedns;
 
 use common::*;
-use fakedns::{FakeDns, Zone};
-use greenarrow_proxy::certgen::TestCa;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{
     ConnectRequest, Destination, Failure, FailureReply, Origin, TlsPolicy,
 };
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
+use greenarrow_proxy_testkit::fakedns::{FakeDns, Zone};
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -245,22 +241,9 @@ fn an_unanswered_name_server_is_a_temporary_failure() {
 #[test]
 fn the_tls_name_defaults_to_the_mx_host_name() {
     let dns = FakeDns::zone(zone());
-    let ca = TestCa::new("MX test CA").unwrap();
-    let leaf = ca.issue(&["mx.tls.test"]).unwrap();
-    let mx = TestMx::start(TestMxConfig {
-        starttls: Some(TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap()),
-        ..TestMxConfig::default()
-    })
-    .unwrap();
+    let (mx, _dir, ca_yaml) = verified_mx_named("mx.tls.test");
     let port = mx.addr().port();
-    let dir = TempDir::new("mx-ca");
-    let ca_file = dir.0.join("mx-ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let h = proxy(
-        &[port],
-        dns.addr,
-        &format!("mx_tls:\n  ca_file: {}\n", ca_file.display()),
-    );
+    let h = proxy(&[port], dns.addr, &ca_yaml);
     let mut c = h.client();
     for dest in [domain("tls.test"), host("mx.tls.test")] {
         let mut r = by("127.0.0.2", dest.clone(), port);

@@ -3,24 +3,13 @@
 //! directory: the drain is still in force; an undrain is kept too; a corrupt file stops the
 //! start with exit 78.
 
-mod common;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
-
-use common::SECRET;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::Failure;
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::Failure;
+use greenarrow_proxy_testkit::daemon::setup::{gaproxy, Setup, NEW_SECRET};
+use greenarrow_proxy_testkit::daemon::Daemon;
+use greenarrow_proxy_testkit::fixtures::SECRET;
 use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
-use process::Daemon;
 use serde_json::Value;
-use setup::{gaproxy, Setup, NEW_SECRET};
 use std::path::Path;
 
 fn drains(socket: &Path) -> Value {
@@ -36,7 +25,14 @@ fn assert_drained(s: &Setup, proxy: std::net::SocketAddr, source: &str) {
     match c.open(&s.request(source, true)) {
         Err(ClientError::Proxy(f)) => {
             assert_eq!(f.failure, Failure::Drained);
-            assert_eq!(f.failure.code(), (453, "4.3.2", "drained"));
+            assert_eq!(
+                f.failure.code(),
+                greenarrow_proxy::protocol::Code {
+                    reply: 453,
+                    enhanced: "4.3.2",
+                    tag: "drained"
+                }
+            );
         }
         other => panic!("expected 453 drained, got {:?}", other.map(|_| ())),
     }

@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::client::{ClientError, Endpoint, Failover, ProxyClient, Stage};
-use greenarrow_proxy::protocol::{ConnectReady, Failure, FailureReply, Origin, TlsPolicy};
-use greenarrow_proxy::smtp::Reply;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
+use greenarrow_proxy_client::{ClientError, Endpoint, Failover, ProxyClient, Stage};
+use greenarrow_proxy_net::tls::TlsAcceptor;
+use greenarrow_proxy_proto::protocol::{ConnectReady, Failure, FailureReply, Origin, TlsPolicy};
+use greenarrow_proxy_proto::smtp::Reply;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,7 +87,7 @@ impl Fake {
 }
 
 fn serve(
-    tls: greenarrow_proxy::tls::ServerTlsStream,
+    tls: greenarrow_proxy_net::tls::ServerTlsStream,
     script: Script,
     rec: &Mutex<Vec<String>>,
     me: SocketAddr,
@@ -142,7 +142,7 @@ fn serve(
 }
 
 fn read_line(
-    r: &mut BufReader<greenarrow_proxy::tls::ServerTlsStream>,
+    r: &mut BufReader<greenarrow_proxy_net::tls::ServerTlsStream>,
     rec: &Mutex<Vec<String>>,
 ) -> Option<String> {
     let mut l = String::new();
@@ -406,27 +406,28 @@ fn gaproxy_send_takes_several_proxies() {
     std::fs::write(h.dir.0.join("secret"), SECRET).unwrap();
     std::fs::write(h.dir.0.join("ca.pem"), &h.ca_pem).unwrap();
     let dead = down();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gaproxy"))
-        .arg("send")
-        .args(["--proxy", &dead.to_string()])
-        .args(["--proxy", &busy.addr.to_string()])
-        .args(["--proxy", &h.addr.to_string()])
-        .args(["--proxy-name", "localhost", "--timeout", "10s"])
-        .arg("--secret-file")
-        .arg(h.dir.0.join("secret"))
-        .arg("--ca-file")
-        .arg(h.dir.0.join("ca.pem"))
-        .args([
-            "--source",
-            "127.0.0.2",
-            "--mx",
-            "127.0.0.1",
-            "--tls",
-            "none",
-        ])
-        .args(["--port", &mx.addr().port().to_string(), "--count", "2"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
+            .arg("send")
+            .args(["--proxy", &dead.to_string()])
+            .args(["--proxy", &busy.addr.to_string()])
+            .args(["--proxy", &h.addr.to_string()])
+            .args(["--proxy-name", "localhost", "--timeout", "10s"])
+            .arg("--secret-file")
+            .arg(h.dir.0.join("secret"))
+            .arg("--ca-file")
+            .arg(h.dir.0.join("ca.pem"))
+            .args([
+                "--source",
+                "127.0.0.2",
+                "--mx",
+                "127.0.0.1",
+                "--tls",
+                "none",
+            ])
+            .args(["--port", &mx.addr().port().to_string(), "--count", "2"])
+            .output()
+            .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

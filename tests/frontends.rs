@@ -2,11 +2,11 @@
 //! in `mode: passthrough` (bytes relayed, STARTTLS end to end) and `mode: smtp` (the proxy
 //! owns banner/EHLO/STARTTLS/QUIT and pools MX connections).
 //!
-//! Real clients nobody here wrote — swaks, curl, msmtp, Exim (`common/clients.rs`) — and a
-//! byte-faithful KumoMTA client (`common/kumo.rs`) talk to the real proxy (in-process
-//! `Harness`) in front of a recording test MX; every test asserts what the MX recorded:
-//! the peer address (= the requested source), EHLO name, TLS, exact message bytes. Each
-//! client invocation is checked without the proxy in `tests/clients.rs`. A client that is
+//! Real clients nobody here wrote — swaks, curl, msmtp, Exim (the test kit's `mta::clients`
+//! and `mta::exim`) — and a byte-faithful KumoMTA client (`mta::kumo`) talk to the real proxy
+//! (in-process `Harness`) in front of a recording test MX; every test asserts what the MX
+//! recorded: the peer address (= the requested source), EHLO name, TLS, exact message bytes.
+//! Each client invocation is checked without the proxy in `tests/clients`. A client that is
 //! not installed is skipped (`SKIP: …`); `.ci/run` installs them all.
 //!
 //! The configuration contract these tests assume (appended to the harness's base config):
@@ -33,23 +33,18 @@
 
 #[path = "frontends/caps.rs"]
 mod caps;
-#[path = "common/clients.rs"]
-mod clients;
 mod common;
-#[path = "common/exim.rs"]
-mod exim;
 #[path = "frontends/failures.rs"]
 mod failures;
-#[path = "common/kumo.rs"]
-mod kumo;
 #[path = "frontends/smtp_mode.rs"]
 mod smtp_mode;
 
 use clients::{check_delivery, ehlos, Mail, SwaksProxy};
 use common::*;
-use greenarrow_proxy::protocol::{Origin, TlsPolicy};
-use greenarrow_proxy::smtp::dot_stuff;
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_proto::protocol::{Origin, TlsPolicy};
+use greenarrow_proxy_proto::smtp::dot_stuff;
+use greenarrow_proxy_testkit::mta::{clients, exim, kumo};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use kumo::{Smtp, SocksError, Step};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

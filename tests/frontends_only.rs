@@ -2,15 +2,10 @@
 //! certificate, no key and no secret. The real daemon starts, relays an MTA's SMTP session to
 //! the MX from the source the header names, and reloads on SIGHUP.
 
-mod common;
-#[path = "daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use common::TempDir;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+use greenarrow_proxy_testkit::daemon::{self, Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures::TempDir;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use nix::sys::signal::Signal::SIGHUP;
-use process::{Daemon, WAIT};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -73,7 +68,7 @@ fn front_ends_only_without_certificate_or_secret_relays_and_reloads() {
     d.wait_for("configuration reloaded from ");
     deliver(fe, mx.addr(), "second");
     assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
-    let out = process::run(&[
+    let out = daemon::run(&[
         "--check-config",
         "--config-filename",
         config.to_str().unwrap(),

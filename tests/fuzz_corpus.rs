@@ -1,10 +1,10 @@
-//! The fuzz targets on the stable toolchain: every target in `greenarrow_proxy::fuzzing::TARGETS`
+//! The fuzz targets on the stable toolchain: every target in `greenarrow_proxy_proto::fuzzing::TARGETS`
 //! runs over its checked-in seed corpus (`fuzz/seeds/<target>/`), every prefix of each seed and
 //! a fixed set of mutations of it — the same code cargo-fuzz runs (`fuzz/fuzz_targets/`), so a
 //! property broken by a change shows up in the normal `cargo test`. Longer, coverage-guided
 //! runs: `cd fuzz && cargo +nightly fuzz run <target> seeds/<target> -- -max_total_time=60`.
 
-use greenarrow_proxy::fuzzing::TARGETS;
+use greenarrow_proxy_proto::fuzzing::TARGETS;
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
@@ -120,7 +120,7 @@ fn every_cargo_fuzz_binary_is_a_target_and_the_other_way_round() {
         let source =
             std::fs::read_to_string(fuzz_dir().join(format!("fuzz_targets/{t}.rs"))).unwrap();
         assert!(
-            source.contains(&format!("greenarrow_proxy::fuzzing::{t}(data)")),
+            source.contains(&format!("greenarrow_proxy_proto::fuzzing::{t}(data)")),
             "fuzz_targets/{t}.rs does not call the shared function"
         );
     }
@@ -129,7 +129,7 @@ fn every_cargo_fuzz_binary_is_a_target_and_the_other_way_round() {
 /// The seeds reach the properties the targets check, not only the early exits.
 #[test]
 fn the_seeds_reach_the_checked_properties() {
-    use greenarrow_proxy::protocol::{parse_request, ConnectReady, Request};
+    use greenarrow_proxy_proto::protocol::{parse_request, ConnectReady, Request};
     let connects = seeds("request")
         .iter()
         .filter(|(_, s)| matches!(parse_request(s), Ok(Request::Connect(_))))
@@ -146,12 +146,12 @@ fn the_seeds_reach_the_checked_properties() {
     let replies = seeds("smtp_reply")
         .iter()
         .filter(|(_, s)| {
-            let limits = greenarrow_proxy::smtp::ReplyLimits {
+            let limits = greenarrow_proxy_proto::smtp::ReplyLimits {
                 max_line: 4 + usize::from(s[0]),
                 max_lines: 1 + usize::from(s[1] % 16),
             };
             matches!(
-                greenarrow_proxy::smtp::parse_reply(&s[2..], &limits),
+                greenarrow_proxy_proto::smtp::parse_reply(&s[2..], &limits),
                 Ok(Some(_))
             )
         })

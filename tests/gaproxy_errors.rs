@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Harness, TempDir, SECRET};
-use greenarrow_proxy::certgen::TestCa;
-use greenarrow_proxy::testmx::{TestMx, TestMxConfig};
+use greenarrow_proxy_testkit::certgen::TestCa;
+use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -16,7 +16,7 @@ fn send(dir: &TempDir, ca_pem: &str, args: &[&str]) -> (Output, PathBuf) {
     std::fs::write(&ca, ca_pem).unwrap();
     let secret = dir.0.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let out = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .arg("send")
         .arg("--ca-file")
         .arg(&ca)

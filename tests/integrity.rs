@@ -8,7 +8,7 @@ mod common;
 mod scripted;
 
 use common::*;
-use greenarrow_proxy::protocol::{ConnectRequest, TlsPolicy};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
 use scripted::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -364,10 +364,11 @@ fn an_over_long_auth_response_does_not_leave_auth_open() {
 /// violation, so the session goes on and the connection is pooled and reused.
 #[test]
 fn tls_records_without_data_are_not_unsolicited_replies() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let ck = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
-    let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ck = greenarrow_proxy_testkit::certgen::self_signed(&["mx.test"]).unwrap();
+    let cert = CertificateDer::from_pem_slice(ck.cert_pem.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(ck.key_pem.as_bytes()).unwrap();
     let config = Arc::new(
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

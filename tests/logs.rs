@@ -1,17 +1,12 @@
 //! What the daemon logs when something goes wrong, with `log_verbose: false` (issue 14): the
 //! real binary, its stderr read line by line (each line must start with a timestamp, which
-//! `process` checks and strips).
+//! `greenarrow_proxy_testkit::daemon` checks and strips).
 
-mod common;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-
-use common::{proxy_files, req, TempDir, SECRET};
-use greenarrow_proxy::client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy::protocol::TlsPolicy;
-use greenarrow_proxy::tls::ProxyClientTls;
-use process::{Daemon, WAIT};
+use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
+use greenarrow_proxy_testkit::daemon::{Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures::{proxy_files, req, TempDir, SECRET};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

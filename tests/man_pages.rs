@@ -177,9 +177,9 @@ fn says_default(text: &str, value: &str) -> bool {
     t.contains(&format!("Default: {value}")) || t.contains(&format!("default: {value}"))
 }
 
-fn help_of(bin: &str, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).output().unwrap();
-    assert!(out.status.success(), "{bin} {args:?}");
+fn help_of(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
+    let out = Command::new(bin.as_ref()).args(args).output().unwrap();
+    assert!(out.status.success(), "{:?} {args:?}", bin.as_ref());
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -241,11 +241,11 @@ fn check_date(page: &Page, problems: &mut Vec<String>) {
 
 #[test]
 fn gaproxy_1_documents_every_subcommand_and_option_of_help() {
-    let bin = env!("CARGO_BIN_EXE_gaproxy");
+    let bin = greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy");
     let page = Page::read("gaproxy.1");
     let mut problems = Vec::new();
     check_date(&page, &mut problems);
-    let top = help_of(bin, &["--help"]);
+    let top = help_of(&bin, &["--help"]);
     let commands = help_commands(&top);
     assert!(commands.contains(&"send".to_string()), "{top}");
     let synopsis = page.section("SYNOPSIS").unwrap_or_default().join("\n");
@@ -258,7 +258,7 @@ fn gaproxy_1_documents_every_subcommand_and_option_of_help() {
                  its own (.SY gaproxy, .B {sub}, ..., .YS)"
             ));
         }
-        let help = help_of(bin, &[sub, "--help"]);
+        let help = help_of(&bin, &[sub, "--help"]);
         compare(
             &page,
             &sub.to_uppercase(),

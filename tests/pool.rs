@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::protocol::{ConnectRequest, Origin, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 

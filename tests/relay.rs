@@ -3,9 +3,9 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{Failure, Origin, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -247,7 +247,7 @@ fn peer_outside_allow_from_is_closed_before_tls() {
         .unwrap();
     sock.connect(&h.addr.into()).unwrap();
     let tcp: TcpStream = sock.into();
-    let err = greenarrow_proxy::tls::ProxyClientTls::from_ca_pem(h.ca_pem.as_bytes())
+    let err = greenarrow_proxy_net::tls::ProxyClientTls::from_ca_pem(h.ca_pem.as_bytes())
         .unwrap()
         .connect(tcp, "localhost", Duration::from_secs(5))
         .err()
@@ -255,8 +255,8 @@ fn peer_outside_allow_from_is_closed_before_tls() {
     assert!(
         matches!(
             err,
-            greenarrow_proxy::tls::TlsError::ClosedDuringHandshake
-                | greenarrow_proxy::tls::TlsError::Io(_)
+            greenarrow_proxy_net::tls::TlsError::ClosedDuringHandshake
+                | greenarrow_proxy_net::tls::TlsError::Io(_)
         ),
         "{err}"
     );

@@ -3,21 +3,11 @@
 //! front-end in passthrough and in `mode: smtp` — with its values; `log_sessions: false`
 //! turns it off.
 
-mod common;
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
-
-use common::SECRET;
-use greenarrow_proxy::smtp::parse_reply;
-use process::{Daemon, WAIT};
-use setup::{field, fields, is_secs, Setup};
+use greenarrow_proxy_proto::smtp::parse_reply;
+use greenarrow_proxy_testkit::daemon::setup::{field, fields, is_secs, Setup};
+use greenarrow_proxy_testkit::daemon::{Daemon, WAIT};
+use greenarrow_proxy_testkit::fixtures;
+use greenarrow_proxy_testkit::fixtures::SECRET;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
@@ -319,10 +309,10 @@ fn a_single_address_that_fails_is_not_followed_by_trying_the_next() {
     let mut d: Daemon = s.daemon();
     let proxy = d.wait_ready()[0];
     let mut c = s.client(proxy, SECRET);
-    let r = common::req(
+    let r = fixtures::req(
         "127.0.0.2",
         closed,
-        greenarrow_proxy::protocol::TlsPolicy::None,
+        greenarrow_proxy_proto::protocol::TlsPolicy::None,
     );
     assert!(c.open(&r).is_err());
     d.wait_for("tag=connect_refused");

@@ -4,16 +4,16 @@
 mod common;
 
 use common::*;
-use greenarrow_proxy::certgen;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{Failure, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_net::tls::TlsAcceptor;
+use greenarrow_proxy_proto::protocol::{Failure, TlsPolicy};
+use greenarrow_proxy_testkit::certgen;
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn failure(e: ClientError) -> greenarrow_proxy::protocol::FailureReply {
+fn failure(e: ClientError) -> greenarrow_proxy_proto::protocol::FailureReply {
     match e {
         ClientError::Proxy(f) => f,
         other => panic!("expected a proxy failure, got {other}"),

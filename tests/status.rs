@@ -2,16 +2,6 @@
 //! processes against a real proxy on loopback) and the metrics listener (scraped over HTTP).
 
 mod common;
-// The daemon tests' helpers (only some are used here).
-#[allow(dead_code)]
-#[path = "daemon/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "daemon/raw.rs"]
-mod raw;
-#[allow(dead_code)]
-#[path = "daemon/setup.rs"]
-mod setup;
 // The metrics listener, scraped over HTTP.
 #[path = "status/metrics.rs"]
 mod metrics;
@@ -20,11 +10,12 @@ mod metrics;
 mod monitoring;
 
 use common::*;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Failure, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::daemon::setup;
+use greenarrow_proxy_testkit::daemon::setup::gaproxy;
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx};
 use serde_json::Value;
-use setup::gaproxy;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -194,7 +185,7 @@ fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
     // The MX saw QUIT on the connection from 127.0.0.2, and only on that one.
     let from = |ip: &str| {
         let ip: IpAddr = ip.parse().unwrap();
-        move |c: &greenarrow_proxy::testmx::ConnRecord| c.peer.ip() == ip
+        move |c: &greenarrow_proxy_testkit::testmx::ConnRecord| c.peer.ip() == ip
     };
     assert!(mx.wait_until(WAIT, |s| s
         .connections
@@ -207,7 +198,14 @@ fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
 
     // New connections from it: 453 drained, nothing sent to the MX.
     assert_eq!(failure(&h, &a), Failure::Drained);
-    assert_eq!(Failure::Drained.code(), (453, "4.3.2", "drained"));
+    assert_eq!(
+        Failure::Drained.code(),
+        greenarrow_proxy::protocol::Code {
+            reply: 453,
+            enhanced: "4.3.2",
+            tag: "drained"
+        }
+    );
     assert_eq!(mx.stats().connections, 2);
     // The other source still works, on its pooled connection.
     assert!(matches!(deliver(&h, &b, 1), Origin::Reused { .. }));
@@ -333,7 +331,7 @@ fn the_control_socket_is_0660_and_answers_bad_requests_with_clear_errors() {
         "{text}"
     );
     // gaproxy says what went wrong and fails.
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let out = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(["undrain", "--mx", "127.0.0.1:25", "--socket"])
         .arg(&socket)
         .output()
@@ -343,7 +341,7 @@ fn the_control_socket_is_0660_and_answers_bad_requests_with_clear_errors() {
         String::from_utf8_lossy(&out.stderr),
         "gaproxy: refused: mx 127.0.0.1:25 is not drained\n"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let out = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(["status", "--socket"])
         .arg(h.dir.0.join("nothing-here.sock"))
         .output()

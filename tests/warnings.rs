@@ -3,15 +3,11 @@
 //! an address not on this host, and `max_sessions` beyond the open-files limit (the real
 //! daemon run with a low `RLIMIT_NOFILE`).
 
-mod common;
-#[path = "daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
-use common::{TempDir, SECRET};
-use greenarrow_proxy::certgen::TestCa;
+use greenarrow_proxy_testkit::certgen::TestCa;
+use greenarrow_proxy_testkit::daemon;
+use greenarrow_proxy_testkit::daemon::Daemon;
+use greenarrow_proxy_testkit::fixtures::{TempDir, SECRET};
 use nix::sys::signal::Signal::SIGHUP;
-use process::Daemon;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -79,13 +75,13 @@ fn max_sessions_beyond_the_open_files_limit_is_warned_about_at_start_reload_and_
 
     // --check-config says it too; with enough files, nothing.
     let c = config.to_str().unwrap();
-    let out = process::run_with(&["--check-config", "--config-filename", c], low_nofile);
+    let out = daemon::run_with(&["--check-config", "--config-filename", c], low_nofile);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: sizing: the open-files limit is 256 "),
         "{err}"
     );
-    let out = process::run(&["--check-config", "--config-filename", c]);
+    let out = daemon::run(&["--check-config", "--config-filename", c]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("sizing:"), "{err}");
 }

@@ -1,6 +1,6 @@
 //! `ConnectReady::parse` and `FailureReply::parse` on arbitrary lines (see
-//! `greenarrow_proxy::fuzzing::connect_ready`).
+//! `greenarrow_proxy_proto::fuzzing::connect_ready`).
 //! The logic lives in the library so that `tests/fuzz_corpus.rs` runs it on the seed corpus.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| greenarrow_proxy::fuzzing::connect_ready(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| greenarrow_proxy_proto::fuzzing::connect_ready(data));

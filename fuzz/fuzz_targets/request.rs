@@ -1,5 +1,5 @@
-//! The MTA's request line parser (see `greenarrow_proxy::fuzzing::request`).
+//! The MTA's request line parser (see `greenarrow_proxy_proto::fuzzing::request`).
 //! The logic lives in the library so that `tests/fuzz_corpus.rs` runs it on the seed corpus.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| greenarrow_proxy::fuzzing::request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| greenarrow_proxy_proto::fuzzing::request(data));

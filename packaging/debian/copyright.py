@@ -64,11 +64,16 @@ def metadata(root_dir):
 
 
 def used_packages(meta):
-    """The root package and every package reachable by normal or build dependencies."""
+    """The root package and every package reachable by normal or build dependencies from the
+    workspace's packages that ship binaries (the daemon and gaproxy); the workspace's own
+    crates are the root's (its Files: * stanza), not listed again."""
     packages = {p["id"]: p for p in meta["packages"]}
     nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
     root = meta["resolve"]["root"]
-    seen, stack = set(), [root]
+    members = set(meta["workspace_members"])
+    shipped = [i for i in members
+               if any("bin" in t["kind"] for t in packages[i]["targets"])]
+    seen, stack = set(), [root] + shipped
     while stack:
         pid = stack.pop()
         if pid in seen:
@@ -77,7 +82,8 @@ def used_packages(meta):
         for dep in nodes[pid]["deps"]:
             if any(k["kind"] in (None, "build") for k in dep["dep_kinds"]):
                 stack.append(dep["pkg"])
-    deps = sorted((packages[i] for i in seen if i != root), key=lambda p: (p["name"], p["version"]))
+    deps = sorted((packages[i] for i in seen if i not in members),
+                  key=lambda p: (p["name"], p["version"]))
     return packages[root], deps
 
 

@@ -2,9 +2,11 @@
 //! connection under a cap.
 //!
 //! Every open MX connection (in use by a session or idle in the pool; native, SMTP-aware and
-//! passthrough alike) holds a [`Permit`] for its pair; dropping the permit (closing the
-//! connection) releases its place. The bookkeeping and every decision are in the sans-I/O
-//! [`ledger`]; this module puts it under one mutex and delivers what it decides:
+//! passthrough alike) has a [`Permit`] for its pair beside it (a [`Capped`]: the connection
+//! knows nothing of caps); dropping the permit (after closing the connection) releases its
+//! place. The bookkeeping and every decision are in the sans-I/O ledger
+//! ([`greenarrow_proxy_proto::caps::Ledger`], time given); this module puts it under one mutex
+//! and delivers what it decides:
 //!
 //! - a request at a cap waits, if allowed, in a FIFO queue with its own channel: no lock is
 //!   held while it waits;
@@ -15,23 +17,22 @@
 //!
 //! Lock order: the caps mutex may be held while taking the pool's (`Pool::inner`), never the
 //! reverse; nothing is ever dropped, sent or closed under either (grants go out after release).
+//!
+//! Imports point one way: `session` → `caps` → `pool` → `mx`. The pool stores a connection
+//! with its permit ([`crate::pool::Entry`]) without knowing what a permit is, and the ledger
+//! keys on [`crate::protocol::PoolKey`], which is the protocol crate's, not the pool's.
 
-mod ask;
-mod ledger;
 mod request;
-mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use ledger::{Acquire, Block, Pair, Reuse, Scope};
+pub use greenarrow_proxy_proto::caps::{Acquire, Block, Pair, Reuse, Scope, BUCKETS};
 pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot};
-pub use stats::BUCKETS;
 
 use crate::config::CapsConfig;
-use crate::mx::MxConnection;
 use crate::pool::reaper::quit_detached;
-use crate::pool::{Pool, PoolKey};
-use ledger::{Ask, Ledger, Offer};
+use crate::pool::{Entry, Pool, PoolKey};
+use greenarrow_proxy_proto::caps::{Ask, Ledger, Offer};
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,7 @@ use std::time::Instant;
 /// What reaches a waiting request.
 enum Grant {
     /// A connection of its key, handed over on its way back to the pool (still in use).
-    Conn(Box<MxConnection>),
+    Conn(Box<Capped>),
     /// A place under the cap: dial.
     Permit(Permit),
 }
@@ -76,6 +77,10 @@ impl Inner {
         }
     }
 }
+
+/// An MX connection with its place under the caps, as sessions use it and the pool keeps it
+/// (`Capped::new(conn, permit)` after a dial under the permit).
+pub type Capped = Entry<Permit>;
 
 /// A connection's place under its pair's caps; dropping it releases the place (and lets the
 /// oldest waiter that can now dial do so).
@@ -167,7 +172,7 @@ impl Caps {
     /// A place for one more connection for `req`: at once, by closing an idle pooled
     /// connection of another key, or after waiting (FIFO) for a released place or a connection
     /// of its key coming back. Err when the wait expired (or was not allowed).
-    pub fn obtain(&self, pool: &Pool, req: &Request) -> Result<Obtained, CapFailure> {
+    pub fn obtain(&self, pool: &Pool<Permit>, req: &Request) -> Result<Obtained, CapFailure> {
         let started = Instant::now();
         let (ask, cfg_wait) = {
             let st = self.inner.state.lock();
@@ -218,10 +223,9 @@ impl Caps {
                         pool.checkout(&ask.key, &r.want, r.max_messages, now, &mut expired)
                     });
                     if let Some(mut c) = own {
-                        if let Some(p) = c.permit_mut() {
-                            st.ledger.mark_in_use(&p.pair, &p.key);
-                            p.idle = false;
-                        }
+                        let p = c.place_mut();
+                        st.ledger.mark_in_use(&p.pair, &p.key);
+                        p.idle = false;
                         drop(st);
                         quit_detached(expired);
                         return Ok(Obtained::Reused(Box::new(c)));
@@ -251,14 +255,10 @@ impl Caps {
                         };
                         return self.wait(id, None, rx, end).map_err(|()| fail(block));
                     };
-                    let vp = victim.take_permit();
-                    let result = match &vp {
-                        Some(p) => st.ledger.transfer((&p.pair, &p.key), &ask, now),
-                        None => Err(Vec::new()),
-                    };
-                    if let Some(mut p) = vp {
-                        p.armed = false;
-                    }
+                    // Its place goes to `ask` (or back to the ledger): its permit is spent.
+                    let vp = victim.place_mut();
+                    let result = st.ledger.transfer((&vp.pair, &vp.key), &ask, now);
+                    vp.armed = false;
                     drop(st);
                     expired.push(victim);
                     quit_detached(expired);
@@ -332,12 +332,11 @@ impl Caps {
     }
 
     /// A connection taken from the pool for a session: in use again.
-    pub fn taken_from_pool(&self, conn: &mut MxConnection) {
-        if let Some(p) = conn.permit_mut() {
-            if p.idle {
-                self.inner.state.lock().ledger.mark_in_use(&p.pair, &p.key);
-                p.idle = false;
-            }
+    pub fn taken_from_pool(&self, conn: &mut Capped) {
+        let p = conn.place_mut();
+        if p.idle {
+            self.inner.state.lock().ledger.mark_in_use(&p.pair, &p.key);
+            p.idle = false;
         }
     }
 
@@ -345,17 +344,12 @@ impl Caps {
     /// oldest waiter it satisfies, closed for an older waiter that can then dial, or pooled.
     pub fn give_back(
         &self,
-        pool: &Pool,
+        pool: &Pool<Permit>,
         key: PoolKey,
-        mut conn: MxConnection,
+        mut conn: Capped,
         now: Instant,
     ) -> Returned {
-        let Some(permit) = conn.permit() else {
-            return match pool.store(key, conn, now) {
-                Ok(()) => Returned::Pooled,
-                Err(r) => Returned::Refused(r),
-            };
-        };
+        let permit = conn.place();
         let (pair, pkey) = (permit.pair.clone(), permit.key.clone());
         let mut st = self.inner.state.lock();
         let offer = {
@@ -363,23 +357,22 @@ impl Caps {
             st.ledger.offer(
                 &pair,
                 &pkey,
-                |r| r.want.satisfied_by(c) && r.max_messages.is_none_or(|m| c.messages() < m),
+                |r| {
+                    r.want.satisfied_by(&c.tls_state())
+                        && r.max_messages.is_none_or(|m| c.messages() < m)
+                },
                 now,
             )
         };
         match offer {
             Offer::Pool => {
-                if let Some(p) = conn.permit_mut() {
-                    p.idle = true;
-                }
+                conn.place_mut().idle = true;
                 match pool.store(key, conn, now) {
                     Ok(()) => Returned::Pooled,
                     Err(mut r) => {
                         st.ledger.mark_in_use(&pair, &pkey);
                         drop(st);
-                        if let Some(p) = r.conn.permit_mut() {
-                            p.idle = false;
-                        }
+                        r.conn.place_mut().idle = false;
                         Returned::Refused(r)
                     }
                 }
@@ -396,9 +389,8 @@ impl Caps {
                 Returned::Handed
             }
             Offer::CloseFor(tx, _, wpair, wkey) => {
-                if let Some(mut p) = conn.take_permit() {
-                    p.armed = false;
-                }
+                // Its place went to the waiter: the permit is spent.
+                conn.place_mut().armed = false;
                 drop(st);
                 self.inner.deliver(vec![(tx, now, wpair, wkey)]);
                 quit_detached(vec![conn]);
@@ -431,7 +423,14 @@ impl Caps {
 
     /// The wait counters and histogram.
     pub fn wait_stats(&self) -> WaitSnapshot {
-        self.inner.state.lock().ledger.stats.snapshot()
+        let st = self.inner.state.lock();
+        let s = &st.ledger.stats;
+        WaitSnapshot {
+            waited: s.waited,
+            timed_out: s.timed_out,
+            buckets: s.cumulative(),
+            sum_seconds: s.sum_seconds(),
+        }
     }
 }
 

@@ -2,8 +2,7 @@
 //! [`super::Caps::give_back`]), and what the status view reads ([`super::Caps::rows`],
 //! [`super::Caps::wait_stats`]).
 
-use super::{Block, Permit, Reuse};
-use crate::mx::MxConnection;
+use super::{Block, Capped, Permit, Reuse};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -11,10 +10,10 @@ use std::time::{Duration, Instant};
 
 /// What a request gets under the caps.
 pub enum Obtained {
-    /// A place: dial, and put the permit in the new connection.
+    /// A place: dial, and keep the permit beside the new connection ([`Capped::new`]).
     Dial(Permit),
     /// A pooled connection of its key, handed over (or taken from the pool) while it waited.
-    Reused(Box<MxConnection>),
+    Reused(Box<Capped>),
 }
 
 /// A request for a connection to `mx` from `source` as `ehlo`.
@@ -64,7 +63,7 @@ pub enum Returned {
     /// Closed so that a waiting request (another key) can dial.
     ClosedForWaiter,
     /// The pool refused it: close it.
-    Refused(Box<crate::pool::Rejected>),
+    Refused(Box<crate::pool::Rejected<Permit>>),
 }
 
 /// One (source IP, destination) pair as the status view shows it (its JSON is the status

@@ -1,13 +1,18 @@
 //! Access control: named clients with their secrets, source addresses and TLS client
 //! identities; and the destination policy (which MX addresses may be reached at all).
 
+use super::error::ConfigError;
+use super::net::IpNet;
 use super::raw::{RawClient, StringList};
-use super::secret::{check_secret, read_secret_file};
-use super::validate::{networks, required_path};
-use super::{Config, ConfigError, IpNet, Secret};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use super::readable::unreadable;
+use super::secret::{check_secret, read_secret_file, Secret};
+use super::ser::{self, REDACTED};
+use super::values::{networks, required_path};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+use subtle::ConstantTimeEq;
 
 /// Destinations refused by default: an authenticated MTA must not be able to use the proxy
 /// to reach internal services. Loopback, private (RFC 1918, RFC 4193), shared (RFC 6598),
@@ -40,20 +45,52 @@ pub const DEFAULT_DESTINATION_DENY: &[&str] = &[
 /// The name of the client made from the top-level `auth_shared_secret`.
 pub const DEFAULT_CLIENT: &str = "default";
 
-/// A named client (`clients:`), or the `default` client of the top-level secret.
-#[derive(Debug, Clone, PartialEq)]
+/// A named client (`clients:`), or the `default` client of the top-level secret. Serialised
+/// as an entry of `clients:`, its inline secrets redacted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Client {
     pub name: String,
     /// Inline secrets, then those read from `secret_files` (rotation: several are valid).
+    #[serde(skip)]
     pub secrets: Vec<Secret>,
     /// How many of `secrets` were written inline (the rest came from `secret_files`).
+    #[serde(
+        rename = "secrets",
+        serialize_with = "ser::redacted",
+        skip_serializing_if = "ser::is_zero"
+    )]
     pub inline_secrets: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_files: Vec<PathBuf>,
     /// Source addresses this client may use; `None`: the top-level `source_addresses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_addresses: Option<Vec<IpNet>>,
     /// DNS names in a client certificate (verified against `tls_client_ca`) that identify
     /// this client without a secret.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls_client_names: Vec<String>,
+}
+
+/// `Config::clients` as the file writes them: the `default` client as `auth_shared_secret`
+/// (redacted) or `auth_shared_secret_file`, the named ones under `clients:`.
+pub(crate) fn serialize_clients<S: Serializer>(
+    clients: &[Client],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(None)?;
+    let (default, named): (Vec<&Client>, Vec<&Client>) =
+        clients.iter().partition(|c| c.name == DEFAULT_CLIENT);
+    if let Some(d) = default.first() {
+        match d.secret_files.first() {
+            Some(path) => map.serialize_entry("auth_shared_secret_file", path)?,
+            None if d.inline_secrets > 0 => map.serialize_entry("auth_shared_secret", REDACTED)?,
+            None => {}
+        }
+    }
+    if !named.is_empty() {
+        map.serialize_entry("clients", &named)?;
+    }
+    map.end()
 }
 
 /// Who a session is, once authenticated.
@@ -62,83 +99,6 @@ pub struct Identity<'a> {
     pub name: &'a str,
     /// The source addresses it may use.
     pub sources: &'a [IpNet],
-}
-
-impl Config {
-    /// The client named `name` (a front-end's `client`).
-    pub fn client_named(&self, name: &str) -> Option<Identity<'_>> {
-        self.all_clients()
-            .find(|c| c.name == name)
-            .map(|c| self.identity(c))
-    }
-
-    /// Every client: the `default` one (top-level secret) first when configured.
-    fn all_clients(&self) -> impl Iterator<Item = &Client> {
-        self.clients.iter()
-    }
-
-    fn identity<'a>(&'a self, c: &'a Client) -> Identity<'a> {
-        Identity {
-            name: &c.name,
-            sources: c
-                .source_addresses
-                .as_deref()
-                .unwrap_or(&self.source_addresses),
-        }
-    }
-
-    /// The client whose secret `candidate` is. Every secret of every client is compared, in
-    /// constant time for candidates of the secret's length, with no early exit.
-    pub fn authenticate(&self, candidate: &[u8]) -> Option<Identity<'_>> {
-        let mut found = Choice::from(0);
-        let mut index = 0u32;
-        for (i, c) in self.all_clients().enumerate() {
-            for s in &c.secrets {
-                let m = s.ct_matches(candidate) & !found;
-                index.conditional_assign(&(i as u32), m);
-                found |= m;
-            }
-        }
-        if bool::from(found) {
-            self.all_clients()
-                .nth(index as usize)
-                .map(|c| self.identity(c))
-        } else {
-            None
-        }
-    }
-
-    /// The client a verified client certificate with `names` identifies, if any.
-    pub fn identify_certificate(&self, names: &[String]) -> Option<Identity<'_>> {
-        self.all_clients()
-            .find(|c| {
-                c.tls_client_names
-                    .iter()
-                    .any(|n| names.iter().any(|m| m.eq_ignore_ascii_case(n)))
-            })
-            .map(|c| self.identity(c))
-    }
-
-    /// Whether an MX address may be reached: refused when it is in `destination_deny` and
-    /// not in `destination_allow`. An IPv6 address that carries an IPv4 address
-    /// ([`embedded_ipv4`]: mapped, compatible, NAT64, 6to4) is checked in both forms: refused
-    /// when either is denied, unless either is allowed.
-    pub fn destination_permitted(&self, ip: IpAddr) -> bool {
-        let forms = [
-            Some(ip.to_canonical()),
-            match ip {
-                IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
-                IpAddr::V4(_) => None,
-            },
-        ];
-        let any_in = |nets: &[IpNet]| {
-            forms
-                .iter()
-                .flatten()
-                .any(|&f| nets.iter().any(|n| n.contains(f)))
-        };
-        any_in(&self.destination_allow) || !any_in(&self.destination_deny)
-    }
 }
 
 /// The IPv4 address an IPv6 address leads to, for the forms that embed one: IPv4-mapped
@@ -207,7 +167,7 @@ pub(crate) fn clients(
             let k = key(&format!("secret_files[{j}]"));
             let path = required_path(&k, Some(p), base_dir)?;
             let text = read_secret_file(&path)
-                .map_err(|e| ConfigError::invalid(&k, super::files::unreadable(&path, &e)))?;
+                .map_err(|e| ConfigError::invalid(&k, unreadable(&path, &e)))?;
             check_secret(&k, &text)?;
             secrets.push(Secret::new(text.into_bytes()));
             secret_files.push(path);

@@ -2,10 +2,13 @@
 //! groups, and how long a request may wait for a connection under a cap. Every error names its
 //! dotted key (`caps.destinations[1].addresses[0]`).
 
-use super::raw::StringList;
-use super::validate::networks;
-use super::{ConfigError, IpNet};
-use serde::{Deserialize, Serialize};
+use super::error::ConfigError;
+use super::net::IpNet;
+use super::raw::{RawCapLimits, RawCaps, StringList};
+use super::ser;
+use super::values::{bounded_duration, networks};
+pub use greenarrow_proxy_proto::caps::{CapDestination, CapLimits, PairCaps};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,137 +22,51 @@ const MAX_CAPS_DURATION: Duration = Duration::from_secs(3600);
 /// Largest cap accepted.
 const MAX_CAP: u64 = 1_000_000;
 
-/// `caps:` as written.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawCaps {
-    pub wait: Option<String>,
-    pub window: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_source: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destinations: Option<Vec<RawGroup>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sources: Option<Vec<RawSource>>,
-}
-
-/// One entry of `caps.destinations`.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawGroup {
-    pub name: Option<String>,
-    pub addresses: Option<StringList>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_connections: Option<u64>,
-}
-
-/// One entry of `caps.sources`.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSource {
-    pub addresses: Option<StringList>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_source: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destinations: Option<BTreeMap<String, RawLimits>>,
-}
-
-/// `caps.sources[i].destinations.<group>`.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawLimits {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_new_connections: Option<u64>,
-}
-
-/// The caps of one (source, destination) pair; `None`: no cap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CapLimits {
-    /// Open connections (in use and idle in the pool).
-    pub max_connections: Option<usize>,
-    /// New connections (dials) per `caps.window`.
-    pub max_new_connections: Option<usize>,
-}
-
-impl CapLimits {
-    /// Each cap from `self`, or else from `other`.
-    fn or(self, other: CapLimits) -> CapLimits {
-        CapLimits {
-            max_connections: self.max_connections.or(other.max_connections),
-            max_new_connections: self.max_new_connections.or(other.max_new_connections),
-        }
-    }
-}
-
 /// A named destination group: MX addresses and networks that share caps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DestinationGroup {
     pub name: String,
     pub addresses: Vec<IpNet>,
+    #[serde(flatten)]
     pub limits: CapLimits,
 }
 
 /// Caps for the source addresses of one `caps.sources` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SourceCaps {
     pub addresses: Vec<IpNet>,
     /// Per destination, for these sources (over the default).
+    #[serde(flatten)]
     pub limits: CapLimits,
     /// All destinations together, per source IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_source: Option<usize>,
     /// Per destination group, for these sources (over everything else).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub destinations: BTreeMap<String, CapLimits>,
 }
 
-/// A destination as caps count it: a named group, or one MX address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CapDestination {
-    Group(String),
-    Mx(SocketAddr),
-}
-
-impl std::fmt::Display for CapDestination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CapDestination::Group(g) => f.write_str(g),
-            CapDestination::Mx(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-/// What applies to one (source IP, MX address).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PairCaps {
-    pub destination: CapDestination,
-    pub limits: CapLimits,
-    pub max_connections_per_source: Option<usize>,
-}
-
 /// `caps:` validated. The default (nothing configured) caps nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CapsConfig {
     /// How long a request may wait for a connection at a cap (the default and the most a
     /// request's `wait=` may ask for); zero: fail at once.
+    #[serde(serialize_with = "ser::duration")]
     pub wait: Duration,
     /// The window of `max_new_connections`.
+    #[serde(serialize_with = "ser::duration")]
     pub window: Duration,
-    /// Per (source, destination), for every source and destination.
+    /// Per (source, destination), for every source and destination: `caps.max_connections`
+    /// and `caps.max_new_connections`.
+    #[serde(flatten)]
     pub default: CapLimits,
     /// Per source IP, all destinations together.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections_per_source: Option<usize>,
+    /// `caps.destinations`.
+    #[serde(rename = "destinations", skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<DestinationGroup>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceCaps>,
 }
 
@@ -213,55 +130,6 @@ impl CapsConfig {
                 .or(self.max_connections_per_source),
         }
     }
-
-    /// The section as written in the effective configuration.
-    pub(crate) fn to_raw(&self) -> RawCaps {
-        let n = |v: Option<usize>| v.map(|v| v as u64);
-        let nets = |l: &[IpNet]| Some(StringList(l.iter().map(|n| n.to_string()).collect()));
-        RawCaps {
-            wait: Some(humantime::format_duration(self.wait).to_string()),
-            window: Some(humantime::format_duration(self.window).to_string()),
-            max_connections: n(self.default.max_connections),
-            max_new_connections: n(self.default.max_new_connections),
-            max_connections_per_source: n(self.max_connections_per_source),
-            destinations: (!self.groups.is_empty()).then(|| {
-                self.groups
-                    .iter()
-                    .map(|g| RawGroup {
-                        name: Some(g.name.clone()),
-                        addresses: nets(&g.addresses),
-                        max_connections: n(g.limits.max_connections),
-                        max_new_connections: n(g.limits.max_new_connections),
-                    })
-                    .collect()
-            }),
-            sources: (!self.sources.is_empty()).then(|| {
-                self.sources
-                    .iter()
-                    .map(|s| RawSource {
-                        addresses: nets(&s.addresses),
-                        max_connections: n(s.limits.max_connections),
-                        max_new_connections: n(s.limits.max_new_connections),
-                        max_connections_per_source: n(s.max_connections_per_source),
-                        destinations: (!s.destinations.is_empty()).then(|| {
-                            s.destinations
-                                .iter()
-                                .map(|(k, l)| {
-                                    (
-                                        k.clone(),
-                                        RawLimits {
-                                            max_connections: n(l.max_connections),
-                                            max_new_connections: n(l.max_new_connections),
-                                        },
-                                    )
-                                })
-                                .collect()
-                        }),
-                    })
-                    .collect()
-            }),
-        }
-    }
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -275,7 +143,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
     let window = duration("caps.window", raw.window, DEFAULT_CAPS_WINDOW, false)?;
     let default = limits(
         "caps",
-        &RawLimits {
+        &RawCapLimits {
             max_connections: raw.max_connections,
             max_new_connections: raw.max_new_connections,
         },
@@ -315,7 +183,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
         let addresses = addresses(&key, g.addresses)?;
         let limits = limits(
             &key,
-            &RawLimits {
+            &RawCapLimits {
                 max_connections: g.max_connections,
                 max_new_connections: g.max_new_connections,
             },
@@ -332,7 +200,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
         let addresses = addresses(&key, s.addresses)?;
         let own = limits(
             &key,
-            &RawLimits {
+            &RawCapLimits {
                 max_connections: s.max_connections,
                 max_new_connections: s.max_new_connections,
             },
@@ -379,7 +247,7 @@ fn addresses(key: &str, raw: Option<StringList>) -> Result<Vec<IpNet>> {
     Ok(list)
 }
 
-fn limits(key: &str, raw: &RawLimits) -> Result<CapLimits> {
+fn limits(key: &str, raw: &RawCapLimits) -> Result<CapLimits> {
     Ok(CapLimits {
         max_connections: cap(&format!("{key}.max_connections"), raw.max_connections)?,
         max_new_connections: cap(
@@ -406,5 +274,5 @@ fn duration(
     default: Duration,
     zero_ok: bool,
 ) -> Result<Duration> {
-    super::validate::bounded_duration(key, value, default, zero_ok, MAX_CAPS_DURATION)
+    bounded_duration(key, value, default, zero_ok, MAX_CAPS_DURATION)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// Why a configuration could not be loaded. `Display` is one line that names
 /// the file (for I/O errors) or the full dotted key (e.g. `timeouts.mx_command`).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The configuration file could not be read.
     Io {

@@ -1,7 +1,9 @@
 //! The files a configuration names (certificate, key, CA files), checked for the user the
 //! process runs as: an error names the key, the file and that user.
 
-use super::Config;
+use super::model::Config;
+use super::readable::describe;
+pub use super::readable::{io_reason, process_user};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,38 +26,7 @@ impl fmt::Display for FileError {
     }
 }
 
-/// `path: reason`, and the user when permission was denied.
-fn describe(path: &Path, error: &io::Error, user: impl FnOnce() -> String) -> String {
-    let mut s = format!("{}: {}", path.display(), io_reason(error));
-    if error.kind() == io::ErrorKind::PermissionDenied {
-        s.push_str(&format!(" (greenarrow_proxy runs as user {})", user()));
-    }
-    s
-}
-
 impl std::error::Error for FileError {}
-
-/// An I/O error as a short lower-case reason, without `(os error N)`.
-pub fn io_reason(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::NotFound => "no such file".into(),
-        io::ErrorKind::IsADirectory => "is a directory, not a file".into(),
-        _ => {
-            let s = e.to_string();
-            s.split(" (os error ")
-                .next()
-                .unwrap_or_default()
-                .to_lowercase()
-        }
-    }
-}
-
-/// `path: reason`, naming the process's user when permission was denied (for the secret
-/// files, read while the configuration is validated).
-pub fn unreadable(path: &Path, error: &io::Error) -> String {
-    describe(path, error, process_user)
-}
 
 /// The files `config` names, each with its key.
 pub fn named_files(config: &Config) -> Vec<(String, &Path)> {
@@ -73,15 +44,6 @@ pub fn named_files(config: &Config) -> Vec<(String, &Path)> {
         files.push(("mx_tls.ca_file".into(), p.as_path()));
     }
     files
-}
-
-/// The name of the user the process runs as (its uid when it has no name).
-pub fn process_user() -> String {
-    let uid = nix::unistd::geteuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => format!("uid {uid}"),
-    }
 }
 
 /// Open every file `config` names; the first that cannot be opened (and read) is the error.
@@ -131,10 +93,5 @@ mod tests {
             e.to_string(),
             "tls_private_key: /etc/greenarrow_proxy/key.pem: no such file"
         );
-    }
-
-    #[test]
-    fn the_process_user_has_a_name() {
-        assert!(!process_user().is_empty());
     }
 }

@@ -2,31 +2,13 @@
 //! the native protocol. Each entry is validated here; every error names its dotted key
 //! (`frontends[1].mode`).
 
-use super::raw::StringList;
-use super::validate::socket_addrs;
-use super::{access::Client, ConfigError};
+use super::access::{Client, DEFAULT_CLIENT};
+use super::error::ConfigError;
+use super::raw::RawFrontend;
+use super::values::socket_addrs;
 use crate::protocol::TlsPolicy;
-use serde::{Deserialize, Serialize};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
-
-/// One entry of `frontends:` as written.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawFrontend {
-    pub kind: Option<String>,
-    pub listen: Option<StringList>,
-    pub mode: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reuse_max_messages: Option<u64>,
-}
 
 /// Which protocol the MTAs speak to a front-end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +69,16 @@ pub enum SocksAuth {
     None,
 }
 
+impl SocksAuth {
+    /// `password` or `none`, as the configuration writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocksAuth::Password => "password",
+            SocksAuth::None => "none",
+        }
+    }
+}
+
 /// One validated front-end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frontend {
@@ -99,41 +91,34 @@ pub struct Frontend {
     pub auth: SocksAuth,
 }
 
-impl Frontend {
-    /// The entry as written in the effective configuration.
-    pub(crate) fn to_raw(&self) -> RawFrontend {
-        let (mode, tls, reuse, max) = match &self.mode {
-            FrontendMode::Passthrough => (self.mode.name(), None, None, None),
-            FrontendMode::Smtp(s) => (
-                self.mode.name(),
-                Some(s.tls.as_str().to_string()),
-                Some(s.reuse),
-                s.reuse_max_messages,
-            ),
-        };
+/// The entry as the file writes it: `client` only where it is used (PROXY, SOCKS5 with
+/// `auth: none`), `auth` only for SOCKS5, `tls`/`reuse`/`reuse_max_messages` only with
+/// `mode: smtp`.
+impl Serialize for Frontend {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let socks = self.kind == FrontendKind::Socks5;
-        RawFrontend {
-            kind: Some(self.kind.name().to_string()),
-            listen: Some(StringList(
-                self.listen.iter().map(|a| a.to_string()).collect(),
-            )),
-            mode: Some(mode.to_string()),
-            client: (!socks || self.auth == SocksAuth::None).then(|| self.client.clone()),
-            auth: socks.then(|| {
-                match self.auth {
-                    SocksAuth::Password => "password",
-                    SocksAuth::None => "none",
-                }
-                .to_string()
-            }),
-            tls,
-            reuse,
-            reuse_max_messages: max,
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("kind", self.kind.name())?;
+        m.serialize_entry("listen", &self.listen)?;
+        m.serialize_entry("mode", self.mode.name())?;
+        if !socks || self.auth == SocksAuth::None {
+            m.serialize_entry("client", &self.client)?;
         }
+        if socks {
+            m.serialize_entry("auth", self.auth.name())?;
+        }
+        if let FrontendMode::Smtp(smtp) = &self.mode {
+            m.serialize_entry("tls", smtp.tls.as_str())?;
+            m.serialize_entry("reuse", &smtp.reuse)?;
+            if let Some(n) = smtp.reuse_max_messages {
+                m.serialize_entry("reuse_max_messages", &n)?;
+            }
+        }
+        m.end()
     }
 }
 
-type Result<T> = std::result::Result<T, ConfigError>;
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// Validate `frontends:`; `native` are the native listener's addresses (no overlap allowed).
 pub(crate) fn frontends(
@@ -248,7 +233,7 @@ pub(crate) fn frontends(
                 "not used with auth: password (the password identifies the client)",
             ));
         }
-        let default = super::access::DEFAULT_CLIENT;
+        let default = DEFAULT_CLIENT;
         let has_default = clients.iter().any(|c| c.name == default);
         let client = match rf.client {
             Some(c) => c,

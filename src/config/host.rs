@@ -4,9 +4,11 @@
 //! errors: addresses may be added after the configuration is written (and a source address
 //! absent at start is legal).
 
-use super::{Config, IpNet};
+use super::model::Config;
+use super::net::IpNet;
+use crate::tls::is_ca_certificate;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::CertificateDer;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 /// Whether `ip` can be bound on this host (an address of an interface, or of a local route).
@@ -89,27 +91,6 @@ pub fn absent_addresses(config: &Config) -> Vec<String> {
     out
 }
 
-/// Whether `der` is a CA certificate (basic constraints `CA:TRUE`): not for a server.
-pub fn is_ca_certificate(der: &CertificateDer<'_>) -> bool {
-    let (Ok(ee), Ok(anchor)) = (
-        webpki::EndEntityCert::try_from(der),
-        webpki::anchor_from_trusted_cert(der),
-    ) else {
-        return false;
-    };
-    let anchors = [anchor];
-    let verified = ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
-        &[],
-        UnixTime::now(),
-        webpki::KeyUsage::server_auth(),
-        None,
-        None,
-    );
-    matches!(verified, Err(webpki::Error::CaUsedAsEndEntity))
-}
-
 /// A warning when the first certificate of `tls_certificate` is a CA certificate.
 pub fn ca_as_server_certificate(config: &Config) -> Option<String> {
     let path = config.tls_certificate.as_ref()?;
@@ -134,7 +115,7 @@ pub fn warnings(config: &Config) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certgen::TestCa;
+    use greenarrow_proxy_testkit::certgen::TestCa;
 
     #[test]
     fn loopback_is_local_documentation_addresses_are_not() {
@@ -163,7 +144,7 @@ mod tests {
         let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         assert!(is_ca_certificate(&der(&ca.cert_pem())));
         assert!(!is_ca_certificate(&der(&leaf.cert_pem)));
-        let self_signed = crate::certgen::self_signed(&["mx.test"]).unwrap();
+        let self_signed = greenarrow_proxy_testkit::certgen::self_signed(&["mx.test"]).unwrap();
         assert!(!is_ca_certificate(&der(&self_signed.cert_pem)));
     }
 }

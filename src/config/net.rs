@@ -18,6 +18,7 @@ pub struct IpNet {
 
 /// Why a string is not a valid [`IpNet`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IpNetError {
     /// The part before `/` is not an IP address.
     InvalidAddress(String),
@@ -147,6 +148,13 @@ impl FromStr for IpNet {
 
     fn from_str(s: &str) -> Result<IpNet, IpNetError> {
         IpNet::parse(s)
+    }
+}
+
+/// As written in the file: `192.0.2.0/24`.
+impl serde::Serialize for IpNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

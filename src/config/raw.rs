@@ -1,30 +1,29 @@
 //! The serde layer: the YAML file as written, every key optional, unknown keys
 //! refused. Values stay strings here so that validation can name the key in
-//! its messages; see `validate.rs`.
+//! its messages; see `validate.rs` and the section modules. This module imports no other
+//! module of the configuration: everything else is built on it.
+//!
+//! Only read, never written: the effective configuration is the typed `Config`'s own
+//! serialisation (the `Serialize` impls beside each typed section).
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The whole file.
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub listen: Option<StringList>,
     pub listen_freebind: Option<bool>,
     pub allow_from: Option<StringList>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_shared_secret: Option<RawSecret>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_shared_secret_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<RawClient>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<String>,
     pub log_verbose: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_sessions: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_directory: Option<String>,
     pub tls_certificate: Option<String>,
     pub tls_private_key: Option<String>,
@@ -40,15 +39,14 @@ pub(crate) struct RawConfig {
     pub mx_tls: Option<RawMxTls>,
     pub pool: Option<RawPool>,
     pub dns: Option<RawDns>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frontends: Option<Vec<super::frontends::RawFrontend>>,
-    pub caps: Option<super::caps::RawCaps>,
+    pub frontends: Option<Vec<RawFrontend>>,
+    pub caps: Option<RawCaps>,
     pub control_socket: Option<String>,
     pub metrics: Option<RawMetrics>,
 }
 
 /// `metrics:`
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMetrics {
     pub listen: Option<String>,
@@ -56,22 +54,18 @@ pub(crate) struct RawMetrics {
 }
 
 /// One entry of `clients:`.
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClient {
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<RawSecret>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_files: Option<StringList>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub source_addresses: Option<StringList>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_names: Option<StringList>,
 }
 
 /// `limits:`
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
     pub max_command_line: Option<u64>,
@@ -80,7 +74,7 @@ pub(crate) struct RawLimits {
 }
 
 /// `timeouts:` (humantime durations).
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTimeouts {
     pub mta_handshake: Option<String>,
@@ -96,7 +90,7 @@ pub(crate) struct RawTimeouts {
 }
 
 /// `mx_tls:`
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMxTls {
     pub min_version: Option<String>,
@@ -104,7 +98,7 @@ pub(crate) struct RawMxTls {
 }
 
 /// `pool:`
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPool {
     pub reuse_time_limit: Option<String>,
@@ -115,7 +109,7 @@ pub(crate) struct RawPool {
 }
 
 /// `dns:`
-#[derive(Default, Deserialize, Serialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDns {
     pub nameservers: Option<StringList>,
@@ -123,8 +117,64 @@ pub(crate) struct RawDns {
     pub attempts: Option<u64>,
 }
 
+/// One entry of `frontends:`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrontend {
+    pub kind: Option<String>,
+    pub listen: Option<StringList>,
+    pub mode: Option<String>,
+    pub client: Option<String>,
+    pub auth: Option<String>,
+    pub tls: Option<String>,
+    pub reuse: Option<bool>,
+    pub reuse_max_messages: Option<u64>,
+}
+
+/// `caps:`
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCaps {
+    pub wait: Option<String>,
+    pub window: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_new_connections: Option<u64>,
+    pub max_connections_per_source: Option<u64>,
+    pub destinations: Option<Vec<RawGroup>>,
+    pub sources: Option<Vec<RawSource>>,
+}
+
+/// One entry of `caps.destinations`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    pub name: Option<String>,
+    pub addresses: Option<StringList>,
+    pub max_connections: Option<u64>,
+    pub max_new_connections: Option<u64>,
+}
+
+/// One entry of `caps.sources`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSource {
+    pub addresses: Option<StringList>,
+    pub max_connections: Option<u64>,
+    pub max_new_connections: Option<u64>,
+    pub max_connections_per_source: Option<u64>,
+    pub destinations: Option<BTreeMap<String, RawCapLimits>>,
+}
+
+/// `caps.sources[i].destinations.<group>`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCapLimits {
+    pub max_connections: Option<u64>,
+    pub max_new_connections: Option<u64>,
+}
+
 /// A secret as written in the file; `Debug` never shows it.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize)]
 #[serde(transparent)]
 pub(crate) struct RawSecret(pub String);
 
@@ -135,8 +185,7 @@ impl fmt::Debug for RawSecret {
 }
 
 /// A list of strings; a single string is accepted as a list of one.
-#[derive(Serialize, Default)]
-#[serde(transparent)]
+#[derive(Default)]
 pub(crate) struct StringList(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for StringList {

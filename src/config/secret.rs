@@ -1,8 +1,9 @@
 //! The shared secret MTAs authenticate with, and the rules a configured secret must follow
 //! (length, characters, not the example's placeholder; secret files read bounded).
 
-use super::validate::required_path;
-use super::ConfigError;
+use super::error::ConfigError;
+use super::readable::unreadable;
+use super::values::required_path;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -93,7 +94,7 @@ pub(crate) fn top_level(
             const KEY: &str = "auth_shared_secret_file";
             let path = required_path(KEY, Some(path), base_dir)?;
             let text = read_secret_file(&path)
-                .map_err(|e| ConfigError::invalid(KEY, super::files::unreadable(&path, &e)))?;
+                .map_err(|e| ConfigError::invalid(KEY, unreadable(&path, &e)))?;
             check_secret(KEY, &text)?;
             if let Ok(meta) = std::fs::metadata(&path) {
                 use std::os::unix::fs::PermissionsExt;

@@ -1,8 +1,10 @@
 //! `control_socket:` and `metrics:` — the control socket's path and the optional metrics
 //! listener.
 
+use super::error::ConfigError;
 use super::raw::RawMetrics;
-use super::ConfigError;
+use super::ser;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -13,9 +15,10 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/greenarrow_proxy/control.sock";
 const MAX_SOCKET_PATH: usize = 107;
 
 /// `metrics:`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct MetricsConfig {
     /// Where to serve `/metrics`; None (`none`, the default): no listener.
+    #[serde(serialize_with = "ser::or_none")]
     pub listen: Option<SocketAddr>,
     /// Whether `listen` may be other than a loopback address.
     pub allow_remote: bool,

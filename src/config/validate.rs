@@ -1,21 +1,27 @@
-//! From [`RawConfig`] to [`Config`]: defaults, parsing and range checks. Every
-//! error names the full dotted key.
+//! From [`RawConfig`] to [`Config`]: the top-level keys, and each section through its own
+//! module (`sections`, `access`, `secret`, `frontends`, `caps`, `status`). Every error names
+//! the full dotted key. Nothing in the configuration imports this module but `mod.rs`.
 
-use super::access;
-use super::raw::{RawConfig, RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts, StringList};
-use super::{
-    Config, ConfigError, DnsConfig, IpNet, Limits, MxTls, PoolConfig, Probe, Timeouts, TlsVersion,
-    DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN, DEFAULT_MAX_QUEUED_SESSIONS,
-    DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IP,
-};
-use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use super::access::{self, Client, DEFAULT_CLIENT};
+use super::error::ConfigError;
+use super::model::Config;
+use super::raw::RawConfig;
+use super::values::{networks, number, required_path, socket_addrs};
+use super::{caps, frontends, secret, sections, status};
+use std::path::Path;
 
-/// Longest duration accepted anywhere: longer is a mistake (and would risk
-/// overflow in `Instant` arithmetic).
-const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default `listen` addresses.
+pub const DEFAULT_LISTEN: &[&str] = &["127.0.0.1:807", "[::1]:807"];
+/// Default `allow_from` networks.
+pub const DEFAULT_ALLOW_FROM: &[&str] = &["127.0.0.0/8", "::1/128"];
+/// Default `destination_ports`.
+pub const DEFAULT_DESTINATION_PORTS: &[u16] = &[25, 465, 587, 2525];
+/// Default `max_sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 1000;
+/// Default `max_sessions_per_ip`.
+pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 500;
+/// Default `max_queued_sessions`.
+pub const DEFAULT_MAX_QUEUED_SESSIONS: usize = 64;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -58,7 +64,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     let given = inline.is_some() || raw.auth_shared_secret_file.is_some();
     let (secrets, auth_shared_secret_file) = if given || (named.is_empty() && !frontends_only) {
         let (s, f) =
-            super::secret::top_level(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
+            secret::top_level(inline, raw.auth_shared_secret_file, base_dir, &mut warnings)?;
         (vec![s], f)
     } else {
         (Vec::new(), None)
@@ -68,11 +74,11 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     // that do not authenticate act as (a SOCKS5 `auth: password` one then has no secret to
     // check: refused in `frontends`).
     if !secrets.is_empty() || (frontends_only && named.is_empty()) {
-        clients.push(access::Client {
-            name: access::DEFAULT_CLIENT.to_string(),
-            secrets: secrets.clone(),
-            inline_secrets: usize::from(auth_shared_secret_file.is_none()),
-            secret_files: auth_shared_secret_file.iter().cloned().collect(),
+        clients.push(Client {
+            name: DEFAULT_CLIENT.to_string(),
+            inline_secrets: usize::from(!secrets.is_empty() && auth_shared_secret_file.is_none()),
+            secrets,
+            secret_files: auth_shared_secret_file.into_iter().collect(),
             source_addresses: None,
             tls_client_names: Vec::new(),
         });
@@ -108,14 +114,12 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
     }
 
     let destination_ports = ports(raw.destination_ports)?;
-    let frontends = super::frontends::frontends(raw.frontends, &listen, &clients)?;
+    let frontends = frontends::frontends(raw.frontends, &listen, &clients)?;
 
     Ok(Config {
         listen,
         listen_freebind: raw.listen_freebind.unwrap_or(false),
         allow_from,
-        secrets,
-        auth_shared_secret_file,
         clients,
         tls_client_ca,
         destination_deny,
@@ -128,7 +132,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         )?,
         log_verbose: raw.log_verbose.unwrap_or(false),
         log_sessions: raw.log_sessions.unwrap_or(true),
-        state_directory: super::status::state_directory(
+        state_directory: status::state_directory(
             raw.state_directory,
             std::env::var_os("STATE_DIRECTORY"),
             base_dir,
@@ -149,197 +153,17 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
             DEFAULT_MAX_QUEUED_SESSIONS,
             0..=100_000,
         )?,
-        limits: limits(raw.limits.unwrap_or_default())?,
-        timeouts: timeouts(raw.timeouts.unwrap_or_default())?,
-        mx_tls: mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
-        pool: pool(raw.pool.unwrap_or_default())?,
-        dns: dns(raw.dns.unwrap_or_default())?,
+        limits: sections::limits(raw.limits.unwrap_or_default())?,
+        timeouts: sections::timeouts(raw.timeouts.unwrap_or_default())?,
+        mx_tls: sections::mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
+        pool: sections::pool(raw.pool.unwrap_or_default())?,
+        dns: sections::dns(raw.dns.unwrap_or_default())?,
         frontends,
-        caps: super::caps::caps(raw.caps)?,
-        control_socket: super::status::control_socket(raw.control_socket, base_dir)?,
-        metrics: super::status::metrics(raw.metrics)?,
+        caps: caps::caps(raw.caps)?,
+        control_socket: status::control_socket(raw.control_socket, base_dir)?,
+        metrics: status::metrics(raw.metrics)?,
         warnings,
     })
-}
-
-fn limits(raw: RawLimits) -> Result<Limits> {
-    let d = Limits::default();
-    // RFC 5321 4.5.3.1.4/.5: lines of 512 octets must be accepted.
-    Ok(Limits {
-        max_command_line: number(
-            "limits.max_command_line",
-            raw.max_command_line,
-            d.max_command_line,
-            512..=1024 * 1024,
-        )?,
-        max_reply_line: number(
-            "limits.max_reply_line",
-            raw.max_reply_line,
-            d.max_reply_line,
-            512..=1024 * 1024,
-        )?,
-        max_reply_lines: number(
-            "limits.max_reply_lines",
-            raw.max_reply_lines,
-            d.max_reply_lines,
-            1..=10_000,
-        )?,
-    })
-}
-
-fn timeouts(raw: RawTimeouts) -> Result<Timeouts> {
-    let d = Timeouts::default();
-    let t = |name: &str, value: Option<String>, default| {
-        duration(&format!("timeouts.{name}"), value, default)
-    };
-    Ok(Timeouts {
-        mta_handshake: t("mta_handshake", raw.mta_handshake, d.mta_handshake)?,
-        mta_idle: t("mta_idle", raw.mta_idle, d.mta_idle)?,
-        mta_auth: t("mta_auth", raw.mta_auth, d.mta_auth)?,
-        session_lifetime: t("session_lifetime", raw.session_lifetime, d.session_lifetime)?,
-        mx_connect: t("mx_connect", raw.mx_connect, d.mx_connect)?,
-        mx_banner: t("mx_banner", raw.mx_banner, d.mx_banner)?,
-        mx_command: t("mx_command", raw.mx_command, d.mx_command)?,
-        mx_data_done: t("mx_data_done", raw.mx_data_done, d.mx_data_done)?,
-        mx_tls_handshake: t("mx_tls_handshake", raw.mx_tls_handshake, d.mx_tls_handshake)?,
-        shutdown_grace: t("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
-    })
-}
-
-fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
-    let min_version = match raw.min_version.as_deref() {
-        None => TlsVersion::default(),
-        Some("1.2") => TlsVersion::Tls12,
-        Some("1.3") => TlsVersion::Tls13,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "mx_tls.min_version",
-                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
-            ))
-        }
-    };
-    let ca_file = match raw.ca_file {
-        None => None,
-        Some(p) => Some(required_path("mx_tls.ca_file", Some(p), base_dir)?),
-    };
-    Ok(MxTls {
-        min_version,
-        ca_file,
-    })
-}
-
-fn pool(raw: RawPool) -> Result<PoolConfig> {
-    let d = PoolConfig::default();
-    let checkout_probe = match raw.checkout_probe.as_deref() {
-        None => d.checkout_probe,
-        Some("none") => Probe::None,
-        Some("noop") => Probe::Noop,
-        Some("rset") => Probe::Rset,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "pool.checkout_probe",
-                format!("{other:?} is not one of \"none\", \"noop\", \"rset\""),
-            ))
-        }
-    };
-    Ok(PoolConfig {
-        reuse_time_limit: duration(
-            "pool.reuse_time_limit",
-            raw.reuse_time_limit,
-            d.reuse_time_limit,
-        )?,
-        idle_ttl: duration("pool.idle_ttl", raw.idle_ttl, d.idle_ttl)?,
-        max_idle_per_key: number(
-            "pool.max_idle_per_key",
-            raw.max_idle_per_key,
-            d.max_idle_per_key,
-            0..=100_000,
-        )?,
-        max_idle_total: number(
-            "pool.max_idle_total",
-            raw.max_idle_total,
-            d.max_idle_total,
-            0..=1_000_000,
-        )?,
-        checkout_probe,
-    })
-}
-
-fn dns(raw: RawDns) -> Result<DnsConfig> {
-    let d = DnsConfig::default();
-    Ok(DnsConfig {
-        nameservers: socket_addrs("dns.nameservers", raw.nameservers, &[], Some(53))?,
-        timeout: duration("dns.timeout", raw.timeout, d.timeout)?,
-        attempts: number("dns.attempts", raw.attempts, d.attempts, 1..=10)?,
-    })
-}
-
-/// A path that must be present and not empty, resolved against `base_dir`.
-pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -> Result<PathBuf> {
-    let value = value.ok_or_else(|| ConfigError::invalid(key, "required"))?;
-    if value.is_empty() {
-        return Err(ConfigError::invalid(key, "empty path"));
-    }
-    let path = Path::new(&value);
-    Ok(if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    })
-}
-
-/// A duration ([`crate::duration`]), not zero and not absurdly long.
-fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration> {
-    bounded_duration(key, value, default, false, MAX_DURATION)
-}
-
-/// A duration ([`crate::duration`]: `30s`, `500ms`, `5m`; `0` where zero is accepted) within
-/// `max`, zero accepted when `zero_ok`; the error names `key` and the text.
-pub(crate) fn bounded_duration(
-    key: &str,
-    value: Option<String>,
-    default: Duration,
-    zero_ok: bool,
-    max: Duration,
-) -> Result<Duration> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    let bounds = crate::duration::Bounds {
-        zero_ok,
-        bare_seconds: false,
-        max,
-    };
-    crate::duration::parse(&text, bounds).map_err(|e| {
-        let why = match e {
-            crate::duration::DurationError::Syntax(_) => format!("invalid duration {text:?}: {e}"),
-            _ => format!("duration {text:?} {e}"),
-        };
-        ConfigError::invalid(key, why)
-    })
-}
-
-/// An integer within `range`.
-fn number(
-    key: &str,
-    value: Option<u64>,
-    default: usize,
-    range: RangeInclusive<u64>,
-) -> Result<usize> {
-    let Some(n) = value else {
-        return Ok(default);
-    };
-    if !range.contains(&n) {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "{n} is out of range; allowed: {} to {}",
-                range.start(),
-                range.end()
-            ),
-        ));
-    }
-    usize::try_from(n).map_err(|_| ConfigError::invalid(key, format!("{n} is too large")))
 }
 
 fn ports(value: Option<Vec<u64>>) -> Result<Vec<u16>> {
@@ -361,62 +185,6 @@ fn ports(value: Option<Vec<u64>>) -> Result<Vec<u16>> {
                 format!("{KEY}[{i}]"),
                 format!("port {p} is not valid; use 1 to 65535"),
             )),
-        })
-        .collect()
-}
-
-pub(crate) fn networks(
-    key: &str,
-    value: Option<StringList>,
-    default: &[&str],
-) -> Result<Vec<IpNet>> {
-    let list = value.map_or_else(|| default.iter().map(|s| s.to_string()).collect(), |l| l.0);
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            IpNet::parse(s).map_err(|e| {
-                ConfigError::invalid(format!("{key}[{i}]"), format!("invalid network {s:?}: {e}"))
-            })
-        })
-        .collect()
-}
-
-/// `IP:port` (IPv6 as `[::1]:807`); with `default_port`, a bare IP too.
-pub(crate) fn socket_addrs(
-    key: &str,
-    value: Option<StringList>,
-    default: &[&str],
-    default_port: Option<u16>,
-) -> Result<Vec<SocketAddr>> {
-    let list = value.map_or_else(|| default.iter().map(|s| s.to_string()).collect(), |l| l.0);
-    list.iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let key = || format!("{key}[{i}]");
-            let addr = match (s.parse::<SocketAddr>(), default_port) {
-                (Ok(addr), _) => addr,
-                (Err(_), Some(port)) => match s.parse::<IpAddr>() {
-                    Ok(ip) => SocketAddr::new(ip, port),
-                    Err(_) => {
-                        return Err(ConfigError::invalid(
-                            key(),
-                            format!("{s:?} is not an IP address or IP:port (IPv6 as [::1]:53)"),
-                        ))
-                    }
-                },
-                (Err(_), None) => {
-                    return Err(ConfigError::invalid(
-                        key(),
-                        format!(
-                            "{s:?} is not an IP:port address (e.g. 127.0.0.1:807 or [::1]:807)"
-                        ),
-                    ))
-                }
-            };
-            if default_port.is_some() && addr.port() == 0 {
-                return Err(ConfigError::invalid(key(), format!("port 0 in {s:?}")));
-            }
-            Ok(addr)
         })
         .collect()
 }

@@ -9,6 +9,8 @@ pub mod request;
 
 pub use request::{DrainTarget, Request, RequestError, MAX_REQUEST};
 
+use crate::bufconn::{BufConn, ReadError};
+use crate::deadline::Deadline;
 use crate::drain::Drains;
 use crate::endpoint::accept_until_stopped;
 use crate::report::SnapshotSource;
@@ -16,14 +18,14 @@ use crate::status::Status;
 use log::{error, info};
 use serde_json::{json, Value};
 use std::fmt;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Mode of the socket file: read and write for the owner and the group.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -223,69 +225,38 @@ fn accept_loop(listener: &UnixListener, stop: &AtomicBool, proxy: &Weak<dyn Cont
     });
 }
 
-/// Read one request line within `deadline`: the bytes up to and including `\n`, or an error
-/// answer when the client sends too much, too slowly, or closes first.
-fn read_request(stream: &mut UnixStream, deadline: Instant) -> Result<Vec<u8>, String> {
-    let mut line = Vec::with_capacity(64);
-    let mut chunk = [0u8; 256];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "no complete request line within {}s",
-                CLIENT_TIME.as_secs()
-            ));
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match stream.read(&mut chunk) {
-            Ok(0) if line.is_empty() => return Err("no request".into()),
-            Ok(0) => return Ok(line),
-            Ok(n) => {
-                let got = chunk.get(..n).unwrap_or_default();
-                if let Some(end) = got.iter().position(|&b| b == b'\n') {
-                    line.extend_from_slice(got.get(..=end).unwrap_or_default());
-                    return if line.len() > MAX_REQUEST {
-                        Err(RequestError::TooLong.to_string())
-                    } else {
-                        Ok(line)
-                    };
-                }
-                line.extend_from_slice(got);
-                if line.len() > MAX_REQUEST {
-                    return Err(RequestError::TooLong.to_string());
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!(
-                    "no complete request line within {}s",
-                    CLIENT_TIME.as_secs()
-                ))
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+/// Read one request line within `deadline`: the bytes up to and including `\n` (or up to the
+/// end of input, when the client closes after an unterminated line), or an error answer when
+/// the client sends too much, too slowly, or closes first.
+fn read_request(conn: &mut BufConn<UnixStream>, deadline: Deadline) -> Result<Vec<u8>, String> {
+    match conn.read_line_until(MAX_REQUEST, deadline) {
+        Ok(n) => Ok(conn.pending().get(..n).unwrap_or_default().to_vec()),
+        Err(ReadError::Closed) if conn.pending().is_empty() => Err("no request".into()),
+        Err(ReadError::Closed) => Ok(conn.pending().to_vec()),
+        Err(ReadError::LineTooLong(_)) => Err(RequestError::TooLong.to_string()),
+        Err(ReadError::Timeout) => Err(format!(
+            "no complete request line within {}s",
+            CLIENT_TIME.as_secs()
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-fn serve_client(mut stream: UnixStream, proxy: &dyn Controlled) {
-    let deadline = Instant::now() + CLIENT_TIME;
+fn serve_client(stream: UnixStream, proxy: &dyn Controlled) {
+    let deadline = Deadline::after(CLIENT_TIME);
     let _ = stream.set_nonblocking(false);
-    let answer = match read_request(&mut stream, deadline) {
+    let mut conn = BufConn::new(stream);
+    let answer = match read_request(&mut conn, deadline) {
         Err(e) => refusal(&e),
         Ok(line) => match request::parse(&line) {
             Err(e) => refusal(&e.to_string()),
             Ok(req) => answer(proxy, req),
         },
     };
+    let (mut stream, _) = conn.into_parts();
     let mut text = answer.to_string();
     text.push('\n');
-    let _ = stream.set_write_timeout(Some(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100)),
-    ));
+    let _ = stream.set_write_timeout(Some(deadline.remaining().max(Duration::from_millis(100))));
     let _ = stream.write_all(text.as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }

@@ -9,6 +9,7 @@ use super::Family;
 /// [`DnsError::is_permanent`] tells whether asking again later can help: an MTA
 /// bounces the message on a permanent error and defers it on a transient one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DnsError {
     /// The name does not exist (NXDOMAIN). Permanent.
     NxDomain {

@@ -56,16 +56,9 @@ pub(crate) fn normalize(name: &str) -> Result<&str, DnsError> {
     Ok(bare)
 }
 
-/// `name` shortened for an error message (it may come from a peer).
+/// `name` made printable and shortened for an error message (it may come from a peer).
 fn quote(name: &str) -> String {
-    if name.len() <= MAX_QUOTED {
-        return name.to_string();
-    }
-    let mut end = MAX_QUOTED;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &name[..end])
+    crate::escape::printable(name.as_bytes(), MAX_QUOTED)
 }
 
 #[cfg(test)]
@@ -125,7 +118,9 @@ mod tests {
     fn long_bad_names_are_shortened_in_errors() {
         let bad = "\u{e9}".repeat(300);
         match normalize(&bad).unwrap_err() {
-            DnsError::InvalidName { name, .. } => assert!(name.len() <= MAX_QUOTED + 3),
+            DnsError::InvalidName { name, .. } => {
+                assert_eq!(name, format!("{}…", "\u{e9}".repeat(MAX_QUOTED)))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

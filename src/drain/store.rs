@@ -42,6 +42,7 @@ pub struct Stored {
 
 /// Why the drains file could not be read or written.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The file (or the directory) could not be read or written.
     Io { path: PathBuf, error: io::Error },

@@ -10,78 +10,32 @@
 
 pub mod passthrough;
 mod proxy;
-pub mod proxy_header;
 pub mod smtp;
 mod socks;
-pub mod socks5;
+
+pub use greenarrow_proxy_proto::{proxy_header, socks5};
 
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
+use crate::deadline::Deadline;
 use crate::dial::{dial, DialError};
 use crate::logging::session::{SessionRecord, Via};
-use crate::mx::connect::dial_failure;
-use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
+use crate::protocol::{ConnectRequest, Destination};
 use crate::runtime::Runtime;
 use crate::session::Egress;
+use crate::session::EgressError;
 use crate::shared::Shared;
 use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Render peer-controlled bytes for an error message: at most `max` bytes, printable ASCII as
-/// is, everything else escaped (`\r`, `\n`, `\x16`, ...), a trailing `...` when cut.
-fn escape_bytes(bytes: &[u8], max: usize) -> String {
-    let mut out: String = bytes
-        .iter()
-        .take(max)
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect();
-    if bytes.len() > max {
-        out.push_str("...");
-    }
-    out
-}
+use std::time::Duration;
 
 /// TCP keepalive idle time on both legs of a passthrough session.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
-fn handshake_deadline(rt: &Runtime, deadline: Instant) -> Instant {
-    deadline.min(Instant::now() + rt.config.timeouts.mta_handshake)
-}
-
-/// Read once more from `tcp` into `buf` before `until`; `Err` with the reason at EOF, error
-/// or time-out.
-fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>, until: Instant) -> Result<(), String> {
-    let left = until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err("handshake timed out".into());
-    }
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
-    let mut chunk = [0u8; 512];
-    loop {
-        return match tcp.read(&mut chunk) {
-            Ok(0) => Err("closed by the MTA".into()),
-            Ok(n) => {
-                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err("handshake timed out".into())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-    }
+fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
+    deadline.within(rt.config.timeouts.mta_handshake)
 }
 
 /// `mode: passthrough` once the MX is connected: relay bytes both ways, then count and log
@@ -92,13 +46,13 @@ fn passthrough_session(
     mta: &TcpStream,
     mx: TcpStream,
     initial: &[u8],
-    deadline: Instant,
+    deadline: Deadline,
 ) {
     let t = &egress.rt.config.timeouts;
     let limits = PassthroughLimits {
         idle: t.mta_idle,
         stall: t.mx_command,
-        lifetime: Some(deadline.saturating_duration_since(Instant::now())),
+        lifetime: Some(deadline.remaining()),
         keepalive: Some(KEEPALIVE),
         buffer: DEFAULT_BUFFER,
     };
@@ -138,23 +92,6 @@ pub struct Target<'a> {
     pub port: u16,
 }
 
-/// Why a front-end refuses a target: the failure (with the native protocol's tags) and, for
-/// a failed dial, the dial error (SOCKS5 reply codes are finer than the tags).
-#[derive(Debug)]
-pub struct Refusal {
-    pub failure: FailureReply,
-    pub dial: Option<DialError>,
-}
-
-impl From<FailureReply> for Refusal {
-    fn from(failure: FailureReply) -> Refusal {
-        Refusal {
-            failure,
-            dial: None,
-        }
-    }
-}
-
 impl Target<'_> {
     /// The request the egress core checks (and, in `mode: smtp`, opens).
     pub(crate) fn request(&self, ehlo: &str) -> ConnectRequest {
@@ -166,7 +103,7 @@ impl Target<'_> {
 
 /// Check the target as the native protocol checks a CONNECT (source permitted for the
 /// client, port, destination resolved and permitted).
-fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, Refusal> {
+fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, EgressError> {
     let req = target.request("");
     egress.authorize(&target.identity, &req)?;
     Ok(egress
@@ -179,7 +116,7 @@ fn check(egress: &Egress, target: &Target) -> Result<Vec<SocketAddr>, Refusal> {
 /// `mode: passthrough`: check, then dial the first address that answers, from the source,
 /// each under the connection caps (the permit is held for the whole session; a request at a
 /// cap waits up to `caps.wait` for a place).
-fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), Refusal> {
+fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), EgressError> {
     let addrs = check(egress, target)?;
     let req = target.request("");
     let mut last = None;
@@ -194,22 +131,11 @@ fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), 
         };
         match dial(target.source, addr, egress.rt.mx.timeouts.connect) {
             Ok(tcp) => return Ok((tcp, permit)),
-            Err(e @ DialError::SourceNotLocal { .. }) => {
-                return Err(Refusal {
-                    failure: dial_failure(&e),
-                    dial: Some(e),
-                })
-            }
+            Err(e @ DialError::SourceNotLocal { .. }) => return Err(e.into()),
             Err(e) => last = Some(e),
         }
     }
-    Err(match last {
-        Some(e) => Refusal {
-            failure: dial_failure(&e),
-            dial: Some(e),
-        },
-        None => FailureReply::new(Failure::NetworkError, "no address to try").into(),
-    })
+    Err(last.map_or(EgressError::NoAddress, EgressError::from))
 }
 
 /// The session line's `frontend=` for a connection accepted on `fe`.
@@ -236,7 +162,7 @@ pub fn serve(
         return;
     };
     let _ = tcp.set_nodelay(true);
-    let deadline = Instant::now() + rt.config.timeouts.session_lifetime;
+    let deadline = Deadline::after(rt.config.timeouts.session_lifetime);
     let fe: &Frontend = fe;
     let egress = Egress {
         shared: &shared,
@@ -249,15 +175,5 @@ pub fn serve(
     match fe.kind {
         FrontendKind::ProxyProtocol => proxy::serve(&egress, fe, tcp, deadline),
         FrontendKind::Socks5 => socks::serve(&egress, fe, tcp, deadline),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escape_bytes_is_printable_and_bounded() {
-        assert_eq!(super::escape_bytes(b"EHLO x\r\n", 16), "EHLO x\\r\\n");
-        assert_eq!(super::escape_bytes(b"\x16\x03\x01", 2), "\\x16\\x03...");
-        assert_eq!(super::escape_bytes(b"", 4), "");
     }
 }

@@ -24,6 +24,7 @@
 //! The bookkeeping ([`Pipe`] buffers, the [`Clock`] of deadlines) is sans-I/O and unit-tested
 //! without sockets; [`relay`] is the thin loop around it.
 
+use crate::deadline::{ceil_millis, Deadline};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -293,10 +294,8 @@ fn interest(read: bool, write: bool) -> PollFlags {
 /// Milliseconds until `deadline`, rounded up (so the expiry check after the wake-up sees it
 /// passed); at least 1.
 fn poll_timeout(deadline: Instant, now: Instant) -> PollTimeout {
-    let ms = deadline
-        .saturating_duration_since(now)
-        .as_nanos()
-        .div_ceil(1_000_000)
+    let ms = ceil_millis(Deadline::at(deadline).remaining_at(now))
+        .as_millis()
         .clamp(1, i32::MAX as u128);
     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }

@@ -5,38 +5,46 @@
 
 use super::proxy_header::{self, HeaderKind, Parsed};
 use super::smtp::greet::{failure_421, reply_421};
-use super::{dial_target, handshake_deadline, read_more, Target};
+use super::{dial_target, handshake_deadline, Target};
+use crate::bufconn::BufConn;
 use crate::config::{Frontend, FrontendMode};
+use crate::deadline::Deadline;
 use crate::protocol::{Destination, Failure, FailureReply};
 use crate::session::Egress;
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Serve one connection on a PROXY front-end.
-pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline: Instant) {
+pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: Deadline) {
     let rt = egress.rt;
     let until = handshake_deadline(rt, deadline);
-    let mut buf = Vec::with_capacity(256);
-    let header = loop {
-        match proxy_header::parse(&buf) {
-            Ok(Parsed::Header(h)) => break h,
-            Ok(Parsed::Incomplete) => {
-                if let Err(why) = read_more(&mut tcp, &mut buf, until) {
-                    // A TCP health check (connect, close) or a silent peer: nothing to say.
-                    verbose!(rt, mta = egress.peer; "PROXY front-end: no header ({why})");
-                    return;
-                }
-            }
-            Err(e) => {
-                crate::logging::peer_warning(
-                    egress.peer,
-                    crate::logging::PeerEvent::ProxyHeader,
-                    format_args!("PROXY front-end: {e}"),
-                );
-                let _ = tcp.write_all(&reply_421(e.tag(), &e.to_string(), &[]));
-                return;
-            }
+    let mut conn = BufConn::new(tcp);
+    let parsed = conn.read_until(
+        proxy_header::MAX_HEADER_LEN,
+        until,
+        |p| match proxy_header::parse(p) {
+            Ok(Parsed::Incomplete) => None,
+            Ok(Parsed::Header(h)) => Some(Ok(h)),
+            Err(e) => Some(Err(e)),
+        },
+    );
+    let (mut tcp, buf) = conn.into_parts();
+    let header = match parsed {
+        Err(why) => {
+            // A TCP health check (connect, close) or a silent peer: nothing to say.
+            verbose!(rt, mta = egress.peer; "PROXY front-end: no header ({why})");
+            return;
+        }
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            crate::logging::peer_warning(
+                egress.peer,
+                crate::logging::PeerEvent::ProxyHeader,
+                format_args!("PROXY front-end: {e}"),
+            );
+            let _ = tcp.write_all(&reply_421(e.tag(), &e.to_string(), &[]));
+            return;
         }
     };
     let (source, destination) = match header.kind {
@@ -79,19 +87,18 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 super::passthrough_session(egress, &target, &tcp, mx, initial, deadline)
             }
             Err(refusal) => {
-                egress
-                    .shared
-                    .stats()
-                    .count_connect_failure(refusal.failure.failure);
+                // The one place this front-end renders an egress error for its MTA.
+                let refusal = refusal.reply();
+                egress.shared.stats().count_connect_failure(refusal.failure);
                 crate::logging::request_failed(
                     rt.config.log_verbose,
                     "PROXY front-end: refused",
                     egress.peer,
                     target.identity.name,
                     &target.request(""),
-                    &refusal.failure,
+                    &refusal,
                 );
-                let _ = tcp.write_all(&failure_421(&refusal.failure));
+                let _ = tcp.write_all(&failure_421(&refusal));
             }
         },
     }

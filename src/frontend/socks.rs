@@ -6,32 +6,35 @@
 mod credentials;
 
 use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
-use super::{check, dial_target, handshake_deadline, read_more, Refusal, Target};
+use super::{check, dial_target, handshake_deadline, Target};
+use crate::bufconn::BufConn;
 use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
+use crate::deadline::Deadline;
 use crate::dial::DialError;
 use crate::protocol::{Destination, Failure};
-use crate::session::Egress;
+use crate::session::{Egress, EgressError};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// In `mode: smtp` the proxy's own banner follows the CONNECT reply: this gap keeps the two
 /// apart for clients that lose bytes read together with the reply (nodemailer's socks).
 const BANNER_GAP: Duration = Duration::from_millis(50);
 
-/// The reply code for a refusal.
-fn code_for(r: &Refusal) -> ReplyCode {
-    if let Some(d) = &r.dial {
+/// The reply code for a refusal: this front-end's one rendering of an egress error (a failed
+/// dial by its kind, SOCKS5 codes being finer than the failure tags; the rest by failure).
+fn code_for(r: &EgressError) -> ReplyCode {
+    if let EgressError::Dial(d) = r {
         return match d {
             DialError::Refused { .. } => ReplyCode::ConnectionRefused,
             DialError::Timeout { .. } => ReplyCode::TtlExpired,
             DialError::Network { error, .. } => ReplyCode::from_io_error(error),
-            DialError::SourceNotLocal { .. } => ReplyCode::GeneralFailure,
             DialError::FamilyMismatch { .. } => ReplyCode::AddressTypeNotSupported,
+            _ => ReplyCode::GeneralFailure,
         };
     }
-    match r.failure.failure {
+    match r.failure() {
         Failure::SourceNotPermitted | Failure::DestinationNotPermitted => ReplyCode::NotAllowed,
         Failure::DnsNxDomain | Failure::DnsNoAddress | Failure::DnsNullMx => {
             ReplyCode::HostUnreachable
@@ -58,7 +61,7 @@ fn bindable(ip: IpAddr) -> std::io::Result<()> {
 }
 
 /// Serve one connection on a SOCKS5 front-end.
-pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline: Instant) {
+pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: Deadline) {
     let rt = egress.rt;
     let peer = egress.peer;
     let until = handshake_deadline(rt, deadline);
@@ -72,7 +75,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     };
     let mut named_source: Option<IpAddr> = None;
     let mut bound_source: Option<IpAddr> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let mut conn = BufConn::new(tcp);
     // A refused BIND or CONNECT (source not permitted or not local, no client or source):
     // a problem, logged whatever `log_verbose`.
     let refuse = |tcp: &mut TcpStream, code: ReplyCode, family: Option<AddrFamily>, why: &str| {
@@ -80,26 +83,26 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
         let _ = tcp.write_all(&reply(code, None, family));
     };
     let addr = loop {
-        let step = match machine.poll(&buf) {
+        let step = match machine.poll(conn.pending()) {
             Ok(s) => s,
             Err(e) => {
                 verbose!(rt, mta = peer; "SOCKS5 front-end: {e}");
                 if let Some(bytes) = e.reply_bytes() {
-                    let _ = tcp.write_all(&bytes);
+                    let _ = conn.send(&bytes);
                 }
                 return;
             }
         };
-        buf.drain(..step.consumed().min(buf.len()));
+        conn.consume(step.consumed());
         match step {
             Step::NeedMore => {
-                if let Err(why) = read_more(&mut tcp, &mut buf, until) {
+                if let Err(why) = conn.fill_until(until) {
                     verbose!(rt, mta = peer; "SOCKS5 front-end: handshake not finished ({why})");
                     return;
                 }
             }
             Step::Reply { bytes, .. } => {
-                if tcp.write_all(&bytes).is_err() {
+                if conn.send(&bytes).is_err() {
                     return;
                 }
             }
@@ -119,7 +122,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                         format_args!("SOCKS5 front-end: authentication failed: {why}"),
                     ),
                 }
-                if tcp.write_all(&status).is_err() || identity.is_none() {
+                if conn.send(&status).is_err() || identity.is_none() {
                     return;
                 }
             }
@@ -130,7 +133,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                     .is_some_and(|id| id.sources.iter().any(|n| n.contains(source)));
                 if !permitted {
                     return refuse(
-                        &mut tcp,
+                        conn.get_mut(),
                         ReplyCode::NotAllowed,
                         family,
                         &format!("source address {source} is not permitted for this client"),
@@ -138,15 +141,15 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
                 }
                 if let Err(e) = bindable(source) {
                     return refuse(
-                        &mut tcp,
+                        conn.get_mut(),
                         ReplyCode::GeneralFailure,
                         family,
                         &format!("source address {source} is not local: {e}"),
                     );
                 }
                 bound_source = Some(source);
-                if tcp
-                    .write_all(&reply(
+                if conn
+                    .send(&reply(
                         ReplyCode::Succeeded,
                         Some(SocketAddr::new(source, 0)),
                         family,
@@ -160,6 +163,8 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             Step::Done => return,
         }
     };
+    // The stream and what the MTA sent after the handshake (pipelined SMTP).
+    let (mut tcp, buf) = conn.into_parts();
     let family = addr.family();
     let Some(identity) = identity else {
         return refuse(
@@ -213,14 +218,14 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
             }
             // A policy refusal goes to the transactions, where an MTA retries the message
             // rather than the MX (Exim records any SOCKS failure against the MX).
-            Err(r) if is_policy(&r) => {
+            Err(r) if r.is_policy() => {
                 log_refusal(egress, &target, &r);
                 let bound = SocketAddr::new(source, 0);
                 if tcp
                     .write_all(&reply(ReplyCode::Succeeded, Some(bound), family))
                     .is_ok()
                 {
-                    super::smtp::refuse(egress, tcp, &buf, &r.failure, deadline, BANNER_GAP);
+                    super::smtp::refuse(egress, tcp, &buf, &r, deadline, BANNER_GAP);
                 }
             }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
@@ -228,29 +233,16 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, mut tcp: TcpStream, deadline
     }
 }
 
-/// Whether a refusal is the access policy's (source, port or destination not permitted), not
-/// the destination's or the network's.
-fn is_policy(r: &Refusal) -> bool {
-    r.dial.is_none()
-        && matches!(
-            r.failure.failure,
-            Failure::SourceNotPermitted | Failure::DestinationNotPermitted
-        )
-}
-
 /// Count and log a target the egress core refused.
-fn log_refusal(egress: &Egress, target: &Target, r: &Refusal) {
-    egress
-        .shared
-        .stats()
-        .count_connect_failure(r.failure.failure);
+fn log_refusal(egress: &Egress, target: &Target, r: &EgressError) {
+    egress.shared.stats().count_connect_failure(r.failure());
     crate::logging::request_failed(
         egress.rt.config.log_verbose,
         "SOCKS5 front-end: refused",
         egress.peer,
         target.identity.name,
         &target.request(""),
-        &r.failure,
+        &r.reply(),
     );
 }
 
@@ -259,7 +251,7 @@ fn refuse_target(
     egress: &Egress,
     tcp: &mut TcpStream,
     target: &Target,
-    r: &Refusal,
+    r: &EgressError,
     family: Option<AddrFamily>,
 ) {
     log_refusal(egress, target, r);
@@ -270,81 +262,78 @@ fn refuse_target(
 mod tests {
     use super::*;
     use crate::config::IpNet;
-    use crate::protocol::FailureReply;
+    use crate::dns::DnsError;
     use std::io;
     use std::time::Duration;
-
-    fn refusal(failure: Failure, dial: Option<DialError>) -> Refusal {
-        Refusal {
-            failure: FailureReply::new(failure, "x"),
-            dial,
-        }
-    }
 
     #[test]
     fn reply_codes_follow_the_refusal() {
         let dest: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let source: IpAddr = "192.0.2.1".parse().unwrap();
         let os = |errno| io::Error::from_raw_os_error(errno);
         let cases = [
             (
-                refusal(Failure::SourceNotPermitted, None),
+                EgressError::SourceNotPermitted {
+                    source,
+                    client: "c".into(),
+                },
                 ReplyCode::NotAllowed,
             ),
             (
-                refusal(Failure::DestinationNotPermitted, None),
+                EgressError::PortNotPermitted { port: 26 },
                 ReplyCode::NotAllowed,
             ),
             (
-                refusal(Failure::DnsNxDomain, None),
+                EgressError::Dns(DnsError::NxDomain {
+                    name: "nx.test".into(),
+                }),
                 ReplyCode::HostUnreachable,
             ),
             (
-                refusal(Failure::DnsTemporary, None),
+                EgressError::Dns(DnsError::Transient {
+                    name: "slow.test".into(),
+                    detail: "timeout".into(),
+                }),
                 ReplyCode::GeneralFailure,
             ),
             (
-                refusal(Failure::ConnectRefused, Some(DialError::Refused { dest })),
+                EgressError::Dial(DialError::Refused { dest }),
                 ReplyCode::ConnectionRefused,
             ),
             (
-                refusal(
-                    Failure::ConnectTimeout,
-                    Some(DialError::Timeout {
-                        dest,
-                        after: Duration::from_secs(1),
-                    }),
-                ),
+                EgressError::Dial(DialError::Timeout {
+                    dest,
+                    after: Duration::from_secs(1),
+                }),
                 ReplyCode::TtlExpired,
             ),
             (
-                refusal(
-                    Failure::NetworkError,
-                    Some(DialError::Network {
-                        dest,
-                        error: os(nix::libc::ENETUNREACH),
-                    }),
-                ),
+                EgressError::Dial(DialError::Network {
+                    dest,
+                    error: os(nix::libc::ENETUNREACH),
+                }),
                 ReplyCode::NetworkUnreachable,
             ),
             (
-                refusal(
-                    Failure::NetworkError,
-                    Some(DialError::Network {
-                        dest,
-                        error: os(nix::libc::EHOSTUNREACH),
-                    }),
-                ),
+                EgressError::Dial(DialError::Network {
+                    dest,
+                    error: os(nix::libc::EHOSTUNREACH),
+                }),
                 ReplyCode::HostUnreachable,
             ),
             (
-                refusal(
-                    Failure::SourceNotLocal,
-                    Some(DialError::SourceNotLocal {
-                        source: "192.0.2.1".parse().unwrap(),
-                        error: os(nix::libc::EADDRNOTAVAIL),
-                    }),
-                ),
+                EgressError::Dial(DialError::SourceNotLocal {
+                    source,
+                    error: os(nix::libc::EADDRNOTAVAIL),
+                }),
                 ReplyCode::GeneralFailure,
+            ),
+            (
+                EgressError::Dial(DialError::FamilyMismatch {
+                    source: "::1".parse().unwrap(),
+                    dest,
+                }),
+                ReplyCode::AddressTypeNotSupported,
             ),
         ];
         for (r, want) in cases {

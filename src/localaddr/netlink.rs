@@ -75,6 +75,7 @@ pub struct Parsed {
 
 /// Why a datagram could not be parsed (the watcher then resynchronises).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NetlinkError {
     /// A header or attribute length points outside the datagram or below its own header.
     BadLength { offset: usize, len: usize },

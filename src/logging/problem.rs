@@ -50,6 +50,9 @@ pub fn is_problem(f: Failure) -> bool {
         | DnsNoAddress
         | DnsNullMx
         | Drained => false,
+        // `Failure` is #[non_exhaustive] (crates/proto): one this daemon does not know yet is
+        // shown to the operator rather than hidden.
+        _ => true,
     }
 }
 
@@ -103,7 +106,7 @@ pub fn request_failed(
         client = client,
         source:% = req.source,
         mx:% = AskedMx(&req.dest, req.port),
-        tag = f.failure.code().2;
+        tag = f.failure.code().tag;
         "{what}: {}",
         failure_text(f)
     );

@@ -77,11 +77,12 @@ pub fn render(snap: &Snapshot) -> String {
         float(connects)
     );
     for (failure, n) in &snap.failures {
-        let (code, _, tag) = failure.code();
+        let code = failure.code();
         let _ = writeln!(
             out,
-            "{PREFIX}connect_results_total{{result=\"{}\",code=\"{code}\"}} {n}",
-            label(tag)
+            "{PREFIX}connect_results_total{{result=\"{}\",code=\"{}\"}} {n}",
+            label(code.tag),
+            code.reply
         );
     }
 

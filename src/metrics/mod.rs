@@ -8,15 +8,17 @@
 
 pub mod exposition;
 
+use crate::bufconn::{BufConn, ReadError};
+use crate::deadline::Deadline;
 use crate::endpoint::accept_until_stopped;
 use crate::report::SnapshotSource;
 use log::info;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one scraper may take to send its request and read the answer.
 pub const CLIENT_TIME: Duration = Duration::from_secs(5);
@@ -144,30 +146,18 @@ fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str,
     let _ = stream.write_all(out.as_bytes());
 }
 
-fn serve(mut stream: TcpStream, source: &dyn SnapshotSource) {
-    let deadline = Instant::now() + CLIENT_TIME;
+fn serve(stream: TcpStream, source: &dyn SnapshotSource) {
     let _ = stream.set_nonblocking(false);
+    let mut conn = BufConn::new(stream);
+    let read = conn.read_until(MAX_REQUEST_HEAD, Deadline::after(CLIENT_TIME), |head| {
+        Some(route(head)).filter(|r| !matches!(r, Route::Partial))
+    });
+    let (mut stream, _) = conn.into_parts();
     let _ = stream.set_write_timeout(Some(CLIENT_TIME));
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let route = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        }
-        match route(&buf) {
-            Route::Partial if buf.len() > MAX_REQUEST_HEAD => {
-                break Route::BadRequest("request head too long".into())
-            }
-            Route::Partial => continue,
-            r => break r,
-        }
+    let route = match read {
+        Ok(r) => r,
+        Err(ReadError::LineTooLong(_)) => Route::BadRequest("request head too long".into()),
+        Err(_) => return,
     };
     let text = "text/plain; charset=utf-8";
     match route {

@@ -1,18 +1,20 @@
 //! The I/O driver of the set-up sequence: dial, then perform [`Setup`]'s actions on a
-//! [`BufConn`], mapping every failure to the protocol's [`FailureReply`].
+//! [`BufConn`]; every failure is an [`AttemptError`] (rendered only by the front-end).
 
+use super::error::{AttemptError, SetupError, Stage};
 use super::setup::{Action, Phase, Setup, SetupFailure};
 use super::{say_quit, MxConnection, MxStream, MxTimeouts};
+use crate::bufconn::BufConn;
+use crate::deadline::Deadline;
+use crate::dial::dial;
+use crate::protocol::{ConnectRequest, TlsPolicy};
+use crate::smtp::ReplyLimits;
+use crate::tls::{CertPolicy, MxTlsConnector};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// How long to wait for the 221 when giving up on an MX during set-up.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
-use crate::bufconn::{BufConn, ReadError};
-use crate::dial::{dial, DialError};
-use crate::protocol::{reply_lines, ConnectRequest, Failure, FailureReply, TlsPolicy};
-use crate::smtp::ReplyLimits;
-use crate::tls::{CertPolicy, MxTlsConnector, TlsError};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 /// Everything the driver needs besides the request.
 #[derive(Clone)]
@@ -20,42 +22,6 @@ pub struct MxSettings {
     pub tls: MxTlsConnector,
     pub timeouts: MxTimeouts,
     pub reply_limits: ReplyLimits,
-}
-
-pub fn dial_failure(e: &DialError) -> FailureReply {
-    let f = match &e {
-        DialError::SourceNotLocal { .. } => Failure::SourceNotLocal,
-        DialError::FamilyMismatch { .. } => Failure::DestinationNotPermitted,
-        DialError::Refused { .. } => Failure::ConnectRefused,
-        DialError::Timeout { .. } => Failure::ConnectTimeout,
-        DialError::Network { .. } => Failure::NetworkError,
-    };
-    FailureReply::new(f, e.to_string())
-}
-
-fn read_failure(stage: &str, e: ReadError) -> FailureReply {
-    FailureReply::new(Failure::MxSetupFailed, format!("{stage}: {e}"))
-}
-
-fn tls_failure(e: &TlsError, policy: TlsPolicy) -> FailureReply {
-    let f = if policy == TlsPolicy::Verify && matches!(e, TlsError::Certificate(_)) {
-        Failure::TlsVerifyFailed
-    } else {
-        Failure::TlsFailed
-    };
-    FailureReply::new(f, e.to_string())
-}
-
-/// Whether a failed attempt is worth another address (connection-level failures).
-pub fn try_next_address(f: &FailureReply) -> bool {
-    matches!(
-        f.failure,
-        Failure::ConnectRefused
-            | Failure::ConnectTimeout
-            | Failure::NetworkError
-            | Failure::MxSetupFailed
-            | Failure::BannerRejected { permanent: false }
-    )
 }
 
 /// Dial `addr` from the request's source and run the set-up sequence.
@@ -71,51 +37,37 @@ pub fn establish(
     req: &ConnectRequest,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
-) -> Result<MxConnection, FailureReply> {
+    deadline: Deadline,
+) -> Result<MxConnection, AttemptError> {
     match attempt(settings, req, req.tls, addr, mx_host, deadline) {
-        Err((f, true))
-            if req.tls == TlsPolicy::Opportunistic
-                && req.tls_fallback
-                && !req.smtps
-                && f.failure == Failure::TlsFailed =>
+        Err(AttemptError::Setup(SetupError::Tls { error, .. }))
+            if req.tls == TlsPolicy::Opportunistic && req.tls_fallback && !req.smtps =>
         {
-            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host, deadline)
-                .map_err(|(f, _)| f)?;
+            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host, deadline)?;
             c.tls_note = Some(format!(
-                "TLS handshake failed ({}); reconnected without TLS (tls_fallback=yes)",
-                f.text
+                "TLS handshake failed ({error}); reconnected without TLS (tls_fallback=yes)"
             ));
             Ok(c)
         }
-        r => r.map_err(|(f, _)| f),
+        r => r,
     }
 }
 
-/// One attempt; on failure also says whether it failed in the TLS handshake.
+/// One attempt: dial, then the set-up.
 fn attempt(
     settings: &MxSettings,
     req: &ConnectRequest,
     policy: TlsPolicy,
     addr: SocketAddr,
     mx_host: Option<&str>,
-    deadline: Instant,
-) -> Result<MxConnection, (FailureReply, bool)> {
+    deadline: Deadline,
+) -> Result<MxConnection, AttemptError> {
     let t = &settings.timeouts;
     // A phase's timeout, cut short by the session's deadline (never zero: the socket calls
     // refuse a zero timeout; an expired deadline leaves a millisecond).
-    let within = |timeout: Duration| {
-        timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1))
-    };
-    let tcp = dial(req.source, addr, within(t.connect)).map_err(|e| (dial_failure(&e), false))?;
-    let local = tcp.local_addr().map_err(|e| {
-        (
-            FailureReply::new(Failure::NetworkError, format!("local address: {e}")),
-            false,
-        )
-    })?;
+    let within = |timeout: Duration| deadline.cap(timeout);
+    let tcp = dial(req.source, addr, within(t.connect))?;
+    let local = tcp.local_addr().map_err(SetupError::LocalAddr)?;
     let created = Instant::now();
     let mut conn = BufConn::new(MxStream::Plain(tcp));
     let mut setup = Setup::new(&req.ehlo, policy, req.smtps);
@@ -127,7 +79,11 @@ fn attempt(
             Action::Send(bytes, phase) => {
                 out_of_step(&conn, addr)?;
                 if let Err(e) = conn.send(&bytes) {
-                    return Err((read_failure("sending to the MX", e.into()), false));
+                    return Err(SetupError::Io {
+                        stage: Stage::Sending,
+                        error: e.into(),
+                    }
+                    .into());
                 }
                 read_step(&mut conn, &mut setup, settings, phase, deadline)?
             }
@@ -137,22 +93,10 @@ fn attempt(
             Action::StartTls => {
                 let (stream, rest) = conn.into_parts();
                 if !rest.is_empty() {
-                    return Err((
-                        FailureReply::new(
-                            Failure::MxSetupFailed,
-                            format!(
-                                "the MX sent {} octets after its 220 reply to STARTTLS (possible command injection, CVE-2011-0411)",
-                                rest.len()
-                            ),
-                        ),
-                        false,
-                    ));
+                    return Err(SetupError::AfterStartTls { octets: rest.len() }.into());
                 }
                 let MxStream::Plain(tcp) = stream else {
-                    return Err((
-                        FailureReply::new(Failure::TlsFailed, "TLS requested twice"),
-                        false,
-                    ));
+                    return Err(SetupError::TlsTwice.into());
                 };
                 let cert_policy = if policy == TlsPolicy::Verify {
                     CertPolicy::Verify
@@ -168,7 +112,7 @@ fn attempt(
                         addr.ip(),
                         within(t.tls_handshake),
                     )
-                    .map_err(|e| (tls_failure(&e, policy), true))?;
+                    .map_err(|error| SetupError::Tls { error, policy })?;
                 tls_facts = Some(tls.facts().clone());
                 conn = BufConn::new(MxStream::Tls(Box::new(tls)));
                 setup.on_tls_established()
@@ -178,51 +122,30 @@ fn attempt(
                 break;
             }
             Action::Fail(f) => {
-                let (reply, polite) = match f {
-                    SetupFailure::BannerRejected(r) => (
-                        FailureReply::new(
-                            Failure::BannerRejected {
-                                permanent: r.is_permanent(),
-                            },
-                            format!("{addr} rejected the connection in its banner"),
-                        )
-                        .with_mx_lines(reply_lines(r.raw())),
-                        true,
-                    ),
-                    SetupFailure::EhloRejected(r) => (
-                        FailureReply::new(
-                            Failure::EhloRejected {
-                                permanent: r.is_permanent(),
-                            },
-                            format!("{addr} rejected EHLO and HELO {}", req.ehlo),
-                        )
-                        .with_mx_lines(reply_lines(r.raw())),
-                        true,
-                    ),
-                    SetupFailure::Closing(r) => (
-                        FailureReply::new(
-                            Failure::MxSetupFailed,
-                            format!("{addr} closed the session during set-up"),
-                        )
-                        .with_mx_lines(reply_lines(r.raw())),
-                        false,
-                    ),
-                    SetupFailure::TlsNotOffered(note) => {
-                        (FailureReply::new(Failure::TlsNotOffered, note), true)
+                let (error, polite) = match f {
+                    SetupFailure::BannerRejected(reply) => {
+                        (SetupError::BannerRejected { mx: addr, reply }, true)
                     }
-                    SetupFailure::Unexpected(r) => (
-                        FailureReply::new(
-                            Failure::MxSetupFailed,
-                            format!("{addr} gave an unexpected reply"),
-                        )
-                        .with_mx_lines(reply_lines(r.raw())),
+                    SetupFailure::EhloRejected(reply) => (
+                        SetupError::EhloRejected {
+                            mx: addr,
+                            ehlo: req.ehlo.clone(),
+                            reply,
+                        },
                         true,
                     ),
+                    SetupFailure::Closing(reply) => {
+                        (SetupError::Closing { mx: addr, reply }, false)
+                    }
+                    SetupFailure::TlsNotOffered(note) => (SetupError::TlsNotOffered(note), true),
+                    SetupFailure::Unexpected(reply) => {
+                        (SetupError::Unexpected { mx: addr, reply }, true)
+                    }
                 };
                 if polite {
                     say_quit(&mut conn, QUIT_WAIT);
                 }
-                return Err((reply, false));
+                return Err(error.into());
             }
         };
     }
@@ -238,10 +161,7 @@ fn attempt(
     // write to the MX gets the command timeout (which the relay keeps, so no extra call).
     let _ = conn.set_timeout(t.command);
     let (Some(banner), Some(greeting)) = (setup.banner.take(), setup.greeting.take()) else {
-        return Err((
-            FailureReply::new(Failure::MxSetupFailed, "set-up ended early"),
-            false,
-        ));
+        return Err(SetupError::EndedEarly.into());
     };
     Ok(MxConnection {
         conn,
@@ -260,28 +180,21 @@ fn attempt(
         messages: 0,
         bytes: 0,
         last_mta: None,
-        permit: None,
     })
 }
 
 /// Bytes already read past the reply just handled, before anything more was asked: the MX is
 /// out of step (a stray reply, or one for a command not sent) and no later reply of it can be
 /// matched to its command. Set-up fails rather than take the next reply for the wrong one.
-fn out_of_step(
-    conn: &BufConn<crate::mx::MxStream>,
-    addr: SocketAddr,
-) -> Result<(), (FailureReply, bool)> {
+fn out_of_step(conn: &BufConn<crate::mx::MxStream>, addr: SocketAddr) -> Result<(), SetupError> {
     let n = conn.pending().len();
     if n == 0 {
         return Ok(());
     }
-    Err((
-        FailureReply::new(
-            Failure::MxSetupFailed,
-            format!("{addr} sent {n} octets nobody asked for during set-up (out of step)"),
-        ),
-        false,
-    ))
+    Err(SetupError::OutOfStep {
+        mx: addr,
+        octets: n,
+    })
 }
 
 fn read_step(
@@ -289,22 +202,19 @@ fn read_step(
     setup: &mut Setup,
     settings: &MxSettings,
     phase: Phase,
-    deadline: Instant,
-) -> Result<Action, (FailureReply, bool)> {
+    deadline: Deadline,
+) -> Result<Action, SetupError> {
     let timeout = match phase {
         Phase::Banner => settings.timeouts.banner,
         Phase::Command => settings.timeouts.command,
     };
     let stage = match phase {
-        Phase::Banner => "waiting for the MX banner",
-        Phase::Command => "waiting for the MX reply",
+        Phase::Banner => Stage::Banner,
+        Phase::Command => Stage::Reply,
     };
     // One deadline for the whole reply: an MX trickling a byte now and then cannot stretch it.
     let reply = conn
-        .read_reply_until(
-            &settings.reply_limits,
-            (Instant::now() + timeout).min(deadline),
-        )
-        .map_err(|e| (read_failure(stage, e), false))?;
+        .read_reply_until(&settings.reply_limits, deadline.within(timeout))
+        .map_err(|error| SetupError::Io { stage, error })?;
     Ok(setup.on_reply(reply))
 }

@@ -2,16 +2,19 @@
 //! connection carries with it when it is handed to an MTA or kept in the pool.
 
 pub mod connect;
-pub mod setup;
+pub mod error;
+pub use greenarrow_proxy_proto::mx_setup as setup;
 
-use crate::bufconn::{BufConn, Timeouts};
+use crate::bufconn::BufConn;
+use crate::deadline::Deadline;
+use crate::protocol::TlsState;
 use crate::smtp::{Capabilities, Reply};
-use crate::tls::{ClientTlsStream, TlsFacts};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use crate::tls::TlsFacts;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use connect::{establish, MxSettings};
+pub use error::{AttemptError, SetupError};
 
 /// Timeouts toward the MX.
 #[derive(Clone, Copy, Debug)]
@@ -23,78 +26,36 @@ pub struct MxTimeouts {
     pub tls_handshake: Duration,
 }
 
-/// The byte stream to an MX.
-pub enum MxStream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream>),
-}
-
-impl MxStream {
-    /// The socket.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            MxStream::Plain(s) => s,
-            MxStream::Tls(s) => s.tcp(),
-        }
-    }
-}
-
-impl Read for MxStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            MxStream::Plain(s) => s.read(buf),
-            MxStream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for MxStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            MxStream::Plain(s) => s.write(buf),
-            MxStream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            MxStream::Plain(s) => s.flush(),
-            MxStream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl Timeouts for MxStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.tcp().set_timeouts(timeout)
-    }
-}
+/// The byte stream to an MX: plaintext, then TLS after STARTTLS (or from the start).
+pub type MxStream = crate::tls::ClientStream;
 
 /// Send QUIT and wait up to `wait` in all for the reply (best effort: errors are ignored).
 pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
-    let deadline = Instant::now() + wait;
+    let deadline = Deadline::after(wait);
     if conn.set_timeout_until(deadline).is_ok() && conn.send(b"QUIT\r\n").is_ok() {
         let _ = conn.read_reply_until(&Default::default(), deadline);
     }
 }
 
-/// An established MX connection, ready for MAIL FROM.
+/// An established MX connection, ready for MAIL FROM. Made by [`establish`]; what it is
+/// (addresses, replies, TLS) is read through methods, and only its life's counters change.
 pub struct MxConnection {
-    pub conn: BufConn<MxStream>,
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-    /// The MX host name when the destination was given by name.
-    pub mx_host: Option<String>,
-    pub banner: Reply,
+    conn: BufConn<MxStream>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    /// The MX host name the current user asked for (None: given by address).
+    mx_host: Option<String>,
+    banner: Reply,
     /// The EHLO (post-TLS) or HELO reply handed to MTAs.
-    pub greeting: Reply,
-    pub caps: Capabilities,
-    pub tls: Option<TlsFacts>,
-    pub tls_note: Option<String>,
+    greeting: Reply,
+    caps: Capabilities,
+    tls: Option<TlsFacts>,
+    tls_note: Option<String>,
     /// The name the certificate was verified for (only when it verified).
-    pub verified_name: Option<String>,
+    verified_name: Option<String>,
     /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
-    pub tls_attempted: bool,
-    pub created: Instant,
+    tls_attempted: bool,
+    created: Instant,
     /// Sessions served so far (1 for a fresh connection in use).
     uses: u64,
     /// Messages accepted by the MX over this connection.
@@ -103,12 +64,75 @@ pub struct MxConnection {
     bytes: u64,
     /// The MTA that used it last.
     last_mta: Option<SocketAddr>,
-    /// Its place under the connection caps (`caps`), released when the connection is dropped.
-    permit: Option<crate::caps::Permit>,
 }
 
-/// The counters of a connection's life and its place under the caps: changed only through
-/// these methods.
+/// What the connection is: fixed when it was set up.
+impl MxConnection {
+    /// The buffered stream to the MX (the relay reads and writes it).
+    pub fn stream(&self) -> &BufConn<MxStream> {
+        &self.conn
+    }
+
+    pub fn stream_mut(&mut self) -> &mut BufConn<MxStream> {
+        &mut self.conn
+    }
+
+    /// The MX's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The proxy's end (the source address).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The MX host name its current user asked for (None: the MX was given by address).
+    pub fn mx_host(&self) -> Option<&str> {
+        self.mx_host.as_deref()
+    }
+
+    /// The MX's banner.
+    pub fn banner(&self) -> &Reply {
+        &self.banner
+    }
+
+    /// The EHLO (post-TLS) or HELO reply handed to MTAs.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// The MX's extensions, from [`MxConnection::greeting`].
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The negotiated TLS session, if the connection is encrypted.
+    pub fn tls(&self) -> Option<&TlsFacts> {
+        self.tls.as_ref()
+    }
+
+    /// Why the connection is not (verified) TLS, when that is worth saying.
+    pub fn tls_note(&self) -> Option<&str> {
+        self.tls_note.as_deref()
+    }
+
+    /// The TLS facts reuse is decided on ([`crate::protocol::TlsWant::satisfied_by`]).
+    pub fn tls_state(&self) -> TlsState<'_> {
+        TlsState {
+            encrypted: self.tls.is_some(),
+            attempted: self.tls_attempted,
+            verified_name: self.verified_name.as_deref(),
+        }
+    }
+
+    /// When it was connected.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+}
+
+/// The counters of a connection's life: changed only through these methods.
 impl MxConnection {
     /// Sessions served so far (1 for a fresh connection in use).
     pub fn uses(&self) -> u64 {
@@ -130,9 +154,12 @@ impl MxConnection {
         self.last_mta
     }
 
-    /// Taken again for a session (from the pool, or handed over at a cap).
-    pub fn count_use(&mut self) {
+    /// Taken again (from the pool, or handed over at a cap) by a request that named the MX
+    /// `host` (None: by address): one more use, and from now on the name shown (ready reply,
+    /// logs) is this request's, not the first user's.
+    pub fn reuse_for(&mut self, host: Option<&str>) {
         self.uses += 1;
+        self.mx_host = host.map(str::to_string);
     }
 
     /// `mta` is using it now.
@@ -150,23 +177,9 @@ impl MxConnection {
         self.bytes += n;
     }
 
-    /// Its place under the connection caps (a new connection gets the permit it was dialled
-    /// under).
-    pub fn attach_permit(&mut self, permit: crate::caps::Permit) {
-        self.permit = Some(permit);
-    }
-
-    pub fn permit(&self) -> Option<&crate::caps::Permit> {
-        self.permit.as_ref()
-    }
-
-    pub fn permit_mut(&mut self) -> Option<&mut crate::caps::Permit> {
-        self.permit.as_mut()
-    }
-
-    /// The permit, taken out (its place goes elsewhere or is released by the caller).
-    pub fn take_permit(&mut self) -> Option<crate::caps::Permit> {
-        self.permit.take()
+    /// Going idle: give back the buffers' memory (they are empty between sessions).
+    pub fn release_buffers(&mut self) {
+        self.conn.release_buffers();
     }
 }
 
@@ -191,7 +204,7 @@ impl MxConnection {
 
     /// One command round trip (`NOOP` or `RSET` probe) finished by `deadline`; true when the MX
     /// answered 2xx.
-    pub fn probe(&mut self, command: &[u8], deadline: Instant) -> bool {
+    pub fn probe(&mut self, command: &[u8], deadline: Deadline) -> bool {
         self.conn.set_timeout_until(deadline).is_ok()
             && self.conn.send(command).is_ok()
             && self
@@ -210,11 +223,6 @@ impl MxConnection {
     /// be completed). A TLS connection still gets its close_notify: it carries no SMTP data.
     pub fn close(self) {
         let (stream, _) = self.conn.into_parts();
-        match stream {
-            MxStream::Plain(s) => {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-            MxStream::Tls(s) => s.close(),
-        }
+        stream.close();
     }
 }

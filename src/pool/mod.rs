@@ -11,71 +11,64 @@
 pub mod reaper;
 
 use crate::mx::MxConnection;
-use crate::protocol::TlsPolicy;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-/// What makes connections interchangeable: same source address, same EHLO name, same MX
-/// address and port. The TLS state is matched per connection at checkout ([`TlsWant`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PoolKey {
-    pub source: IpAddr,
-    /// Lower-cased.
-    pub ehlo: String,
-    pub mx: SocketAddr,
+pub use crate::protocol::{PoolKey, TlsWant};
+
+/// An MX connection and what travels beside it (`P`: its place under the connection caps,
+/// `caps::Permit`, which the pool stores without looking at). Closing it ([`Entry::quit`],
+/// [`Entry::close`]) closes the connection first, then drops `P`: the place is released only
+/// once the connection is gone. It reads as its connection (`Deref`).
+pub struct Entry<P> {
+    conn: MxConnection,
+    place: P,
 }
 
-impl PoolKey {
-    pub fn new(source: IpAddr, ehlo: &str, mx: SocketAddr) -> PoolKey {
-        PoolKey {
-            source: source.to_canonical(),
-            ehlo: ehlo.to_ascii_lowercase(),
-            mx: SocketAddr::new(mx.ip().to_canonical(), mx.port()),
-        }
+impl<P> Entry<P> {
+    /// `conn` with its place.
+    pub fn new(conn: MxConnection, place: P) -> Entry<P> {
+        Entry { conn, place }
+    }
+
+    /// What travels beside the connection.
+    pub fn place(&self) -> &P {
+        &self.place
+    }
+
+    pub fn place_mut(&mut self) -> &mut P {
+        &mut self.place
+    }
+
+    /// Politely end the SMTP session (QUIT, brief wait, close), then let the place go.
+    pub fn quit(self, wait: Duration) {
+        let Entry { conn, place } = self;
+        conn.quit(wait);
+        drop(place);
+    }
+
+    /// Close at once (see [`MxConnection::close`]), then let the place go.
+    pub fn close(self) {
+        let Entry { conn, place } = self;
+        conn.close();
+        drop(place);
     }
 }
 
-/// What a request demands of a connection's TLS state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsWant {
-    /// `tls=none`: anything.
-    Any,
-    /// `tls=opportunistic`: TLS, or plaintext that was the result of trying TLS (the MX does
-    /// not offer it) — never a connection that was kept plaintext on purpose.
-    Opportunistic,
-    /// `tls=required`: TLS.
-    Tls,
-    /// `tls=verify`: TLS verified for this name.
-    Verified(String),
+impl<P> Deref for Entry<P> {
+    type Target = MxConnection;
+    fn deref(&self) -> &MxConnection {
+        &self.conn
+    }
 }
 
-impl TlsWant {
-    /// From a request's policy and the name its certificate must match.
-    pub fn from_request(policy: TlsPolicy, name: Option<&str>, mx: SocketAddr) -> TlsWant {
-        match policy {
-            TlsPolicy::None => TlsWant::Any,
-            TlsPolicy::Opportunistic => TlsWant::Opportunistic,
-            TlsPolicy::Required => TlsWant::Tls,
-            TlsPolicy::Verify => TlsWant::Verified(
-                name.map(str::to_string)
-                    .unwrap_or_else(|| mx.ip().to_string()),
-            ),
-        }
-    }
-
-    /// Whether `conn` satisfies this want.
-    pub fn satisfied_by(&self, conn: &MxConnection) -> bool {
-        match self {
-            TlsWant::Any => true,
-            TlsWant::Opportunistic => conn.tls.is_some() || conn.tls_attempted,
-            TlsWant::Tls => conn.tls.is_some(),
-            TlsWant::Verified(name) => {
-                conn.tls.is_some() && conn.verified_name.as_deref() == Some(name.as_str())
-            }
-        }
+impl<P> DerefMut for Entry<P> {
+    fn deref_mut(&mut self) -> &mut MxConnection {
+        &mut self.conn
     }
 }
 
@@ -90,18 +83,29 @@ pub struct PoolLimits {
     pub max_idle_total: usize,
 }
 
-struct Idle {
-    conn: MxConnection,
+struct Idle<P> {
+    conn: Entry<P>,
     since: Instant,
 }
 
-#[derive(Default)]
-struct Inner {
-    map: HashMap<PoolKey, VecDeque<Idle>>,
+struct Inner<P> {
+    map: HashMap<PoolKey, VecDeque<Idle<P>>>,
     total: usize,
     hits: u64,
     misses: u64,
     stored: u64,
+}
+
+impl<P> Default for Inner<P> {
+    fn default() -> Inner<P> {
+        Inner {
+            map: HashMap::new(),
+            total: 0,
+            hits: 0,
+            misses: 0,
+            stored: 0,
+        }
+    }
 }
 
 /// One idle pooled connection, as the report and the status view show it (its JSON is the
@@ -140,15 +144,15 @@ pub struct PoolCounters {
     pub stored: u64,
 }
 
-/// The pool.
-pub struct Pool {
-    inner: Mutex<Inner>,
+/// The pool; `P` travels beside each connection ([`Entry`]).
+pub struct Pool<P> {
+    inner: Mutex<Inner<P>>,
     limits: Mutex<PoolLimits>,
 }
 
 /// A connection the pool did not take, with the reason.
-pub struct Rejected {
-    pub conn: MxConnection,
+pub struct Rejected<P> {
+    pub conn: Entry<P>,
     pub why: Refused,
 }
 
@@ -175,8 +179,8 @@ impl Refused {
     }
 }
 
-impl Pool {
-    pub fn new(limits: PoolLimits) -> Pool {
+impl<P> Pool<P> {
+    pub fn new(limits: PoolLimits) -> Pool<P> {
         Pool {
             inner: Mutex::new(Inner::default()),
             limits: Mutex::new(limits),
@@ -202,8 +206,8 @@ impl Pool {
         want: &TlsWant,
         max_messages: Option<u64>,
         now: Instant,
-        expired: &mut Vec<MxConnection>,
-    ) -> Option<MxConnection> {
+        expired: &mut Vec<Entry<P>>,
+    ) -> Option<Entry<P>> {
         let limits = self.limits();
         let mut inner = self.inner.lock();
         let mut found = None;
@@ -214,7 +218,7 @@ impl Pool {
                 i -= 1;
                 let stale = list.get(i).is_some_and(|e| {
                     now.duration_since(e.since) >= limits.idle_ttl
-                        || now.duration_since(e.conn.created) >= limits.reuse_time_limit
+                        || now.duration_since(e.conn.created()) >= limits.reuse_time_limit
                         || max_messages.is_some_and(|cap| e.conn.messages() >= cap)
                 });
                 if stale {
@@ -223,7 +227,11 @@ impl Pool {
                     }
                     continue;
                 }
-                if found.is_none() && list.get(i).is_some_and(|e| want.satisfied_by(&e.conn)) {
+                if found.is_none()
+                    && list
+                        .get(i)
+                        .is_some_and(|e| want.satisfied_by(&e.conn.tls_state()))
+                {
                     found = list.remove(i).map(|e| e.conn);
                 }
             }
@@ -244,9 +252,9 @@ impl Pool {
     pub fn checkin(
         &self,
         key: PoolKey,
-        conn: MxConnection,
+        conn: Entry<P>,
         now: Instant,
-    ) -> Result<(), Box<Rejected>> {
+    ) -> Result<(), Box<Rejected<P>>> {
         let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
         // taken for the next user's replies.
@@ -261,15 +269,15 @@ impl Pool {
     pub fn store(
         &self,
         key: PoolKey,
-        mut conn: MxConnection,
+        mut conn: Entry<P>,
         now: Instant,
-    ) -> Result<(), Box<Rejected>> {
+    ) -> Result<(), Box<Rejected<P>>> {
         let reject = |conn, why| Err(Box::new(Rejected { conn, why }));
         // An idle connection holds no buffer memory (its buffers are empty between sessions;
         // freed here, outside the lock).
         conn.conn.release_buffers();
         let limits = self.limits();
-        if now.duration_since(conn.created) >= limits.reuse_time_limit {
+        if now.duration_since(conn.created()) >= limits.reuse_time_limit {
             return reject(conn, Refused::TooOld);
         }
         let mut inner = self.inner.lock();
@@ -287,16 +295,16 @@ impl Pool {
     }
 
     /// Remove every connection that is idle too long or too old.
-    pub fn take_expired(&self, now: Instant) -> Vec<MxConnection> {
+    pub fn take_expired(&self, now: Instant) -> Vec<Entry<P>> {
         let limits = self.limits();
         self.take_where(|e| {
             now.duration_since(e.since) >= limits.idle_ttl
-                || now.duration_since(e.conn.created) >= limits.reuse_time_limit
+                || now.duration_since(e.conn.created()) >= limits.reuse_time_limit
         })
     }
 
     /// Remove every connection whose key fails `keep`.
-    pub fn take_keys_where(&self, keep: impl Fn(&PoolKey) -> bool) -> Vec<MxConnection> {
+    pub fn take_keys_where(&self, keep: impl Fn(&PoolKey) -> bool) -> Vec<Entry<P>> {
         let mut out = Vec::new();
         let mut inner = self.inner.lock();
         let doomed: Vec<PoolKey> = inner.map.keys().filter(|k| !keep(k)).cloned().collect();
@@ -311,7 +319,7 @@ impl Pool {
 
     /// Remove the longest-idle connection whose key passes `pick` (to close it and make room
     /// under a connection cap).
-    pub fn take_one(&self, pick: impl Fn(&PoolKey) -> bool) -> Option<MxConnection> {
+    pub fn take_one(&self, pick: impl Fn(&PoolKey) -> bool) -> Option<Entry<P>> {
         let mut inner = self.inner.lock();
         let key = inner
             .map
@@ -332,11 +340,11 @@ impl Pool {
     }
 
     /// Remove everything (shutdown).
-    pub fn take_all(&self) -> Vec<MxConnection> {
+    pub fn take_all(&self) -> Vec<Entry<P>> {
         self.take_where(|_| true)
     }
 
-    fn take_where(&self, doomed: impl Fn(&Idle) -> bool) -> Vec<MxConnection> {
+    fn take_where(&self, doomed: impl Fn(&Idle<P>) -> bool) -> Vec<Entry<P>> {
         let mut out = Vec::new();
         let mut inner = self.inner.lock();
         inner.map.retain(|_, list| {
@@ -363,7 +371,7 @@ impl Pool {
             .map
             .values()
             .flatten()
-            .map(|e| (e.since + limits.idle_ttl).min(e.conn.created + limits.reuse_time_limit))
+            .map(|e| (e.since + limits.idle_ttl).min(e.conn.created() + limits.reuse_time_limit))
             .min()
     }
 
@@ -377,12 +385,12 @@ impl Pool {
             .map(|(k, e)| PooledInfo {
                 key: k.clone(),
                 conn: IdleConnection {
-                    age: now.duration_since(e.conn.created),
+                    age: now.duration_since(e.conn.created()),
                     idle: now.duration_since(e.since),
                     uses: e.conn.uses(),
                     messages: e.conn.messages(),
-                    tls_version: e.conn.tls.as_ref().map(|t| t.version.clone()),
-                    tls_cipher: e.conn.tls.as_ref().map(|t| t.cipher.clone()),
+                    tls_version: e.conn.tls().map(|t| t.version.clone()),
+                    tls_cipher: e.conn.tls().map(|t| t.cipher.clone()),
                     last_mta: e.conn.last_mta(),
                 },
             })

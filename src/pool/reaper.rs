@@ -2,8 +2,8 @@
 //! `pool.reuse_time_limit`. It sleeps until the next expiry (at most a second, so that new
 //! limits from a reload apply promptly) and does all network I/O outside the pool lock.
 
-use super::Pool;
-use crate::mx::MxConnection;
+use super::{Entry, Pool};
+use crate::deadline::Deadline;
 use crate::workers::WorkerPool;
 use log::info;
 use parking_lot::{Condvar, Mutex};
@@ -34,7 +34,7 @@ fn quitters() -> &'static WorkerPool {
 /// QUIT and close `conns` off the calling thread (a session's path must not wait for an MX's
 /// `221`): a job for the QUIT threads, which run [`quit_all`]. When they are all busy and
 /// their queue is full, the connections are closed without QUIT.
-pub fn quit_detached(conns: Vec<MxConnection>) {
+pub fn quit_detached<P: Send + 'static>(conns: Vec<Entry<P>>) {
     if conns.is_empty() {
         return;
     }
@@ -44,13 +44,13 @@ pub fn quit_detached(conns: Vec<MxConnection>) {
 
 /// Wait until every [`quit_detached`] job has ended, or `until`; true if none is left (a
 /// drain waits for them: QUITs in progress are not cut off by the process's exit).
-pub fn wait_detached_quits(until: Instant) -> bool {
-    quitters().wait_idle(until.saturating_duration_since(Instant::now()))
+pub fn wait_detached_quits(until: Deadline) -> bool {
+    quitters().wait_idle(until.remaining())
 }
 
 /// Say QUIT to each connection and close it, on up to [`QUIT_THREADS`] threads so that a slow
 /// MX does not hold up the rest (each waits at most [`QUIT_WAIT`] per connection).
-pub fn quit_all(conns: Vec<MxConnection>) {
+pub fn quit_all<P: Send>(conns: Vec<Entry<P>>) {
     if conns.len() <= 1 {
         conns.into_iter().for_each(|c| c.quit(QUIT_WAIT));
         return;
@@ -78,8 +78,8 @@ pub struct Reaper {
 
 impl Reaper {
     /// Start reaping `pool`; `verbose` logs each expiry.
-    pub fn start(
-        pool: Arc<Pool>,
+    pub fn start<P: Send + Sync + 'static>(
+        pool: Arc<Pool<P>>,
         verbose: impl Fn() -> bool + Send + 'static,
     ) -> std::io::Result<Reaper> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -102,7 +102,7 @@ impl Reaper {
             let expired = pool.take_expired(Instant::now());
             if !expired.is_empty() && verbose() {
                 for c in &expired {
-                    info!(source:% = c.local.ip(), mx:% = c.remote; "pool: closing an idle connection (idle or age limit reached)");
+                    info!(source:% = c.local().ip(), mx:% = c.remote(); "pool: closing an idle connection (idle or age limit reached)");
                 }
             }
             quit_all(expired);

@@ -6,7 +6,6 @@
 use super::Server;
 use crate::control::Controlled;
 use crate::drain::Drains;
-use crate::mx::MxConnection;
 use crate::pool::reaper::{quit_all, quit_detached};
 use crate::report::{figures, Snapshot, SnapshotSource};
 use log::info;
@@ -43,7 +42,7 @@ impl Server {
 
     /// After a reload: take out the pooled connections whose source address is no longer
     /// permitted (the caller QUITs them, off the signal thread).
-    pub fn take_unpermitted_idle(&self) -> Vec<MxConnection> {
+    pub fn take_unpermitted_idle(&self) -> Vec<crate::caps::Capped> {
         let rt = self.shared.runtime();
         // Keep a connection while any client may still use its source address.
         let c = &rt.config;

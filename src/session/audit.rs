@@ -1,9 +1,8 @@
 //! The session line of a relayed session (`log_sessions`): what it keeps from the opening of
 //! the MX connection, and the line logged at the end (`logging::session` formats it).
 
-use super::egress::Egress;
 use super::relay::RelayOutcome;
-use crate::logging::session::SessionRecord;
+use crate::logging::session::{SessionRecord, Via};
 use crate::mx::MxConnection;
 use crate::protocol::{ConnectRequest, Origin};
 use std::net::SocketAddr;
@@ -28,37 +27,36 @@ impl<'a> Opened<'a> {
             client,
             started,
             new: *origin == Origin::New,
-            mx: mx.remote,
+            mx: mx.remote(),
             tls: mx
-                .tls
+                .tls()
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |t| t.version.clone()),
         }
     }
 }
 
-impl Egress<'_> {
-    /// Log the session line of a relayed session that ended with `out` (`messages` accepted),
-    /// when `log_sessions` is on.
-    pub(super) fn log_session(
+impl Opened<'_> {
+    /// Log the session line of the relayed session of `mta` (come through `via`) that ended
+    /// with `out` (`messages` accepted). The caller checks `log_sessions`.
+    pub(super) fn log_end(
         &self,
+        mta: SocketAddr,
+        via: Via,
         req: &ConnectRequest,
         out: &RelayOutcome,
-        opened: &Opened,
         messages: u64,
     ) {
-        if !self.rt.config.log_sessions {
-            return;
-        }
+        let opened = self;
         let tag = if out.mx_lost.is_some() {
             "mx_lost"
         } else {
             out.end.tag()
         };
         let record = SessionRecord {
-            mta: self.peer,
+            mta,
             client: opened.client,
-            via: self.via,
+            via,
             source: req.source,
             mx: Some(opened.mx),
             ehlo: Some(&req.ehlo),

@@ -18,7 +18,8 @@ impl Session<'_> {
         let egress = self.egress();
         let stats = self.shared.stats();
         let opened = match &self.identity {
-            Some(id) => egress.open_mx(id, &req),
+            // The one place the native protocol renders an egress error for its MTA.
+            Some(id) => egress.open_mx(id, &req).map_err(|e| e.reply()),
             None => Err(super::auth_required()),
         };
         let (mut mx, origin) = match opened {
@@ -45,13 +46,13 @@ impl Session<'_> {
         mx.used_by(self.peer);
         let ready = ConnectReady {
             origin: origin.clone(),
-            mx_host: mx.mx_host.clone(),
-            remote: mx.remote,
-            local: mx.local,
-            tls: mx.tls.clone(),
-            tls_note: mx.tls_note.clone(),
-            banner: reply_lines(mx.banner.raw()),
-            ehlo: reply_lines(mx.greeting.raw()),
+            mx_host: mx.mx_host().map(str::to_string),
+            remote: mx.remote(),
+            local: mx.local(),
+            tls: mx.tls().cloned(),
+            tls_note: mx.tls_note().map(str::to_string),
+            banner: reply_lines(mx.banner().raw()),
+            ehlo: reply_lines(mx.greeting().raw()),
         };
         egress.log_ready(started, &mx, &origin);
         if mta.send(&ready.render()).is_err() {

@@ -5,17 +5,19 @@
 //! front-ends (`frontend`) differ only in how they obtain the request and talk to their MTA.
 
 use super::audit::Opened;
+use super::error::EgressError;
 use super::relay::{self, RelayOutcome};
 use crate::bufconn::{BufConn, Timeouts};
+use crate::caps::Capped;
 use crate::caps::{Obtained, Request as CapRequest, Returned, Reuse};
 use crate::config::Identity;
-use crate::dns::{DnsError, Family};
+use crate::deadline::Deadline;
+use crate::dns::Family;
 use crate::logging::session::Via;
-use crate::mx::connect::try_next_address;
 use crate::mx::{establish, MxConnection};
 use crate::pool::reaper::quit_detached;
 use crate::pool::{PoolKey, Refused, TlsWant};
-use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply, Origin};
+use crate::protocol::{ConnectRequest, Destination, Origin};
 use crate::runtime::Runtime;
 use crate::shared::{Peer, Shared};
 use crate::smtp::{MxFacts, PoolState, Relay};
@@ -39,46 +41,29 @@ pub struct Egress<'a> {
     pub peer: SocketAddr,
     /// The session's end (`timeouts.session_lifetime` from the accept): no read or dial of
     /// the egress core outlives it.
-    pub deadline: Instant,
+    pub deadline: Deadline,
     /// The listener the MTA came through (the session line's `frontend=`).
     pub via: Via,
 }
 
 impl Egress<'_> {
     /// The source address is permitted for the client and the port by `destination_ports`.
-    pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), FailureReply> {
-        if self.shared.drains().source_drained(req.source) {
-            return Err(FailureReply::new(
-                Failure::Drained,
-                format!(
-                    "source address {} is drained by the operator (gaproxy undrain)",
-                    req.source
-                ),
-            ));
+    pub fn authorize(&self, id: &Identity, req: &ConnectRequest) -> Result<(), EgressError> {
+        let source = req.source;
+        if self.shared.drains().source_drained(source) {
+            return Err(EgressError::SourceDrained { source });
         }
-        if !id.sources.iter().any(|n| n.contains(req.source)) {
-            return Err(FailureReply::new(
-                Failure::SourceNotPermitted,
-                format!(
-                    "source address {} is not permitted for client {}",
-                    req.source, id.name
-                ),
-            ));
+        if !id.sources.iter().any(|n| n.contains(source)) {
+            return Err(EgressError::SourceNotPermitted {
+                source,
+                client: id.name.to_string(),
+            });
         }
-        if !self.shared.local().usable(req.source) {
-            return Err(FailureReply::new(
-                Failure::SourceNotLocal,
-                format!("source address {} has left this host", req.source),
-            ));
+        if !self.shared.local().usable(source) {
+            return Err(EgressError::SourceGone { source });
         }
         if !self.rt.config.destination_ports.contains(&req.port) {
-            return Err(FailureReply::new(
-                Failure::DestinationNotPermitted,
-                format!(
-                    "destination port {} is not permitted (destination_ports)",
-                    req.port
-                ),
-            ));
+            return Err(EgressError::PortNotPermitted { port: req.port });
         }
         Ok(())
     }
@@ -88,7 +73,7 @@ impl Egress<'_> {
     pub fn destinations(
         &self,
         req: &ConnectRequest,
-    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, EgressError> {
         let permitted = self.permitted(req, self.candidates(req)?)?;
         let total = permitted.len();
         let drains = &self.shared.drains();
@@ -97,13 +82,10 @@ impl Egress<'_> {
             .filter(|(a, _)| !drains.mx_drained(*a))
             .collect();
         if open.is_empty() {
-            return Err(FailureReply::new(
-                Failure::Drained,
-                format!(
-                    "{}: {total} address(es), all drained by the operator (gaproxy undrain)",
-                    req.dest
-                ),
-            ));
+            return Err(EgressError::AllDrained {
+                dest: req.dest.clone(),
+                total,
+            });
         }
         Ok(open)
     }
@@ -113,13 +95,14 @@ impl Egress<'_> {
         &self,
         id: &Identity,
         req: &ConnectRequest,
-    ) -> Result<(MxConnection, Origin), FailureReply> {
+    ) -> Result<(Capped, Origin), EgressError> {
         self.authorize(id, req)?;
         let candidates = self.destinations(req)?;
         if req.reuse {
             // One deadline for every probe of this request: a hung MX costs it once.
-            let deadline = (Instant::now() + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
-                .min(self.deadline);
+            let deadline = self
+                .deadline
+                .within(PROBE_TIMEOUT.min(self.rt.mx.timeouts.command));
             for (addr, host) in &candidates {
                 if let Some(found) = self.reuse(req, *addr, host.as_deref(), deadline) {
                     return Ok(found);
@@ -139,9 +122,9 @@ impl Egress<'_> {
                     Obtained::Dial(p) => break p,
                     Obtained::Reused(c) => {
                         let mut c = *c;
-                        let deadline = (Instant::now()
-                            + PROBE_TIMEOUT.min(self.rt.mx.timeouts.command))
-                        .min(self.deadline);
+                        let deadline = self
+                            .deadline
+                            .within(PROBE_TIMEOUT.min(self.rt.mx.timeouts.command));
                         if self.healthy(&mut c, deadline) {
                             return Ok(self.reused(c, host.as_deref()));
                         }
@@ -150,24 +133,24 @@ impl Egress<'_> {
                 }
             };
             match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
-                Ok(mut c) => {
-                    c.attach_permit(permit);
-                    if c.tls.is_some() {
+                Ok(c) => {
+                    let c = Capped::new(c, permit);
+                    if c.tls().is_some() {
                         self.shared.stats().tls_handshake(Peer::Mx);
                     }
                     return Ok((c, Origin::New));
                 }
-                Err(f) if try_next_address(&f) => {
+                Err(f) if f.worth_another_address() => {
                     // The last address's failure is the request's, logged by the caller.
                     if i + 1 < count {
-                        verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {f}");
+                        verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "failed, trying the next address: {}", super::error::chain(&f));
                     }
                     last = Some(f);
                 }
-                Err(f) => return Err(f),
+                Err(f) => return Err(f.into()),
             }
         }
-        Err(last.unwrap_or_else(|| FailureReply::new(Failure::NetworkError, "no address to try")))
+        Err(last.map_or(EgressError::NoAddress, EgressError::from))
     }
 
     /// A place under the connection caps for a connection to `addr` (see `caps`): Err with
@@ -177,7 +160,7 @@ impl Egress<'_> {
         req: &ConnectRequest,
         addr: SocketAddr,
         host: Option<&str>,
-    ) -> Result<Obtained, FailureReply> {
+    ) -> Result<Obtained, EgressError> {
         let reuse = req.reuse.then(|| Reuse {
             want: TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr),
             max_messages: req.reuse_max_messages,
@@ -188,7 +171,7 @@ impl Egress<'_> {
             mx: addr,
             reuse,
             wait: req.wait,
-            deadline: self.deadline,
+            deadline: self.deadline.instant(),
         };
         self.shared
             .caps()
@@ -197,16 +180,16 @@ impl Egress<'_> {
                 verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "connection cap: {e}");
                 if self.shared.stopping() {
                     // Woken by the stop, not by the cap's wait.
-                    FailureReply::new(Failure::Busy, "the proxy is stopping")
+                    EgressError::Stopping
                 } else {
-                    FailureReply::new(Failure::ConcurrencyLimit, e.to_string())
+                    EgressError::Cap(e)
                 }
             })
     }
 
     /// A pooled connection for a session: liveness peek and the checkout probe, all within
     /// `deadline`; false if it is dead.
-    fn healthy(&self, c: &mut MxConnection, deadline: Instant) -> bool {
+    fn healthy(&self, c: &mut MxConnection, deadline: Deadline) -> bool {
         let probe: Option<&[u8]> = match self.rt.config.pool.checkout_probe {
             crate::config::Probe::None => None,
             crate::config::Probe::Noop => Some(b"NOOP\r\n"),
@@ -216,15 +199,14 @@ impl Egress<'_> {
     }
 
     /// A pooled connection handed to this session, with its origin for the ready reply.
-    fn reused(&self, mut c: MxConnection, host: Option<&str>) -> (MxConnection, Origin) {
+    fn reused(&self, mut c: Capped, host: Option<&str>) -> (Capped, Origin) {
         let origin = Origin::Reused {
-            age: c.created.elapsed(),
+            age: c.created().elapsed(),
             uses: c.uses(),
             messages: c.messages(),
         };
-        c.count_use();
         // The name this request used (none for an IP literal), not the first user's.
-        c.mx_host = host.map(str::to_string);
+        c.reuse_for(host);
         (c, origin)
     }
 
@@ -233,12 +215,12 @@ impl Egress<'_> {
         verbose!(
             self.rt,
             mta = self.peer,
-            source = mx.local.ip(),
-            mx = mx.remote;
+            source = mx.local().ip(),
+            mx = mx.remote();
             "ready in {:.2} ms: connection={} tls={}",
             started.elapsed().as_secs_f64() * 1000.0,
             if *origin == Origin::New { "new" } else { "reused" },
-            mx.tls.as_ref().map_or("none", |t| t.version.as_str())
+            mx.tls().as_ref().map_or("none", |t| t.version.as_str())
         );
     }
 
@@ -247,12 +229,12 @@ impl Egress<'_> {
     pub fn relay<S: Read + Write + Timeouts>(
         &self,
         mta: &mut BufConn<S>,
-        mx: MxConnection,
+        mx: Capped,
         req: &ConnectRequest,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> RelayOutcome {
         let facts = MxFacts {
-            chunking: mx.caps.chunking,
+            chunking: mx.capabilities().chunking,
             ehlo_name: req.ehlo.clone(),
         };
         relay::relay(
@@ -271,7 +253,9 @@ impl Egress<'_> {
     /// finish).
     pub fn conclude(&self, req: &ConnectRequest, out: RelayOutcome, opened: &Opened) {
         let messages = out.relay.messages_accepted();
-        self.log_session(req, &out, opened, messages);
+        if self.rt.config.log_sessions {
+            opened.log_end(self.peer, self.via, req, &out, messages);
+        }
         let stats = self.shared.stats();
         stats.messages_accepted(messages);
         stats.relayed_to_mx(out.octets_to_mx);
@@ -282,7 +266,7 @@ impl Egress<'_> {
             mx.add_messages(messages);
             if out.mid_body {
                 // Never complete a message the MTA did not finish.
-                verbose!(self.rt, mta = self.peer, mx = mx.remote; "the MTA left in the middle of a message: MX connection closed without end of data");
+                verbose!(self.rt, mta = self.peer, mx = mx.remote(); "the MTA left in the middle of a message: MX connection closed without end of data");
                 mx.close();
             } else {
                 let state = out.relay.pool_state();
@@ -298,13 +282,13 @@ impl Egress<'_> {
         req: &ConnectRequest,
         addr: SocketAddr,
         host: Option<&str>,
-        deadline: Instant,
-    ) -> Option<(MxConnection, Origin)> {
+        deadline: Deadline,
+    ) -> Option<(Capped, Origin)> {
         let pool = &self.shared.pool();
         let key = PoolKey::new(req.source, &req.ehlo, addr);
         let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
         loop {
-            if Instant::now() >= deadline {
+            if deadline.has_passed() {
                 return None;
             }
             let mut expired = Vec::new();
@@ -320,7 +304,7 @@ impl Egress<'_> {
             let mut c = got?;
             self.shared.caps().taken_from_pool(&mut c);
             if !self.healthy(&mut c, deadline) {
-                verbose!(self.rt, mta = self.peer, source = c.local.ip(), mx = c.remote; "pool: discarding a dead idle connection");
+                verbose!(self.rt, mta = self.peer, source = c.local().ip(), mx = c.remote(); "pool: discarding a dead idle connection");
                 c.close();
                 continue;
             }
@@ -334,20 +318,17 @@ impl Egress<'_> {
         &self,
         req: &ConnectRequest,
         candidates: Vec<(SocketAddr, Option<String>)>,
-    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, EgressError> {
         let total = candidates.len();
         let kept: Vec<_> = candidates
             .into_iter()
             .filter(|(a, _)| self.rt.config.destination_permitted(a.ip()))
             .collect();
         if kept.is_empty() {
-            return Err(FailureReply::new(
-                Failure::DestinationNotPermitted,
-                format!(
-                    "{}: {} address(es), all refused by destination_deny",
-                    req.dest, total
-                ),
-            ));
+            return Err(EgressError::AllDenied {
+                dest: req.dest.clone(),
+                total,
+            });
         }
         Ok(kept)
     }
@@ -356,26 +337,18 @@ impl Egress<'_> {
     fn candidates(
         &self,
         req: &ConnectRequest,
-    ) -> Result<Vec<(SocketAddr, Option<String>)>, FailureReply> {
+    ) -> Result<Vec<(SocketAddr, Option<String>)>, EgressError> {
         let family = Family::of(&req.source);
         if let Destination::Ip(ip) = &req.dest {
             if !family.matches(ip) {
-                return Err(FailureReply::new(
-                    Failure::DestinationNotPermitted,
-                    format!(
-                        "destination {ip} and source {} are of different address families",
-                        req.source
-                    ),
-                ));
+                return Err(EgressError::FamilyMismatch {
+                    dest: *ip,
+                    source: req.source,
+                });
             }
             return Ok(vec![(SocketAddr::new(*ip, req.port), None)]);
         }
-        let resolver = self.rt.resolver.as_ref().ok_or_else(|| {
-            FailureReply::new(
-                Failure::DnsTemporary,
-                "no DNS resolver is available (see the log at start-up)",
-            )
-        })?;
+        let resolver = self.rt.resolver.as_ref().ok_or(EgressError::NoResolver)?;
         let found = match &req.dest {
             Destination::Host(h) => resolver.lookup_host(h, family).map(|addrs| {
                 // Named like MX hosts (lower case, no trailing dot): this name is the
@@ -396,17 +369,16 @@ impl Egress<'_> {
                 .into_iter()
                 .map(|(ip, host)| (SocketAddr::new(ip, req.port), Some(host)))
                 .collect()),
-            Ok(_) => Err(FailureReply::new(
-                Failure::DnsNoAddress,
-                format!("{}: no address of the source's family", req.dest),
-            )),
-            Err(e) => Err(dns_failure(e)),
+            Ok(_) => Err(EgressError::NoAddressOfFamily {
+                dest: req.dest.clone(),
+            }),
+            Err(e) => Err(EgressError::Dns(e)),
         }
     }
 
     /// Keep `mx` in the pool when everything allows it, otherwise QUIT and close it.
     /// `state` is the relay's view (None when no SMTP session took place).
-    pub fn release(&self, req: &ConnectRequest, mut mx: MxConnection, state: Option<PoolState>) {
+    pub fn release(&self, req: &ConnectRequest, mut mx: Capped, state: Option<PoolState>) {
         let why_not: Option<String> = (|| {
             if !req.reuse {
                 return Some("the request did not allow reuse".to_string());
@@ -414,7 +386,7 @@ impl Egress<'_> {
             if self.shared.stopping() {
                 return Some("the proxy is stopping".to_string());
             }
-            if self.shared.drains().key_drained(req.source, mx.remote) {
+            if self.shared.drains().key_drained(req.source, mx.remote()) {
                 return Some("its source address or MX is drained".to_string());
             }
             // The watcher closes the pooled ones; this keeps a session ending now from
@@ -426,10 +398,7 @@ impl Egress<'_> {
             match state {
                 Some(PoolState::Clean) | None => {}
                 Some(PoolState::NeedsRset) => {
-                    if !mx.probe(
-                        b"RSET\r\n",
-                        (Instant::now() + RSET_TIMEOUT).min(self.deadline),
-                    ) {
+                    if !mx.probe(b"RSET\r\n", self.deadline.within(RSET_TIMEOUT)) {
                         return Some("RSET after an unfinished transaction failed".into());
                     }
                 }
@@ -446,14 +415,14 @@ impl Egress<'_> {
         // already have its 221 and send its next request.
         let mx = match why_not {
             Some(reason) => {
-                verbose!(self.rt, mta = self.peer, mx = mx.remote; "not kept: {reason}");
+                verbose!(self.rt, mta = self.peer, mx = mx.remote(); "not kept: {reason}");
                 quit_detached(vec![mx]);
                 return;
             }
             None => mx,
         };
-        let key = PoolKey::new(req.source, &req.ehlo, mx.remote);
-        let remote = mx.remote;
+        let key = PoolKey::new(req.source, &req.ehlo, mx.remote());
+        let remote = mx.remote();
         // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
         // taken for the next user's replies.
         if !mx.is_alive() {
@@ -488,15 +457,4 @@ impl Egress<'_> {
             }
         }
     }
-}
-
-fn dns_failure(e: DnsError) -> FailureReply {
-    let f = match &e {
-        DnsError::NxDomain { .. } => Failure::DnsNxDomain,
-        DnsError::NullMx { .. } => Failure::DnsNullMx,
-        DnsError::NoAddress { .. } => Failure::DnsNoAddress,
-        DnsError::InvalidName { .. } => Failure::ProtocolError,
-        DnsError::Transient { .. } | DnsError::Setup(_) => Failure::DnsTemporary,
-    };
-    FailureReply::new(f, e.to_string())
 }

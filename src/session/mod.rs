@@ -4,14 +4,17 @@
 pub mod audit;
 mod connect;
 pub mod egress;
+pub mod error;
 mod finish;
 mod held;
 pub mod relay;
 
 pub use egress::Egress;
+pub use error::EgressError;
 
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
+use crate::deadline::Deadline;
 use crate::logging::session::Via;
 use crate::logging::{self, PeerEvent};
 use crate::protocol::{
@@ -45,9 +48,8 @@ fn auth_required() -> FailureReply {
 
 /// How long the next read from the MTA may wait: the idle timeout, cut short by the session
 /// deadline; None when the deadline has passed.
-pub(crate) fn read_timeout(idle: Duration, deadline: Instant) -> Option<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    (!left.is_zero()).then(|| idle.min(left))
+pub(crate) fn read_timeout(idle: Duration, deadline: Deadline) -> Option<Duration> {
+    deadline.left().map(|left| idle.min(left))
 }
 
 /// The failure for a connection that did not authenticate within `timeouts.mta_auth`.
@@ -138,8 +140,8 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<Runtime>, tcp: TcpStream, peer: Socket
         number,
         via,
         errors: 0,
-        deadline: accepted + t.session_lifetime,
-        auth_deadline: accepted + t.mta_auth,
+        deadline: Deadline::after_at(accepted, t.session_lifetime),
+        auth_deadline: Deadline::after_at(accepted, t.mta_auth),
     };
     session.run(&mut mta);
     mta.get_mut().tcp().shutdown(std::net::Shutdown::Both).ok();
@@ -157,10 +159,10 @@ struct Session<'a> {
     via: Via,
     errors: u32,
     /// `timeouts.session_lifetime` from the accept.
-    deadline: Instant,
+    deadline: Deadline,
     /// `timeouts.mta_auth` from the accept: until the client is identified, the one deadline
     /// (the TLS handshake, `NOOP`s and anything else count against it).
-    auth_deadline: Instant,
+    auth_deadline: Deadline,
 }
 
 enum Next {
@@ -182,7 +184,7 @@ impl Session<'_> {
 
     /// The deadline in force: the session's lifetime, and before authentication the
     /// unauthenticated deadline.
-    fn current_deadline(&self) -> Instant {
+    fn current_deadline(&self) -> Deadline {
         if self.identity.is_none() {
             self.deadline.min(self.auth_deadline)
         } else {
@@ -193,9 +195,9 @@ impl Session<'_> {
     /// What to tell the MTA when a wait for its next request timed out (then close).
     fn timed_out(&self) -> Vec<u8> {
         let now = Instant::now();
-        if self.identity.is_none() && now >= self.auth_deadline {
+        if self.identity.is_none() && self.auth_deadline.has_passed_at(now) {
             auth_timeout(self.rt.config.timeouts.mta_auth).render()
-        } else if now >= self.deadline {
+        } else if self.deadline.has_passed_at(now) {
             LIFETIME_EXCEEDED.to_vec()
         } else {
             IDLE_TIMEOUT.to_vec()
@@ -214,7 +216,7 @@ impl Session<'_> {
                 return;
             }
             // One deadline for the whole request line: trickling bytes does not stretch it.
-            let until = Instant::now() + timeout;
+            let until = Deadline::after(timeout);
             // Waiting for the next request (nothing complete buffered): a stop may wake us.
             let waiting = !mta.pending().contains(&b'\n');
             if waiting
@@ -253,7 +255,7 @@ impl Session<'_> {
             let next = match parse_request(&line) {
                 Err(e) => {
                     self.errors += 1;
-                    let f = FailureReply::new(Failure::ProtocolError, e.0);
+                    let f = FailureReply::new(Failure::ProtocolError, e.to_string());
                     if mta.send(&f.render()).is_err() || self.errors >= MAX_PROTOCOL_ERRORS {
                         Next::Close
                     } else {

@@ -22,10 +22,13 @@
 
 use super::held::Held;
 use crate::bufconn::{BufConn, ReadError, Timeouts};
+use crate::caps::Capped;
+use crate::deadline::Deadline;
+use crate::escape::printable;
 use crate::mx::{MxConnection, MxStream, MxTimeouts};
-use crate::smtp::{printable, InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
+use crate::smtp::{InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Replies waiting for the MTA are written out once more than this many bytes wait; a reply
 /// at least this long is written straight through. What a session holds for the MTA therefore
@@ -66,7 +69,7 @@ impl RelayEnd {
 pub struct RelayOutcome {
     pub end: RelayEnd,
     pub relay: Relay,
-    pub mx: Option<MxConnection>,
+    pub mx: Option<Capped>,
     /// Why the MX connection was lost, when it was.
     pub mx_lost: Option<String>,
     /// The MTA was in the middle of a message body when it went away.
@@ -86,10 +89,10 @@ const WRITE_THROUGH_MIN: usize = 4096;
 /// is the session's: no read, from either side, outlasts it.
 pub fn relay<S: Read + Write + Timeouts>(
     mta: &mut BufConn<S>,
-    mx: MxConnection,
+    mx: Capped,
     mut relay: Relay,
     mta_idle: Duration,
-    deadline: Instant,
+    deadline: Deadline,
     mx_timeouts: &MxTimeouts,
     reply_limits: &ReplyLimits,
 ) -> RelayOutcome {
@@ -101,7 +104,7 @@ pub fn relay<S: Read + Write + Timeouts>(
     let mut held = Held::default();
     // `why` goes to the log; the MTA's 421s keep the machine's own short reason when it
     // already has one (it never carries bytes the MX chose).
-    let mut lose = |relay: &mut Relay, mx: &mut Option<MxConnection>, why: String| {
+    let mut lose = |relay: &mut Relay, mx: &mut Option<Capped>, why: String| {
         if relay.dead_reason().is_none() {
             relay.mx_lost(&why);
         }
@@ -115,7 +118,7 @@ pub fn relay<S: Read + Write + Timeouts>(
     // timeout system calls; only near a deadline is the socket timeout cut to what is left.
     let base = mx_timeouts.command.min(mx_timeouts.data_done);
     // When the reply being read must be complete.
-    let mut reply_deadline: Option<Instant> = None;
+    let mut reply_deadline: Option<Deadline> = None;
     let end = loop {
         // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
         //    before anything more goes to it (a byte read later would pass for a reply).
@@ -137,15 +140,15 @@ pub fn relay<S: Read + Write + Timeouts>(
                     let mut sent = Ok(());
                     if let Some(c) = mx.as_mut() {
                         let bytes = &mta.pending()[..n];
-                        if n >= WRITE_THROUGH_MIN && !c.conn.has_output() {
+                        if n >= WRITE_THROUGH_MIN && !c.stream_mut().has_output() {
                             // A large piece of a body: written from the MTA's buffer, not
                             // copied into the MX's first (the same bytes, in the same order).
                             sent = c
-                                .conn
+                                .stream_mut()
                                 .set_timeout(base)
-                                .and_then(|_| c.conn.write_through(bytes));
+                                .and_then(|_| c.stream_mut().write_through(bytes));
                         } else {
-                            c.conn.queue(bytes);
+                            c.stream_mut().queue(bytes);
                         }
                         c.add_bytes(n as u64);
                         octets_to_mx += n as u64;
@@ -174,8 +177,11 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         // 2. Send the batch to the MX.
         if let Some(c) = mx.as_mut() {
-            if c.conn.has_output() {
-                let sent = c.conn.set_timeout(base).and_then(|_| c.conn.flush());
+            if c.stream_mut().has_output() {
+                let sent = c
+                    .stream_mut()
+                    .set_timeout(base)
+                    .and_then(|_| c.stream_mut().flush());
                 if let Err(e) = sent {
                     lose(&mut relay, &mut mx, format!("writing to the MX: {e}"));
                     continue;
@@ -194,7 +200,7 @@ pub fn relay<S: Read + Write + Timeouts>(
             };
             let mut quiet = false;
             let step = loop {
-                match relay.poll_mx(c.conn.pending(), reply_limits, quiet) {
+                match relay.poll_mx(c.stream_mut().pending(), reply_limits, quiet) {
                     MxStep::CheckSilence => match look(c) {
                         Look::Nothing | Look::Closed => quiet = true,
                         Look::Data => {}
@@ -206,7 +212,7 @@ pub fn relay<S: Read + Write + Timeouts>(
             match step {
                 Ok(MxStep::Relay { consume, effect }) => {
                     reply_deadline = None;
-                    let reply = c.conn.pending().get(..consume).unwrap_or_default();
+                    let reply = c.stream_mut().pending().get(..consume).unwrap_or_default();
                     let start = mta.output_len();
                     let written = pass_to_mta(mta, reply);
                     match written {
@@ -216,7 +222,7 @@ pub fn relay<S: Read + Write + Timeouts>(
                     }
                     let closing = (effect == ReplyEffect::ServiceClosing)
                         .then(|| format!("the MX closed the session: {}", printable(reply, 200)));
-                    c.conn.consume(consume);
+                    c.stream_mut().consume(consume);
                     octets_to_mta += consume as u64;
                     if written.is_err() {
                         break RelayEnd::MtaGone;
@@ -232,9 +238,9 @@ pub fn relay<S: Read + Write + Timeouts>(
                         } else {
                             mx_timeouts.command
                         };
-                        (Instant::now() + phase).min(deadline)
+                        deadline.within(phase)
                     });
-                    if let Err(e) = c.conn.fill_until(until) {
+                    if let Err(e) = c.stream_mut().fill_until(until) {
                         reply_deadline = None;
                         let why = match e {
                             ReadError::Timeout => {
@@ -266,7 +272,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         mta.shrink_to(KEEP_BUFFER);
         if let Some(c) = mx.as_mut() {
-            c.conn.shrink_to(KEEP_BUFFER);
+            c.stream_mut().shrink_to(KEEP_BUFFER);
         }
         let Some(timeout) = super::read_timeout(mta_idle, deadline) else {
             break RelayEnd::Lifetime;
@@ -276,7 +282,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         match mta.fill() {
             Ok(_) => {}
-            Err(ReadError::Timeout) if Instant::now() >= deadline => break RelayEnd::Lifetime,
+            Err(ReadError::Timeout) if deadline.has_passed() => break RelayEnd::Lifetime,
             Err(ReadError::Timeout) => break RelayEnd::MtaTimeout,
             Err(_) => break RelayEnd::MtaGone,
         }
@@ -333,7 +339,7 @@ fn check_silent(
         Look::Nothing => Ok(()),
         Look::Closed => Err(("the MX closed the connection".into(), false)),
         Look::Failed(e) => Err((format!("reading from the MX: {e}"), false)),
-        Look::Data => match relay.poll_mx(c.conn.pending(), limits, true) {
+        Look::Data => match relay.poll_mx(c.stream_mut().pending(), limits, true) {
             MxStep::Violation(e) => Err((format!("MX protocol violation: {e}"), true)),
             // Cannot happen with nothing owed and bytes read; never relay them anyway.
             _ => Err(("MX sent data when no reply was owed".into(), true)),
@@ -357,14 +363,14 @@ enum Look {
 /// Look at the MX without waiting: one non-blocking peek at the socket (and, under TLS, at
 /// data already decrypted); only when something is there, one read that does not wait.
 fn look(c: &mut MxConnection) -> Look {
-    let buffered = match c.conn.get_mut() {
+    let buffered = match c.stream_mut().get_mut() {
         MxStream::Tls(s) => s.has_buffered_input(),
         MxStream::Plain(_) => false,
     };
     if !buffered {
         use nix::sys::socket::{recv, MsgFlags};
         use std::os::fd::AsRawFd;
-        let fd = c.conn.get_ref().tcp().as_raw_fd();
+        let fd = c.stream_mut().get_ref().tcp().as_raw_fd();
         let mut b = [0u8; 1];
         loop {
             match recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
@@ -376,12 +382,12 @@ fn look(c: &mut MxConnection) -> Look {
             }
         }
     }
-    let tcp = c.conn.get_ref().tcp();
+    let tcp = c.stream_mut().get_ref().tcp();
     if let Err(e) = tcp.set_nonblocking(true) {
         return Look::Failed(e.to_string());
     }
-    let read = c.conn.fill();
-    if let Err(e) = c.conn.get_ref().tcp().set_nonblocking(false) {
+    let read = c.stream_mut().fill();
+    if let Err(e) = c.stream_mut().get_ref().tcp().set_nonblocking(false) {
         return Look::Failed(e.to_string());
     }
     match read {

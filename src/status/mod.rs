@@ -207,8 +207,8 @@ impl Status {
                 .failures
                 .iter()
                 .map(|(f, n)| FailureCount {
-                    tag: f.code().2.to_string(),
-                    code: f.code().0,
+                    tag: f.code().tag.to_string(),
+                    code: f.code().reply,
                     count: *n,
                 })
                 .collect(),

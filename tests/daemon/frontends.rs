@@ -1,9 +1,9 @@
 //! The front-ends under the real daemon: which settings serve a connection across a reload,
 //! and SOCKS5 user names as KumoMTA sends them.
 
-use crate::kumo::{self, SocksError};
-use crate::process::{Daemon, WAIT};
-use crate::setup::Setup;
+use greenarrow_proxy_testkit::daemon::setup::Setup;
+use greenarrow_proxy_testkit::daemon::{Daemon, WAIT};
+use greenarrow_proxy_testkit::mta::kumo::{self, SocksError};
 use nix::sys::signal::Signal::SIGHUP;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -155,7 +155,10 @@ fn a_socks5_user_name_that_names_a_client_selects_it() {
         }
     };
     // The name of a client with another client's secret (the default one's).
-    assert_eq!(refused("kumo", crate::common::SECRET), [0x01, 0x01]);
+    assert_eq!(
+        refused("kumo", greenarrow_proxy_testkit::fixtures::SECRET),
+        [0x01, 0x01]
+    );
     let line = d.wait_for("SOCKS5 front-end: authentication failed");
     assert!(
         line.contains(

@@ -3,13 +3,13 @@
 use crate::common::*;
 use crate::util::*;
 use greenarrow_proxy::server::workers::PoolCounts;
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_testkit::testmx::Faults;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// A real session through the client; returns how long it took.
-fn timed_good_session(h: &Harness, good: &greenarrow_proxy::testmx::TestMx) -> Duration {
+fn timed_good_session(h: &Harness, good: &greenarrow_proxy_testkit::testmx::TestMx) -> Duration {
     let t0 = Instant::now();
     good_session(h, good);
     t0.elapsed()

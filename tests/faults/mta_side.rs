@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::util::*;
-use greenarrow_proxy::protocol::TlsPolicy;
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
+use greenarrow_proxy_testkit::testmx::Faults;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 
 use crate::common::*;
 use crate::util::*;
-use greenarrow_proxy::protocol::{Failure, TlsPolicy};
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_proto::protocol::{Failure, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::Faults;
 use std::time::{Duration, Instant};
 
 const BODY: &[u8] = b"Subject: fault\r\n\r\nline one of a message the MX will not get whole\r\n";
@@ -200,7 +200,9 @@ fn mx_tls_handshake_stalls() {
         2,
     );
     assert!(rep[0].starts_with("235"));
-    let (code, _, tag) = Failure::TlsFailed.code();
+    let greenarrow_proxy::protocol::Code {
+        reply: code, tag, ..
+    } = Failure::TlsFailed.code();
     assert!(
         rep[1].starts_with(&format!("{code} 4.7.5 {tag} ")),
         "{rep:?}"
@@ -234,7 +236,9 @@ fn mx_certificate_rejected_by_verify() {
         format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes(),
         2,
     );
-    let (code, _, tag) = Failure::TlsVerifyFailed.code();
+    let greenarrow_proxy::protocol::Code {
+        reply: code, tag, ..
+    } = Failure::TlsVerifyFailed.code();
     assert!(
         rep[1].starts_with(&format!("{code} 4.7.5 {tag} ")),
         "{rep:?}"
@@ -272,7 +276,9 @@ fn mx_stray_reply_during_set_up() {
         // Whether the stray reply comes in the same read as the reply to EHLO (bytes past a
         // reply) or as the answer to STARTTLS (a 250 there, carried as an `mx=` line) is the
         // network's timing: either way the attempt fails with mx_setup_failed.
-        let (code, _, tag) = Failure::MxSetupFailed.code();
+        let greenarrow_proxy::protocol::Code {
+            reply: code, tag, ..
+        } = Failure::MxSetupFailed.code();
         let first = rep[1].lines().next().unwrap_or_default();
         assert!(
             (first.starts_with(&format!("{code} ")) || first.starts_with(&format!("{code}-")))

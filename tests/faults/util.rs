@@ -2,8 +2,8 @@
 //! pool's state, and the "good session" every case ends with.
 
 use crate::common::*;
-use greenarrow_proxy::protocol::{ConnectRequest, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

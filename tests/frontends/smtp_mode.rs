@@ -95,10 +95,11 @@ fn smtp_mode_native_and_proxy_clients_share_one_pooled_connection() {
 
 #[test]
 fn smtp_mode_hides_starttls_and_auth_and_answers_starttls_with_454() {
-    let cert = greenarrow_proxy::certgen::self_signed(&["mx.test"]).unwrap();
+    let cert = greenarrow_proxy_testkit::certgen::self_signed(&["mx.test"]).unwrap();
     let mx = TestMx::start(TestMxConfig {
         starttls: Some(
-            greenarrow_proxy::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem).unwrap(),
+            greenarrow_proxy_net::tls::TlsAcceptor::from_pem(&cert.cert_pem, &cert.key_pem)
+                .unwrap(),
         ),
         auth: true,
         ..TestMxConfig::default()

@@ -3,10 +3,10 @@
 
 use crate::capture;
 use crate::common::*;
-use greenarrow_proxy::client::ProxyClient;
-use greenarrow_proxy::protocol::TlsPolicy;
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_client::ProxyClient;
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;

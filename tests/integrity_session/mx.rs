@@ -2,8 +2,8 @@
 
 use crate::common::*;
 use crate::scripted;
-use greenarrow_proxy::client::ClientError;
-use greenarrow_proxy::protocol::{ConnectRequest, Destination, Failure, TlsPolicy};
+use greenarrow_proxy_client::ClientError;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, Failure, TlsPolicy};
 use std::time::Duration;
 
 /// The banner a trickling MX sends, one byte every 300 ms (13 s in all).
@@ -27,7 +27,10 @@ fn trickling_mx() -> (std::net::SocketAddr, std::thread::JoinHandle<(usize, bool
 
 /// A CONNECT to a [`trickling_mx`] under `yaml`: it must fail with `mx_setup_failed`, and the
 /// proxy must have closed the connection before the MX finished its banner.
-fn connect_to_a_trickling_mx(yaml: &str, why: &str) -> greenarrow_proxy::protocol::FailureReply {
+fn connect_to_a_trickling_mx(
+    yaml: &str,
+    why: &str,
+) -> greenarrow_proxy_proto::protocol::FailureReply {
     let (addr, script) = trickling_mx();
     let h = Harness::start(&[addr.port()], yaml);
     let mut c = h.client();

@@ -3,9 +3,9 @@
 
 use crate::common::*;
 use crate::scripted;
-use greenarrow_proxy::client::ProxyClient;
-use greenarrow_proxy::protocol::{ConnectRequest, Origin, TlsPolicy};
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
+use greenarrow_proxy_client::ProxyClient;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Origin, TlsPolicy};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -17,10 +17,10 @@
 //! waits for the daemon's acknowledgement of every signal (its log line) and counts one that
 //! does not come as a failure.
 
-use crate::netns::Netns;
 use crate::rig::{gaproxy, Daemon, Files, Mx, EGRESS};
 use crate::rng::Rng;
-use greenarrow_proxy::testmx::Faults;
+use greenarrow_proxy_testkit::netns::Netns;
+use greenarrow_proxy_testkit::testmx::Faults;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -32,16 +32,6 @@
 //!   the invalid reloads' and no panic, acknowledged every signal, and exited cleanly on
 //!   SIGTERM.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/kumo.rs"]
-mod kumo;
-#[path = "../common/netns.rs"]
-mod netns;
-#[path = "../daemon/process.rs"]
-#[allow(dead_code)]
-mod process;
-
 mod check;
 mod faults;
 mod rig;
@@ -50,8 +40,9 @@ mod traffic;
 mod transact;
 
 use check::Arrival;
-use greenarrow_proxy::tls::ProxyClientTls;
-use netns::Netns;
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_testkit::netns::Netns;
+use greenarrow_proxy_testkit::raw::Raw;
 use parking_lot::Mutex;
 use rig::{Daemon, Figures, Files, Mx, EGRESS};
 use rng::Rng;
@@ -377,7 +368,7 @@ fn saturate(files: &Files, tls: &ProxyClientTls) {
         let Ok(s) = tls.connect(tcp, "localhost", IO) else {
             continue;
         };
-        let mut raw = common::Raw::from_stream(s);
+        let mut raw = Raw::from_stream(s);
         raw.send(format!("AUTH 1 {}\r\n", rig::secret()).as_bytes());
         held.push(raw);
     }
@@ -395,7 +386,7 @@ fn saturate(files: &Files, tls: &ProxyClientTls) {
 /// with a connection not for reuse (one QUIT job each, waiting out the QUIT timeout); undo.
 fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
     let two = &mxes[..2];
-    let swallow = greenarrow_proxy::testmx::Faults {
+    let swallow = greenarrow_proxy_testkit::testmx::Faults {
         silent_at: Some("QUIT".into()),
         ..Default::default()
     };
@@ -409,10 +400,10 @@ fn start_quit_threads(files: &Files, mxes: &[Mx], tls: &ProxyClientTls) {
                     scope.spawn(move || {
                         let tcp = TcpStream::connect_timeout(&files.listen, IO).unwrap();
                         let s = tls.connect(tcp, "localhost", IO).unwrap();
-                        let mut raw = common::Raw::from_stream(s);
-                        let mut r = greenarrow_proxy::protocol::ConnectRequest::new(
+                        let mut raw = Raw::from_stream(s);
+                        let mut r = greenarrow_proxy_proto::protocol::ConnectRequest::new(
                             *source,
-                            greenarrow_proxy::protocol::Destination::Ip(mx.mx.addr().ip()),
+                            greenarrow_proxy_proto::protocol::Destination::Ip(mx.mx.addr().ip()),
                             &format!("warm{i}-{j}.soak.test"),
                         );
                         r.port = mx.mx.addr().port();

@@ -2,11 +2,11 @@
 //! binary, a child process whose stderr a thread copies to a file while counting what the
 //! checks need), `gaproxy` for the control socket, and the daemon's figures from /proc.
 
-use crate::common::{proxy_files, TempDir, SECRET};
-use crate::process::{binary, each_line, ready_addrs};
-use greenarrow_proxy::certgen;
-use greenarrow_proxy::testmx::{Faults, TestMx, TestMxConfig};
-use greenarrow_proxy::tls::TlsAcceptor;
+use greenarrow_proxy_net::tls::TlsAcceptor;
+use greenarrow_proxy_testkit::certgen;
+use greenarrow_proxy_testkit::daemon::{binary, each_line, ready_addrs};
+use greenarrow_proxy_testkit::fixtures::{proxy_files, TempDir, SECRET};
+use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use parking_lot::{Condvar, Mutex};
@@ -333,7 +333,7 @@ impl Drop for Daemon {
 
 /// `gaproxy ARGS --socket CONTROL`, bounded to 10 s: (success, stdout).
 pub fn gaproxy(control: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_gaproxy"))
+    let child = Command::new(greenarrow_proxy_testkit::bin_path::workspace_bin("gaproxy"))
         .args(args)
         .arg("--socket")
         .arg(control)

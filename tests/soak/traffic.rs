@@ -4,13 +4,13 @@
 //! pipelined BDAT batches, writing down what each message was told in the ledger.
 //! What each message was told is judged and written down by [`crate::transact`].
 
-use crate::common::Raw;
-use crate::kumo::{proxy_v2_header, socks5_handshake, Smtp};
 use crate::rig::{secret, Files, Front, Mx, FRONTS};
 use crate::rng::Rng;
 use crate::transact::{message, transact, How, Ledger, Msg, Who, Wire, IO};
-use greenarrow_proxy::protocol::{ConnectRequest, Destination, TlsPolicy};
-use greenarrow_proxy::tls::ProxyClientTls;
+use greenarrow_proxy_net::tls::ProxyClientTls;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, TlsPolicy};
+use greenarrow_proxy_testkit::mta::kumo::{proxy_v2_header, socks5_handshake, Smtp};
+use greenarrow_proxy_testkit::raw::Raw;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

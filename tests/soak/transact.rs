@@ -13,10 +13,10 @@
 //!   is a message with a reply nobody asked for among its replies (the MX's stray reply, a
 //!   `220`), or after one in its pipelined batch: replies out of step say nothing sure.
 
-use crate::common::Raw;
-use crate::kumo::Smtp;
 use crate::rng::Rng;
-use greenarrow_proxy::smtp::dot_stuff;
+use greenarrow_proxy_proto::smtp::dot_stuff;
+use greenarrow_proxy_testkit::mta::kumo::Smtp;
+use greenarrow_proxy_testkit::raw::Raw;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::{self, Write};

@@ -197,7 +197,7 @@ fn endpoints_follow_the_configuration_and_nothing_listens_when_not_configured() 
 /// got the connection, in the metrics' wait counters and histogram.
 #[test]
 fn a_request_waiting_at_its_cap_shows_in_status_and_metrics() {
-    let mx = TestMx::start(greenarrow_proxy::testmx::TestMxConfig::default()).unwrap();
+    let mx = TestMx::start(greenarrow_proxy_testkit::testmx::TestMxConfig::default()).unwrap();
     let (h, socket) = proxy(
         &mx,
         "metrics:\n  listen: 127.0.0.1:0\ncaps:\n  wait: 30s\n  sources:\n    - addresses: [127.0.0.2]\n      max_connections: 1\n",

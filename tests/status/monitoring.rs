@@ -4,6 +4,7 @@
 //! failed then a good reload (SIGHUP) shown in `gaproxy status` and the metrics.
 
 use super::*;
+use greenarrow_proxy_testkit::daemon::Daemon;
 use std::collections::BTreeSet;
 
 /// The shipped monitoring files.
@@ -45,7 +46,7 @@ fn run_promtool(cmd: &mut Command, stdin: Option<&str>) -> String {
 }
 
 /// The metrics address the daemon logged ("metrics on http://ADDR/metrics").
-fn metrics_addr(d: &mut process::Daemon) -> SocketAddr {
+fn metrics_addr(d: &mut Daemon) -> SocketAddr {
     let line = d.wait_for("metrics on http://");
     let (_, rest) = line.split_once("metrics on http://").unwrap();
     rest.trim_end_matches("/metrics").parse().unwrap()
@@ -114,13 +115,7 @@ fn dashboard_exprs() -> Vec<String> {
 
 /// A daemon with a control socket and metrics, one delivery done (so that the per-source
 /// series exist, with an idle pooled connection).
-fn daemon_with_metrics() -> (
-    setup::Setup,
-    process::Daemon,
-    PathBuf,
-    SocketAddr,
-    SocketAddr,
-) {
+fn daemon_with_metrics() -> (setup::Setup, Daemon, PathBuf, SocketAddr, SocketAddr) {
     let s = setup::Setup::new(
         "control_socket: control.sock\nmax_sessions: 40\nmetrics:\n  listen: 127.0.0.1:0\n",
     );

@@ -39,7 +39,7 @@ fn clients_alone_need_no_top_level_secret() {
         "tls_certificate: /c.pem\ntls_private_key: /k.pem\nclients:\n  - name: only\n    secrets: [\"{A1}\"]\n    source_addresses: [192.0.2.20]\n"
     );
     let c = parse(&yaml).unwrap();
-    assert!(c.secrets.is_empty());
+    assert!(c.default_client().is_none());
     assert_eq!(c.authenticate(A1.as_bytes()).unwrap().name, "only");
     // The effective YAML round-trips (secrets redacted).
     let eff = c.to_effective_yaml();

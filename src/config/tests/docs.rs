@@ -142,7 +142,7 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
         ("tls_private_key", c.tls_private_key.clone() == d("k.pem")),
         (
             "auth_shared_secret_file",
-            c.auth_shared_secret_file == d("top.secret"),
+            c.auth_shared_secret_file().map(Path::to_path_buf) == d("top.secret"),
         ),
         ("tls_client_ca", c.tls_client_ca == d("ca.pem")),
         (

@@ -149,7 +149,7 @@ fn front_ends_only_need_no_certificate_and_no_secret() {
         (c.tls_certificate.as_ref(), c.tls_private_key.as_ref()),
         (None, None)
     );
-    assert!(c.secrets.is_empty());
+    assert!(c.default_client().unwrap().secrets.is_empty());
     // The front-end acts as the default client, which has no secret.
     assert_eq!(c.frontends[0].client, "default");
     assert_eq!(c.client_named("default").unwrap().sources.len(), 1);

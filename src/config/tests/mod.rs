@@ -1,12 +1,15 @@
 //! Tests of the whole configuration: parsing, defaults, errors, effective YAML.
 
 use super::*;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 mod access;
 mod docs;
+mod effective;
 mod errors;
 mod frontends;
 
@@ -110,7 +113,7 @@ fn full_valid_file() {
     );
     assert!(c.secret_matches(SECRET.as_bytes()));
     assert!(!c.secret_matches(b"s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-43"));
-    assert_eq!(c.auth_shared_secret_file, None);
+    assert_eq!(c.auth_shared_secret_file(), None);
     assert!(c.log_verbose);
     assert_eq!(
         c.tls_certificate,
@@ -340,7 +343,10 @@ fn secret_never_printed() {
     assert!(!format!("{c:?}").contains(SECRET));
     assert!(!format!("{c:#?}").contains("s3cr3t"));
     assert!(!c.to_effective_yaml().contains("s3cr3t"));
-    assert_eq!(format!("{:?}", c.secrets), "[<redacted>]");
+    assert_eq!(
+        format!("{:?}", c.default_client().unwrap().secrets),
+        "[<redacted>]"
+    );
 }
 
 #[test]
@@ -370,10 +376,7 @@ fn secret_file_trimmed_and_relative() {
     let c = Config::from_yaml_str(&yaml, &dir.0).unwrap();
     assert!(c.secret_matches(SECRET.as_bytes()));
     assert!(!c.secret_matches(format!("{SECRET}\r\n").as_bytes()));
-    assert_eq!(
-        c.auth_shared_secret_file.as_deref(),
-        Some(secret_path.as_path())
-    );
+    assert_eq!(c.auth_shared_secret_file(), Some(secret_path.as_path()));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
     // The effective YAML names the file, and round-trips from anywhere.

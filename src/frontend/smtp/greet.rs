@@ -54,7 +54,7 @@ pub fn refusing(line: &[u8]) -> Refusing {
 /// A policy refusal as the reply to a transaction command: `451 4.7.1 greenarrow_proxy: <tag>
 /// <text>` (temporary: a configuration mistake must not bounce mail).
 pub fn refusal_451(f: &FailureReply) -> Vec<u8> {
-    reply_lines("451", "4.7.1", f.failure.code().2, &f.text, &[])
+    reply_lines("451", "4.7.1", f.failure.code().tag, &f.text, &[])
 }
 
 /// What to do with one command line received before the MTA's EHLO/HELO.
@@ -127,7 +127,7 @@ pub fn hello_reply(greeting: &Reply, extended: bool) -> Vec<u8> {
 /// A failure as one SMTP reply an unmodified MTA logs and retries on: `421 4.4.0
 /// greenarrow_proxy: <tag> <text>`, then the MX's own lines when it said no.
 pub fn failure_421(f: &FailureReply) -> Vec<u8> {
-    reply_421(f.failure.code().2, &f.text, &f.mx_lines)
+    reply_421(f.failure.code().tag, &f.text, &f.mx_lines)
 }
 
 /// `421 4.4.0 greenarrow_proxy: <tag> <text>` (control characters blanked, text bounded),
@@ -139,13 +139,7 @@ pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
 /// `<code> <status> greenarrow_proxy: <tag> <text>` (control characters blanked, text
 /// bounded), then one `<code> mx: <line>` per line of `mx_lines`.
 fn reply_lines(code: &str, status: &str, tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
-    let clean = |b: &[u8]| -> String {
-        String::from_utf8_lossy(b)
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(400)
-            .collect()
-    };
+    let clean = crate::escape::reply_text;
     let mut lines = vec![format!(
         "{status} greenarrow_proxy: {tag} {}",
         clean(text.as_bytes())

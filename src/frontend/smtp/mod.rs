@@ -17,10 +17,10 @@ use self::greet::{
 use super::Target;
 use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
-use crate::protocol::FailureReply;
+use crate::deadline::Deadline;
 use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
-use crate::session::{read_timeout, Egress, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
+use crate::session::{read_timeout, Egress, EgressError, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub(super) fn serve(
     initial: &[u8],
     target: Target,
     settings: &SmtpMode,
-    deadline: Instant,
+    deadline: Deadline,
     banner_delay: Duration,
 ) {
     let rt = egress.rt;
@@ -82,7 +82,9 @@ pub(super) fn serve(
     let stats = egress.shared.stats();
     let (mut mx, origin) = match egress.open_mx(&target.identity, &req) {
         Ok(x) => x,
-        Err(f) => {
+        Err(e) => {
+            // The one place this front-end renders an egress error for its MTA.
+            let f = e.reply();
             stats.count_connect_failure(f.failure);
             crate::logging::request_failed(
                 rt.config.log_verbose,
@@ -99,7 +101,7 @@ pub(super) fn serve(
     stats.connected();
     mx.used_by(egress.peer);
     egress.log_ready(started, &mx, &origin);
-    if mta.send(&hello_reply(&mx.greeting, extended)).is_err() {
+    if mta.send(&hello_reply(mx.greeting(), extended)).is_err() {
         egress.release(&req, mx, None);
         return;
     }
@@ -123,14 +125,14 @@ pub(super) fn serve(
 /// The next complete command line from the MTA (its length in `mta.pending()`), within
 /// `timeouts.mta_idle` and the session deadline; None (after telling the MTA why, when there
 /// is something to say) when the session must end.
-fn next_line(egress: &Egress, mta: &mut BufConn<TcpStream>, deadline: Instant) -> Option<usize> {
+fn next_line(egress: &Egress, mta: &mut BufConn<TcpStream>, deadline: Deadline) -> Option<usize> {
     let rt = egress.rt;
     let Some(timeout) = read_timeout(rt.config.timeouts.mta_idle, deadline) else {
         let _ = mta.send(LIFETIME_EXCEEDED);
         return None;
     };
     // One deadline for the whole line: an MTA trickling bytes cannot stretch it.
-    match mta.read_line_until(rt.config.limits.max_command_line, Instant::now() + timeout) {
+    match mta.read_line_until(rt.config.limits.max_command_line, Deadline::after(timeout)) {
         Ok(n) => Some(n),
         Err(ReadError::Timeout) => {
             let _ = mta.send(IDLE_TIMEOUT);
@@ -152,8 +154,8 @@ pub(super) fn refuse(
     egress: &Egress,
     mta: TcpStream,
     initial: &[u8],
-    refusal: &FailureReply,
-    deadline: Instant,
+    refusal: &EgressError,
+    deadline: Deadline,
     banner_delay: Duration,
 ) {
     let mut mta = BufConn::with_input(mta, initial);
@@ -163,7 +165,8 @@ pub(super) fn refuse(
     if mta.send(BANNER).is_err() {
         return;
     }
-    let refused = refusal_451(refusal);
+    // The other place this front-end renders an egress error (see `serve`).
+    let refused = refusal_451(&refusal.reply());
     let mut errors = 0;
     while let Some(n) = next_line(egress, &mut mta, deadline) {
         let step = refusing(mta.pending().get(..n).unwrap_or_default());

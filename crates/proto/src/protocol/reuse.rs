@@ -1,0 +1,131 @@
+//! What makes two MX connections interchangeable (sans-I/O): the key they are pooled and
+//! counted under, and what a request demands of a connection's TLS state. Used by the pool,
+//! the caps ledger and the egress core alike; none of them owns it.
+
+use super::TlsPolicy;
+use std::net::{IpAddr, SocketAddr};
+
+/// What makes connections interchangeable: same source address, same EHLO name, same MX
+/// address and port. The TLS state is matched per connection ([`TlsWant`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub source: IpAddr,
+    /// Lower-cased.
+    pub ehlo: String,
+    pub mx: SocketAddr,
+}
+
+impl PoolKey {
+    pub fn new(source: IpAddr, ehlo: &str, mx: SocketAddr) -> PoolKey {
+        PoolKey {
+            source: source.to_canonical(),
+            ehlo: ehlo.to_ascii_lowercase(),
+            mx: SocketAddr::new(mx.ip().to_canonical(), mx.port()),
+        }
+    }
+}
+
+/// The TLS facts of one connection that reuse is decided on: what was negotiated and
+/// verified, nothing about how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsState<'a> {
+    /// The connection is encrypted (STARTTLS succeeded).
+    pub encrypted: bool,
+    /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
+    pub attempted: bool,
+    /// The name the certificate was verified for (only when it verified).
+    pub verified_name: Option<&'a str>,
+}
+
+/// What a request demands of a connection's TLS state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsWant {
+    /// `tls=none`: anything.
+    Any,
+    /// `tls=opportunistic`: TLS, or plaintext that was the result of trying TLS (the MX does
+    /// not offer it) — never a connection that was kept plaintext on purpose.
+    Opportunistic,
+    /// `tls=required`: TLS.
+    Tls,
+    /// `tls=verify`: TLS verified for this name.
+    Verified(String),
+}
+
+impl TlsWant {
+    /// From a request's policy and the name its certificate must match.
+    pub fn from_request(policy: TlsPolicy, name: Option<&str>, mx: SocketAddr) -> TlsWant {
+        match policy {
+            TlsPolicy::None => TlsWant::Any,
+            TlsPolicy::Opportunistic => TlsWant::Opportunistic,
+            TlsPolicy::Required => TlsWant::Tls,
+            TlsPolicy::Verify => TlsWant::Verified(
+                name.map(str::to_string)
+                    .unwrap_or_else(|| mx.ip().to_string()),
+            ),
+        }
+    }
+
+    /// Whether a connection in TLS state `tls` satisfies this want.
+    pub fn satisfied_by(&self, tls: &TlsState<'_>) -> bool {
+        match self {
+            TlsWant::Any => true,
+            TlsWant::Opportunistic => tls.encrypted || tls.attempted,
+            TlsWant::Tls => tls.encrypted,
+            TlsWant::Verified(name) => tls.encrypted && tls.verified_name == Some(name.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_canonical() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let mx: SocketAddr = "[::ffff:198.51.100.2]:25".parse().unwrap();
+        let a = PoolKey::new(mapped, "Relay.Example", mx);
+        assert_eq!(
+            a,
+            PoolKey::new(v4, "relay.example", "198.51.100.2:25".parse().unwrap())
+        );
+        assert_eq!(a.ehlo, "relay.example");
+    }
+
+    #[test]
+    fn wants_against_tls_states() {
+        let mx: SocketAddr = "192.0.2.9:25".parse().unwrap();
+        let plain_on_purpose = TlsState::default();
+        let plain_after_trying = TlsState {
+            attempted: true,
+            ..TlsState::default()
+        };
+        let tls = TlsState {
+            encrypted: true,
+            attempted: true,
+            verified_name: None,
+        };
+        let verified = TlsState {
+            verified_name: Some("mx.example"),
+            ..tls
+        };
+        let any = TlsWant::from_request(TlsPolicy::None, None, mx);
+        let opp = TlsWant::from_request(TlsPolicy::Opportunistic, None, mx);
+        let req = TlsWant::from_request(TlsPolicy::Required, None, mx);
+        let ver = TlsWant::from_request(TlsPolicy::Verify, Some("mx.example"), mx);
+        let ver_ip = TlsWant::from_request(TlsPolicy::Verify, None, mx);
+        assert_eq!(ver_ip, TlsWant::Verified("192.0.2.9".into()));
+        let table = [
+            (&plain_on_purpose, [true, false, false, false]),
+            (&plain_after_trying, [true, true, false, false]),
+            (&tls, [true, true, true, false]),
+            (&verified, [true, true, true, true]),
+        ];
+        for (state, expect) in table {
+            let got = [&any, &opp, &req, &ver].map(|w| w.satisfied_by(state));
+            assert_eq!(got, expect, "{state:?}");
+            assert!(!ver_ip.satisfied_by(state));
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Why one attempt at an MX address failed: the dial ([`DialError`]) or the set-up on the
+//! connection ([`SetupError`]: banner, EHLO/HELO, STARTTLS, the TLS handshake). Typed up to the
+//! front-end, which renders them (`session::EgressError::reply`); the retry decision (another
+//! address of the destination, a plaintext fallback) is made here on the type, not on a code.
+
+use crate::bufconn::ReadError;
+use crate::dial::DialError;
+use crate::protocol::{reply_lines, Failure, TlsPolicy};
+use crate::smtp::Reply;
+use crate::tls::TlsError;
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// Where in the set-up a read or a send failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Sending a command (EHLO, HELO, STARTTLS).
+    Sending,
+    /// Waiting for the banner.
+    Banner,
+    /// Waiting for the reply to a command.
+    Reply,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Sending => "sending to the MX",
+            Stage::Banner => "waiting for the MX banner",
+            Stage::Reply => "waiting for the MX reply",
+        })
+    }
+}
+
+/// Why the set-up of a connected MX failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The socket's local address could not be read (its `source()`).
+    LocalAddr(io::Error),
+    /// A read or a send failed: closed, timed out, malformed (the `source()`).
+    Io { stage: Stage, error: ReadError },
+    /// The MX sent bytes after its `220` to STARTTLS (CVE-2011-0411).
+    AfterStartTls { octets: usize },
+    /// The set-up machine asked for TLS on a connection that has it.
+    TlsTwice,
+    /// The TLS handshake failed (the `source()`, shown as the TLS error itself); under
+    /// `tls=verify` a refused certificate is its own failure.
+    Tls { error: TlsError, policy: TlsPolicy },
+    /// The banner was not 220.
+    BannerRejected { mx: SocketAddr, reply: Reply },
+    /// EHLO and then HELO were refused (the last reply).
+    EhloRejected {
+        mx: SocketAddr,
+        ehlo: String,
+        reply: Reply,
+    },
+    /// The MX said 421 at some step.
+    Closing { mx: SocketAddr, reply: Reply },
+    /// TLS is required but the MX does not offer it or refused STARTTLS (why).
+    TlsNotOffered(String),
+    /// A reply that answers nothing asked (a 3xx to EHLO, a 250 to STARTTLS).
+    Unexpected { mx: SocketAddr, reply: Reply },
+    /// Bytes nobody asked for arrived before the next command: the MX is out of step.
+    OutOfStep { mx: SocketAddr, octets: usize },
+    /// The machine finished without a banner or a greeting.
+    EndedEarly,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::LocalAddr(_) => f.write_str("local address"),
+            SetupError::Io { stage, .. } => write!(f, "{stage}"),
+            SetupError::AfterStartTls { octets } => write!(
+                f,
+                "the MX sent {octets} octets after its 220 reply to STARTTLS (possible command injection, CVE-2011-0411)"
+            ),
+            SetupError::TlsTwice => f.write_str("TLS requested twice"),
+            SetupError::Tls { error, .. } => write!(f, "{error}"),
+            SetupError::BannerRejected { mx, .. } => {
+                write!(f, "{mx} rejected the connection in its banner")
+            }
+            SetupError::EhloRejected { mx, ehlo, .. } => {
+                write!(f, "{mx} rejected EHLO and HELO {ehlo}")
+            }
+            SetupError::Closing { mx, .. } => write!(f, "{mx} closed the session during set-up"),
+            SetupError::TlsNotOffered(note) => f.write_str(note),
+            SetupError::Unexpected { mx, .. } => write!(f, "{mx} gave an unexpected reply"),
+            SetupError::OutOfStep { mx, octets } => write!(
+                f,
+                "{mx} sent {octets} octets nobody asked for during set-up (out of step)"
+            ),
+            SetupError::EndedEarly => f.write_str("set-up ended early"),
+        }
+    }
+}
+
+impl Error for SetupError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            SetupError::LocalAddr(e) => Some(e),
+            SetupError::Io { error, .. } => Some(error),
+            SetupError::Tls { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl SetupError {
+    /// The failure the MTA is told of.
+    pub fn failure(&self) -> Failure {
+        match self {
+            SetupError::LocalAddr(_) => Failure::NetworkError,
+            SetupError::Io { .. }
+            | SetupError::AfterStartTls { .. }
+            | SetupError::Closing { .. }
+            | SetupError::Unexpected { .. }
+            | SetupError::OutOfStep { .. }
+            | SetupError::EndedEarly => Failure::MxSetupFailed,
+            SetupError::TlsTwice => Failure::TlsFailed,
+            SetupError::Tls { error, policy } => {
+                if *policy == TlsPolicy::Verify && matches!(error, TlsError::Certificate(..)) {
+                    Failure::TlsVerifyFailed
+                } else {
+                    Failure::TlsFailed
+                }
+            }
+            SetupError::BannerRejected { reply, .. } => Failure::BannerRejected {
+                permanent: reply.is_permanent(),
+            },
+            SetupError::EhloRejected { reply, .. } => Failure::EhloRejected {
+                permanent: reply.is_permanent(),
+            },
+            SetupError::TlsNotOffered(_) => Failure::TlsNotOffered,
+        }
+    }
+
+    /// The MX's own reply, when it said no: its lines, without line endings.
+    pub fn mx_lines(&self) -> Vec<Vec<u8>> {
+        match self {
+            SetupError::BannerRejected { reply, .. }
+            | SetupError::EhloRejected { reply, .. }
+            | SetupError::Closing { reply, .. }
+            | SetupError::Unexpected { reply, .. } => reply_lines(reply.raw()),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether another address of the destination may do better: the connection or the MX
+    /// broke, or a banner refused for now; not a refusal that every MX of the domain would
+    /// repeat (EHLO, TLS).
+    pub fn worth_another_address(&self) -> bool {
+        match self {
+            SetupError::LocalAddr(_)
+            | SetupError::Io { .. }
+            | SetupError::AfterStartTls { .. }
+            | SetupError::Closing { .. }
+            | SetupError::Unexpected { .. }
+            | SetupError::OutOfStep { .. }
+            | SetupError::EndedEarly => true,
+            SetupError::BannerRejected { reply, .. } => !reply.is_permanent(),
+            SetupError::TlsTwice
+            | SetupError::Tls { .. }
+            | SetupError::EhloRejected { .. }
+            | SetupError::TlsNotOffered(_) => false,
+        }
+    }
+}
+
+/// Why one attempt at an MX address failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AttemptError {
+    Dial(DialError),
+    Setup(SetupError),
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::Dial(e) => write!(f, "{e}"),
+            AttemptError::Setup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Error for AttemptError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            AttemptError::Dial(e) => Some(e),
+            AttemptError::Setup(e) => Some(e),
+        }
+    }
+}
+
+impl AttemptError {
+    /// Whether another address of the destination may do better.
+    pub fn worth_another_address(&self) -> bool {
+        match self {
+            AttemptError::Dial(e) => e.worth_another_address(),
+            AttemptError::Setup(e) => e.worth_another_address(),
+        }
+    }
+}
+
+impl From<SetupError> for AttemptError {
+    fn from(e: SetupError) -> AttemptError {
+        AttemptError::Setup(e)
+    }
+}
+
+impl From<DialError> for AttemptError {
+    fn from(e: DialError) -> AttemptError {
+        AttemptError::Dial(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(raw: &str) -> Reply {
+        crate::smtp::parse_reply(raw.as_bytes(), &Default::default())
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn the_retry_decision_follows_the_type() {
+        let mx: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let banner = |raw| SetupError::BannerRejected {
+            mx,
+            reply: reply(raw),
+        };
+        assert!(banner("421 4.3.2 busy\r\n").worth_another_address());
+        assert!(!banner("554 5.7.1 go away\r\n").worth_another_address());
+        assert!(SetupError::OutOfStep { mx, octets: 3 }.worth_another_address());
+        assert!(!SetupError::TlsNotOffered("no".into()).worth_another_address());
+        let dial = |e| AttemptError::Dial(e).worth_another_address();
+        assert!(dial(DialError::Refused { dest: mx }));
+        assert!(!dial(DialError::FamilyMismatch {
+            source: "::1".parse().unwrap(),
+            dest: mx
+        }));
+        assert!(!dial(DialError::SourceNotLocal {
+            source: "192.0.2.1".parse().unwrap(),
+            error: io::Error::from_raw_os_error(nix::libc::EADDRNOTAVAIL),
+        }));
+    }
+
+    #[test]
+    fn a_refused_certificate_is_its_own_failure_only_under_verify() {
+        let tls = |policy| SetupError::Tls {
+            error: TlsError::Certificate(crate::tls::CertRefusal::NoTrustAnchors),
+            policy,
+        };
+        assert_eq!(tls(TlsPolicy::Verify).failure(), Failure::TlsVerifyFailed);
+        assert_eq!(tls(TlsPolicy::Required).failure(), Failure::TlsFailed);
+        let e = tls(TlsPolicy::Verify);
+        assert!(e.source().is_some_and(|s| s.is::<TlsError>()));
+    }
+
+    #[test]
+    fn the_mx_reply_travels_with_the_error() {
+        let mx: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let e = SetupError::EhloRejected {
+            mx,
+            ehlo: "mta.test".into(),
+            reply: reply("550-no\r\n550 never\r\n"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "192.0.2.25:25 rejected EHLO and HELO mta.test"
+        );
+        assert_eq!(
+            e.mx_lines(),
+            vec![b"550-no".to_vec(), b"550 never".to_vec()]
+        );
+        assert_eq!(e.failure(), Failure::EhloRejected { permanent: true });
+    }
+}
