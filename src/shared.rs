@@ -439,3 +439,37 @@ impl Shared {
         *self.runtime.write() = Arc::new(rt);
     }
 }
+
+/// The address watcher's view of the proxy ([`crate::localaddr::watch`]).
+impl crate::localaddr::watch::Host for Shared {
+    fn stopping(&self) -> bool {
+        Shared::stopping(self)
+    }
+
+    fn local(&self) -> &LocalAddrs {
+        &self.local
+    }
+
+    fn configured(&self, ip: IpAddr) -> bool {
+        let rt = self.runtime();
+        let c = &rt.config;
+        c.source_addresses
+            .iter()
+            .chain(
+                c.clients
+                    .iter()
+                    .flat_map(|cl| cl.source_addresses.iter().flatten()),
+            )
+            .any(|n| n.contains(ip))
+    }
+
+    fn close_idle_from(&self, ip: IpAddr) -> usize {
+        let conns = self.pool.take_keys_where(|k| k.source != ip);
+        let n = conns.len();
+        // No QUIT: the address is gone, nothing can reach the MX from it.
+        for c in conns {
+            c.close();
+        }
+        n
+    }
+}

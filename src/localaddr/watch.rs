@@ -6,7 +6,7 @@
 
 use super::bindable;
 use super::netlink::{self, AddrChange, AddrEvent};
-use crate::shared::Shared;
+use super::LocalAddrs;
 use log::{debug, info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -29,9 +29,22 @@ enum Source {
     Scan { next: Instant },
 }
 
-/// Start the watcher thread for the server whose shared state is `shared`; it ends within
+/// What the watcher acts on: the proxy's state, handed over by the server (so that this
+/// module does not know it).
+pub trait Host: Send + Sync {
+    /// Whether the proxy is stopping (the thread ends).
+    fn stopping(&self) -> bool;
+    /// The source addresses known to have left the host.
+    fn local(&self) -> &LocalAddrs;
+    /// Whether `ip` is a source address of the configuration in force (any client).
+    fn configured(&self, ip: IpAddr) -> bool;
+    /// Close, without QUIT, the idle pooled connections from `ip`; how many.
+    fn close_idle_from(&self, ip: IpAddr) -> usize;
+}
+
+/// Start the watcher thread for the server whose state is `shared`; it ends within
 /// about a second of the server stopping or being dropped.
-pub fn start(shared: Weak<Shared>) -> io::Result<()> {
+pub fn start(shared: Weak<dyn Host>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("addresses".into())
         .stack_size(256 * 1024)
@@ -92,7 +105,7 @@ pub fn diff(old: &HashSet<IpAddr>, new: &HashSet<IpAddr>) -> Vec<AddrEvent> {
 /// hosts where netlink notifications misbehave).
 pub const MODE_ENV: &str = "GREENARROW_PROXY_ADDRESS_WATCH";
 
-fn run(weak: Weak<Shared>) {
+fn run(weak: Weak<dyn Host>) {
     let forced_scan = std::env::var(MODE_ENV).is_ok_and(|v| v == "scan");
     let netlink = if forced_scan {
         Err(nix::errno::Errno::ENOTSUP)
@@ -159,7 +172,7 @@ fn run(weak: Weak<Shared>) {
                 AddrChange::Added => present.insert(ev.addr),
                 AddrChange::Removed => present.remove(&ev.addr),
             };
-            apply(&shared, &ev, present.contains(&ev.addr));
+            apply(&*shared, &ev, present.contains(&ev.addr));
         }
     }
 }
@@ -211,23 +224,9 @@ fn rescan(present: &mut HashSet<IpAddr>) -> Vec<AddrEvent> {
     }
 }
 
-/// Is `ip` one of the source addresses of the configuration in force (any client)?
-fn configured(shared: &Shared, ip: IpAddr) -> bool {
-    let rt = shared.runtime();
-    let c = &rt.config;
-    c.source_addresses
-        .iter()
-        .chain(
-            c.clients
-                .iter()
-                .flat_map(|cl| cl.source_addresses.iter().flatten()),
-        )
-        .any(|n| n.contains(ip))
-}
-
 /// Act on one event: an address that left (and cannot be bound any more) is refused at once
 /// and its pooled connections are closed; one that came is usable at once.
-fn apply(shared: &Shared, ev: &AddrEvent, still_present: bool) {
+fn apply(shared: &dyn Host, ev: &AddrEvent, still_present: bool) {
     let ip = ev.addr;
     match ev.change {
         AddrChange::Removed => {
@@ -238,13 +237,8 @@ fn apply(shared: &Shared, ev: &AddrEvent, still_present: bool) {
                 return;
             }
             shared.local().left(ip);
-            let conns = shared.pool().take_keys_where(|k| k.source != ip);
-            let n = conns.len();
-            // No QUIT: the address is gone, nothing can reach the MX from it.
-            for c in conns {
-                c.close();
-            }
-            if configured(shared, ip) {
+            let n = shared.close_idle_from(ip);
+            if shared.configured(ip) {
                 warn!(source:% = ip; "source address {ip} left the host ({ev}): requests for it fail with 451 source_not_local until it is back; {n} pooled connection(s) from it closed");
             } else {
                 debug!("address {ev}: {n} pooled connection(s) closed");
@@ -258,7 +252,7 @@ fn apply(shared: &Shared, ev: &AddrEvent, still_present: bool) {
             let was_gone = shared.local().back(ip);
             // A new address (or route) can make others bindable again.
             let also = shared.local().recheck(|a| !bindable(a));
-            if was_gone || configured(shared, ip) {
+            if was_gone || shared.configured(ip) {
                 info!(source:% = ip; "address {ip} appeared on the host ({ev}): usable as a source address now");
             } else {
                 debug!("address {ev}");

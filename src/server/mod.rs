@@ -138,7 +138,9 @@ impl Server {
             Ok(r) => *server.reaper.lock() = Some(r),
             Err(e) => warn!("cannot start the pool reaper thread (pooled connections will expire only at checkout): {e}"),
         }
-        if let Err(e) = crate::localaddr::watch::start(Arc::downgrade(&server.shared)) {
+        if let Err(e) = crate::localaddr::watch::start(
+            Arc::downgrade(&server.shared) as std::sync::Weak<Shared>
+        ) {
             warn!("cannot start the address watcher thread (a source address that leaves the host fails only when bound): {e}");
         }
         let mut sockets = Vec::new();
