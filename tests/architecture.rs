@@ -271,7 +271,6 @@ fn root() -> PathBuf {
 }
 
 #[test]
-#[ignore = "issue 22: the circles it finds are being removed"]
 fn no_import_circle_among_the_daemons_modules() {
     let src = root().join("src");
     let top = level(&graph(&src), "");
@@ -282,24 +281,6 @@ fn no_import_circle_among_the_daemons_modules() {
         );
     }
     let found = all_circles(&src);
-    assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
-}
-
-/// The connection layer at least (issue 22, first circle): `session` -> `caps` -> `pool` ->
-/// `mx`, the permit beside the connection and the ledger's key in the protocol crate.
-#[test]
-fn no_import_circle_among_caps_mx_pool_session() {
-    let layer = ["caps", "mx", "pool", "session"];
-    let found: Vec<String> = all_circles(&root().join("src"))
-        .into_iter()
-        .filter(|c| {
-            let members = c.split(':').next().unwrap_or_default();
-            members.split(", ").any(|m| {
-                let top = m.split("::").next().unwrap_or_default();
-                layer.contains(&top)
-            })
-        })
-        .collect();
     assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
 }
 
