@@ -291,7 +291,7 @@ fn stop(server: &Arc<Server>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::TlsError;
+    use greenarrow_proxy_net::tls::TlsError;
 
     fn config_error() -> DaemonError {
         DaemonError::Config {
@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(unreadable.exit_code(), 78);
         let no_cert = DaemonError::Start(StartError::Tls(TlsError::Pem {
             path: "/etc/gp/cert.pem".into(),
-            error: crate::tls::PemError::Read(std::io::ErrorKind::NotFound.into()),
+            error: greenarrow_proxy_net::tls::PemError::Read(std::io::ErrorKind::NotFound.into()),
         }));
         assert_eq!(no_cert.exit_code(), 78);
         let bind = DaemonError::Start(StartError::Bind {

@@ -5,8 +5,8 @@
 //! servers can share one source address without exhausting its ephemeral ports. A bind that
 //! fails is reported as such: the proxy never falls back to another source address.
 
-use crate::deadline::{ceil_millis, Deadline};
-use crate::protocol::Failure;
+use greenarrow_proxy_net::deadline::{ceil_millis, Deadline};
+use greenarrow_proxy_proto::protocol::Failure;
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::fmt;
 use std::io;

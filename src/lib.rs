@@ -27,8 +27,3 @@ pub mod session;
 pub mod shared;
 pub mod status;
 pub mod workers;
-
-// The layers below the daemon, under the names its modules use (`crate::smtp::…`): one home
-// each, in crates/proto (no I/O) and crates/net (streams and TLS).
-pub use greenarrow_proxy_net::{bufconn, deadline, tls};
-pub use greenarrow_proxy_proto::{duration, escape, protocol, smtp};

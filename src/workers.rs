@@ -130,7 +130,7 @@ impl WorkerPool {
 
     /// Wait until no session is running or queued, or until `timeout`. True if idle.
     pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
-        let deadline = crate::deadline::Deadline::after(timeout).instant();
+        let deadline = greenarrow_proxy_net::deadline::Deadline::after(timeout).instant();
         let mut st = self.inner.state.lock();
         while st.spawned > st.idle || !st.queue.is_empty() {
             if self.inner.idle.wait_until(&mut st, deadline).timed_out() {

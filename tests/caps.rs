@@ -121,7 +121,7 @@ fn an_expired_wait_fails_with_concurrency_limit_and_nothing_reaches_the_mx() {
             assert_eq!(f.failure, Failure::ConcurrencyLimit);
             assert_eq!(
                 f.failure.code(),
-                greenarrow_proxy::protocol::Code {
+                greenarrow_proxy_proto::protocol::Code {
                     reply: 452,
                     enhanced: "4.4.5",
                     tag: "concurrency_limit"

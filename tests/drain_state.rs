@@ -27,7 +27,7 @@ fn assert_drained(s: &Setup, proxy: std::net::SocketAddr, source: &str) {
             assert_eq!(f.failure, Failure::Drained);
             assert_eq!(
                 f.failure.code(),
-                greenarrow_proxy::protocol::Code {
+                greenarrow_proxy_proto::protocol::Code {
                     reply: 453,
                     enhanced: "4.3.2",
                     tag: "drained"

@@ -200,7 +200,7 @@ fn drain_closes_idle_connections_refuses_new_ones_and_undrain_restores() {
     assert_eq!(failure(&h, &a), Failure::Drained);
     assert_eq!(
         Failure::Drained.code(),
-        greenarrow_proxy::protocol::Code {
+        greenarrow_proxy_proto::protocol::Code {
             reply: 453,
             enhanced: "4.3.2",
             tag: "drained"

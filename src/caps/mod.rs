@@ -20,7 +20,7 @@
 //!
 //! Imports point one way: `session` → `caps` → `pool` → `mx`. The pool stores a connection
 //! with its permit ([`crate::pool::Entry`]) without knowing what a permit is, and the ledger
-//! keys on [`crate::protocol::PoolKey`], which is the protocol crate's, not the pool's.
+//! keys on [`greenarrow_proxy_proto::protocol::PoolKey`], which is the protocol crate's, not the pool's.
 
 mod request;
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub struct CapRow {
     pub waiting: usize,
     #[serde(
         rename = "oldest_wait_seconds",
-        with = "crate::duration::seconds::option"
+        with = "greenarrow_proxy_proto::duration::seconds::option"
     )]
     pub oldest_wait: Option<Duration>,
 }

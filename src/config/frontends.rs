@@ -6,7 +6,7 @@ use super::access::{Client, DEFAULT_CLIENT};
 use super::error::ConfigError;
 use super::raw::RawFrontend;
 use super::values::socket_addrs;
-use crate::protocol::TlsPolicy;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 

@@ -6,7 +6,7 @@
 
 use super::model::Config;
 use super::net::IpNet;
-use crate::tls::is_ca_certificate;
+use greenarrow_proxy_net::tls::is_ca_certificate;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

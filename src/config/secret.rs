@@ -134,10 +134,10 @@ pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// The 32-character rule, and the characters `AUTH` can carry
-/// ([`crate::protocol::is_valid_secret`]). The message never contains the secret.
+/// ([`greenarrow_proxy_proto::protocol::is_valid_secret`]). The message never contains the secret.
 pub(crate) fn check_secret(key: &str, secret: &str) -> Result<()> {
     let chars = secret.chars().count();
-    if !crate::protocol::is_valid_secret(secret.as_bytes()) {
+    if !greenarrow_proxy_proto::protocol::is_valid_secret(secret.as_bytes()) {
         return Err(ConfigError::invalid(
             key,
             format!(
@@ -145,7 +145,7 @@ pub(crate) fn check_secret(key: &str, secret: &str) -> Result<()> {
                  than {} characters: AUTH carries only printable ASCII characters other than \
                  space, so no MTA could ever send it (generate one with e.g. \
                  `openssl rand -hex 32`)",
-                crate::protocol::MAX_SECRET_LEN
+                greenarrow_proxy_proto::protocol::MAX_SECRET_LEN
             ),
         ));
     }

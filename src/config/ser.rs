@@ -8,9 +8,9 @@ use std::time::Duration;
 /// What an inline secret is shown as.
 pub(crate) const REDACTED: &str = "<redacted>";
 
-/// A duration as the parser reads it back (`30s`, `1h 30m`, `0s`): [`crate::duration`].
+/// A duration as the parser reads it back (`30s`, `1h 30m`, `0s`): [`greenarrow_proxy_proto::duration`].
 pub(crate) fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&crate::duration::format(*d))
+    s.collect_str(&greenarrow_proxy_proto::duration::format(*d))
 }
 
 /// `none`, the file's word for "off", for an unset value; else the value.

@@ -29,12 +29,12 @@ pub(crate) fn required_path(key: &str, value: Option<String>, base_dir: &Path) -
     })
 }
 
-/// A duration ([`crate::duration`]), not zero and not absurdly long.
+/// A duration ([`greenarrow_proxy_proto::duration`]), not zero and not absurdly long.
 pub(crate) fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration> {
     bounded_duration(key, value, default, false, MAX_DURATION)
 }
 
-/// A duration ([`crate::duration`]: `30s`, `500ms`, `5m`; `0` where zero is accepted) within
+/// A duration ([`greenarrow_proxy_proto::duration`]: `30s`, `500ms`, `5m`; `0` where zero is accepted) within
 /// `max`, zero accepted when `zero_ok`; the error names `key` and the text.
 pub(crate) fn bounded_duration(
     key: &str,
@@ -46,14 +46,16 @@ pub(crate) fn bounded_duration(
     let Some(text) = value else {
         return Ok(default);
     };
-    let bounds = crate::duration::Bounds {
+    let bounds = greenarrow_proxy_proto::duration::Bounds {
         zero_ok,
         bare_seconds: false,
         max,
     };
-    crate::duration::parse(&text, bounds).map_err(|e| {
+    greenarrow_proxy_proto::duration::parse(&text, bounds).map_err(|e| {
         let why = match e {
-            crate::duration::DurationError::Syntax(_) => format!("invalid duration {text:?}: {e}"),
+            greenarrow_proxy_proto::duration::DurationError::Syntax(_) => {
+                format!("invalid duration {text:?}: {e}")
+            }
             _ => format!("duration {text:?} {e}"),
         };
         ConfigError::invalid(key, why)

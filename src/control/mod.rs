@@ -9,12 +9,12 @@ pub mod request;
 
 pub use request::{DrainTarget, Request, RequestError, MAX_REQUEST};
 
-use crate::bufconn::{BufConn, ReadError};
-use crate::deadline::Deadline;
 use crate::drain::Drains;
 use crate::endpoint::accept_until_stopped;
 use crate::report::SnapshotSource;
 use crate::status::Status;
+use greenarrow_proxy_net::bufconn::{BufConn, ReadError};
+use greenarrow_proxy_net::deadline::Deadline;
 use log::{error, info};
 use serde_json::{json, Value};
 use std::fmt;

@@ -58,7 +58,7 @@ pub(crate) fn normalize(name: &str) -> Result<&str, DnsError> {
 
 /// `name` made printable and shortened for an error message (it may come from a peer).
 fn quote(name: &str) -> String {
-    crate::escape::printable(name.as_bytes(), MAX_QUOTED)
+    greenarrow_proxy_proto::escape::printable(name.as_bytes(), MAX_QUOTED)
 }
 
 #[cfg(test)]

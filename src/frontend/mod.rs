@@ -17,14 +17,14 @@ pub use greenarrow_proxy_proto::{proxy_header, socks5};
 
 use crate::caps::{Obtained, Permit};
 use crate::config::{Frontend, FrontendKind, Identity};
-use crate::deadline::Deadline;
 use crate::dial::{dial, DialError};
 use crate::logging::session::{SessionRecord, Via};
-use crate::protocol::{ConnectRequest, Destination};
 use crate::runtime::Runtime;
 use crate::session::Egress;
 use crate::session::EgressError;
 use crate::shared::Shared;
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
 use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;

@@ -24,7 +24,7 @@
 //! The bookkeeping ([`Pipe`] buffers, the [`Clock`] of deadlines) is sans-I/O and unit-tested
 //! without sockets; [`relay`] is the thin loop around it.
 
-use crate::deadline::{ceil_millis, Deadline};
+use greenarrow_proxy_net::deadline::{ceil_millis, Deadline};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};

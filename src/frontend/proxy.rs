@@ -6,11 +6,11 @@
 use super::proxy_header::{self, HeaderKind, Parsed};
 use super::smtp::greet::{failure_421, reply_421};
 use super::{dial_target, handshake_deadline, Target};
-use crate::bufconn::BufConn;
 use crate::config::{Frontend, FrontendMode};
-use crate::deadline::Deadline;
-use crate::protocol::{Destination, Failure, FailureReply};
 use crate::session::Egress;
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_proto::protocol::{Destination, Failure, FailureReply};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;

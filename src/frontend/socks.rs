@@ -7,12 +7,12 @@ mod credentials;
 
 use super::socks5::{reply, AddrFamily, AuthMode, ReplyCode, Socks5Server, SocksAddr, Step};
 use super::{check, dial_target, handshake_deadline, Target};
-use crate::bufconn::BufConn;
 use crate::config::{Frontend, FrontendMode, Identity, SocksAuth};
-use crate::deadline::Deadline;
 use crate::dial::DialError;
-use crate::protocol::{Destination, Failure};
 use crate::session::{Egress, EgressError};
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_proto::protocol::{Destination, Failure};
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -14,7 +14,7 @@
 //! [`limit`]: super::limit
 
 use super::limit::{Limiter, Verdict};
-use crate::protocol::{ConnectRequest, Destination, Failure, FailureReply};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, Failure, FailureReply};
 use log::Level;
 use parking_lot::Mutex;
 use std::fmt;
@@ -155,7 +155,7 @@ pub fn peer_warning(peer: SocketAddr, event: PeerEvent, text: fmt::Arguments) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::reply::ALL_FAILURES;
+    use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
 
     #[test]
     fn the_five_problems_of_issue_14_are_warnings_without_verbose() {

@@ -193,10 +193,10 @@ mod tests {
     use crate::caps::{CapRow, WaitSnapshot};
     use crate::drain::DrainList;
     use crate::pool::{IdleConnection, PoolKey, PooledInfo};
-    use crate::protocol::reply::ALL_FAILURES;
-    use crate::protocol::Failure;
     use crate::report::Figure;
     use crate::shared::ConfigState;
+    use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
+    use greenarrow_proxy_proto::protocol::Failure;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn snapshot() -> Snapshot {

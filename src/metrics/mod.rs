@@ -8,10 +8,10 @@
 
 pub mod exposition;
 
-use crate::bufconn::{BufConn, ReadError};
-use crate::deadline::Deadline;
 use crate::endpoint::accept_until_stopped;
 use crate::report::SnapshotSource;
+use greenarrow_proxy_net::bufconn::{BufConn, ReadError};
+use greenarrow_proxy_net::deadline::Deadline;
 use log::info;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

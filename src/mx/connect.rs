@@ -4,12 +4,12 @@
 use super::error::{AttemptError, SetupError, Stage};
 use super::setup::{Action, Phase, Setup, SetupFailure};
 use super::{say_quit, MxConnection, MxStream, MxTimeouts};
-use crate::bufconn::BufConn;
-use crate::deadline::Deadline;
 use crate::dial::dial;
-use crate::protocol::{ConnectRequest, TlsPolicy};
-use crate::smtp::ReplyLimits;
-use crate::tls::{CertPolicy, MxTlsConnector};
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_net::tls::{CertPolicy, MxTlsConnector};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
+use greenarrow_proxy_proto::smtp::ReplyLimits;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -3,11 +3,11 @@
 //! front-end, which renders them (`session::EgressError::reply`); the retry decision (another
 //! address of the destination, a plaintext fallback) is made here on the type, not on a code.
 
-use crate::bufconn::ReadError;
 use crate::dial::DialError;
-use crate::protocol::{reply_lines, Failure, TlsPolicy};
-use crate::smtp::Reply;
-use crate::tls::TlsError;
+use greenarrow_proxy_net::bufconn::ReadError;
+use greenarrow_proxy_net::tls::TlsError;
+use greenarrow_proxy_proto::protocol::{reply_lines, Failure, TlsPolicy};
+use greenarrow_proxy_proto::smtp::Reply;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
 
     fn reply(raw: &str) -> Reply {
-        crate::smtp::parse_reply(raw.as_bytes(), &Default::default())
+        greenarrow_proxy_proto::smtp::parse_reply(raw.as_bytes(), &Default::default())
             .unwrap()
             .unwrap()
             .0
@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn a_refused_certificate_is_its_own_failure_only_under_verify() {
         let tls = |policy| SetupError::Tls {
-            error: TlsError::Certificate(crate::tls::CertRefusal::NoTrustAnchors),
+            error: TlsError::Certificate(greenarrow_proxy_net::tls::CertRefusal::NoTrustAnchors),
             policy,
         };
         assert_eq!(tls(TlsPolicy::Verify).failure(), Failure::TlsVerifyFailed);

@@ -5,11 +5,11 @@ pub mod connect;
 pub mod error;
 pub use greenarrow_proxy_proto::mx_setup as setup;
 
-use crate::bufconn::BufConn;
-use crate::deadline::Deadline;
-use crate::protocol::TlsState;
-use crate::smtp::{Capabilities, Reply};
-use crate::tls::TlsFacts;
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_net::tls::TlsFacts;
+use greenarrow_proxy_proto::protocol::TlsState;
+use greenarrow_proxy_proto::smtp::{Capabilities, Reply};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub struct MxTimeouts {
 }
 
 /// The byte stream to an MX: plaintext, then TLS after STARTTLS (or from the start).
-pub type MxStream = crate::tls::ClientStream;
+pub type MxStream = greenarrow_proxy_net::tls::ClientStream;
 
 /// Send QUIT and wait up to `wait` in all for the reply (best effort: errors are ignored).
 pub(crate) fn say_quit(conn: &mut BufConn<MxStream>, wait: Duration) {
@@ -117,7 +117,7 @@ impl MxConnection {
         self.tls_note.as_deref()
     }
 
-    /// The TLS facts reuse is decided on ([`crate::protocol::TlsWant::satisfied_by`]).
+    /// The TLS facts reuse is decided on ([`greenarrow_proxy_proto::protocol::TlsWant::satisfied_by`]).
     pub fn tls_state(&self) -> TlsState<'_> {
         TlsState {
             encrypted: self.tls.is_some(),

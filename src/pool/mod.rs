@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-pub use crate::protocol::{PoolKey, TlsWant};
+pub use greenarrow_proxy_proto::protocol::{PoolKey, TlsWant};
 
 /// An MX connection and what travels beside it (`P`: its place under the connection caps,
 /// `caps::Permit`, which the pool stores without looking at). Closing it ([`Entry::quit`],
@@ -113,10 +113,16 @@ impl<P> Default for Inner<P> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdleConnection {
     /// Since the connection was opened.
-    #[serde(rename = "age_seconds", with = "crate::duration::seconds")]
+    #[serde(
+        rename = "age_seconds",
+        with = "greenarrow_proxy_proto::duration::seconds"
+    )]
     pub age: Duration,
     /// Since it was checked in.
-    #[serde(rename = "idle_seconds", with = "crate::duration::seconds")]
+    #[serde(
+        rename = "idle_seconds",
+        with = "greenarrow_proxy_proto::duration::seconds"
+    )]
     pub idle: Duration,
     pub uses: u64,
     pub messages: u64,

@@ -3,8 +3,8 @@
 //! limits from a reload apply promptly) and does all network I/O outside the pool lock.
 
 use super::{Entry, Pool};
-use crate::deadline::Deadline;
 use crate::workers::WorkerPool;
+use greenarrow_proxy_net::deadline::Deadline;
 use log::info;
 use parking_lot::{Condvar, Mutex};
 use std::sync::{Arc, OnceLock};

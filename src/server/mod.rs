@@ -305,7 +305,8 @@ impl Server {
         quit_all(self.shared.pool().take_all());
         // QUITs the sessions left running off their path: let them finish (each waits at most
         // QUIT_WAIT for the MX), within what is left of the grace period.
-        let until = crate::deadline::Deadline::after_at(started, grace.max(QUIT_WAIT));
+        let until =
+            greenarrow_proxy_net::deadline::Deadline::after_at(started, grace.max(QUIT_WAIT));
         let quits = wait_detached_quits(until);
         self.stop_endpoints();
         quits && idle

@@ -4,7 +4,7 @@
 use super::relay::RelayOutcome;
 use crate::logging::session::{SessionRecord, Via};
 use crate::mx::MxConnection;
-use crate::protocol::{ConnectRequest, Origin};
+use greenarrow_proxy_proto::protocol::{ConnectRequest, Origin};
 use std::net::SocketAddr;
 use std::time::Instant;
 

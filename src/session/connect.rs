@@ -3,9 +3,9 @@
 
 use super::audit::Opened;
 use super::{Next, Session};
-use crate::bufconn::BufConn;
-use crate::protocol::{reply_lines, ConnectReady, ConnectRequest};
-use crate::tls::ServerTlsStream;
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::tls::ServerTlsStream;
+use greenarrow_proxy_proto::protocol::{reply_lines, ConnectReady, ConnectRequest};
 use std::time::Instant;
 
 impl Session<'_> {

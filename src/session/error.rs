@@ -8,7 +8,7 @@ use crate::caps::CapFailure;
 use crate::dial::DialError;
 use crate::dns::DnsError;
 use crate::mx::{AttemptError, SetupError};
-use crate::protocol::{Destination, Failure, FailureReply};
+use greenarrow_proxy_proto::protocol::{Destination, Failure, FailureReply};
 use std::error::Error;
 use std::fmt;
 use std::net::IpAddr;
@@ -201,8 +201,8 @@ fn own_layer(e: &(dyn Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bufconn::ReadError;
     use crate::mx::error::Stage;
+    use greenarrow_proxy_net::bufconn::ReadError;
     use std::io;
     use std::net::SocketAddr;
 

@@ -4,9 +4,9 @@
 use super::audit::Opened;
 use super::relay::{RelayEnd, RelayOutcome};
 use super::{Next, Session};
-use crate::bufconn::BufConn;
-use crate::protocol::ConnectRequest;
-use crate::tls::ServerTlsStream;
+use greenarrow_proxy_net::bufconn::BufConn;
+use greenarrow_proxy_net::tls::ServerTlsStream;
+use greenarrow_proxy_proto::protocol::ConnectRequest;
 
 impl Session<'_> {
     pub(super) fn finish(

@@ -12,18 +12,18 @@ pub mod relay;
 pub use egress::Egress;
 pub use error::EgressError;
 
-use crate::bufconn::{BufConn, ReadError};
 use crate::config::Identity;
-use crate::deadline::Deadline;
 use crate::logging::session::Via;
 use crate::logging::{self, PeerEvent};
-use crate::protocol::{
-    parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
-};
 use crate::runtime::Runtime;
 use crate::shared::{Peer, Shared};
-use crate::tls::ServerTlsStream;
-use crate::tls::TlsError;
+use greenarrow_proxy_net::bufconn::{BufConn, ReadError};
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_net::tls::ServerTlsStream;
+use greenarrow_proxy_net::tls::TlsError;
+use greenarrow_proxy_proto::protocol::{
+    parse_request, Failure, FailureReply, Request, MAX_REQUEST_LINE, PROTOCOL_VERSION,
+};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

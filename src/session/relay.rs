@@ -21,12 +21,12 @@
 //! the resulting bound per session).
 
 use super::held::Held;
-use crate::bufconn::{BufConn, ReadError, Timeouts};
 use crate::caps::Capped;
-use crate::deadline::Deadline;
-use crate::escape::printable;
 use crate::mx::{MxConnection, MxStream, MxTimeouts};
-use crate::smtp::{InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
+use greenarrow_proxy_net::bufconn::{BufConn, ReadError, Timeouts};
+use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_proto::escape::printable;
+use greenarrow_proxy_proto::smtp::{InputStep, MxStep, Relay, ReplyEffect, ReplyLimits};
 use std::io::{self, Read, Write};
 use std::time::Duration;
 

@@ -232,10 +232,10 @@ mod tests {
     use super::*;
     use crate::caps::{CapRow, WaitSnapshot};
     use crate::pool::PooledInfo;
-    use crate::protocol::Failure;
     use crate::report::{Figure, Kind};
     use crate::shared::ConfigState;
     use crate::shared::LastReload;
+    use greenarrow_proxy_proto::protocol::Failure;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn key(source: &str) -> PoolKey {

@@ -200,7 +200,7 @@ fn mx_tls_handshake_stalls() {
         2,
     );
     assert!(rep[0].starts_with("235"));
-    let greenarrow_proxy::protocol::Code {
+    let greenarrow_proxy_proto::protocol::Code {
         reply: code, tag, ..
     } = Failure::TlsFailed.code();
     assert!(
@@ -236,7 +236,7 @@ fn mx_certificate_rejected_by_verify() {
         format!("AUTH 1 {SECRET}\r\n{}", r.to_line()).as_bytes(),
         2,
     );
-    let greenarrow_proxy::protocol::Code {
+    let greenarrow_proxy_proto::protocol::Code {
         reply: code, tag, ..
     } = Failure::TlsVerifyFailed.code();
     assert!(
@@ -276,7 +276,7 @@ fn mx_stray_reply_during_set_up() {
         // Whether the stray reply comes in the same read as the reply to EHLO (bytes past a
         // reply) or as the answer to STARTTLS (a 250 there, carried as an `mx=` line) is the
         // network's timing: either way the attempt fails with mx_setup_failed.
-        let greenarrow_proxy::protocol::Code {
+        let greenarrow_proxy_proto::protocol::Code {
             reply: code, tag, ..
         } = Failure::MxSetupFailed.code();
         let first = rep[1].lines().next().unwrap_or_default();

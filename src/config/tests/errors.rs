@@ -95,7 +95,7 @@ fn short_secret_is_refused_without_echo() {
 /// character, longer than a request line allows) is refused, without echoing it.
 #[test]
 fn secrets_auth_cannot_carry_are_refused_without_echo() {
-    let long = "x".repeat(crate::protocol::MAX_SECRET_LEN + 1);
+    let long = "x".repeat(greenarrow_proxy_proto::protocol::MAX_SECRET_LEN + 1);
     for bad in [
         "a secret with spaces in it, 32 characters or more",
         "non-ascii-secret-\u{e9}\u{e9}\u{e9}-0123456789abcdef",
@@ -123,12 +123,15 @@ fn secrets_auth_cannot_carry_are_refused_without_echo() {
         );
     }
     // The longest secret AUTH can carry is accepted.
-    let longest = "y".repeat(crate::protocol::MAX_SECRET_LEN);
+    let longest = "y".repeat(greenarrow_proxy_proto::protocol::MAX_SECRET_LEN);
     let c = parse(&minimal().replace(SECRET, &longest)).unwrap();
     let line = format!("AUTH 1 {longest}\r\n");
-    assert_eq!(line.len(), crate::protocol::MAX_REQUEST_LINE);
-    match crate::protocol::parse_request(line.as_bytes()).unwrap() {
-        crate::protocol::Request::Auth { secret, .. } => {
+    assert_eq!(
+        line.len(),
+        greenarrow_proxy_proto::protocol::MAX_REQUEST_LINE
+    );
+    match greenarrow_proxy_proto::protocol::parse_request(line.as_bytes()).unwrap() {
+        greenarrow_proxy_proto::protocol::Request::Auth { secret, .. } => {
             assert!(c.secret_matches(&secret));
         }
         r => panic!("{r:?}"),

@@ -2,7 +2,7 @@
 
 use super::{error, minimal, parse};
 use crate::config::{FrontendKind, FrontendMode, SocksAuth};
-use crate::protocol::TlsPolicy;
+use greenarrow_proxy_proto::protocol::TlsPolicy;
 
 #[test]
 fn defaults_and_both_kinds() {

@@ -2,8 +2,8 @@
 //! EHLO (the proxy owns the banner and the greeting), and the EHLO reply it gets, made from
 //! the MX's post-TLS capabilities without the ones the proxy keeps for itself.
 
-use crate::protocol::FailureReply;
-use crate::smtp::{classify, strip_line_end, Reply, Verb};
+use greenarrow_proxy_proto::protocol::FailureReply;
+use greenarrow_proxy_proto::smtp::{classify, strip_line_end, Reply, Verb};
 
 /// Replies the front makes itself.
 pub const BANNER: &[u8] = b"220 greenarrow_proxy ESMTP ready\r\n";
@@ -139,7 +139,7 @@ pub fn reply_421(tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
 /// `<code> <status> greenarrow_proxy: <tag> <text>` (control characters blanked, text
 /// bounded), then one `<code> mx: <line>` per line of `mx_lines`.
 fn reply_lines(code: &str, status: &str, tag: &str, text: &str, mx_lines: &[Vec<u8>]) -> Vec<u8> {
-    let clean = crate::escape::reply_text;
+    let clean = greenarrow_proxy_proto::escape::reply_text;
     let mut lines = vec![format!(
         "{status} greenarrow_proxy: {tag} {}",
         clean(text.as_bytes())
@@ -156,8 +156,8 @@ fn reply_lines(code: &str, status: &str, tag: &str, text: &str, mx_lines: &[Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Failure;
-    use crate::smtp::{parse_reply, ReplyLimits};
+    use greenarrow_proxy_proto::protocol::Failure;
+    use greenarrow_proxy_proto::smtp::{parse_reply, ReplyLimits};
 
     fn reply(raw: &[u8]) -> Reply {
         parse_reply(raw, &ReplyLimits::default())

@@ -15,12 +15,12 @@ use self::greet::{
     LINE_TOO_LONG,
 };
 use super::Target;
-use crate::bufconn::{BufConn, ReadError};
 use crate::config::SmtpMode;
-use crate::deadline::Deadline;
 use crate::session::audit::Opened;
 use crate::session::relay::RelayEnd;
 use crate::session::{read_timeout, Egress, EgressError, IDLE_TIMEOUT, LIFETIME_EXCEEDED};
+use greenarrow_proxy_net::bufconn::{BufConn, ReadError};
+use greenarrow_proxy_net::deadline::Deadline;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 

@@ -102,7 +102,7 @@ impl DirectTarget {
             &req,
             self.addr,
             None,
-            greenarrow_proxy::deadline::Deadline::after(Duration::from_secs(3600)),
+            greenarrow_proxy_net::deadline::Deadline::after(Duration::from_secs(3600)),
         )
         .map_err(DirectError::Setup)
     }
