@@ -5,7 +5,7 @@
 //! never the proxy. It is the only way to change the proxy's state at run time (drains).
 
 pub mod client;
-pub mod request;
+pub use greenarrow_proxy_proto::control as request;
 
 pub use request::{DrainTarget, Request, RequestError, MAX_REQUEST};
 

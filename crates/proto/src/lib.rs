@@ -13,6 +13,7 @@
 //! - [`family`], [`tls_facts`], [`duration`], [`escape`]: small shared vocabulary.
 
 pub mod caps;
+pub mod control;
 pub mod duration;
 pub mod escape;
 pub mod family;

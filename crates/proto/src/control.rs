@@ -1,4 +1,5 @@
-//! The control socket's requests (sans-I/O): one line of words, case-insensitive verbs.
+//! The control socket's requests (sans-I/O; the daemon's `control::request`): one line of
+//! words, case-insensitive verbs, and the MX targets of drains ([`MxTarget`]).
 //!
 //! ```text
 //! status
@@ -6,9 +7,55 @@
 //! undrain source IP        undrain mx IP|IP:PORT        undrain all
 //! ```
 
-use crate::drain::MxTarget;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// An MX to drain: one address and port, or every port of an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MxTarget {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+impl MxTarget {
+    /// Whether `addr` is this MX.
+    pub fn matches(&self, addr: SocketAddr) -> bool {
+        match self {
+            MxTarget::Ip(ip) => *ip == addr.ip().to_canonical(),
+            MxTarget::Addr(a) => *a == SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+        }
+    }
+}
+
+impl FromStr for MxTarget {
+    type Err = String;
+
+    /// `IP` (every port) or `IP:PORT` / `[IPv6]:PORT`.
+    fn from_str(s: &str) -> Result<MxTarget, String> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(MxTarget::Ip(ip.to_canonical()));
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Ok(MxTarget::Addr(SocketAddr::new(
+                a.ip().to_canonical(),
+                a.port(),
+            ))),
+            Err(_) => Err(format!(
+                "{s:?} is not an MX address (IP, IP:PORT or [IPv6]:PORT)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MxTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MxTarget::Ip(ip) => write!(f, "{ip}"),
+            MxTarget::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
 
 /// Longest request line, line ending included.
 pub const MAX_REQUEST: usize = 512;
