@@ -10,21 +10,12 @@ pub mod store;
 pub use greenarrow_proxy_proto::control::MxTarget;
 
 use crate::pool::PoolKey;
+pub use greenarrow_proxy_proto::status::DrainList;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use store::StoreError;
-
-/// The drains in force, as the status view shows them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainList {
-    /// Drained source addresses.
-    pub sources: Vec<IpAddr>,
-    /// Drained MXes: `IP` (every port) or `IP:PORT`.
-    pub mx: Vec<String>,
-}
 
 /// A copy of the drains in force, to match pool keys without holding the drains' lock (a
 /// pool filter runs under the pool's lock).

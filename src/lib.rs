@@ -25,5 +25,5 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod shared;
-pub mod status;
+pub use greenarrow_proxy_proto::status;
 pub mod workers;

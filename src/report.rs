@@ -12,44 +12,14 @@
 //! The summary's figures ([`figures`]) are the one list the status view
 //! ([`crate::status`]) and the metrics ([`crate::metrics`]) show too.
 
-use crate::caps::{CapRow, WaitSnapshot};
-use crate::drain::DrainList;
-use crate::pool::{PoolCounters, PoolKey, PooledInfo};
+use crate::pool::PoolCounters;
 use crate::procstat::ProcessFigures;
 use crate::shared::{ConfigState, StatsSnapshot};
 use crate::workers::PoolCounts;
-use greenarrow_proxy_proto::protocol::Failure;
+pub use greenarrow_proxy_proto::status::{unix_seconds, Figure, Kind, Snapshot};
 use log::info;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
-
-/// Everything the report, the status view and the metrics show, copied from the running
-/// server at one moment (the pool under its lock, the caps ledger, the counters, the drains);
-/// all three are made from it outside any lock.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub figures: Vec<Figure>,
-    pub pooled: Vec<PooledInfo>,
-    pub in_use: Vec<(PoolKey, usize)>,
-    pub rows: Vec<CapRow>,
-    pub waits: WaitSnapshot,
-    pub failures: Vec<(Failure, u64)>,
-    pub drains: DrainList,
-    /// Start and reload times, the last reload's outcome.
-    pub config: ConfigState,
-    /// When the snapshot was taken.
-    pub now: SystemTime,
-}
-
-impl Snapshot {
-    /// The value of the figure named `name` (0 when there is none).
-    pub fn figure(&self, name: &str) -> f64 {
-        self.figures
-            .iter()
-            .find(|f| f.name == name)
-            .map_or(0.0, |f| f.value)
-    }
-}
+use std::time::Duration;
 
 /// Where snapshots come from: the running server hands itself to the metrics listener and the
 /// control socket as one, so that they never see the server.
@@ -60,32 +30,6 @@ pub trait SnapshotSource: Send + Sync {
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
-}
-
-/// Whether a figure only goes up (a counter since start) or goes up and down (a gauge).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// One figure of the report's summary: its name in the report and the status view, its
-/// Prometheus metric name (in full: `greenarrow_proxy_...`, or a standard `process_...`),
-/// kind, help text and value (a count, bytes, or seconds; whole numbers print without a
-/// fraction).
-#[derive(Clone, Copy, Debug)]
-pub struct Figure {
-    pub name: &'static str,
-    pub metric: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-    pub value: f64,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The counters of the report, built once for the report, the status view and the metrics:

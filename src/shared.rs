@@ -9,6 +9,7 @@ use crate::pool::Pool;
 use crate::runtime::{pool_limits, Runtime};
 use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
 use greenarrow_proxy_proto::protocol::Failure;
+pub use greenarrow_proxy_proto::status::{ConfigState, LastReload};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
@@ -242,39 +243,6 @@ impl Drop for IpSlot {
                 map.remove(&self.ip);
             }
         }
-    }
-}
-
-/// When the proxy started, when the configuration in force was loaded, and how the last
-/// reload (SIGHUP) went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigState {
-    pub started: SystemTime,
-    /// At start, or at the last reload that worked.
-    pub loaded: SystemTime,
-    /// None until the first reload.
-    pub last_reload: Option<LastReload>,
-}
-
-/// One reload: when, and why it failed (None: it worked).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LastReload {
-    pub at: SystemTime,
-    pub error: Option<String>,
-}
-
-impl ConfigState {
-    fn new(now: SystemTime) -> ConfigState {
-        ConfigState {
-            started: now,
-            loaded: now,
-            last_reload: None,
-        }
-    }
-
-    /// Whether the last reload worked (true before any reload).
-    pub fn last_reload_ok(&self) -> bool {
-        self.last_reload.as_ref().is_none_or(|r| r.error.is_none())
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`super::Caps::wait_stats`]).
 
 use super::{Block, Capped, Permit, Reuse};
-use serde::{Deserialize, Serialize};
+pub use greenarrow_proxy_proto::status::{CapRow, WaitSnapshot};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -64,66 +64,4 @@ pub enum Returned {
     ClosedForWaiter,
     /// The pool refused it: close it.
     Refused(Box<crate::pool::Rejected<Permit>>),
-}
-
-/// One (source IP, destination) pair as the status view shows it (its JSON is the status
-/// view's `caps` entry: the oldest wait in seconds).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapRow {
-    pub source: IpAddr,
-    /// The destination group's name, or the MX address (`ip:port`) when it belongs to none.
-    pub destination: String,
-    /// Connections open now: in use by a session, and idle in the pool.
-    pub in_use: usize,
-    pub idle: usize,
-    /// `max_connections` in force for the pair (None: no cap).
-    pub max_connections: Option<usize>,
-    /// Requests waiting for a connection, and how long the oldest has waited.
-    pub waiting: usize,
-    #[serde(
-        rename = "oldest_wait_seconds",
-        with = "greenarrow_proxy_proto::duration::seconds::option"
-    )]
-    pub oldest_wait: Option<Duration>,
-}
-
-/// Waits for a connection under a cap, since start (its JSON is the status view's `waits`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WaitSnapshot {
-    /// Requests that had to wait.
-    pub waited: u64,
-    /// Of those, the ones whose wait expired (`concurrency_limit`).
-    pub timed_out: u64,
-    /// Sum of all wait times, in seconds.
-    pub sum_seconds: f64,
-    /// Histogram of wait times: (upper bound in seconds, cumulative count), ascending; the
-    /// last bound is `f64::INFINITY`. In JSON: `{"le": bound, "count": n}`, `le` null for
-    /// +Inf.
-    #[serde(with = "buckets")]
-    pub buckets: Vec<(f64, u64)>,
-}
-
-/// [`WaitSnapshot::buckets`] as JSON objects.
-mod buckets {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct Bucket {
-        le: Option<f64>,
-        count: u64,
-    }
-
-    pub fn serialize<S: Serializer>(b: &[(f64, u64)], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(b.iter().map(|&(le, count)| Bucket {
-            le: le.is_finite().then_some(le),
-            count,
-        }))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, u64)>, D::Error> {
-        Ok(Vec::<Bucket>::deserialize(d)?
-            .into_iter()
-            .map(|b| (b.le.unwrap_or(f64::INFINITY), b.count))
-            .collect())
-    }
 }

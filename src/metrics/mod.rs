@@ -6,7 +6,7 @@
 //! delays other scrapers by that much at most, never the proxy. (tiny_http was not used: it
 //! starts a thread per connection, without bound.)
 
-pub mod exposition;
+pub use greenarrow_proxy_proto::status::exposition;
 
 use crate::endpoint::accept_until_stopped;
 use crate::report::SnapshotSource;

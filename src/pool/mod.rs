@@ -11,10 +11,9 @@
 pub mod reaper;
 
 use crate::mx::MxConnection;
+pub use greenarrow_proxy_proto::status::{IdleConnection, PooledInfo};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
@@ -106,38 +105,6 @@ impl<P> Default for Inner<P> {
             stored: 0,
         }
     }
-}
-
-/// One idle pooled connection, as the report and the status view show it (its JSON is the
-/// status view's: durations in seconds).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IdleConnection {
-    /// Since the connection was opened.
-    #[serde(
-        rename = "age_seconds",
-        with = "greenarrow_proxy_proto::duration::seconds"
-    )]
-    pub age: Duration,
-    /// Since it was checked in.
-    #[serde(
-        rename = "idle_seconds",
-        with = "greenarrow_proxy_proto::duration::seconds"
-    )]
-    pub idle: Duration,
-    pub uses: u64,
-    pub messages: u64,
-    /// The TLS version and cipher suite (None: plain text).
-    pub tls_version: Option<String>,
-    pub tls_cipher: Option<String>,
-    /// The last MTA that used it.
-    pub last_mta: Option<SocketAddr>,
-}
-
-/// One pooled connection and its key.
-#[derive(Clone, Debug)]
-pub struct PooledInfo {
-    pub key: PoolKey,
-    pub conn: IdleConnection,
 }
 
 /// Pool-wide counters.

@@ -25,4 +25,5 @@ pub mod protocol;
 pub mod proxy_header;
 pub mod smtp;
 pub mod socks5;
+pub mod status;
 pub mod tls_facts;

@@ -3,17 +3,20 @@
 //!
 //! A snapshot copies what it needs (the pool under its lock, the caps ledger, the counters of
 //! the SIGUSR1 report, the drains) and everything else — the JSON [`Status`], the text table
-//! ([`table`]), the Prometheus exposition ([`crate::metrics`]) — is made from it outside any
+//! ([`table`]), the Prometheus exposition ([`exposition`]) — is made from it outside any
 //! lock. The JSON shape is documented in docs/STATUS.md; [`STATUS_VERSION`] changes only when a
 //! field is removed or changes meaning (fields may be added).
 
+pub mod exposition;
+mod snapshot;
 pub mod table;
 
-pub use crate::report::Snapshot;
+pub use snapshot::{
+    unix_seconds, CapRow, ConfigState, DrainList, Figure, IdleConnection, Kind, LastReload,
+    PooledInfo, Snapshot, WaitSnapshot,
+};
 
-use crate::caps::{CapRow, WaitSnapshot};
-use crate::drain::DrainList;
-use crate::pool::{IdleConnection, PoolKey};
+use crate::protocol::reuse::PoolKey;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -230,12 +233,7 @@ fn empty_entry(k: &PoolKey) -> PoolEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::{CapRow, WaitSnapshot};
-    use crate::pool::PooledInfo;
-    use crate::report::{Figure, Kind};
-    use crate::shared::ConfigState;
-    use crate::shared::LastReload;
-    use greenarrow_proxy_proto::protocol::Failure;
+    use crate::protocol::Failure;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn key(source: &str) -> PoolKey {

@@ -3,7 +3,7 @@
 //! Cardinality is bounded: one series per figure of the report, one per failure (tag and
 //! code), and per source address at most — never per MX address.
 
-use crate::report::{Kind, Snapshot};
+use super::{Kind, Snapshot};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -190,13 +190,12 @@ pub fn render(snap: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::{CapRow, WaitSnapshot};
-    use crate::drain::DrainList;
-    use crate::pool::{IdleConnection, PoolKey, PooledInfo};
-    use crate::report::Figure;
-    use crate::shared::ConfigState;
-    use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
-    use greenarrow_proxy_proto::protocol::Failure;
+    use crate::protocol::reply::ALL_FAILURES;
+    use crate::protocol::reuse::PoolKey;
+    use crate::protocol::Failure;
+    use crate::status::{
+        CapRow, ConfigState, DrainList, Figure, IdleConnection, PooledInfo, WaitSnapshot,
+    };
     use std::time::{Duration, UNIX_EPOCH};
 
     fn snapshot() -> Snapshot {
