@@ -138,7 +138,7 @@ fn listening(server: &Server) -> String {
             join(native.iter().map(|a| a.to_string()).collect())
         )
     };
-    let rt = server.shared.runtime();
+    let rt = server.shared().runtime();
     let fronts: Vec<String> = rt
         .config
         .frontends
@@ -221,12 +221,12 @@ fn reload(server: &Arc<Server>, path: &Path) {
     let status = match put_in_force(server, path) {
         // Noted before it is logged: whoever reads the log line then sees it in the status.
         Err(e) => {
-            server.shared.note_reload(at, Some(e.to_string()));
+            server.shared().note_reload(at, Some(e.to_string()));
             error!("reload failed, keeping the running configuration: {e}");
             reload_status(Err(&e))
         }
         Ok(()) => {
-            server.shared.note_reload(at, None);
+            server.shared().note_reload(at, None);
             info!("configuration reloaded from {}", path.display());
             reload_status(Ok(()))
         }
@@ -242,12 +242,12 @@ fn put_in_force(server: &Arc<Server>, path: &Path) -> Result<(), DaemonError> {
     }
     let listen = crate::server::wanted_listeners(&rt.config);
     let freebind = rt.config.listen_freebind;
-    let kept = server.shared.drains().directory();
+    let kept = server.shared().drains().directory();
     let state_moved = rt.config.state_directory != kept;
     server
         .set_listen(&listen, freebind, || {
             server.set_endpoints(&rt.config);
-            server.shared.replace_runtime(rt);
+            server.shared().replace_runtime(rt);
         })
         .map_err(DaemonError::Start)?;
     if state_moved {
@@ -268,7 +268,7 @@ fn stop(server: &Arc<Server>) {
     info!("stopping: no longer accepting connections");
     server.stop_accepting();
     server.close_all_idle();
-    let grace = server.shared.runtime().config.timeouts.shutdown_grace;
+    let grace = server.shared().runtime().config.timeouts.shutdown_grace;
     let counts = server.worker_counts();
     if counts.busy + counts.queued > 0 {
         info!(

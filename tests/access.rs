@@ -202,7 +202,7 @@ fn sessions_per_address_are_limited() {
         .unwrap()
         .connect(tcp, "localhost", Duration::from_secs(5));
     assert!(r.is_err());
-    let refused = h.server.shared.stats().snapshot().refused_per_ip;
+    let refused = h.server.shared().stats().snapshot().refused_per_ip;
     assert_eq!(refused, 1);
     // The two sessions still work.
     a.noop().unwrap();

@@ -54,7 +54,7 @@ fn twenty_mtas_share_two_connections_and_wait_their_turn() {
         // The status view, sampled while the MTAs run.
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                for row in h.server.shared.caps().rows(std::time::Instant::now()) {
+                for row in h.server.shared().caps().rows(std::time::Instant::now()) {
                     saw_waiting.fetch_max(row.waiting, Ordering::SeqCst);
                     most_open.fetch_max(row.in_use + row.idle, Ordering::SeqCst);
                 }
@@ -90,7 +90,7 @@ fn twenty_mtas_share_two_connections_and_wait_their_turn() {
         st.connections <= 4,
         "far fewer than 100 connections: {st:?}"
     );
-    let waits = h.server.shared.caps().wait_stats();
+    let waits = h.server.shared().caps().wait_stats();
     assert!(waits.waited > 0, "{waits:?}");
     assert_eq!(waits.timed_out, 0);
     assert_eq!(waits.buckets.last().map(|b| b.1), Some(waits.waited));
@@ -99,7 +99,7 @@ fn twenty_mtas_share_two_connections_and_wait_their_turn() {
         "the status view showed waiters"
     );
     assert!(most_open.load(Ordering::SeqCst) <= 2);
-    let rows = h.server.shared.caps().rows(std::time::Instant::now());
+    let rows = h.server.shared().caps().rows(std::time::Instant::now());
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].destination, mx.addr().to_string());
     assert_eq!(rows[0].max_connections, Some(2));
@@ -134,7 +134,7 @@ fn an_expired_wait_fails_with_concurrency_limit_and_nothing_reaches_the_mx() {
     }
     // Only the first connection reached the MX.
     assert_eq!(mx.stats().connections, 1);
-    let w = h.server.shared.caps().wait_stats();
+    let w = h.server.shared().caps().wait_stats();
     assert_eq!((w.waited, w.timed_out), (1, 1));
     // wait=0 fails at once, also without reuse.
     let mut rc = r.clone();
@@ -164,7 +164,7 @@ fn a_returning_connection_is_handed_to_the_waiting_request() {
         // B is queued before A gives its connection back.
         let queued = (0..2000).any(|_| {
             std::thread::sleep(Duration::from_millis(5));
-            h.server.shared.caps().rows(std::time::Instant::now())[0].waiting == 1
+            h.server.shared().caps().rows(std::time::Instant::now())[0].waiting == 1
         });
         assert!(queued);
         sa.quit().unwrap();
@@ -194,7 +194,7 @@ fn idle_connections_of_another_ehlo_name_make_room() {
         && st.connections[0].closed));
     // The ledger counts one connection: the idle one's place went to the new one (the MX
     // may see the old one close a moment after the new one opens: QUIT is off the path).
-    let rows = h.server.shared.caps().rows(std::time::Instant::now());
+    let rows = h.server.shared().caps().rows(std::time::Instant::now());
     assert_eq!((rows[0].in_use, rows[0].idle), (1, 0), "{rows:?}");
 }
 
@@ -214,7 +214,7 @@ fn two_sources_sharing_an_mx_each_have_their_own_cap() {
     assert_eq!(refused(c.open(&r2)), Failure::ConcurrencyLimit);
     assert_eq!(refused(c.open(&r3)), Failure::ConcurrencyLimit);
     assert_eq!(mx.stats().connections, 2);
-    let rows = h.server.shared.caps().rows(std::time::Instant::now());
+    let rows = h.server.shared().caps().rows(std::time::Instant::now());
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows
         .iter()
@@ -238,7 +238,7 @@ fn a_reload_changes_the_cap_for_new_connections_and_keeps_open_ones() {
         let cfg = Config::from_yaml_str(&y, &h.dir.0).unwrap();
         assert_eq!(cfg.caps.default.max_connections, Some(max));
         h.server
-            .shared
+            .shared()
             .replace_runtime(Runtime::build(cfg).unwrap());
     };
     reload(2);
@@ -298,13 +298,13 @@ fn a_stop_answers_the_requests_waiting_at_a_cap_with_busy() {
         let waiter = s.spawn(|| refused(h.client().open(&r)));
         let queued = (0..2000).any(|_| {
             std::thread::sleep(Duration::from_millis(5));
-            h.server.shared.caps().rows(std::time::Instant::now())[0].waiting == 1
+            h.server.shared().caps().rows(std::time::Instant::now())[0].waiting == 1
         });
         assert!(queued);
         h.server.stop_accepting();
         // The stop emptied the queue (without it the request would still be queued).
         assert_eq!(
-            h.server.shared.caps().rows(std::time::Instant::now())[0].waiting,
+            h.server.shared().caps().rows(std::time::Instant::now())[0].waiting,
             0
         );
         assert_eq!(waiter.join().unwrap(), Failure::Busy);

@@ -288,7 +288,7 @@ fn a_connection_lost_after_the_message_data_is_not_retried() {
     assert!(err.attempts.is_empty(), "{err}");
     // The fake got the whole message; the real proxy (and the MX) nothing.
     assert!(fake.lines.lock().unwrap().iter().any(|l| l == "hi"));
-    assert_eq!(h.server.shared.stats().snapshot().sessions, 0);
+    assert_eq!(h.server.shared().stats().snapshot().sessions, 0);
     assert!(mx.state().messages.is_empty());
 }
 
@@ -310,7 +310,7 @@ fn a_job_is_never_rerun_after_the_mx_accepted_a_message_in_it() {
         .unwrap_err();
     assert_eq!(err.stage, Stage::Envelope, "{err}");
     assert!(err.attempts.is_empty(), "{err}");
-    assert_eq!(h.server.shared.stats().snapshot().sessions, 0);
+    assert_eq!(h.server.shared().stats().snapshot().sessions, 0);
     assert!(mx.state().messages.is_empty());
 }
 
@@ -372,7 +372,7 @@ fn refusals_that_every_proxy_would_give_are_returned() {
         ClientError::Proxy(r) => assert_eq!(r.failure, Failure::SourceNotPermitted),
         other => panic!("{other}"),
     }
-    assert_eq!(h2.server.shared.stats().snapshot().sessions, 0);
+    assert_eq!(h2.server.shared().stats().snapshot().sessions, 0);
 }
 
 #[test]

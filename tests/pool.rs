@@ -117,7 +117,7 @@ fn idle_ttl_expiry_sends_quit() {
         .connections
         .first()
         .is_some_and(|c| c.quit_received && c.closed)));
-    let (pooled, _) = h.server.shared.pool().snapshot(std::time::Instant::now());
+    let (pooled, _) = h.server.shared().pool().snapshot(std::time::Instant::now());
     assert!(pooled.is_empty());
 }
 
@@ -154,7 +154,7 @@ fn an_mta_dropping_mid_body_leaves_nothing_pooled_and_nothing_delivered() {
     assert!(mx.wait_until(WAIT, |st| st.connections.first().is_some_and(|c| c.closed)));
     assert!(mx.connections()[0].aborted_data);
     assert_eq!(mx.messages().len(), 0);
-    let (pooled, _) = h.server.shared.pool().snapshot(std::time::Instant::now());
+    let (pooled, _) = h.server.shared().pool().snapshot(std::time::Instant::now());
     assert!(pooled.is_empty());
 }
 
@@ -174,7 +174,7 @@ fn a_421_during_the_session_is_never_pooled() {
     let mut s = c.open(&r).unwrap();
     assert!(s.send_mail("a@x.test", &["b@y.test"], b"x\r\n").is_err());
     s.quit().unwrap();
-    let (pooled, _) = h.server.shared.pool().snapshot(std::time::Instant::now());
+    let (pooled, _) = h.server.shared().pool().snapshot(std::time::Instant::now());
     assert!(pooled.is_empty());
 }
 

@@ -260,7 +260,7 @@ fn peer_outside_allow_from_is_closed_before_tls() {
         ),
         "{err}"
     );
-    assert_eq!(h.server.shared.stats().snapshot().refused_allow_from, 1);
+    assert_eq!(h.server.shared().stats().snapshot().refused_allow_from, 1);
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot}
 use crate::config::CapsConfig;
 use crate::pool::reaper::quit_detached;
 use crate::pool::{Entry, Pool, PoolKey};
+use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::caps::{Ask, Ledger, Offer};
 use parking_lot::Mutex;
 use std::fmt;
@@ -294,8 +295,8 @@ impl Caps {
     ) -> Result<Obtained, ()> {
         loop {
             let now = Instant::now();
-            let until = wake.map_or(end, |w| w.min(end));
-            match rx.recv_timeout(until.saturating_duration_since(now)) {
+            let until = Deadline::at(wake.map_or(end, |w| w.min(end)));
+            match rx.recv_timeout(until.remaining_at(now)) {
                 Ok(g) => return Ok(grant(g)),
                 Err(RecvTimeoutError::Disconnected) => return Err(()),
                 Err(RecvTimeoutError::Timeout) => {

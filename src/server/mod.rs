@@ -97,7 +97,7 @@ fn restore_drains(shared: &Shared) -> Result<String, StartError> {
 
 /// A running server.
 pub struct Server {
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     workers: WorkerPool,
     listeners: Mutex<Vec<Listener>>,
     reaper: Mutex<Option<Reaper>>,
@@ -107,6 +107,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The state every session reads (pool, caps, drains, counters, the runtime in force).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Bind every `listen` address and start accepting.
     pub fn start(rt: Runtime) -> Result<Arc<Server>, StartError> {
         raise_nofile();

@@ -67,8 +67,8 @@ fn a_thousand_silent_connections_then_at_once_a_real_session() {
     let silent = thousand_silent(&h, &["127.0.0.5"]);
     let took = timed_good_session(&h, &good);
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(h.server.shared.stats().snapshot().refused_busy, 0);
-    assert_eq!(h.server.shared.stats().snapshot().refused_per_ip, 500);
+    assert_eq!(h.server.shared().stats().snapshot().refused_busy, 0);
+    assert_eq!(h.server.shared().stats().snapshot().refused_per_ip, 500);
     all_closed(silent);
     good_session(&h, &good);
 }
@@ -94,7 +94,7 @@ fn a_thousand_silent_connections_delay_but_do_not_stop_a_real_session() {
         "1000 silent connections taken by workers in {opened:?}; a real session then took {took:?}"
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(h.server.shared.stats().snapshot().refused_busy, 0);
+    assert_eq!(h.server.shared().stats().snapshot().refused_busy, 0);
     all_closed(silent);
     good_session(&h, &good);
 }
@@ -130,7 +130,7 @@ fn silent_connections_beyond_threads_and_queue_refuse_real_sessions() {
     }
     let took = timed_good_session(&h, &good);
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert!(h.server.shared.stats().snapshot().refused_busy >= 1);
+    assert!(h.server.shared().stats().snapshot().refused_busy >= 1);
 }
 
 /// A peer that trickles a TLS record one byte at a time, each byte well within the handshake

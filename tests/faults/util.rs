@@ -54,7 +54,7 @@ pub fn smtp_quit_then_noop(raw: &mut Raw) {
 
 /// How many idle connections the proxy's pool holds now.
 pub fn pooled(h: &Harness) -> usize {
-    h.server.shared.pool().snapshot(Instant::now()).0.len()
+    h.server.shared().pool().snapshot(Instant::now()).0.len()
 }
 
 /// Every fault case ends here: a complete, well-behaved session to `good` (a healthy MX the

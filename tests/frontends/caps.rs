@@ -45,7 +45,7 @@ fn front_ends_at_a_connection_cap_answer_421_concurrency_limit() {
     let mut smtp = Smtp::new(tcp);
     assert!(smtp.reply().unwrap().starts_with("220 "));
     assert_eq!(mx.stats().connections, 2);
-    let w = h.server.shared.caps().wait_stats();
+    let w = h.server.shared().caps().wait_stats();
     assert_eq!((w.waited, w.timed_out), (2, 2));
 }
 
@@ -78,7 +78,7 @@ fn curl_through_socks5_at_a_cap_is_refused_then_delivers_when_the_place_frees() 
     };
     assert!(!out.ok(), "curl should fail at the cap: {out}");
     assert_eq!(mx.stats().connections, 1, "curl's session reached no MX");
-    assert_eq!(h.server.shared.caps().wait_stats().timed_out, 1);
+    assert_eq!(h.server.shared().caps().wait_stats().timed_out, 1);
     // The held session ends (its connection closes: reuse=no): the place is free.
     held.quit().unwrap();
     native.quit().unwrap();

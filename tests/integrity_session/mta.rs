@@ -104,7 +104,7 @@ fn a_panicking_session_is_caught_logged_counted_and_frees_its_worker() {
     capture::install();
     let good = plain_mx(Faults::default());
     let h = Harness::start(&[good.addr().port()], "max_sessions: 1\n");
-    h.server.shared.panic_next_session_for_tests();
+    h.server.shared().panic_next_session_for_tests();
     let tcp = TcpStream::connect(h.addr).unwrap();
     let peer = tcp.local_addr().unwrap();
     let tls = ProxyClientTls::from_ca_pem(h.ca_pem.as_bytes())
@@ -120,7 +120,7 @@ fn a_panicking_session_is_caught_logged_counted_and_frees_its_worker() {
         );
     }
     deliver(&h, &good, Duration::from_secs(5));
-    assert_eq!(h.server.shared.stats().snapshot().panics, 1);
+    assert_eq!(h.server.shared().stats().snapshot().panics, 1);
     let logged = capture::lines_where(|l| {
         l.starts_with("ERROR ") && l.contains("panicked") && l.contains(&format!("mta={peer}"))
     });

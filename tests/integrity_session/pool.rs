@@ -26,11 +26,11 @@ fn reuse_req(mx: SocketAddr) -> ConnectRequest {
 }
 
 fn stored(h: &Harness) -> u64 {
-    h.server.shared.pool().snapshot(Instant::now()).1.stored
+    h.server.shared().pool().snapshot(Instant::now()).1.stored
 }
 
 fn pooled(h: &Harness) -> usize {
-    h.server.shared.pool().snapshot(Instant::now()).1.idle
+    h.server.shared().pool().snapshot(Instant::now()).1.idle
 }
 
 /// Issue 11 item 9a: a pooled connection that already carried the request's
