@@ -113,10 +113,6 @@ fn graph(src: &Path) -> Graph {
         }
         let edges = g.entry(module.clone()).or_default();
         let code = code_of(&std::fs::read_to_string(path).unwrap());
-        let is_mod_rs = matches!(
-            path.file_name().and_then(|n| n.to_str()),
-            Some("mod.rs" | "lib.rs")
-        );
         for named in named_paths(&code) {
             let mut parts: Vec<&str> = Vec::new();
             let mut rest = named.split("::").peekable();
@@ -124,9 +120,7 @@ fn graph(src: &Path) -> Graph {
                 Some("crate") => {}
                 Some("super") => {
                     parts = module.split("::").filter(|p| !p.is_empty()).collect();
-                    // `super` of a mod.rs file's module is its parent; of a leaf file, the
-                    // module that declares it, which is the parent too.
-                    let _ = is_mod_rs;
+                    // `super` is the parent module, whether the file is a mod.rs or a leaf.
                     parts.pop();
                     while rest.peek() == Some(&"super") {
                         rest.next();
