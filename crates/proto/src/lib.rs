@@ -10,6 +10,8 @@
 //! - [`proxy_header`], [`socks5`]: the front-ends' handshakes;
 //! - [`caps`]: the connection caps' ledger (open connections, dials, waiters; time given);
 //! - [`mx_setup`]: the set-up sequence toward an MX (banner, EHLO/HELO, STARTTLS, EHLO);
+//! - [`tls_policy`]: DANE, MTA-STS and TLS-RPT toward the MX (what the domain publishes and
+//!   what a connection must therefore be);
 //! - [`family`], [`tls_facts`], [`duration`], [`escape`]: small shared vocabulary.
 
 pub mod caps;
@@ -27,3 +29,4 @@ pub mod smtp;
 pub mod socks5;
 pub mod status;
 pub mod tls_facts;
+pub mod tls_policy;

@@ -1,0 +1,61 @@
+//! TLS policy toward the MX (sans-I/O): what the recipient domain publishes (DANE TLSA
+//! records, an MTA-STS policy), what the operator configured (`mx_tls:`), what the MTA asked
+//! (`tls=`), and therefore what a connection must be to carry the request; and the RFC 8460
+//! (TLS reporting) vocabulary the outcomes are counted in. See docs/TLS-POLICY.md.
+//!
+//! - [`dane`]: TLSA record data (RFC 6698, RFC 7671, RFC 7672) as the DNS gives it;
+//! - [`sts`]: MTA-STS (RFC 8461): the `_mta-sts` TXT record, the policy file, MX patterns;
+//! - [`decide`]: the one decision from the request, the configuration and what was found;
+//! - [`rpt`]: TLS-RPT (RFC 8460) result types, the per-domain daily ledger and its report.
+
+pub mod dane;
+pub mod decide;
+pub mod rpt;
+pub mod sts;
+
+/// How one mechanism (DANE, MTA-STS) is applied, from `mx_tls:` in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// What the domain publishes is applied: a failure defers the delivery.
+    Enforce,
+    /// Looked up and checked, failures counted and logged, but never deferred for.
+    TestingOnly,
+    /// Not looked up.
+    Off,
+}
+
+/// The policy a connection was set up under: recorded with the pooled connection, shown in the
+/// READY reply (`tls_policy=`) and the logs. A pooled connection is handed only to a request
+/// whose [`crate::protocol::reuse::TlsWant`] it satisfies (Postfix's connection-cache rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Plaintext on purpose (`tls=none`).
+    None,
+    /// STARTTLS when offered, any certificate (RFC 7435).
+    Opportunistic,
+    /// TLS required, any certificate (`tls=required`).
+    Required,
+    /// TLS with a WebPKI-valid certificate for the name (`tls=verify`).
+    WebPki,
+    /// MTA-STS `enforce`: the MX matched the policy and presented a WebPKI-valid certificate.
+    MtaSts,
+    /// DANE with a matching DANE-EE(3) record.
+    DaneEe,
+    /// DANE with a chain to a DANE-TA(2) trust anchor and a matching name.
+    DaneTa,
+}
+
+impl Applied {
+    /// The word shown in READY replies, logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::None => "none",
+            Applied::Opportunistic => "opportunistic",
+            Applied::Required => "required",
+            Applied::WebPki => "webpki",
+            Applied::MtaSts => "mta-sts",
+            Applied::DaneEe => "dane-ee",
+            Applied::DaneTa => "dane-ta",
+        }
+    }
+}
