@@ -184,10 +184,16 @@ impl MxConnection {
 }
 
 impl MxConnection {
+    /// Whether MX bytes were read and not consumed (what [`MxConnection::is_alive`] checks
+    /// before it looks at the socket).
+    pub fn has_unread_input(&self) -> bool {
+        !self.conn.pending().is_empty()
+    }
+
     /// A non-blocking look at the socket: false if the MX closed the connection or sent
     /// anything unsolicited (typically a `421` idle timeout) while it sat in the pool.
     pub fn is_alive(&self) -> bool {
-        if !self.conn.pending().is_empty() {
+        if self.has_unread_input() {
             return false;
         }
         use nix::sys::socket::{recv, MsgFlags};

@@ -56,7 +56,7 @@ impl Session<'_> {
         };
         egress.log_ready(started, &mx, &origin);
         if mta.send(&ready.render()).is_err() {
-            egress.release(&req, mx, None);
+            egress.release(&req, mx, None, false);
             return Next::Close;
         }
         let client = self.identity.as_ref().map_or("-", |id| id.name);

@@ -270,7 +270,7 @@ impl Egress<'_> {
                 mx.close();
             } else {
                 let state = out.relay.pool_state();
-                self.release(req, mx, Some(state));
+                self.release(req, mx, Some(state), out.mx_silent);
             }
         }
     }
@@ -378,7 +378,15 @@ impl Egress<'_> {
 
     /// Keep `mx` in the pool when everything allows it, otherwise QUIT and close it.
     /// `state` is the relay's view (None when no SMTP session took place).
-    pub fn release(&self, req: &ConnectRequest, mut mx: Capped, state: Option<PoolState>) {
+    /// `silent`: the relay's last act on the connection was a look that found nothing (see
+    /// [`RelayOutcome::mx_silent`]); the check-in does not look again a moment later.
+    pub fn release(
+        &self,
+        req: &ConnectRequest,
+        mut mx: Capped,
+        state: Option<PoolState>,
+        silent: bool,
+    ) {
         let why_not: Option<String> = (|| {
             if !req.reuse {
                 return Some("the request did not allow reuse".to_string());
@@ -423,9 +431,15 @@ impl Egress<'_> {
         };
         let key = PoolKey::new(req.source, &req.ehlo, mx.remote());
         let remote = mx.remote();
-        // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek) would be
-        // taken for the next user's replies.
-        if !mx.is_alive() {
+        // Unread MX bytes (buffered, or waiting on the socket: one non-blocking peek, unless
+        // the relay has just made it) would be taken for the next user's replies. (A session
+        // taking it from the pool looks again in any case.)
+        let alive = if silent {
+            !mx.has_unread_input()
+        } else {
+            mx.is_alive()
+        };
+        if !alive {
             verbose!(self.rt, mta = self.peer, mx = remote; "not kept: {}", Refused::UnreadInput.reason());
             quit_detached(vec![mx]);
             return;

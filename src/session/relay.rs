@@ -78,6 +78,9 @@ pub struct RelayOutcome {
     pub octets_to_mx: u64,
     /// Octets of the MX's replies passed on to the MTA in this session.
     pub octets_to_mta: u64,
+    /// The last thing done with the MX connection was a look that found it silent, with no
+    /// reply owed (the MTA's `QUIT` is checked so): a check-in need not look again.
+    pub mx_silent: bool,
 }
 
 /// Forwarded input at least this long goes to the MX at once, from the MTA's buffer, when
@@ -119,12 +122,15 @@ pub fn relay<S: Read + Write + Timeouts>(
     let base = mx_timeouts.command.min(mx_timeouts.data_done);
     // When the reply being read must be complete.
     let mut reply_deadline: Option<Deadline> = None;
+    let mut mx_silent = false;
     let end = loop {
         // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
         //    before anything more goes to it (a byte read later would pass for a reply).
         if !relay.awaiting_mx() && !mta.pending().is_empty() {
             if let Some(c) = mx.as_mut() {
-                if let Err((why, out_of_step)) = check_silent(&mut relay, c, reply_limits) {
+                let checked = check_silent(&mut relay, c, reply_limits);
+                mx_silent = checked.is_ok();
+                if let Err((why, out_of_step)) = checked {
                     lose(&mut relay, &mut mx, why);
                     if out_of_step {
                         withdraw(&mut held, mta, &relay);
@@ -137,6 +143,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         loop {
             match relay.poll_input(mta.pending()) {
                 InputStep::Forward(n) => {
+                    mx_silent = false;
                     let mut sent = Ok(());
                     if let Some(c) = mx.as_mut() {
                         let bytes = &mta.pending()[..n];
@@ -193,6 +200,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         // 3. Read what the MX owes, one reply per round, each to the MTA as it is accepted.
         if relay.awaiting_mx() {
+            mx_silent = false;
             let Some(c) = mx.as_mut() else {
                 // Cannot happen: a dead machine answers for itself. Be safe anyway.
                 lose(&mut relay, &mut mx, "MX connection missing".into());
@@ -201,6 +209,9 @@ pub fn relay<S: Read + Write + Timeouts>(
             let mut quiet = false;
             let step = loop {
                 match relay.poll_mx(c.stream_mut().pending(), reply_limits, quiet) {
+                    // The read that brought this reply emptied the socket: a look now
+                    // would see the same.
+                    MxStep::CheckSilence if drained(c) => quiet = true,
                     MxStep::CheckSilence => match look(c) {
                         Look::Nothing | Look::Closed => quiet = true,
                         Look::Data => {}
@@ -288,6 +299,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
     };
     let mid_body = relay.in_message();
+    let mx_silent = mx_silent && mx.is_some();
     RelayOutcome {
         end,
         relay,
@@ -296,6 +308,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         mid_body,
         octets_to_mx,
         octets_to_mta,
+        mx_silent,
     }
 }
 
@@ -345,6 +358,17 @@ fn check_silent(
             _ => Err(("MX sent data when no reply was owed".into(), true)),
         },
     }
+}
+
+/// Whether the MX's last read emptied its socket and nothing was sent to it since, so that a
+/// [`look`] now would find nothing more either (without a system call).
+fn drained(c: &mut MxConnection) -> bool {
+    let conn = c.stream_mut();
+    conn.drained()
+        && match conn.get_mut() {
+            MxStream::Plain(_) => true,
+            MxStream::Tls(s) => s.drained(),
+        }
 }
 
 /// What [`look`] found.

@@ -15,6 +15,12 @@ use std::time::Duration;
 /// How much one `fill` reads at most.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How much the first `fill` of an empty (new or released) input buffer reads at most; the
+/// room offered doubles, up to [`READ_CHUNK`], each time a read fills it. SMTP replies are
+/// short: a pooled connection's buffer, freed while idle, is then not zeroed 16 KiB at a time
+/// for each session that takes it.
+const FIRST_CHUNK: usize = 2 * 1024;
+
 /// Why a bounded read failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -74,6 +80,10 @@ pub struct BufConn<S> {
     end: usize,
     out: Vec<u8>,
     timeout: Option<Duration>,
+    /// The room the next `fill` offers ([`FIRST_CHUNK`] up to [`READ_CHUNK`]).
+    chunk: usize,
+    /// The last `fill` got less than the room it offered (see [`BufConn::drained`]).
+    drained: bool,
 }
 
 impl<S: Read + Write + Timeouts> BufConn<S> {
@@ -85,6 +95,8 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
             end: 0,
             out: Vec::new(),
             timeout: None,
+            chunk: FIRST_CHUNK,
+            drained: false,
         }
     }
 
@@ -138,6 +150,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
             self.inbuf = Vec::new();
             self.start = 0;
             self.end = 0;
+            self.chunk = FIRST_CHUNK;
         }
         if self.out.is_empty() {
             self.out = Vec::new();
@@ -162,7 +175,8 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// Read once from the stream and append what arrived. `Err(Closed)` at end of stream.
     pub fn fill(&mut self) -> Result<usize, ReadError> {
-        if self.inbuf.len() - self.end < READ_CHUNK {
+        let chunk = self.chunk;
+        if self.inbuf.len() - self.end < chunk {
             // Make room: move the unconsumed bytes to the front when that frees at least
             // half, and zero new room only when there is still not enough.
             if self.start > 0 && self.start >= self.end / 2 {
@@ -170,11 +184,13 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.inbuf.len() - self.end < READ_CHUNK {
-                self.inbuf.resize(self.end + READ_CHUNK, 0);
+            if self.inbuf.len() - self.end < chunk {
+                self.inbuf.resize(self.end + chunk, 0);
             }
         }
         let end = self.end;
+        let room = self.inbuf.len() - end;
+        self.drained = false;
         let r = loop {
             match self
                 .stream
@@ -188,10 +204,22 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
                 self.end = (end + n).min(self.inbuf.len());
+                self.drained = n < room;
+                if n >= room {
+                    self.chunk = (chunk * 2).min(READ_CHUNK);
+                }
                 Ok(n)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the last [`BufConn::fill`] got less than the room it offered, and nothing was
+    /// written since: the stream had nothing more to give at that moment. Over a plain TCP
+    /// socket that means its receive queue was empty then (a read returns everything queued,
+    /// up to the room); over TLS it says only that no decrypted data was left.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// Read one complete SMTP reply, bounded by `limits`, and consume it. Each read waits
@@ -321,6 +349,8 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// Write the output buffer out and flush the stream.
     pub fn flush(&mut self) -> io::Result<()> {
+        // What was sent may be answered: the last read's emptiness says nothing any more.
+        self.drained = false;
         if !self.out.is_empty() {
             let r = self.stream.write_all(&self.out);
             self.out.clear();
@@ -337,6 +367,7 @@ impl<S: Read + Write + Timeouts> BufConn<S> {
 
     /// Write `bytes` straight through (large body data), after anything queued.
     pub fn write_through(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.drained = false;
         if !self.out.is_empty() {
             self.out.extend_from_slice(bytes);
             return self.flush();

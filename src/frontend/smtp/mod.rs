@@ -102,7 +102,7 @@ pub(super) fn serve(
     mx.used_by(egress.peer);
     egress.log_ready(started, &mx, &origin);
     if mta.send(&hello_reply(mx.greeting(), extended)).is_err() {
-        egress.release(&req, mx, None);
+        egress.release(&req, mx, None, false);
         return;
     }
     let opened = Opened::new(target.identity.name, started, &mx, &origin);

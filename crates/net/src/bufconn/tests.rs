@@ -213,3 +213,45 @@ fn read_until_waits_for_what_it_looks_for_and_is_bounded() {
         Err(ReadError::Closed)
     ));
 }
+
+#[test]
+fn drained_says_whether_the_last_read_left_room_and_nothing_was_sent_since() {
+    let full = vec![b'x'; FIRST_CHUNK];
+    let mut c = BufConn::new(Script::new(vec![
+        Some(&full),
+        Some(b"250 ok\r\n"),
+        Some(b"250 again\r\n"),
+    ]));
+    assert!(!c.drained(), "nothing read yet");
+    assert_eq!(c.fill().unwrap(), FIRST_CHUNK);
+    assert!(!c.drained(), "a read that filled its room may have left more");
+    c.consume(FIRST_CHUNK);
+    assert_eq!(c.fill().unwrap(), 8);
+    assert!(c.drained());
+    c.send(b"NOOP\r\n").unwrap();
+    assert!(!c.drained(), "what was sent may be answered");
+    c.fill().unwrap();
+    assert!(c.drained());
+    c.write_through(b"x").unwrap();
+    assert!(!c.drained());
+}
+
+#[test]
+fn a_released_buffer_reads_small_first_and_grows_when_reads_fill_it() {
+    let big = vec![b'x'; READ_CHUNK * 4];
+    let mut c = BufConn::new(Script::new(vec![Some(&big), Some(b"250 ok\r\n")]));
+    let mut sizes = Vec::new();
+    while sizes.iter().sum::<usize>() < big.len() {
+        sizes.push(c.fill().unwrap());
+        c.consume(c.pending().len());
+    }
+    // 2, 4, 8, 16, 16, 16 KiB, and the last 2 KiB of the 64.
+    assert_eq!(
+        sizes,
+        [2048, 4096, 8192, READ_CHUNK, READ_CHUNK, READ_CHUNK, 2048]
+    );
+    c.release_buffers();
+    c.fill().unwrap();
+    assert_eq!(c.pending(), b"250 ok\r\n");
+    assert!(c.inbuf.len() <= FIRST_CHUNK, "{}", c.inbuf.len());
+}

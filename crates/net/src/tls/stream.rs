@@ -12,8 +12,39 @@ use std::time::Duration;
 /// A TLS stream (blocking) over a socket, with the facts of its handshake. `C` is rustls's
 /// [`ClientConnection`] or [`ServerConnection`].
 pub struct TlsStream<C> {
-    inner: StreamOwned<C, TcpStream>,
+    inner: StreamOwned<C, Socket>,
     facts: TlsFacts,
+}
+
+/// The socket under a TLS stream, noting whether its last read emptied it.
+struct Socket {
+    tcp: TcpStream,
+    /// The last read got less than it asked for (or would have blocked): the socket's receive
+    /// queue was empty then.
+    short: bool,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.tcp.read(buf);
+        self.short = match &r {
+            Ok(n) => *n < buf.len(),
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        };
+        r
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tcp.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 /// The client side: toward an MX, or an MTA's toward the proxy.
@@ -29,14 +60,14 @@ where
     /// Wrap a connection whose handshake is complete.
     pub(crate) fn new(conn: C, tcp: TcpStream, facts: TlsFacts) -> TlsStream<C> {
         TlsStream {
-            inner: StreamOwned::new(conn, tcp),
+            inner: StreamOwned::new(conn, Socket { tcp, short: false }),
             facts,
         }
     }
 
     /// The underlying socket (for timeouts, addresses, shutdown).
     pub fn tcp(&self) -> &TcpStream {
-        &self.inner.sock
+        &self.inner.sock.tcp
     }
 
     /// Facts of the handshake: protocol version and cipher suite (and on the client side,
@@ -55,11 +86,19 @@ where
         }
     }
 
+    /// Whether a look at the peer now would find nothing: the last read from the socket got
+    /// less than it asked for (its receive queue was empty then) and the TLS layer holds
+    /// nothing a read returns (see [`TlsStream::has_buffered_input`]). Records that were
+    /// already received are processed; no I/O.
+    pub fn drained(&mut self) -> bool {
+        self.inner.sock.short && !self.has_buffered_input()
+    }
+
     /// Send close_notify (best effort) and shut the socket down.
     pub fn close(mut self) {
         self.inner.conn.send_close_notify();
         let _ = self.inner.flush();
-        let _ = self.inner.sock.shutdown(Shutdown::Both);
+        let _ = self.inner.sock.tcp.shutdown(Shutdown::Both);
     }
 }
 
@@ -174,7 +213,7 @@ where
 
 impl<C> Timeouts for TlsStream<C> {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.inner.sock.set_timeouts(timeout)
+        self.inner.sock.tcp.set_timeouts(timeout)
     }
 }
 
