@@ -21,18 +21,30 @@ impl<'kvs> VisitSource<'kvs> for KeyFields {
 /// The message text of `record` followed by its key fields: what the journal's `MESSAGE` and
 /// the stderr line both carry, so that `journalctl` shows the peer address without `-o verbose`.
 pub fn message(record: &log::Record) -> String {
-    let mut kv = KeyFields(format!("{}", record.args()));
+    message_after(String::new(), record)
+}
+
+/// [`message`] appended to `text`.
+fn message_after(mut text: String, record: &log::Record) -> String {
+    let _ = write!(text, "{}", record.args());
+    let mut kv = KeyFields(text);
     let _ = record.key_values().visit(&mut kv);
     kv.0
 }
 
-/// One stderr line: RFC 3339 UTC timestamp (milliseconds), level padded to 5, message.
-pub fn stderr_line(at: SystemTime, level: Level, message: &str) -> String {
-    format!(
-        "{} {:<5} {message}\n",
-        humantime::format_rfc3339_millis(at),
-        level
-    )
+/// The stderr line of `record`: RFC 3339 UTC timestamp (milliseconds), level padded to 5, its
+/// [`message`]; written into one string.
+pub fn stderr_record(at: SystemTime, record: &log::Record) -> String {
+    let mut l = message_after(stderr_prefix(at, record.level()), record);
+    l.push('\n');
+    l
+}
+
+/// The start of a stderr line: timestamp, level padded to 5, a space.
+fn stderr_prefix(at: SystemTime, level: Level) -> String {
+    let mut p = String::with_capacity(256);
+    let _ = write!(p, "{} {:<5} ", humantime::format_rfc3339_millis(at), level);
+    p
 }
 
 /// The syslog priority a level is logged with: error 3, warning 4, info 6.
@@ -95,8 +107,14 @@ mod tests {
     #[test]
     fn stderr_lines_start_with_a_utc_timestamp() {
         let at = UNIX_EPOCH + Duration::from_millis(1_796_078_838_123);
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let record = log::Record::builder()
+            .args(format_args!("x"))
+            .level(Level::Warn)
+            .key_values(&[("mta", log::kv::Value::from_display(&peer))])
+            .build();
         assert_eq!(
-            stderr_line(at, Level::Warn, "x mta=127.0.0.1:1"),
+            stderr_record(at, &record),
             "2026-11-30T22:47:18.123Z WARN  x mta=127.0.0.1:1\n"
         );
     }

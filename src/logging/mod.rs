@@ -16,7 +16,6 @@ pub mod session;
 pub use problem::{peer_warning, request_failed, PeerEvent};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use std::io::Write;
 use std::time::SystemTime;
 use systemd_journal_logger::JournalLog;
 
@@ -38,9 +37,9 @@ impl Log for ProxyLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let message = line::message(record);
         match &self.0 {
             Sink::Journal(j) => {
+                let message = line::message(record);
                 let kvs = record.key_values();
                 let _ = j.journal_send(
                     &Record::builder()
@@ -55,13 +54,30 @@ impl Log for ProxyLog {
                 );
             }
             Sink::Stderr => {
-                let l = line::stderr_line(SystemTime::now(), record.level(), &message);
-                let _ = std::io::stderr().lock().write_all(l.as_bytes());
+                let l = line::stderr_record(SystemTime::now(), record);
+                write_line(l.as_bytes());
             }
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Write a line to stderr in one `write(2)` (more only if one is cut short), without the
+/// standard library's lock on stderr: the kernel keeps concurrent writes whole, and session
+/// threads do not queue for a lock (with a session line per message, that lock was the
+/// proxy's most contended one: most of its `futex` calls under load).
+fn write_line(mut bytes: &[u8]) {
+    use std::os::fd::AsFd;
+    let err = std::io::stderr();
+    while !bytes.is_empty() {
+        match nix::unistd::write(err.as_fd(), bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Install the logger (once per process). Returns where logs go.

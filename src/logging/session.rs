@@ -64,33 +64,63 @@ pub struct SessionRecord<'a> {
     pub tag: &'a str,
 }
 
+/// One value of a session line, written out only when the line is (no string per field).
+#[derive(Clone, Copy, Debug)]
+pub enum Field<'a> {
+    Addr(SocketAddr),
+    Ip(IpAddr),
+    Text(&'a str),
+    Via(Via),
+    Count(u64),
+    /// Seconds with three decimals and an `s`: `1.500s`.
+    Secs(Duration),
+}
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::Addr(a) => a.fmt(f),
+            Field::Ip(a) => a.fmt(f),
+            Field::Text(t) => f.write_str(t),
+            Field::Via(v) => v.fmt(f),
+            Field::Count(n) => n.fmt(f),
+            Field::Secs(d) => write!(f, "{:.3}s", d.as_secs_f64()),
+        }
+    }
+}
+
+impl PartialEq<&str> for Field<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string() == *other
+    }
+}
+
 impl SessionRecord<'_> {
-    /// The key fields, in order, as text: `mta`, `client`, `frontend`, `source`, `mx`, `ehlo`,
-    /// `tls`, `connection`, `messages`, `octets_to_mx`, `octets_to_mta`, `duration`, `tag`;
-    /// those the session cannot know are left out. `-` for an MX address the system lost.
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            ("mta", self.mta.to_string()),
-            ("client", self.client.to_string()),
-            ("frontend", self.via.to_string()),
-            ("source", self.source.to_string()),
-            ("mx", self.mx.map_or_else(|| "-".into(), |a| a.to_string())),
-        ];
+    /// The key fields, in order: `mta`, `client`, `frontend`, `source`, `mx`, `ehlo`, `tls`,
+    /// `connection`, `messages`, `octets_to_mx`, `octets_to_mta`, `duration`, `tag`; those
+    /// the session cannot know are left out. `-` for an MX address the system lost.
+    pub fn fields(&self) -> Vec<(&'static str, Field<'_>)> {
+        let mut f = Vec::with_capacity(13);
+        f.push(("mta", Field::Addr(self.mta)));
+        f.push(("client", Field::Text(self.client)));
+        f.push(("frontend", Field::Via(self.via)));
+        f.push(("source", Field::Ip(self.source)));
+        f.push(("mx", self.mx.map_or(Field::Text("-"), Field::Addr)));
         if let Some(e) = self.ehlo {
-            f.push(("ehlo", e.to_string()));
+            f.push(("ehlo", Field::Text(e)));
         }
         if let Some(t) = self.tls {
-            f.push(("tls", t.to_string()));
+            f.push(("tls", Field::Text(t)));
         }
         let connection = if self.new { "new" } else { "reused" };
-        f.push(("connection", connection.into()));
+        f.push(("connection", Field::Text(connection)));
         if let Some(m) = self.messages {
-            f.push(("messages", m.to_string()));
+            f.push(("messages", Field::Count(m)));
         }
-        f.push(("octets_to_mx", self.octets_to_mx.to_string()));
-        f.push(("octets_to_mta", self.octets_to_mta.to_string()));
-        f.push(("duration", format!("{:.3}s", self.duration.as_secs_f64())));
-        f.push(("tag", self.tag.to_string()));
+        f.push(("octets_to_mx", Field::Count(self.octets_to_mx)));
+        f.push(("octets_to_mta", Field::Count(self.octets_to_mta)));
+        f.push(("duration", Field::Secs(self.duration)));
+        f.push(("tag", Field::Text(self.tag)));
         f
     }
 
