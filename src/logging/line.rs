@@ -108,13 +108,17 @@ mod tests {
     fn stderr_lines_start_with_a_utc_timestamp() {
         let at = UNIX_EPOCH + Duration::from_millis(1_796_078_838_123);
         let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let record = log::Record::builder()
-            .args(format_args!("x"))
-            .level(Level::Warn)
-            .key_values(&[("mta", log::kv::Value::from_display(&peer))])
-            .build();
+        let kvs = [("mta", log::kv::Value::from_display(&peer))];
+        let line = stderr_record(
+            at,
+            &log::Record::builder()
+                .args(format_args!("x"))
+                .level(Level::Warn)
+                .key_values(&kvs)
+                .build(),
+        );
         assert_eq!(
-            stderr_record(at, &record),
+            line,
             "2026-11-30T22:47:18.123Z WARN  x mta=127.0.0.1:1\n"
         );
     }

@@ -11,7 +11,8 @@
 //! session's deadline). Whatever the MX sends that nobody asked for is a protocol violation
 //! the machine decides on ([`Relay::poll_mx`]); the loop shows it every byte that is already
 //! there, looking without waiting ([`look`]) before a new batch goes to an MX that owes nothing
-//! and before the last reply owed is accepted. After a violation the MX connection is closed
+//! and before the last reply owed is accepted (unless the read that brought that reply emptied
+//! the socket: [`drained`]). After a violation the MX connection is closed
 //! (no QUIT) and the MTA gets the proxy's `421 4.4.2` for everything still owed.
 //!
 //! Memory: the MTA's input is consumed line by line and streamed through in bodies; the MX's

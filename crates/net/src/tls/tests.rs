@@ -209,3 +209,41 @@ fn bad_pem_is_reported_with_the_path() {
     );
     assert_eq!(junk.to_string(), "PEM: no certificate found");
 }
+
+#[test]
+fn drained_after_a_read_that_emptied_the_socket_not_after_one_that_left_records() {
+    let leaf = certgen::self_signed(&["mx.test"]).unwrap();
+    let acceptor = TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap();
+    let (c, s) = pair();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let mut s = acceptor.accept(s, Duration::from_secs(5)).unwrap();
+        s.write_all(b"a").unwrap();
+        s.flush().unwrap();
+        wait.recv().unwrap();
+        s.write_all(&vec![b'b'; 40_000]).unwrap();
+        s.flush().unwrap();
+        wait.recv().unwrap();
+    });
+    let conn = MxTlsConnector::new(RootCertStore::empty(), MinVersion::Tls12).unwrap();
+    let mut cs = conn
+        .connect(
+            c,
+            CertPolicy::AcceptAny,
+            Some("mx.test"),
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let mut b = [0u8; 1];
+    cs.read_exact(&mut b).unwrap();
+    assert!(cs.drained(), "one small record, read whole");
+    go.send(()).unwrap();
+    cs.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"b");
+    assert!(!cs.drained(), "most of 40,000 bytes are still to come");
+    let mut rest = vec![0u8; 39_999];
+    cs.read_exact(&mut rest).unwrap();
+    go.send(()).unwrap();
+    t.join().unwrap();
+}
