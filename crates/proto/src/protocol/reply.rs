@@ -287,11 +287,17 @@ fn kv(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.extend_from_slice(b"250-");
     out.extend_from_slice(key.as_bytes());
     out.push(b'=');
-    out.extend(
-        value
-            .iter()
-            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-    );
+    let start = out.len();
+    out.extend_from_slice(value);
+    // A CR or LF would end the line: a space instead (copied whole first; the search is
+    // vectorised, and the rewrite only happens for such a value).
+    if memchr::memchr2(b'\r', b'\n', value).is_some() {
+        for b in out.get_mut(start..).unwrap_or_default() {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b' ';
+            }
+        }
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -500,5 +506,23 @@ mod tests {
         assert_eq!(code, 250);
         let refs: Vec<&[u8]> = ls.iter().map(|l| l.as_slice()).collect();
         assert_eq!(ConnectReady::parse(&refs).unwrap(), r);
+    }
+
+    #[test]
+    fn a_cr_or_lf_inside_a_ready_value_becomes_a_space() {
+        let r = ConnectReady {
+            origin: Origin::New,
+            mx_host: None,
+            remote: "127.0.0.1:25".parse().unwrap(),
+            local: "127.0.0.2:40000".parse().unwrap(),
+            tls: None,
+            tls_note: None,
+            banner: vec![b"220 a\rb\nc".to_vec()],
+            ehlo: vec![b"250 d".to_vec()],
+        };
+        let raw = String::from_utf8(r.render()).unwrap();
+        assert!(raw.contains("\r\n250-banner=220 a b c\r\n"), "{raw}");
+        // connection, remote, local, tls, banner, ehlo, ready: one line each.
+        assert_eq!(raw.matches('\n').count(), 7, "{raw}");
     }
 }
