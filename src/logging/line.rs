@@ -117,9 +117,6 @@ mod tests {
                 .key_values(&kvs)
                 .build(),
         );
-        assert_eq!(
-            line,
-            "2026-11-30T22:47:18.123Z WARN  x mta=127.0.0.1:1\n"
-        );
+        assert_eq!(line, "2026-11-30T22:47:18.123Z WARN  x mta=127.0.0.1:1\n");
     }
 }

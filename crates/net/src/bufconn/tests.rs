@@ -224,7 +224,10 @@ fn drained_says_whether_the_last_read_left_room_and_nothing_was_sent_since() {
     ]));
     assert!(!c.drained(), "nothing read yet");
     assert_eq!(c.fill().unwrap(), FIRST_CHUNK);
-    assert!(!c.drained(), "a read that filled its room may have left more");
+    assert!(
+        !c.drained(),
+        "a read that filled its room may have left more"
+    );
     c.consume(FIRST_CHUNK);
     assert_eq!(c.fill().unwrap(), 8);
     assert!(c.drained());
