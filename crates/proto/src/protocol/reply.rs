@@ -284,21 +284,44 @@ pub struct ConnectReady {
 }
 
 fn kv(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    kv_with(out, key, |out| out.extend_from_slice(value));
+}
+
+/// [`kv`] of a value written with its `Display` (numbers, addresses: no string in between).
+fn kv_display(out: &mut Vec<u8>, key: &str, value: impl fmt::Display) {
+    kv_with(out, key, |out| {
+        let _ = fmt::Write::write_fmt(&mut Bytes(out), format_args!("{value}"));
+    });
+}
+
+/// One `250-key=value` line, the value appended by `value`.
+fn kv_with(out: &mut Vec<u8>, key: &str, value: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"250-");
     out.extend_from_slice(key.as_bytes());
     out.push(b'=');
     let start = out.len();
-    out.extend_from_slice(value);
+    value(out);
     // A CR or LF would end the line: a space instead (copied whole first; the search is
     // vectorised, and the rewrite only happens for such a value).
-    if memchr::memchr2(b'\r', b'\n', value).is_some() {
-        for b in out.get_mut(start..).unwrap_or_default() {
+    let written = out.get_mut(start..).unwrap_or_default();
+    if memchr::memchr2(b'\r', b'\n', written).is_some() {
+        for b in written {
             if *b == b'\r' || *b == b'\n' {
                 *b = b' ';
             }
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Formatting into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 impl ConnectReady {
@@ -313,16 +336,16 @@ impl ConnectReady {
                 messages,
             } => {
                 kv(&mut out, "connection", b"reused");
-                kv(&mut out, "age_ms", age.as_millis().to_string().as_bytes());
-                kv(&mut out, "uses", uses.to_string().as_bytes());
-                kv(&mut out, "messages", messages.to_string().as_bytes());
+                kv_display(&mut out, "age_ms", age.as_millis());
+                kv_display(&mut out, "uses", uses);
+                kv_display(&mut out, "messages", messages);
             }
         }
         if let Some(h) = &self.mx_host {
             kv(&mut out, "mx_host", h.as_bytes());
         }
-        kv(&mut out, "remote", self.remote.to_string().as_bytes());
-        kv(&mut out, "local", self.local.to_string().as_bytes());
+        kv_display(&mut out, "remote", self.remote);
+        kv_display(&mut out, "local", self.local);
         match &self.tls {
             None => kv(&mut out, "tls", b"none"),
             Some(t) => {
@@ -341,11 +364,14 @@ impl ConnectReady {
                     );
                 }
                 if !t.peer_names.is_empty() {
-                    kv(
-                        &mut out,
-                        "tls_peer_names",
-                        t.peer_names.join(",").as_bytes(),
-                    );
+                    kv_with(&mut out, "tls_peer_names", |out| {
+                        for (i, n) in t.peer_names.iter().enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            out.extend_from_slice(n.as_bytes());
+                        }
+                    });
                 }
             }
         }
