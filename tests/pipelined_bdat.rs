@@ -13,6 +13,7 @@
 mod common;
 
 use common::*;
+use greenarrow_proxy_client::ClientError;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
 use greenarrow_proxy_testkit::mta::kumo::{self, Smtp};
 use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
@@ -231,4 +232,39 @@ fn the_smtp_aware_front_end_carries_the_flight_whole() {
         assert_eq!(m.raw, *body);
     }
     assert_eq!(mx.stats().connections, 1);
+}
+
+/// The client library's flight (`MxSession::send_mail_bdat_pipelined`, what `gaproxy bench
+/// --bdat-pipelined` sends): delivered in one round trip; a refused MAIL is an error after
+/// which the session goes on.
+#[test]
+fn the_client_librarys_flight_is_delivered_and_a_refusal_reported() {
+    let mx = holding_mx(true);
+    let h = Harness::start(&[mx.addr().port()], TIMEOUTS);
+    let mut c = h.client();
+    let mut s = c
+        .open(&native_request(&mx, TlsPolicy::Required))
+        .unwrap();
+    let body = chunk(100_000, 4);
+    let d = s
+        .send_mail_bdat_pipelined("a@x.test", &["b@y.test", "c@y.test"], &body)
+        .unwrap();
+    assert_eq!(d.accepted, ["b@y.test", "c@y.test"]);
+    assert_eq!(d.final_reply.code(), 250, "{d:?}");
+    let e = s
+        .send_mail_bdat_pipelined("a@x.test> SIZE=999999999999 <", &["b@y.test"], b"x")
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Smtp { stage: "MAIL FROM", reply } if reply.code() == 552),
+        "{e}"
+    );
+    s.send_mail_bdat_pipelined("a@x.test", &["d@y.test"], b"second\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
+    assert!(mx.wait_until(WAIT, |st| st.messages.len() == 2));
+    let m = mx.messages();
+    assert_eq!(m[0].raw, body);
+    assert_eq!(m[1].raw, b"second\r\n");
+    assert_eq!(m[1].rcpt_to, ["d@y.test"]);
 }
