@@ -242,9 +242,7 @@ fn the_client_librarys_flight_is_delivered_and_a_refusal_reported() {
     let mx = holding_mx(true);
     let h = Harness::start(&[mx.addr().port()], TIMEOUTS);
     let mut c = h.client();
-    let mut s = c
-        .open(&native_request(&mx, TlsPolicy::Required))
-        .unwrap();
+    let mut s = c.open(&native_request(&mx, TlsPolicy::Required)).unwrap();
     let body = chunk(100_000, 4);
     let d = s
         .send_mail_bdat_pipelined("a@x.test", &["b@y.test", "c@y.test"], &body)
@@ -267,4 +265,70 @@ fn the_client_librarys_flight_is_delivered_and_a_refusal_reported() {
     assert_eq!(m[0].raw, body);
     assert_eq!(m[1].raw, b"second\r\n");
     assert_eq!(m[1].rcpt_to, ["d@y.test"]);
+}
+
+/// An MX that answers the first piece of a flight with a reply too many (`250` to MAIL, to
+/// RCPT, and a stray one) before the rest of the chunk arrives. The stray must never be taken
+/// for the answer to the BDAT sent after it: before the rest of the flight goes out, the
+/// proxy judges what the MX already sent, finds bytes after the last reply owed, closes the
+/// MX connection and gives the MTA its `421` for every command of the flight.
+#[test]
+fn a_stray_reply_in_the_middle_of_a_flight_is_caught_before_the_rest_goes_out() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mx_addr = listener.local_addr().unwrap();
+    let (answered, first_piece_answered) = mpsc::channel();
+    let (got, mx_got) = mpsc::channel();
+    let head = "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 10 LAST\r\n";
+    let mx = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        let mut out = tcp.try_clone().unwrap();
+        let mut input = BufReader::new(tcp);
+        out.write_all(b"220 mx.test ESMTP\r\n").unwrap();
+        let mut line = String::new();
+        input.read_line(&mut line).unwrap();
+        assert!(line.starts_with("EHLO "), "{line:?}");
+        out.write_all(b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+            .unwrap();
+        let mut first = vec![0u8; head.len() + 5];
+        input.read_exact(&mut first).unwrap();
+        out.write_all(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.0.0 stray\r\n")
+            .unwrap();
+        answered.send(()).unwrap();
+        // The rest of the chunk, if the proxy sends it; then the real answer.
+        let mut rest = Vec::new();
+        let mut b = [0u8; 64];
+        while let Ok(n) = input.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&b[..n]);
+            if rest.len() >= 5 {
+                let _ = out.write_all(b"550 5.7.1 the real answer: refused\r\n");
+            }
+        }
+        got.send((first, rest)).unwrap();
+    });
+    let h = Harness::start(&[mx_addr.port()], TIMEOUTS);
+    let mut r = req("127.0.0.2", mx_addr, TlsPolicy::None);
+    r.reuse = true;
+    let (mut raw, _) = open(&h, &r);
+    raw.send(format!("{head}01234").as_bytes());
+    first_piece_answered.recv_timeout(WAIT).unwrap();
+    let replies = exchange(&mut raw, b"56789", 3);
+    assert!(
+        replies.iter().all(|r| r.starts_with("421 4.4.2 ")),
+        "the MTA was told {replies:?}"
+    );
+    quit_then_noop(&mut raw);
+    let (first, rest) = mx_got.recv_timeout(WAIT).unwrap();
+    assert_eq!(first, format!("{head}01234").into_bytes());
+    assert!(
+        rest.is_empty(),
+        "the rest of the flight reached the MX: {rest:?}"
+    );
+    mx.join().unwrap();
 }

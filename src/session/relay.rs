@@ -123,7 +123,27 @@ pub fn relay<S: Read + Write + Timeouts>(
     let base = mx_timeouts.command.min(mx_timeouts.data_done);
     // When the reply being read must be complete.
     let mut reply_deadline: Option<Deadline> = None;
+    // The last round read the MTA in the middle of a flight (replies owed, see below).
+    let mut mid_flight = false;
     let end = loop {
+        // 0. Mid-flight: before more of the flight goes out, the replies the MX already sent
+        //    are judged (looking without waiting): one that follows the last reply owed so
+        //    far is caught here, before a later command of the flight could take it for its
+        //    own (as before a new batch, below).
+        if mid_flight && relay.awaiting_mx() {
+            if let Some(c) = mx.as_mut() {
+                match judge_ready(&mut relay, c, reply_limits, mta, &mut held) {
+                    Ok(n) => octets_to_mta += n,
+                    Err(Ready::MtaGone) => break RelayEnd::MtaGone,
+                    Err(Ready::Lost { why, out_of_step }) => {
+                        lose(&mut relay, &mut mx, why);
+                        if out_of_step {
+                            withdraw(&mut held, mta, &relay);
+                        }
+                    }
+                }
+            }
+        }
         // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
         //    before anything more goes to it (a byte read later would pass for a reply).
         if !relay.awaiting_mx() && !mta.pending().is_empty() {
@@ -205,26 +225,9 @@ pub fn relay<S: Read + Write + Timeouts>(
         // n LAST` and the chunk in one flight, read in pieces): it owes the rest whatever the
         // replies say, and the MX may answer only once the chunk is whole. Read the MTA
         // first; the replies owed wait in the MX's socket.
-        let mta_owes = need_input && relay.awaiting_mx();
-        if mta_owes {
-            // Before more of the flight goes out, the replies the MX already sent are judged
-            // (looking without waiting): one that follows the last reply owed so far is
-            // caught here, before a later command of the flight could take it for its own.
-            if let Some(c) = mx.as_mut() {
-                match judge_ready(&mut relay, c, reply_limits, mta, &mut held) {
-                    Ok(n) => octets_to_mta += n,
-                    Err(Ready::MtaGone) => break RelayEnd::MtaGone,
-                    Err(Ready::Lost { why, out_of_step }) => {
-                        lose(&mut relay, &mut mx, why);
-                        if out_of_step {
-                            withdraw(&mut held, mta, &relay);
-                        }
-                    }
-                }
-            }
-        }
+        mid_flight = need_input && relay.awaiting_mx();
         // 3. Read what the MX owes, one reply per round, each to the MTA as it is accepted.
-        if relay.awaiting_mx() && !mta_owes {
+        if relay.awaiting_mx() && !mid_flight {
             let Some(c) = mx.as_mut() else {
                 // Cannot happen: a dead machine answers for itself. Be safe anyway.
                 lose(&mut relay, &mut mx, "MX connection missing".into());
