@@ -3,7 +3,7 @@
 #
 #   benches/run.sh            throughput and latency: proxy vs direct vs HAProxy on loopback,
 #                             then at 40 ms RTT toward the MX (~1.5 minutes after the build)
-#   benches/run.sh --latency  only the 40 ms RTT scenarios (~40 s)
+#   benches/run.sh --latency  only the 40 ms RTT scenarios (~1.5 minutes)
 #   benches/run.sh --scale    memory with 10,000 MTA sessions and idle pooled MX connections
 #   benches/run.sh --profile  system calls per message (strace -c -f on the proxy)
 #
