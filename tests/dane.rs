@@ -8,15 +8,17 @@
 mod common;
 
 use common::*;
+use greenarrow_proxy::shared::TlsOutcomes;
 use greenarrow_proxy_client::ClientError;
-use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, FailureReply, Origin, TlsPolicy};
+use greenarrow_proxy_net::tls::TlsAcceptor;
+use greenarrow_proxy_proto::protocol::{
+    ConnectRequest, Destination, FailureReply, Origin, TlsPolicy,
+};
 use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 use greenarrow_proxy_proto::tls_policy::{Applied, TlsOutcome};
 use greenarrow_proxy_testkit::certgen::{CertifiedPem, TestCa};
 use greenarrow_proxy_testkit::dnssec::{tlsa_data, DnssecWorld, Kind, Zone};
 use greenarrow_proxy_testkit::testmx::{TestMx, TestMxConfig};
-use greenarrow_proxy_net::tls::TlsAcceptor;
-use greenarrow_proxy::shared::TlsOutcomes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,7 +56,12 @@ fn proxy(world: &DnssecWorld, ports: &[u16], extra: &str) -> Harness {
 }
 
 /// Deliver one message through `h` to `host`: the ready reply's TLS policy.
-fn deliver(h: &Harness, host: &str, port: u16, tls: TlsPolicy) -> Result<(Applied, Origin), FailureReply> {
+fn deliver(
+    h: &Harness,
+    host: &str,
+    port: u16,
+    tls: TlsPolicy,
+) -> Result<(Applied, Origin), FailureReply> {
     let mut c = h.client();
     let mut s = match c.open(&host_req(host, port, tls)) {
         Ok(s) => s,
@@ -63,7 +70,8 @@ fn deliver(h: &Harness, host: &str, port: u16, tls: TlsPolicy) -> Result<(Applie
     };
     let applied = s.ready.tls_policy.expect("tls_policy= in the ready reply");
     let origin = s.ready.origin.clone();
-    s.send_mail("a@x.test", &["b@y.test"], b"under DANE\r\n").unwrap();
+    s.send_mail("a@x.test", &["b@y.test"], b"under DANE\r\n")
+        .unwrap();
     s.quit().unwrap();
     c.quit().unwrap();
     Ok((applied, origin))
@@ -74,14 +82,28 @@ fn nothing_after_setup(mx: &TestMx) -> bool {
     mx.messages().is_empty()
         && mx.connections().iter().all(|c| {
             c.commands.iter().all(|cmd| {
-                let verb = cmd.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let verb = cmd
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 matches!(verb.as_str(), "EHLO" | "HELO" | "STARTTLS" | "QUIT")
             })
         })
 }
 
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(Option<String>, PolicyType, Applied, bool, Option<ResultType>)>>);
+struct Recorder(
+    Mutex<
+        Vec<(
+            Option<String>,
+            PolicyType,
+            Applied,
+            bool,
+            Option<ResultType>,
+        )>,
+    >,
+);
 
 impl TlsOutcomes for Recorder {
     fn record(&self, o: &TlsOutcome<'_>) {
@@ -151,24 +173,53 @@ fn dane_ee_and_ta_deliver_mismatches_and_stripped_starttls_defer() {
 
     // DANE-TA 2 0 1 with the TA in the chain and the right name.
     assert_eq!(
-        deliver(&h, "ta.s.dane.test", port(&ta), TlsPolicy::Opportunistic).unwrap().0,
+        deliver(&h, "ta.s.dane.test", port(&ta), TlsPolicy::Opportunistic)
+            .unwrap()
+            .0,
         Applied::DaneTa
     );
     assert!(ta.wait_until(WAIT, |st| st.messages.len() == 1));
 
     // DANE-EE ignores dates: an expired certificate under 3 1 1 delivers.
     assert_eq!(
-        deliver(&h, "oldee.s.dane.test", port(&old_ee), TlsPolicy::Opportunistic).unwrap().0,
+        deliver(
+            &h,
+            "oldee.s.dane.test",
+            port(&old_ee),
+            TlsPolicy::Opportunistic
+        )
+        .unwrap()
+        .0,
         Applied::DaneEe
     );
     assert!(old_ee.wait_until(WAIT, |st| st.messages.len() == 1));
 
     // Each of these defers with its own tag, and the MX got nothing after set-up.
     let cases = [
-        ("mismatch", &mismatch, "dane_mismatch", ResultType::TlsaInvalid),
-        ("tabad", &ta_bad, "dane_mismatch", ResultType::CertificateHostMismatch),
-        ("oldta", &old_ta, "dane_mismatch", ResultType::CertificateExpired),
-        ("stripped", &stripped, "dane_required", ResultType::StarttlsNotSupported),
+        (
+            "mismatch",
+            &mismatch,
+            "dane_mismatch",
+            ResultType::TlsaInvalid,
+        ),
+        (
+            "tabad",
+            &ta_bad,
+            "dane_mismatch",
+            ResultType::CertificateHostMismatch,
+        ),
+        (
+            "oldta",
+            &old_ta,
+            "dane_mismatch",
+            ResultType::CertificateExpired,
+        ),
+        (
+            "stripped",
+            &stripped,
+            "dane_required",
+            ResultType::StarttlsNotSupported,
+        ),
     ];
     for (label, m, tag, result) in cases {
         let host = format!("{label}.s.dane.test");
@@ -180,17 +231,20 @@ fn dane_ee_and_ta_deliver_mismatches_and_stripped_starttls_defer() {
         assert!(nothing_after_setup(m), "{host}: {:?}", m.connections());
         let seen = recorder.0.lock().unwrap().clone();
         assert!(
-            seen.iter().any(|(h, p, _, testing, r)| h.as_deref() == Some(host.as_str())
-                && *p == PolicyType::Tlsa
-                && !testing
-                && *r == Some(result)),
+            seen.iter()
+                .any(|(h, p, _, testing, r)| h.as_deref() == Some(host.as_str())
+                    && *p == PolicyType::Tlsa
+                    && !testing
+                    && *r == Some(result)),
             "{host}: {seen:?}"
         );
     }
     let seen = recorder.0.lock().unwrap().clone();
-    assert!(seen.iter().any(|(h, _, a, _, r)| h.as_deref() == Some("ta.s.dane.test")
-        && *a == Applied::DaneTa
-        && r.is_none()));
+    assert!(seen
+        .iter()
+        .any(|(h, _, a, _, r)| h.as_deref() == Some("ta.s.dane.test")
+            && *a == Applied::DaneTa
+            && r.is_none()));
 }
 
 #[test]
@@ -216,14 +270,24 @@ fn bogus_tlsa_defers_and_an_insecure_zone_keeps_the_request() {
         &[bogus_mx.addr().port(), insecure_mx.addr().port()],
         "",
     );
-    let f = deliver(&h, "mx.b.dane.test", bogus_mx.addr().port(), TlsPolicy::Opportunistic)
-        .err()
-        .expect("a bogus TLSA answer defers");
+    let f = deliver(
+        &h,
+        "mx.b.dane.test",
+        bogus_mx.addr().port(),
+        TlsPolicy::Opportunistic,
+    )
+    .err()
+    .expect("a bogus TLSA answer defers");
     assert_eq!(f.failure.code().tag, "tlsa_lookup_failed", "{f}");
     assert_eq!(bogus_mx.stats().connections, 0, "not even dialled");
 
-    let (applied, _) = deliver(&h, "mx.i.dane.test", insecure_mx.addr().port(), TlsPolicy::Opportunistic)
-        .unwrap_or_else(|f| panic!("{f}\n{}", world.logs()));
+    let (applied, _) = deliver(
+        &h,
+        "mx.i.dane.test",
+        insecure_mx.addr().port(),
+        TlsPolicy::Opportunistic,
+    )
+    .unwrap_or_else(|f| panic!("{f}\n{}", world.logs()));
     assert_eq!(applied, Applied::Opportunistic);
     assert!(insecure_mx.wait_until(WAIT, |st| st.messages.len() == 1));
 }
@@ -236,14 +300,21 @@ fn a_pooled_opportunistic_connection_is_never_given_to_a_dane_request() {
     let port = m.addr().port();
     let zone = Zone::new("p", Kind::Secure)
         .record("mx A 127.0.0.1")
-        .record(&format!("_{port}._tcp.mx TLSA 3 1 1 {}", tlsa_data(&leaf.cert_pem, 1, 1)));
+        .record(&format!(
+            "_{port}._tcp.mx TLSA 3 1 1 {}",
+            tlsa_data(&leaf.cert_pem, 1, 1)
+        ));
     let Some(world) = DnssecWorld::start(&[zone]) else {
         return;
     };
     let h = proxy(&world, &[port], "");
     // By address: no name, no DANE; the connection is pooled at the end.
     let by_ip = {
-        let mut r = ConnectRequest::new(ip("127.0.0.2"), Destination::Ip(ip("127.0.0.1")), "mta.test");
+        let mut r = ConnectRequest::new(
+            ip("127.0.0.2"),
+            Destination::Ip(ip("127.0.0.1")),
+            "mta.test",
+        );
         r.port = port;
         r.tls = TlsPolicy::Opportunistic;
         r.reuse = true;

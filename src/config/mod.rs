@@ -21,10 +21,10 @@ pub mod files;
 mod frontends;
 pub mod host;
 mod model;
+mod mx_tls;
 mod net;
 mod raw;
 mod readable;
-mod mx_tls;
 mod secret;
 mod sections;
 mod ser;
@@ -44,9 +44,9 @@ pub use caps::{
 pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use model::Config;
+pub use mx_tls::{enforcement_word, MxTls, TlsVersion};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
-pub use mx_tls::{enforcement_word, MxTls, TlsVersion};
 pub use sections::{DnsConfig, Limits, PoolConfig, Probe, Timeouts};
 pub use status::{MetricsConfig, DEFAULT_CONTROL_SOCKET};
 pub use validate::{

@@ -107,7 +107,6 @@ impl fmt::Display for TlsVersion {
     }
 }
 
-
 pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
     let min_version = match raw.min_version.as_deref() {
         None => TlsVersion::default(),
@@ -135,4 +134,3 @@ pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
             .unwrap_or(d.allow_none_when_required),
     })
 }
-

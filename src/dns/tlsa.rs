@@ -133,7 +133,10 @@ fn exchange(server: SocketAddr, name: &Name, timeout: Duration) -> Result<Messag
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no matching answer"));
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no matching answer",
+            ));
         }
         udp.set_read_timeout(Some(left))?;
     };
@@ -260,7 +263,10 @@ mod tests {
         let DaneFinding::Secure(set) = f else {
             panic!("{f:?}")
         };
-        assert_eq!(set.records()[0].to_string(), format!("3 1 1 {}", "01".repeat(32)));
+        assert_eq!(
+            set.records()[0].to_string(),
+            format!("3 1 1 {}", "01".repeat(32))
+        );
         assert_eq!(ttl, Duration::from_secs(600));
         assert_eq!(
             classify(&answer(ResponseCode::NoError, false, true)).0,
@@ -296,7 +302,10 @@ mod tests {
         assert!(t(&["127.0.0.1:53", "[::1]:53"]));
         assert!(!t(&["127.0.0.1:53", "192.0.2.53:53"]));
         assert!(!t(&[]));
-        let l = TlsaLookup::new(vec!["192.0.2.53:53".parse().unwrap()], Duration::from_secs(1));
+        let l = TlsaLookup::new(
+            vec!["192.0.2.53:53".parse().unwrap()],
+            Duration::from_secs(1),
+        );
         assert_eq!(l.lookup("mx.example", 25), DaneFinding::NotLookedUp);
     }
 }

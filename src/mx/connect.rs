@@ -7,13 +7,13 @@ use super::{say_quit, MxConnection, MxStream, MxTimeouts};
 use crate::dial::dial;
 use greenarrow_proxy_net::bufconn::BufConn;
 use greenarrow_proxy_net::deadline::Deadline;
-use greenarrow_proxy_net::tls::{CertPolicy, MxTlsConnector};
 use greenarrow_proxy_net::tls::dane::DaneMatch;
+use greenarrow_proxy_net::tls::{CertPolicy, MxTlsConnector};
 use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
+use greenarrow_proxy_proto::smtp::ReplyLimits;
 use greenarrow_proxy_proto::tls_policy::decide::{CertCheck, Decision, Observe};
 use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 use greenarrow_proxy_proto::tls_policy::Applied;
-use greenarrow_proxy_proto::smtp::ReplyLimits;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,15 @@ pub fn establish(
     decision: &Decision,
     deadline: Deadline,
 ) -> Result<MxConnection, AttemptError> {
-    match attempt(settings, req, decision, decision.setup, addr, mx_host, deadline) {
+    match attempt(
+        settings,
+        req,
+        decision,
+        decision.setup,
+        addr,
+        mx_host,
+        deadline,
+    ) {
         Err(AttemptError::Setup(SetupError::Tls { error, .. }))
             if decision.setup == TlsPolicy::Opportunistic
                 && !decision.enforced
@@ -231,10 +239,9 @@ fn attempt(
     // no TLS to look at): what an enforced policy would have said.
     if tls_facts.is_none() && observed.is_none() && policy != TlsPolicy::None {
         observed = match &decision.observe {
-            Some(Observe::Dane { .. }) => Some((
-                PolicyType::Tlsa,
-                Some(ResultType::StarttlsNotSupported),
-            )),
+            Some(Observe::Dane { .. }) => {
+                Some((PolicyType::Tlsa, Some(ResultType::StarttlsNotSupported)))
+            }
             Some(Observe::Sts { .. }) => {
                 Some((PolicyType::Sts, Some(ResultType::StarttlsNotSupported)))
             }

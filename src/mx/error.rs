@@ -7,8 +7,8 @@ use crate::dial::DialError;
 use greenarrow_proxy_net::bufconn::ReadError;
 use greenarrow_proxy_net::tls::TlsError;
 use greenarrow_proxy_proto::protocol::{reply_lines, Failure, TlsPolicy};
-use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 use greenarrow_proxy_proto::smtp::Reply;
+use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -189,15 +189,13 @@ impl SetupError {
                 TlsError::Dane(f) => f.result_type(),
                 TlsError::Certificate(refusal) => match refusal.reason() {
                     Some(greenarrow_proxy_net::tls::CertificateError::Expired)
-                    | Some(greenarrow_proxy_net::tls::CertificateError::ExpiredContext { .. }) => {
-                        ResultType::CertificateExpired
-                    }
+                    | Some(greenarrow_proxy_net::tls::CertificateError::ExpiredContext {
+                        ..
+                    }) => ResultType::CertificateExpired,
                     Some(greenarrow_proxy_net::tls::CertificateError::NotValidForName)
-                    | Some(
-                        greenarrow_proxy_net::tls::CertificateError::NotValidForNameContext {
-                            ..
-                        },
-                    ) => ResultType::CertificateHostMismatch,
+                    | Some(greenarrow_proxy_net::tls::CertificateError::NotValidForNameContext {
+                        ..
+                    }) => ResultType::CertificateHostMismatch,
                     Some(greenarrow_proxy_net::tls::CertificateError::UnknownIssuer) => {
                         ResultType::CertificateNotTrusted
                     }

@@ -20,10 +20,10 @@ use crate::shared::{Peer, Shared};
 use greenarrow_proxy_net::bufconn::{BufConn, Timeouts};
 use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, Origin};
+use greenarrow_proxy_proto::smtp::{MxFacts, PoolState, Relay};
 use greenarrow_proxy_proto::tls_policy::dane::DaneFinding;
 use greenarrow_proxy_proto::tls_policy::decide::{self, Decision, StsFinding};
 use greenarrow_proxy_proto::tls_policy::{Enforcement, TlsOutcome};
-use greenarrow_proxy_proto::smtp::{MxFacts, PoolState, Relay};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -347,7 +347,7 @@ impl Egress<'_> {
             if *origin == Origin::New { "new" } else { "reused" },
             mx.tls().as_ref().map_or("none", |t| t.version.as_str()),
             mx.applied().as_str(),
-            verified_word(mx)
+            mx.verified_word()
         );
     }
 
@@ -591,15 +591,5 @@ fn policy_domain(req: &ConnectRequest) -> Option<&str> {
     match &req.dest {
         Destination::Domain(d) => Some(d.as_str()),
         _ => None,
-    }
-}
-
-/// Whether the MX was authenticated: `dane` (a TLSA record matched), `webpki`, or `no`.
-pub fn verified_word(mx: &MxConnection) -> &'static str {
-    use greenarrow_proxy_proto::tls_policy::Applied;
-    match (mx.applied(), mx.tls()) {
-        (Applied::DaneEe | Applied::DaneTa, Some(_)) => "dane",
-        (_, Some(t)) if t.verified => "webpki",
-        _ => "no",
     }
 }

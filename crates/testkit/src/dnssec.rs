@@ -107,9 +107,7 @@ fn free_port() -> u16 {
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?}: {}: {}",
@@ -207,8 +205,11 @@ impl DnssecWorld {
             dd = d.display()
         );
         for (name, file) in &zone_files {
-            writeln!(nsd_conf, "zone:\n  name: \"{name}\"\n  zonefile: \"{file}\"")
-                .map_err(|e| e.to_string())?;
+            writeln!(
+                nsd_conf,
+                "zone:\n  name: \"{name}\"\n  zonefile: \"{file}\""
+            )
+            .map_err(|e| e.to_string())?;
         }
         std::fs::write(d.join("nsd.conf"), &nsd_conf).map_err(|e| e.to_string())?;
         let nsd = Command::new(find("nsd").ok_or("nsd")?)
@@ -227,11 +228,14 @@ impl DnssecWorld {
         );
         // Every zone, the parent and the root (which nsd refuses) asked of nsd: nothing leaves
         // loopback, and the NS names' port 53 is never used.
-        for name in std::iter::once(".".to_string())
-            .chain(zone_files.iter().map(|(n, _)| n.clone()))
+        for name in
+            std::iter::once(".".to_string()).chain(zone_files.iter().map(|(n, _)| n.clone()))
         {
-            writeln!(ub, "stub-zone:\n  name: \"{name}\"\n  stub-addr: 127.0.0.1@{nport}")
-                .map_err(|e| e.to_string())?;
+            writeln!(
+                ub,
+                "stub-zone:\n  name: \"{name}\"\n  stub-addr: 127.0.0.1@{nport}"
+            )
+            .map_err(|e| e.to_string())?;
         }
         std::fs::write(d.join("unbound.conf"), &ub).map_err(|e| e.to_string())?;
         let unbound = Command::new(find("unbound").ok_or("unbound")?)
