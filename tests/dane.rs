@@ -92,18 +92,18 @@ fn nothing_after_setup(mx: &TestMx) -> bool {
         })
 }
 
-#[derive(Default)]
-struct Recorder(
-    Mutex<
-        Vec<(
-            Option<String>,
-            PolicyType,
-            Applied,
-            bool,
-            Option<ResultType>,
-        )>,
-    >,
+/// One outcome as recorded: MX host, policy type, applied, testing, result type.
+type Seen = (
+    Option<String>,
+    PolicyType,
+    Applied,
+    bool,
+    Option<ResultType>,
 );
+
+/// The TLS outcomes hook's calls.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seen>>);
 
 impl TlsOutcomes for Recorder {
     fn record(&self, o: &TlsOutcome<'_>) {
@@ -276,8 +276,7 @@ fn bogus_tlsa_defers_and_an_insecure_zone_keeps_the_request() {
         bogus_mx.addr().port(),
         TlsPolicy::Opportunistic,
     )
-    .err()
-    .expect("a bogus TLSA answer defers");
+    .expect_err("a bogus TLSA answer defers");
     assert_eq!(f.failure.code().tag, "tlsa_lookup_failed", "{f}");
     assert_eq!(bogus_mx.stats().connections, 0, "not even dialled");
 
