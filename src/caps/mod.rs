@@ -23,17 +23,20 @@
 //! keys on [`greenarrow_proxy_proto::protocol::PoolKey`], which is the protocol crate's, not the pool's.
 
 mod request;
+pub mod shared;
 #[cfg(test)]
 mod tests;
 
 pub use greenarrow_proxy_proto::caps::{Acquire, Block, Pair, Reuse, Scope, BUCKETS};
 pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot};
+pub use shared::{Lease, SharedBlock, SharedCaps};
 
-use crate::config::CapsConfig;
+use crate::config::{CapDestination, CapsConfig};
 use crate::pool::reaper::quit_detached;
 use crate::pool::{Entry, Pool, PoolKey};
 use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::caps::{Ask, Ledger, Offer};
+use greenarrow_proxy_proto::status::{SharedGroup, SharedHolder, SharedStatus};
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +57,8 @@ type Grants = Vec<(SyncSender<Grant>, Instant, Pair, PoolKey)>;
 struct State {
     ledger: Ledger<SyncSender<Grant>>,
     config: Arc<CapsConfig>,
+    /// `caps.shared` in force (None: nothing shared, or Redis's URL did not parse).
+    shared: Option<Arc<SharedCaps>>,
 }
 
 struct Inner {
@@ -73,6 +78,7 @@ impl Inner {
                 key,
                 idle: false,
                 armed: true,
+                lease: None,
             };
             let _ = tx.try_send(Grant::Permit(p));
         }
@@ -93,6 +99,8 @@ pub struct Permit {
     idle: bool,
     /// False once the place went to someone else (then dropping does nothing).
     armed: bool,
+    /// Its lease under a shared cap (dropped after the permit's own release).
+    lease: Option<Lease>,
 }
 
 impl Permit {
@@ -146,6 +154,7 @@ impl Caps {
                 state: Mutex::new(State {
                     ledger: Ledger::new(config.window),
                     config: Arc::new(config),
+                    shared: None,
                 }),
                 closed: AtomicBool::new(false),
             }),
@@ -156,6 +165,27 @@ impl Caps {
     /// stay; waiters that the new caps let through dial now.
     pub fn set_config(&self, config: &CapsConfig) {
         let config = Arc::new(config.clone());
+        let current = self.inner.state.lock().shared.clone();
+        let shared = match (&config.shared, current) {
+            (Some(c), Some(s)) if s.runs(c, config.window) => Some(s),
+            (Some(c), _) => match SharedCaps::start(c, config.window) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    log::warn!("caps.shared: {e}; the shared caps are off");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        let old = {
+            let mut st = self.inner.state.lock();
+            std::mem::replace(&mut st.shared, shared.clone())
+        };
+        if let Some(old) = old {
+            if shared.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &old)) {
+                old.close();
+            }
+        }
         let grants = {
             let mut st = self.inner.state.lock();
             st.config = config.clone();
@@ -175,7 +205,7 @@ impl Caps {
     /// of its key coming back. Err when the wait expired (or was not allowed).
     pub fn obtain(&self, pool: &Pool<Permit>, req: &Request) -> Result<Obtained, CapFailure> {
         let started = Instant::now();
-        let (ask, cfg_wait) = {
+        let (ask, cfg_wait, shared) = {
             let st = self.inner.state.lock();
             let caps = st.config.pair(req.source, req.mx);
             let ask = Ask {
@@ -188,10 +218,78 @@ impl Caps {
                 caps,
                 reuse: req.reuse.clone(),
             };
-            (ask, st.config.wait)
+            (ask, st.config.wait, st.shared.clone())
         };
         let wait = req.wait.map_or(cfg_wait, |w| w.min(cfg_wait));
         let end = (started + wait).min(req.deadline);
+        let group = match (&shared, &ask.pair.destination) {
+            (Some(s), CapDestination::Group(g)) => {
+                let l = s.limits(g);
+                (l.max_connections.is_some() || l.max_new_connections.is_some())
+                    .then(|| (s.clone(), g.clone(), l))
+            }
+            _ => None,
+        };
+        let Some((shared, group, limits)) = group else {
+            return self.obtain_local(pool, req, &ask, started, end);
+        };
+        let shared_fail = |b: SharedBlock| {
+            let (block, limit) = match b {
+                SharedBlock::Connections(n) => (Block::Shared, n),
+                SharedBlock::Rate(n, at) => (Block::Rate(at), n),
+            };
+            CapFailure {
+                source: ask.pair.source,
+                destination: ask.pair.destination.to_string(),
+                block,
+                limit: Some(limit),
+                waited: started.elapsed(),
+                shared: true,
+            }
+        };
+        // The lease first (no lock held while waiting for it), then the local caps.
+        let lease = match limits.max_connections {
+            Some(cap) => {
+                let evict = || {
+                    let config = self.config();
+                    let victim = pool.take_one(|k| {
+                        config.destination(k.mx) == CapDestination::Group(group.clone())
+                    });
+                    let found = victim.is_some();
+                    quit_detached(victim.into_iter().collect());
+                    found
+                };
+                Some(
+                    shared
+                        .acquire(&group, cap, end, &evict)
+                        .map_err(shared_fail)?,
+                )
+            }
+            None => None,
+        };
+        match self.obtain_local(pool, req, &ask, started, end)? {
+            // A pooled connection has its own lease (the new one goes back).
+            Obtained::Reused(c) => Ok(Obtained::Reused(c)),
+            Obtained::Dial(mut permit) => {
+                if limits.max_new_connections.is_some() {
+                    // Dropping the permit (and the lease) on failure gives both back.
+                    shared.rate(&group, end).map_err(shared_fail)?;
+                }
+                permit.lease = lease;
+                Ok(Obtained::Dial(permit))
+            }
+        }
+    }
+
+    /// [`Caps::obtain`] under the local caps (the ledger).
+    fn obtain_local(
+        &self,
+        pool: &Pool<Permit>,
+        req: &Request,
+        ask: &Ask,
+        started: Instant,
+        end: Instant,
+    ) -> Result<Obtained, CapFailure> {
         let fail = |block| CapFailure {
             source: ask.pair.source,
             destination: ask.pair.destination.to_string(),
@@ -200,8 +298,10 @@ impl Caps {
                 Block::Pair => ask.caps.limits.max_connections,
                 Block::Source => ask.caps.max_connections_per_source,
                 Block::Rate(_) => ask.caps.limits.max_new_connections,
+                Block::Shared => None,
             },
             waited: started.elapsed(),
+            shared: false,
         };
         // A few rounds at most: an eviction can lose its room to an older waiter.
         for _ in 0..4 {
@@ -211,7 +311,7 @@ impl Caps {
             // Read under the lock that `close` sets it under: no request queues after it.
             let may_wait = end > now && !self.inner.closed.load(Ordering::SeqCst);
             match st.ledger.acquire(ask.clone(), now, may_wait, tx) {
-                Acquire::Granted => return Ok(Obtained::Dial(self.permit(&ask))),
+                Acquire::Granted => return Ok(Obtained::Dial(self.permit(ask))),
                 Acquire::Refused(block) => return Err(fail(block)),
                 Acquire::Queued { id, wake, block } => {
                     drop(st);
@@ -264,7 +364,7 @@ impl Caps {
                     expired.push(victim);
                     quit_detached(expired);
                     match result {
-                        Ok(()) => return Ok(Obtained::Dial(self.permit(&ask))),
+                        Ok(()) => return Ok(Obtained::Dial(self.permit(ask))),
                         Err(grants) => self.inner.deliver(grants),
                     }
                 }
@@ -281,6 +381,7 @@ impl Caps {
             key: ask.key.clone(),
             idle: false,
             armed: true,
+            lease: None,
         }
     }
 
@@ -415,6 +516,33 @@ impl Caps {
                 oldest_wait: v.oldest.map(|t| now.saturating_duration_since(t)),
             })
             .collect()
+    }
+
+    /// `caps.shared` for the status view (None: off).
+    pub fn shared_status(&self) -> Option<SharedStatus> {
+        let shared = self.inner.state.lock().shared.clone()?;
+        let (groups, health, live_hosts) = shared.view();
+        Some(SharedStatus {
+            host: shared.host().to_string(),
+            state: health.name().to_string(),
+            live_hosts,
+            groups: groups
+                .into_iter()
+                .map(|g| SharedGroup {
+                    group: g.group,
+                    max_connections: g.limits.max_connections,
+                    max_new_connections: g.limits.max_new_connections,
+                    held: g.held,
+                    share: g.share,
+                    waiting: g.waiting,
+                    holders: g
+                        .holders
+                        .into_iter()
+                        .map(|(host, leases)| SharedHolder { host, leases })
+                        .collect(),
+                })
+                .collect(),
+        })
     }
 
     /// Connections in use by a session (open, not idle in the pool), per pool key.

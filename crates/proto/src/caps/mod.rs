@@ -5,6 +5,9 @@
 
 mod ask;
 pub mod ledger;
+pub mod shared;
+#[cfg(test)]
+mod shared_tests;
 pub mod stats;
 #[cfg(test)]
 mod tests;

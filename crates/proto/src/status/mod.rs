@@ -13,7 +13,7 @@ pub mod table;
 
 pub use snapshot::{
     unix_seconds, CapRow, ConfigState, DrainList, Figure, IdleConnection, Kind, LastReload,
-    PooledInfo, Snapshot, WaitSnapshot,
+    PooledInfo, SharedGroup, SharedHolder, SharedStatus, Snapshot, WaitSnapshot,
 };
 
 use crate::protocol::reuse::PoolKey;
@@ -50,6 +50,10 @@ pub struct Status {
     /// One entry per (source, destination) pair with an open connection, a cap or a waiter.
     pub caps: Vec<CapRow>,
     pub waits: WaitSnapshot,
+    /// `caps.shared`: the health, the live hosts, the leases per group and host (absent or
+    /// null when off).
+    #[serde(default)]
+    pub shared: Option<SharedStatus>,
     /// The counters of the SIGUSR1 report's summary, same names, same order.
     pub counters: Counters,
     /// Failed connect requests per failure (every failure, zeros included).
@@ -200,6 +204,7 @@ impl Status {
             pools: keys.into_values().collect(),
             caps: snap.rows.clone(),
             waits: snap.waits.clone(),
+            shared: snap.shared.clone(),
             counters: Counters(
                 snap.figures
                     .iter()
@@ -278,6 +283,7 @@ mod tests {
             }],
             in_use: vec![(key("127.0.0.2"), 2), (key("127.0.0.3"), 1)],
             rows: Vec::new(),
+            shared: None,
             waits: WaitSnapshot {
                 waited: 2,
                 timed_out: 0,

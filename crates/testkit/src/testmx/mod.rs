@@ -190,6 +190,16 @@ impl TestMx {
         self.shared.read(|s| s.stats)
     }
 
+    /// Start a new concurrency high-water mark (from the connections open now), and return
+    /// the previous one.
+    pub fn reset_max_open(&self) -> u64 {
+        self.shared.update(|s| {
+            let max = s.stats.max_open_connections;
+            s.stats.max_open_connections = s.stats.open_connections;
+            max
+        })
+    }
+
     /// A copy of everything recorded.
     pub fn state(&self) -> MxState {
         self.shared.read(|s| s.clone())

@@ -47,6 +47,8 @@ pub struct ConnRecord {
     pub closed: bool,
     /// Whether the peer vanished in the middle of a message body.
     pub aborted_data: bool,
+    /// When it was accepted.
+    pub accepted_at: Instant,
 }
 
 impl ConnRecord {
@@ -66,6 +68,7 @@ impl ConnRecord {
             quit_received: false,
             closed: false,
             aborted_data: false,
+            accepted_at: Instant::now(),
         }
     }
 }
