@@ -235,7 +235,10 @@ pub(crate) fn caps(raw: Option<RawCaps>, base_dir: &Path) -> Result<CapsConfig> 
         });
     }
     let shared = match raw.shared {
-        Some(r) => Some(shared_caps::shared(r, &groups, base_dir)?),
+        Some(r) => {
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            Some(shared_caps::shared(r, &names, limits, base_dir)?)
+        }
         None => None,
     };
     Ok(CapsConfig {
@@ -259,7 +262,7 @@ fn addresses(key: &str, raw: Option<StringList>) -> Result<Vec<IpNet>> {
     Ok(list)
 }
 
-pub(super) fn limits(key: &str, raw: &RawCapLimits) -> Result<CapLimits> {
+fn limits(key: &str, raw: &RawCapLimits) -> Result<CapLimits> {
     Ok(CapLimits {
         max_connections: cap(&format!("{key}.max_connections"), raw.max_connections)?,
         max_new_connections: cap(

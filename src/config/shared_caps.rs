@@ -2,9 +2,8 @@
 //! (the endpoint, its password file, the key prefix, this host's name, the lease time, the call
 //! timeout), and which of a group's caps are shared.
 
-use super::caps::{limits, DestinationGroup};
 use super::error::ConfigError;
-use super::raw::RawShared;
+use super::raw::{RawCapLimits, RawShared};
 use super::readable::unreadable;
 use super::secret::{read_secret_file, Secret};
 use super::ser;
@@ -62,9 +61,12 @@ fn system_host() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+/// Validate `caps.shared`: `groups` are the names of `caps.destinations`, `limits` checks a
+/// cap pair (`caps`' own rule).
 pub(super) fn shared(
     raw: RawShared,
-    groups: &[DestinationGroup],
+    groups: &[&str],
+    limits: impl Fn(&str, &RawCapLimits) -> Result<CapLimits>,
     base_dir: &std::path::Path,
 ) -> Result<SharedConfig> {
     const K: &str = "caps.shared";
@@ -160,7 +162,7 @@ pub(super) fn shared(
     let mut destinations = BTreeMap::new();
     for (name, l) in raw.destinations.unwrap_or_default() {
         let dkey = format!("{K}.destinations.{name}");
-        if !groups.iter().any(|g| g.name == name) {
+        if !groups.contains(&name.as_str()) {
             return Err(ConfigError::invalid(
                 dkey,
                 format!("no destination group {name:?} in caps.destinations"),

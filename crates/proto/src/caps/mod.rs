@@ -7,7 +7,7 @@ mod ask;
 pub mod ledger;
 pub mod shared;
 #[cfg(test)]
-mod shared_tests;
+mod tests_shared;
 pub mod stats;
 #[cfg(test)]
 mod tests;
