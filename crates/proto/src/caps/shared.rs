@@ -31,6 +31,8 @@ pub struct SharedLimits {
 /// Whether Redis is deciding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
+    /// Not heard from Redis yet: ask it (a failure means fallback).
+    Starting,
     Shared,
     Fallback { since: Instant },
     Rejoining { until: Instant },
@@ -39,6 +41,7 @@ pub enum Health {
 impl Health {
     pub fn name(&self) -> &'static str {
         match self {
+            Health::Starting => "starting",
             Health::Shared => "shared",
             Health::Fallback { .. } => "fallback",
             Health::Rejoining { .. } => "rejoining",
@@ -129,20 +132,20 @@ pub struct SharedBook {
 impl SharedBook {
     /// A book for `host` (its name in Redis: no `|`) in the process `instance` (unique per
     /// start, so that leases of an earlier process are never mistaken for ours). It starts in
-    /// fallback (nothing known of the other hosts) until the first heartbeat succeeds.
+    /// `Starting`: Redis decides (as when shared) until the first heartbeat round says whether
+    /// it answers (then shared) or a call fails (then fallback).
     pub fn new(
         host: &str,
         instance: &str,
         lease_time: Duration,
         window: Duration,
-        now: Instant,
     ) -> SharedBook {
         SharedBook {
             prefix: format!("{host}|{instance}-"),
             next_lease: 0,
             next_ticket: 0,
             groups: BTreeMap::new(),
-            health: Health::Fallback { since: now },
+            health: Health::Starting,
             live_hosts: 1,
             lease_time,
             window,
@@ -234,7 +237,7 @@ impl SharedBook {
         let within_share = share_cap.is_none_or(|s| held < s);
         self.tick(now);
         match self.health {
-            Health::Shared => self.ask(),
+            Health::Shared | Health::Starting => self.ask(),
             Health::Rejoining { .. } if within_share => self.ask(),
             Health::Fallback { .. } if within_share => {
                 let lease = self.take_lease();
@@ -307,7 +310,7 @@ impl SharedBook {
             g.dials.pop_front();
         }
         match health {
-            Health::Shared | Health::Rejoining { .. } => RateStep::AskRedis,
+            Health::Shared | Health::Starting | Health::Rejoining { .. } => RateStep::AskRedis,
             Health::Fallback { .. } => {
                 let share = (n / live).max(1);
                 if g.dials.len() < share {
@@ -366,6 +369,10 @@ impl SharedBook {
                     until: now + self.lease_time,
                 };
                 Some(Transition::ToRejoining)
+            }
+            Health::Starting => {
+                self.health = Health::Shared;
+                Some(Transition::ToShared)
             }
             _ => self.tick(now),
         }

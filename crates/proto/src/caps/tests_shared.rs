@@ -7,7 +7,8 @@ const LEASE: Duration = Duration::from_secs(30);
 const WINDOW: Duration = Duration::from_secs(60);
 
 fn book(cap: usize, rate: Option<usize>, now: Instant) -> SharedBook {
-    let mut b = SharedBook::new("h1", "abc", LEASE, WINDOW, now);
+    let _ = now;
+    let mut b = SharedBook::new("h1", "abc", LEASE, WINDOW);
     b.configure(
         [(
             "g".to_string(),
@@ -25,11 +26,9 @@ fn book(cap: usize, rate: Option<usize>, now: Instant) -> SharedBook {
 fn only_the_first_in_line_asks_redis_and_a_grant_moves_the_line() {
     let now = Instant::now();
     let mut b = book(4, None, now);
-    assert_eq!(
-        b.redis_ok(3, Some(b.mark()), now),
-        Some(Transition::ToRejoining)
-    );
-    assert_eq!(b.redis_ok(3, None, now + LEASE), Some(Transition::ToShared));
+    assert_eq!(b.health(), Health::Starting);
+    assert_eq!(b.redis_ok(3, Some(b.mark()), now), Some(Transition::ToShared));
+    assert_eq!(b.redis_ok(3, None, now + LEASE), None);
     let (t1, t2) = (b.join("g"), b.join("g"));
     assert_eq!(b.step("g", t2, now), Step::Wait);
     let Step::AskRedis { lease, member } = b.step("g", t1, now) else {
@@ -85,7 +84,6 @@ fn rejoining_needs_both_the_share_and_redis_then_shared_after_one_lease_time() {
     let now = Instant::now();
     let mut b = book(4, None, now);
     b.redis_ok(2, Some(b.mark()), now);
-    b.redis_ok(2, None, now + LEASE);
     b.redis_failed(now);
     let leases: Vec<_> = (0..2)
         .map(|_| {
@@ -137,4 +135,30 @@ fn holders_are_counted_per_host() {
         holders(&m),
         vec![("a".to_string(), 1), ("b".to_string(), 2)]
     );
+}
+
+#[test]
+fn starting_asks_redis_and_a_failure_before_any_answer_falls_back_to_the_whole_cap() {
+    let now = Instant::now();
+    let mut b = book(4, None, now);
+    let t = b.join("g");
+    assert!(matches!(b.step("g", t, now), Step::AskRedis { .. }));
+    assert_eq!(b.redis_failed(now), Some(Transition::ToFallback));
+    // Never counted the hosts: one live host, the whole cap (the documented slack).
+    assert_eq!(b.share(4), 4);
+}
+
+#[test]
+fn a_lease_granted_after_the_mark_keeps_the_host_in_fallback() {
+    let now = Instant::now();
+    let mut b = book(4, None, now);
+    b.redis_ok(2, Some(b.mark()), now);
+    b.redis_failed(now);
+    let mark = b.mark();
+    let t = b.join("g");
+    assert!(matches!(b.step("g", t, now), Step::Granted(_)));
+    // The round re-registered what it saw at `mark`: the new lease is not in Redis yet.
+    assert_eq!(b.redis_ok(2, Some(mark), now), None);
+    assert_eq!(b.health().name(), "fallback");
+    assert_eq!(b.redis_ok(2, Some(b.mark()), now), Some(Transition::ToRejoining));
 }

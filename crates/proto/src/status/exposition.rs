@@ -178,7 +178,7 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "{PREFIX}shared_caps_fallback {}",
-            u8::from(sh.state != "shared")
+            u8::from(matches!(sh.state.as_str(), "fallback" | "rejoining"))
         );
         head(
             &mut out,
