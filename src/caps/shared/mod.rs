@@ -163,13 +163,7 @@ impl SharedCaps {
         let mut instance = [0u8; 6];
         let _ = getrandom::fill(&mut instance);
         let instance: String = instance.iter().map(|b| format!("{b:02x}")).collect();
-        let mut book = SharedBook::new(
-            &config.host,
-            &instance,
-            config.lease,
-            window,
-            Instant::now(),
-        );
+        let mut book = SharedBook::new(&config.host, &instance, config.lease, window);
         book.configure(limits(config), window);
         let inner = Arc::new(Inner {
             state: Mutex::new(Locked {

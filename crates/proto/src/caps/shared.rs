@@ -34,8 +34,12 @@ pub enum Health {
     /// Not heard from Redis yet: ask it (a failure means fallback).
     Starting,
     Shared,
-    Fallback { since: Instant },
-    Rejoining { until: Instant },
+    Fallback {
+        since: Instant,
+    },
+    Rejoining {
+        until: Instant,
+    },
 }
 
 impl Health {
@@ -134,12 +138,7 @@ impl SharedBook {
     /// start, so that leases of an earlier process are never mistaken for ours). It starts in
     /// `Starting`: Redis decides (as when shared) until the first heartbeat round says whether
     /// it answers (then shared) or a call fails (then fallback).
-    pub fn new(
-        host: &str,
-        instance: &str,
-        lease_time: Duration,
-        window: Duration,
-    ) -> SharedBook {
+    pub fn new(host: &str, instance: &str, lease_time: Duration, window: Duration) -> SharedBook {
         SharedBook {
             prefix: format!("{host}|{instance}-"),
             next_lease: 0,

@@ -27,7 +27,10 @@ fn only_the_first_in_line_asks_redis_and_a_grant_moves_the_line() {
     let now = Instant::now();
     let mut b = book(4, None, now);
     assert_eq!(b.health(), Health::Starting);
-    assert_eq!(b.redis_ok(3, Some(b.mark()), now), Some(Transition::ToShared));
+    assert_eq!(
+        b.redis_ok(3, Some(b.mark()), now),
+        Some(Transition::ToShared)
+    );
     assert_eq!(b.redis_ok(3, None, now + LEASE), None);
     let (t1, t2) = (b.join("g"), b.join("g"));
     assert_eq!(b.step("g", t2, now), Step::Wait);
@@ -160,5 +163,8 @@ fn a_lease_granted_after_the_mark_keeps_the_host_in_fallback() {
     // The round re-registered what it saw at `mark`: the new lease is not in Redis yet.
     assert_eq!(b.redis_ok(2, Some(mark), now), None);
     assert_eq!(b.health().name(), "fallback");
-    assert_eq!(b.redis_ok(2, Some(b.mark()), now), Some(Transition::ToRejoining));
+    assert_eq!(
+        b.redis_ok(2, Some(b.mark()), now),
+        Some(Transition::ToRejoining)
+    );
 }

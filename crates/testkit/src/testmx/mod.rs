@@ -190,13 +190,14 @@ impl TestMx {
         self.shared.read(|s| s.stats)
     }
 
-    /// Start a new concurrency high-water mark (from the connections open now), and return
-    /// the previous one.
-    pub fn reset_max_open(&self) -> u64 {
+    /// Start new concurrency high-water marks (`max_open_connections`,
+    /// `max_active_sessions`) from what is open now; returns the counters before.
+    pub fn reset_high_water(&self) -> Stats {
         self.shared.update(|s| {
-            let max = s.stats.max_open_connections;
+            let before = s.stats;
             s.stats.max_open_connections = s.stats.open_connections;
-            max
+            s.stats.max_active_sessions = s.stats.active_sessions;
+            before
         })
     }
 
