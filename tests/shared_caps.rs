@@ -226,9 +226,11 @@ fn three_proxies_share_a_cap_through_redis_and_survive_its_outage() {
     println!(
         "shared_caps: case=redis_down sessions=30 delivered=30 cap={CAP} share=1 slack=0 mx_max={max} mx_max_tcp={tcp}"
     );
+    // The shares add up to 3 <= 4: no slack with 3 hosts and a cap of 4.
+    let shares = 3 * (CAP / 3).max(1);
     assert!(
-        max <= CAP,
-        "the MX saw {max} connections at once in fallback"
+        max <= shares,
+        "the MX saw {max} sessions at once in fallback (shares: {shares})"
     );
     let warnings = daemons[0]
         .seen()
