@@ -62,11 +62,8 @@ impl Inner {
 
     fn log(&self, t: Option<Transition>) {
         match t {
-            Some(Transition::ToFallback) => log::warn!(
-                "caps.shared: Redis {} cannot be reached; each host falls back to its share \
-                 of the shared caps (cap / live hosts, at least 1)",
-                self.config.redis
-            ),
+            // Logged by `failed`, with the error.
+            Some(Transition::ToFallback) => {}
             Some(Transition::ToRejoining) => log::info!(
                 "caps.shared: Redis {} is back; leases re-registered, shares kept for one \
                  lease time ({})",
@@ -95,9 +92,13 @@ impl Inner {
             t
         };
         if t.is_some() {
-            log::warn!("caps.shared: {e}");
+            let live = self.state.lock().book.live_hosts();
+            log::warn!(
+                "caps.shared: Redis {} cannot be reached ({e}); each host falls back to its \
+                 share of the shared caps (cap / {live} live host(s), at least 1)",
+                self.config.redis
+            );
         }
-        self.log(t);
     }
 
     /// Sleep until `until` or an event after `generation` (or a stop).
