@@ -251,6 +251,8 @@ fn three_proxies_share_a_cap_through_redis_and_survive_its_outage() {
     run(&all, 30, &mx);
     let (max, tcp) = high_water(&mx);
     assert_eq!(mx.stats().messages, 150);
+    daemons[0].signal(Signal::SIGUSR1);
+    daemons[0].wait_for("report shared host=proxy-a state=shared live_hosts=3 groups=");
     let st = eps[0].status();
     assert_eq!(st["shared"]["state"], "shared", "{st}");
     assert_eq!(st["shared"]["live_hosts"], 3, "{st}");

@@ -450,7 +450,8 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("  bigmail  40   -     12         13     2        proxy-a=12 proxy-b=20"),
+            table
+                .contains("  bigmail  40   -     12         13     2        proxy-a=12 proxy-b=20"),
             "{table}"
         );
         let metrics = exposition::render(&snap);
