@@ -42,6 +42,17 @@ struct Ep {
 
 impl Proxy {
     fn start(i: usize, redis: &str, prefix: &str, mx: &TestMx, rate_mx: &TestMx) -> Proxy {
+        Proxy::start_with(i, redis, prefix, mx, rate_mx, CAP)
+    }
+
+    fn start_with(
+        i: usize,
+        redis: &str,
+        prefix: &str,
+        mx: &TestMx,
+        rate_mx: &TestMx,
+        cap: u64,
+    ) -> Proxy {
         let name = ["proxy-a", "proxy-b", "proxy-c"][i];
         let sources = [
             format!("127.0.0.{}", 2 + 2 * i),
@@ -55,7 +66,7 @@ impl Proxy {
              \x20   - name: ratemx\n      addresses: [{rmx}]\n\
              \x20 shared:\n    redis: {redis}\n    key_prefix: {prefix}\n    host: {name}\n\
              \x20   lease: {lease}s\n    timeout: 300ms\n    destinations:\n\
-             \x20     testmx:\n        max_connections: {CAP}\n\
+             \x20     testmx:\n        max_connections: {cap}\n\
              \x20     ratemx:\n        max_new_connections: {RATE}\n",
             s0 = sources[0],
             s1 = sources[1],
@@ -364,4 +375,42 @@ fn three_proxies_share_a_cap_through_redis_and_survive_its_outage() {
         "16 connections in {span:?}: faster than {RATE} per {WINDOW:?}"
     );
     assert!(most_in_window <= 2 * RATE, "{most_in_window} in one window");
+}
+
+/// A Redis that never answered: the host falls back at its first request, with one live host
+/// known (itself), so its share is the whole cap; deliveries go on within it.
+#[test]
+fn a_proxy_whose_redis_never_answers_keeps_to_the_whole_cap_alone() {
+    let mx = slow_mx("127.0.0.1:0");
+    let rate_mx = slow_mx("127.0.1.1:0");
+    // A loopback port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let redis = format!("redis://127.0.0.1:{port}/0");
+    let mut p = Proxy::start_with(0, &redis, "never", &mx, &rate_mx, 2);
+    run(&[&p.ep], 12, &mx);
+    let (max, tcp) = high_water(&mx);
+    assert_eq!(mx.stats().messages, 12);
+    println!("shared_caps: case=never_reached sessions=12 delivered=12 cap=2 share=2 mx_max={max} mx_max_tcp={tcp}");
+    assert!(max <= 2, "the MX saw {max} sessions at once");
+    if !p
+        .daemon
+        .seen()
+        .iter()
+        .any(|l| l.contains("falls back to its share"))
+    {
+        p.daemon.wait_for("falls back to its share");
+    }
+    let st = p.ep.status();
+    assert_eq!(st["shared"]["state"], "fallback", "{st}");
+    assert_eq!(st["shared"]["live_hosts"], 1, "{st}");
+    let warnings = p
+        .daemon
+        .seen()
+        .iter()
+        .filter(|l| l.contains("cannot be reached"))
+        .count();
+    assert_eq!(warnings, 1, "one warning: {:?}", p.daemon.seen());
 }
