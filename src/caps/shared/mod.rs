@@ -17,7 +17,7 @@ mod worker;
 
 use crate::config::SharedConfig;
 use greenarrow_proxy_proto::caps::shared::{
-    Health, LeaseId, RateStep, SharedBook, SharedLimits, SharedView, Step, Transition,
+    Health, LeaseId, RateStep, Released, SharedBook, SharedLimits, SharedView, Step, Transition,
 };
 use link::{Answer, Link};
 use parking_lot::{Condvar, Mutex};
@@ -101,6 +101,17 @@ impl Inner {
         }
     }
 
+    /// A lease given back and not handed on: the keeper removes it from Redis (outside the
+    /// book's lock).
+    fn gone(&self, group: &str, r: Released) {
+        if let Released::Gone(member) = r {
+            let _ = self
+                .notes
+                .lock()
+                .send(Note::Release(group.to_string(), member));
+        }
+    }
+
     /// Sleep until `until` or an event after `generation` (or a stop).
     fn nap(&self, generation: u64, until: Instant) {
         let mut st = self.state.lock();
@@ -125,19 +136,15 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let member = {
+        let r = {
             let mut st = self.inner.state.lock();
-            if !st.book.release(&self.group, self.id) {
-                return;
+            let r = st.book.release(&self.group, self.id);
+            if r != Released::NotHeld {
+                self.inner.bump(&mut st);
             }
-            self.inner.bump(&mut st);
-            st.book.member(self.id)
+            r
         };
-        let _ = self
-            .inner
-            .notes
-            .lock()
-            .send(Note::Release(self.group.clone(), member));
+        self.inner.gone(&self.group, r);
     }
 }
 
@@ -212,6 +219,19 @@ impl SharedCaps {
     ) -> Result<Lease, SharedBlock> {
         let inner = &self.inner;
         let ticket = inner.state.lock().book.join(group);
+        // An evicted connection gives its lease back asynchronously (QUIT, then the keeper's
+        // release): one eviction per MAX_NAP at most, not one per look at a still-full cap.
+        let mut evicted: Option<Instant> = None;
+        let mut may_evict = |now: Instant| {
+            if evicted.is_some_and(|t| now.saturating_duration_since(t) < MAX_NAP) {
+                return false;
+            }
+            let done = evict();
+            if done {
+                evicted = Some(now);
+            }
+            done
+        };
         let lease = |id| Lease {
             inner: inner.clone(),
             group: group.to_string(),
@@ -222,8 +242,10 @@ impl SharedCaps {
             let (step, generation) = {
                 let mut st = inner.state.lock();
                 if now >= end || inner.stop.load(Ordering::SeqCst) {
-                    st.book.leave(group, ticket);
+                    let r = st.book.leave(group, ticket);
                     inner.bump(&mut st);
+                    drop(st);
+                    inner.gone(group, r);
                     return Err(SharedBlock::Connections(cap));
                 }
                 let step = st.book.step(group, ticket, now);
@@ -239,14 +261,15 @@ impl SharedCaps {
                     match inner.link.acquire(group, cap, &member) {
                         Ok(Answer::Granted) => {
                             let mut st = inner.state.lock();
-                            st.book.answer(group, ticket, id, true);
+                            let r = st.book.answer(group, ticket, id, true);
                             inner.bump(&mut st);
+                            drop(st);
+                            inner.gone(group, r);
                             return Ok(lease(id));
                         }
                         Ok(Answer::Full(after)) => {
-                            if evict() {
-                                continue;
-                            }
+                            // After an eviction, wait for its release (a wake-up).
+                            may_evict(now);
                             until = until.min(now + after.min(MAX_NAP));
                         }
                         Err(e) => {
@@ -258,8 +281,8 @@ impl SharedCaps {
                 Step::Wait => {
                     // First in line with this host's share used up (fallback, rejoining).
                     let first = inner.state.lock().book.is_first(group, ticket);
-                    if first && evict() {
-                        continue;
+                    if first {
+                        may_evict(now);
                     }
                     // The health may change without a release (the keeper bumps then).
                     until = until.min(now + MAX_NAP);

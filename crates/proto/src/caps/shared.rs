@@ -83,6 +83,17 @@ pub enum Step {
     Granted(LeaseId),
 }
 
+/// What became of a lease given back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// It was not held (already released).
+    NotHeld,
+    /// Handed to the first in line on this host (still held, still in Redis).
+    Handed,
+    /// Gone: remove this member from Redis.
+    Gone(String),
+}
+
 /// What a new connection's rate check does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateStep {
@@ -99,6 +110,9 @@ struct Group {
     limits: SharedLimits,
     held: BTreeSet<LeaseId>,
     queue: VecDeque<Ticket>,
+    /// Leases given back here in fallback or rejoining and handed to the first in line (held
+    /// all along, within the share), until their ticket steps.
+    handed: BTreeMap<Ticket, LeaseId>,
     /// Dials in the window, for the fallback share of the rate.
     dials: VecDeque<Instant>,
     /// Holders per host as last read from Redis (for the status view).
@@ -224,9 +238,12 @@ impl SharedBook {
     /// What `ticket` does now.
     pub fn step(&mut self, group: &str, ticket: Ticket, now: Instant) -> Step {
         let share_cap = {
-            let Some(g) = self.groups.get(group) else {
+            let Some(g) = self.groups.get_mut(group) else {
                 return Step::Wait;
             };
+            if let Some(lease) = g.handed.remove(&ticket) {
+                return Step::Granted(lease);
+            }
             if g.queue.front() != Some(&ticket) {
                 return Step::Wait;
             }
@@ -261,10 +278,27 @@ impl SharedBook {
         }
     }
 
-    /// Redis answered `ticket`'s ask for `lease`: granted (true) or the cap is full.
-    pub fn answer(&mut self, group: &str, ticket: Ticket, lease: LeaseId, granted: bool) {
-        if granted {
-            self.grant(group, ticket, lease);
+    /// Redis answered `ticket`'s ask for `lease`: granted (true) or the cap is full. If a
+    /// lease was handed to `ticket` meanwhile and Redis granted one too, the handed one is
+    /// given back ([`SharedBook::release`]'s answer is returned: a member to remove).
+    pub fn answer(
+        &mut self,
+        group: &str,
+        ticket: Ticket,
+        lease: LeaseId,
+        granted: bool,
+    ) -> Released {
+        if !granted {
+            return Released::NotHeld;
+        }
+        self.grant(group, ticket, lease);
+        let handed = self
+            .groups
+            .get_mut(group)
+            .and_then(|g| g.handed.remove(&ticket));
+        match handed {
+            Some(h) => self.release(group, h),
+            None => Released::NotHeld,
         }
     }
 
@@ -275,19 +309,51 @@ impl SharedBook {
         }
     }
 
-    /// `ticket` gives up (its wait expired, or it got a connection some other way).
-    pub fn leave(&mut self, group: &str, ticket: Ticket) {
-        if let Some(g) = self.groups.get_mut(group) {
-            g.queue.retain(|t| *t != ticket);
+    /// `ticket` gives up (its wait expired, or it got a connection some other way); a lease
+    /// handed to it meanwhile is given back.
+    pub fn leave(&mut self, group: &str, ticket: Ticket) -> Released {
+        let Some(g) = self.groups.get_mut(group) else {
+            return Released::NotHeld;
+        };
+        g.queue.retain(|t| *t != ticket);
+        match g.handed.remove(&ticket) {
+            Some(h) => self.release(group, h),
+            None => Released::NotHeld,
         }
     }
 
-    /// A lease ends (its connection closed): true if it was held (then the caller removes
-    /// its member from Redis and wakes the waiters).
-    pub fn release(&mut self, group: &str, lease: LeaseId) -> bool {
-        self.groups
-            .get_mut(group)
-            .is_some_and(|g| g.held.remove(&lease))
+    /// A lease ends (its connection closed). In fallback and rejoining it goes to the first
+    /// in line on this host if that one may hold one more (within the share); otherwise, and
+    /// always when Redis decides (so that every host's first in line has the same chance at
+    /// it), it is gone: the caller removes its member from Redis. Either way the caller wakes
+    /// the waiters.
+    pub fn release(&mut self, group: &str, lease: LeaseId) -> Released {
+        let share = self
+            .groups
+            .get(group)
+            .and_then(|g| g.limits.max_connections)
+            .map(|c| self.share(c));
+        let health = self.health;
+        let Some(g) = self.groups.get_mut(group) else {
+            return Released::NotHeld;
+        };
+        if !g.held.remove(&lease) {
+            return Released::NotHeld;
+        }
+        let may = match health {
+            Health::Shared | Health::Starting => false,
+            Health::Fallback { .. } | Health::Rejoining { .. } => {
+                share.is_some_and(|s| g.held.len() < s)
+            }
+        };
+        if may {
+            if let Some(t) = g.queue.pop_front() {
+                g.held.insert(lease);
+                g.handed.insert(t, lease);
+                return Released::Handed;
+            }
+        }
+        Released::Gone(self.member(lease))
     }
 
     /// A new connection toward `group` is about to be dialled: may it?
@@ -404,7 +470,7 @@ impl SharedBook {
                 group: name.clone(),
                 limits: g.limits,
                 held: g.held.len(),
-                waiting: g.queue.len(),
+                waiting: g.queue.len() + g.handed.len(),
                 share: g.limits.max_connections.map(|c| self.share(c)),
                 holders: g.holders.clone(),
             })

@@ -47,8 +47,11 @@ fn only_the_first_in_line_asks_redis_and_a_grant_moves_the_line() {
     b.answer("g", t1, lease, true);
     assert!(matches!(b.step("g", t2, now), Step::AskRedis { .. }));
     assert_eq!(b.view()[0].held, 1);
-    assert!(b.release("g", lease));
-    assert!(!b.release("g", lease));
+    // Given back while Redis decides: gone, even with t2 waiting here (every host's first in
+    // line gets the same chance at it).
+    assert_eq!(b.release("g", lease), Released::Gone(b.member(lease)));
+    assert_eq!(b.release("g", lease), Released::NotHeld);
+    assert!(matches!(b.step("g", t2, now), Step::AskRedis { .. }));
 }
 
 #[test]
@@ -109,7 +112,18 @@ fn rejoining_needs_both_the_share_and_redis_then_shared_after_one_lease_time() {
         Step::Wait,
         "share used up while rejoining"
     );
-    b.release("g", leases[0]);
+    // Given back within the share: handed to the waiter.
+    assert_eq!(b.release("g", leases[0]), Released::Handed);
+    assert_eq!(b.step("g", t, now), Step::Granted(leases[0]));
+    let t = b.join("g");
+    assert_eq!(b.release("g", leases[1]), Released::Handed);
+    let Step::Granted(l) = b.step("g", t, now) else {
+        panic!()
+    };
+    assert_eq!(l, leases[1]);
+    // Nobody waits: gone; a newcomer asks Redis (within the share).
+    assert!(matches!(b.release("g", l), Released::Gone(_)));
+    let t = b.join("g");
     assert!(matches!(b.step("g", t, now), Step::AskRedis { .. }));
     assert_eq!(b.redis_ok(2, None, now + LEASE), Some(Transition::ToShared));
 }
@@ -167,4 +181,60 @@ fn a_lease_granted_after_the_mark_keeps_the_host_in_fallback() {
         b.redis_ok(2, Some(b.mark()), now),
         Some(Transition::ToRejoining)
     );
+}
+
+#[test]
+fn a_lease_handed_to_a_waiter_that_redis_also_served_or_that_left_is_given_back() {
+    let now = Instant::now();
+    let mut b = book(2, None, now);
+    b.redis_ok(1, Some(b.mark()), now);
+    b.redis_failed(now);
+    assert_eq!(
+        b.redis_ok(1, Some(b.mark()), now),
+        Some(Transition::ToRejoining)
+    );
+    let (t1, t2) = (b.join("g"), b.join("g"));
+    let Step::AskRedis { lease: l1, .. } = b.step("g", t1, now) else {
+        panic!()
+    };
+    assert_eq!(b.answer("g", t1, l1, true), Released::NotHeld);
+    // t2 is mid-ask when l1 comes back: handed to t2; then Redis grants t2 too.
+    let Step::AskRedis { lease: l2, .. } = b.step("g", t2, now) else {
+        panic!()
+    };
+    assert_eq!(b.release("g", l1), Released::Handed);
+    assert_eq!(b.answer("g", t2, l2, true), Released::Gone(b.member(l1)));
+    assert_eq!(b.view()[0].held, 1);
+    assert_eq!(b.view()[0].waiting, 0);
+    // A waiter that leaves with a lease handed to it gives it back.
+    let t3 = b.join("g");
+    assert_eq!(b.release("g", l2), Released::Handed);
+    assert_eq!(b.leave("g", t3), Released::Gone(b.member(l2)));
+    assert_eq!(b.view()[0].held, 0);
+}
+
+#[test]
+fn in_fallback_a_lease_is_not_handed_on_above_the_share() {
+    let now = Instant::now();
+    let mut b = book(4, None, now);
+    b.redis_ok(1, Some(b.mark()), now);
+    let leases: Vec<_> = (0..4)
+        .map(|_| {
+            let t = b.join("g");
+            let Step::AskRedis { lease, .. } = b.step("g", t, now) else {
+                panic!()
+            };
+            b.answer("g", t, lease, true);
+            lease
+        })
+        .collect();
+    // Two hosts now: share 2, four held.
+    b.redis_ok(2, None, now);
+    b.redis_failed(now);
+    let t = b.join("g");
+    assert!(matches!(b.release("g", leases[0]), Released::Gone(_)));
+    assert!(matches!(b.release("g", leases[1]), Released::Gone(_)));
+    assert_eq!(b.step("g", t, now), Step::Wait, "2 held, share 2");
+    assert_eq!(b.release("g", leases[2]), Released::Handed);
+    assert_eq!(b.step("g", t, now), Step::Granted(leases[2]));
 }
