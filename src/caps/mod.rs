@@ -206,9 +206,15 @@ impl Caps {
         let mut st = self.inner.state.lock();
         self.inner.closed.store(true, Ordering::SeqCst);
         let tokens = st.ledger.cancel_all(Instant::now());
+        let shared = st.shared.clone();
         drop(st);
         // Dropping a sender wakes its waiter with nothing.
         drop(tokens);
+        // Requests waiting for a shared lease give up too (the keeper goes on giving back
+        // the leases of the connections still closing).
+        if let Some(s) = shared {
+            s.close();
+        }
     }
 
     /// A connection taken from the pool for a session: in use again.

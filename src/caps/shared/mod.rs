@@ -297,10 +297,10 @@ impl SharedCaps {
         let inner = &self.inner;
         loop {
             let now = Instant::now();
-            let (step, n, generation) = {
+            let (step, n) = {
                 let mut st = inner.state.lock();
                 let n = st.book.limits(group).max_new_connections.unwrap_or(0);
-                (st.book.rate(group, now), n, st.generation)
+                (st.book.rate(group, now), n)
             };
             let room = match step {
                 RateStep::Go => return Ok(()),
@@ -317,7 +317,11 @@ impl SharedCaps {
             if room > end || inner.stop.load(Ordering::SeqCst) {
                 return Err(SharedBlock::Rate(n, room));
             }
-            inner.nap(generation, room);
+            // Until the room the answer gave (no event brings it sooner), or a stop.
+            while Instant::now() < room && !inner.stop.load(Ordering::SeqCst) {
+                let generation = inner.state.lock().generation;
+                inner.nap(generation, room);
+            }
         }
     }
 
