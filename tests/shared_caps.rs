@@ -413,4 +413,26 @@ fn a_proxy_whose_redis_never_answers_keeps_to_the_whole_cap_alone() {
         .filter(|l| l.contains("cannot be reached"))
         .count();
     assert_eq!(warnings, 1, "one warning: {:?}", p.daemon.seen());
+
+    // A reload with another shared cap: new caps in force (a new set of leases), shown.
+    let config = p._dir.0.join("greenarrow_proxy.yaml");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replace("max_connections: 2", "max_connections: 3"),
+    )
+    .unwrap();
+    p.daemon.signal(Signal::SIGHUP);
+    p.daemon.wait_for("configuration reloaded from");
+    let st = p.ep.status();
+    let groups = st["shared"]["groups"].as_array().unwrap();
+    let g = groups.iter().find(|g| g["group"] == "testmx").unwrap();
+    assert_eq!(g["max_connections"], 3, "{st}");
+    run(&[&p.ep], 12, &mx);
+    let (max, _) = high_water(&mx);
+    assert_eq!(mx.stats().messages, 24);
+    assert!(
+        max <= 3,
+        "the MX saw {max} sessions at once after the reload"
+    );
 }
