@@ -8,14 +8,20 @@
 //! pub/sub channel `P:released:<group>` (a lease was given back).
 
 use crate::config::SharedConfig;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use redis::{Client, Connection, Script};
 use std::fmt;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Connections kept idle for reuse; more than that are closed after use.
-const MAX_IDLE: usize = 8;
+/// Connections to Redis open at once (in use and idle), besides the pub/sub listener's.
+pub const MAX_OPEN: usize = 16;
+
+struct Slots {
+    idle: Vec<Connection>,
+    /// In use and idle.
+    open: usize,
+}
 
 /// Drop expired leases, count, add if below the cap. ARGV: cap, lease ms, member.
 /// Returns {1, 0}, or {0, ms until the first lease expires}.
@@ -103,25 +109,44 @@ return {1, 0}
     )
 });
 
-/// A Redis call that failed (connection, timeout, or an error reply).
+/// A Redis call that failed (connection, timeout, or an error reply), or found every
+/// connection of the pool busy.
 #[derive(Debug)]
-pub struct LinkError(redis::RedisError);
+#[non_exhaustive]
+pub enum LinkError {
+    Redis(redis::RedisError),
+    /// All [`MAX_OPEN`] connections stayed in use for `caps.shared.timeout`: Redis answers,
+    /// this host asks too much at once (not a reason to fall back).
+    Busy,
+}
+
+impl LinkError {
+    pub fn is_busy(&self) -> bool {
+        matches!(self, LinkError::Busy)
+    }
+}
 
 impl fmt::Display for LinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis: {}", self.0)
+        match self {
+            LinkError::Redis(e) => write!(f, "redis: {e}"),
+            LinkError::Busy => write!(f, "redis: all {MAX_OPEN} connections busy"),
+        }
     }
 }
 
 impl std::error::Error for LinkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match self {
+            LinkError::Redis(e) => Some(e),
+            LinkError::Busy => None,
+        }
     }
 }
 
 impl From<redis::RedisError> for LinkError {
     fn from(e: redis::RedisError) -> LinkError {
-        LinkError(e)
+        LinkError::Redis(e)
     }
 }
 
@@ -146,7 +171,8 @@ fn answer(v: (i64, i64)) -> Answer {
 /// The pool of connections to one Redis, and the keys of one prefix.
 pub struct Link {
     client: Client,
-    idle: Mutex<Vec<Connection>>,
+    slots: Mutex<Slots>,
+    freed: Condvar,
     timeout: Duration,
     prefix: String,
     lease_ms: u64,
@@ -162,7 +188,11 @@ impl Link {
         }
         Ok(Link {
             client: Client::open(info)?,
-            idle: Mutex::new(Vec::new()),
+            slots: Mutex::new(Slots {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
             timeout: cfg.timeout,
             prefix: cfg.key_prefix.clone(),
             lease_ms: cfg.lease.as_millis() as u64,
@@ -177,26 +207,68 @@ impl Link {
         Ok(c)
     }
 
-    /// Run `f` on a pooled connection (a new one if none is idle); the connection goes back
-    /// to the pool only if the call worked. No lock is held during the call.
+    /// Run `f` on a pooled connection (a new one if none is idle and fewer than
+    /// [`MAX_OPEN`] are open; else wait for one up to the timeout); the connection goes back to
+    /// the pool only if the call worked. No lock is held during the call.
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
-        let pooled = self.idle.lock().pop();
+        let until = Instant::now() + self.timeout;
+        let pooled = {
+            let mut st = self.slots.lock();
+            loop {
+                if let Some(c) = st.idle.pop() {
+                    break Some(c);
+                }
+                if st.open < MAX_OPEN {
+                    st.open += 1;
+                    break None;
+                }
+                if self.freed.wait_until(&mut st, until).timed_out() {
+                    return Err(LinkError::Busy);
+                }
+            }
+        };
         let mut c = match pooled {
             Some(c) => c,
-            None => self.connect()?,
+            None => match self.connect() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.close_one();
+                    return Err(e);
+                }
+            },
         };
-        let out = f(&mut c)?;
-        let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(c);
+        match f(&mut c) {
+            Ok(out) => {
+                self.slots.lock().idle.push(c);
+                self.freed.notify_one();
+                Ok(out)
+            }
+            Err(e) => {
+                drop(c);
+                self.close_one();
+                Err(e.into())
+            }
         }
-        Ok(out)
     }
 
-    /// Close every pooled connection (after a failure: they may be dead).
+    /// A connection of the pool was closed.
+    fn close_one(&self) {
+        let mut st = self.slots.lock();
+        st.open = st.open.saturating_sub(1);
+        drop(st);
+        self.freed.notify_one();
+    }
+
+    /// Close every idle connection (after a failure: they may be dead).
     pub fn reset(&self) {
-        let gone = std::mem::take(&mut *self.idle.lock());
+        let gone = {
+            let mut st = self.slots.lock();
+            let gone = std::mem::take(&mut st.idle);
+            st.open = st.open.saturating_sub(gone.len());
+            gone
+        };
         drop(gone);
+        self.freed.notify_all();
     }
 
     pub fn channel_pattern(&self) -> String {

@@ -31,6 +31,8 @@ pub use link::LinkError;
 /// The longest a waiter at a full shared cap sleeps without news (a lease of a host that
 /// died expires without a release message; the acquire script says when the first expires).
 const MAX_NAP: Duration = Duration::from_secs(1);
+/// How long a request waits before asking again when every Redis connection was busy.
+const BUSY_NAP: Duration = Duration::from_millis(50);
 
 struct Locked {
     book: SharedBook,
@@ -81,7 +83,11 @@ impl Inner {
     }
 
     /// A Redis call failed: fallback (logged once), and the pooled connections are dropped.
+    /// (Not for a busy pool: Redis answers.)
     fn failed(&self, e: &LinkError) {
+        if e.is_busy() {
+            return;
+        }
         self.link.reset();
         let t = {
             let mut st = self.state.lock();
@@ -272,6 +278,7 @@ impl SharedCaps {
                             may_evict(now);
                             until = until.min(now + after.min(MAX_NAP));
                         }
+                        Err(e) if e.is_busy() => until = until.min(now + BUSY_NAP),
                         Err(e) => {
                             inner.failed(&e);
                             continue;
@@ -308,6 +315,7 @@ impl SharedCaps {
                 RateStep::AskRedis => match inner.link.rate(group, n, inner.window) {
                     Ok(Answer::Granted) => return Ok(()),
                     Ok(Answer::Full(after)) => now + after,
+                    Err(e) if e.is_busy() => now + BUSY_NAP,
                     Err(e) => {
                         inner.failed(&e);
                         continue;
