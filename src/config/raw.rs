@@ -95,6 +95,9 @@ pub(crate) struct RawTimeouts {
 pub(crate) struct RawMxTls {
     pub min_version: Option<String>,
     pub ca_file: Option<String>,
+    pub dane: Option<String>,
+    pub mta_sts: Option<String>,
+    pub allow_none_when_required: Option<bool>,
 }
 
 /// `pool:`
@@ -142,6 +145,20 @@ pub(crate) struct RawCaps {
     pub max_connections_per_source: Option<u64>,
     pub destinations: Option<Vec<RawGroup>>,
     pub sources: Option<Vec<RawSource>>,
+    pub shared: Option<RawShared>,
+}
+
+/// `caps.shared`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShared {
+    pub redis: Option<String>,
+    pub password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub host: Option<String>,
+    pub lease: Option<String>,
+    pub timeout: Option<String>,
+    pub destinations: Option<BTreeMap<String, RawCapLimits>>,
 }
 
 /// One entry of `caps.destinations`.

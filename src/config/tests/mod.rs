@@ -12,6 +12,7 @@ mod docs;
 mod effective;
 mod errors;
 mod frontends;
+mod shared;
 
 const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-42";
 const EXAMPLE: &str = include_str!("../../../etc/greenarrow_proxy.yaml");
@@ -309,7 +310,7 @@ fn example_and_docs_list_every_key() {
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 64, "{keys:?}");
+    assert_eq!(keys.len(), 67, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");
