@@ -25,12 +25,13 @@ use crate::session::EgressError;
 use crate::shared::Shared;
 use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
-use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
+use passthrough::{CloseReason, PassthroughLimits, DEFAULT_BUFFER};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// TCP keepalive idle time on both legs of a passthrough session.
+/// TCP keepalive idle time on the MTA leg of a passthrough session (the MX leg has the
+/// same, from `dial`).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
@@ -55,12 +56,14 @@ fn passthrough_session(
         lifetime: Some(deadline.remaining()),
         keepalive: Some(KEEPALIVE),
         buffer: DEFAULT_BUFFER,
+        splice: true,
     };
     let remote = mx.peer_addr().ok();
     let stats = egress.shared.stats();
     stats.connected();
     let sum = passthrough::relay(mta, &mx, initial, &limits);
     stats.passed_through(sum.mta_to_mx, sum.mx_to_mta);
+    verbose!(egress.rt, mta = egress.peer; "passthrough: bytes moved by {}", sum.path);
     if egress.rt.config.log_sessions {
         SessionRecord {
             mta: egress.peer,
@@ -79,8 +82,12 @@ fn passthrough_session(
         }
         .log(format_args!("passthrough session ended: {}", sum.reason));
     }
-    let _ = mx.shutdown(std::net::Shutdown::Both);
-    let _ = mta.shutdown(std::net::Shutdown::Both);
+    // After a relay that ran to its end both sockets are shut both ways already (EOF read,
+    // EOF passed on): closing them is enough. Otherwise tell both peers now.
+    if !matches!(sum.reason, CloseReason::MtaClosed | CloseReason::MxClosed) {
+        let _ = mx.shutdown(std::net::Shutdown::Both);
+        let _ = mta.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// Where an MTA wants to go, as a front-end's handshake said it.
