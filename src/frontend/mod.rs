@@ -25,7 +25,7 @@ use crate::session::EgressError;
 use crate::shared::Shared;
 use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
-use passthrough::{CloseReason, PassthroughLimits, DEFAULT_BUFFER};
+use passthrough::{CloseReason, PassthroughLimits, DEFAULT_BUFFER, DEFAULT_PIPE};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,7 @@ fn passthrough_session(
         lifetime: Some(deadline.remaining()),
         keepalive: Some(KEEPALIVE),
         buffer: DEFAULT_BUFFER,
+        pipe: DEFAULT_PIPE,
         splice: true,
     };
     let remote = mx.peer_addr().ok();

@@ -18,7 +18,8 @@
 //!   (descriptors exhausted): copying goes on.
 //!
 //! Bounded on every axis, whichever the path:
-//! - memory: one fixed buffer (or kernel pipe) per direction ([`PassthroughLimits::buffer`]);
+//! - memory: one fixed buffer per direction ([`PassthroughLimits::buffer`]), and once it
+//!   splices a kernel pipe of a fixed size ([`PassthroughLimits::pipe`]) in its place;
 //! - time without traffic: no byte moved either way for [`PassthroughLimits::idle`] ends the
 //!   relay ([`CloseReason::Idle`]);
 //! - a peer that stops reading: bytes waiting for it with no write progress for
@@ -54,6 +55,10 @@ mod tests;
 use pipe::{Clock, Pipe};
 pub use splice::{CopyWhy, Path};
 
+/// Default kernel pipe per splicing direction: the kernel's own default pipe size (and
+/// HAProxy's `tune.pipesize`), four times fewer wake-ups per megabyte than the buffer.
+pub const DEFAULT_PIPE: usize = 64 * 1024;
+
 /// Default buffer per direction.
 pub const DEFAULT_BUFFER: usize = 16 * 1024;
 
@@ -73,9 +78,12 @@ pub struct PassthroughLimits {
     /// `None` leaves its settings as they are. The MX's socket keeps the dialler's
     /// (`dial::dial` sets the same keepalive on every MX connection).
     pub keepalive: Option<Duration>,
-    /// Bytes buffered per direction (at least 1): the buffer of the copying path, the
-    /// size of each kernel pipe on the splice path (rounded up to whole pages, at least one).
+    /// Bytes buffered per direction while it copies (at least 1).
     pub buffer: usize,
+    /// Bytes a direction's kernel pipe holds once it splices (rounded up to whole pages by
+    /// the kernel, at least one; the kernel's default size if this one is refused, and never
+    /// more taken in than this).
+    pub pipe: usize,
     /// Move the bytes with `splice(2)` where it can (see the module's documentation);
     /// `false`: always copy.
     pub splice: bool,
@@ -89,6 +97,7 @@ impl Default for PassthroughLimits {
             lifetime: None,
             keepalive: Some(Duration::from_secs(60)),
             buffer: DEFAULT_BUFFER,
+            pipe: DEFAULT_PIPE,
             splice: true,
         }
     }
@@ -207,7 +216,7 @@ pub fn relay(
     let mut clock = Clock::new(limits, started);
     let mut up = Pipe::new(limits.buffer, initial, started); // MTA → MX
     let mut down = Pipe::new(limits.buffer, &[], started); // MX → MTA
-    let mut transfer = splice::Transfer::new(mta, mx, limits.splice);
+    let mut transfer = splice::Transfer::new(mta, mx, limits.splice.then_some(limits.pipe));
     let reason = run(mta, mx, &mut up, &mut down, &mut clock, &mut transfer);
     PassthroughSummary {
         mta_to_mx: up.moved,

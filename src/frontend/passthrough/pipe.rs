@@ -64,13 +64,13 @@ impl Pipe {
         self.bulk && !self.wants_write() && !self.buf.is_empty()
     }
 
-    /// Move to a kernel pipe of `cap` bytes (at most the buffer's size), dropping the buffer.
-    /// Only with nothing pending ([`Pipe::wants_splice`]): otherwise nothing changes.
+    /// Move to a kernel pipe of `cap` bytes, dropping the buffer. Only with nothing pending
+    /// ([`Pipe::wants_splice`]): otherwise nothing changes.
     pub(crate) fn to_counting(&mut self, cap: usize) {
         if self.wants_write() {
             return;
         }
-        self.cap = cap.clamp(1, self.cap);
+        self.cap = cap.max(1);
         self.buf = Vec::new();
         self.start = 0;
         self.end = 0;

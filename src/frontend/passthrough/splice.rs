@@ -3,9 +3,9 @@
 //!
 //! A direction starts by copying through its buffer; once bulk data flows that way (one read
 //! filled the whole buffer: a message body, not SMTP lines) and the buffer has been written
-//! out, it moves to a kernel pipe of its own, sized to the same bound (`F_SETPIPE_SZ`; the
-//! kernel rounds up to whole pages, and no more than the bound is taken in), so a slow reader
-//! holds back as much as the copying path would. Short sessions (an SMTP dialogue, a small
+//! out, it moves to a kernel pipe of its own, of a fixed size (`F_SETPIPE_SZ`, 64 KiB by
+//! default; the kernel rounds up to whole pages, and no more than that is taken in), so a
+//! slow reader holds the writer back as on the copying path. Short sessions (an SMTP dialogue, a small
 //! message) never pay for pipes; a 5 MB body pays once and then saves two copies per chunk.
 //! This is HAProxy's `option splice-auto`.
 //!
@@ -108,6 +108,8 @@ pub(super) struct Transfer<'a> {
     mta: &'a TcpStream,
     mx: &'a TcpStream,
     allowed: bool,
+    /// The size of a kernel pipe.
+    size: usize,
     /// MTA → MX, once it splices.
     up: Option<KernelPipe>,
     /// MX → MTA, once it splices.
@@ -120,12 +122,14 @@ pub(super) struct Transfer<'a> {
 const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
 impl<'a> Transfer<'a> {
-    /// Transfers between `mta` and `mx`; `allowed`: splice where it pays.
-    pub(super) fn new(mta: &'a TcpStream, mx: &'a TcpStream, allowed: bool) -> Transfer<'a> {
+    /// Transfers between `mta` and `mx`; `pipe`: splice where it pays, through kernel pipes
+    /// of this size.
+    pub(super) fn new(mta: &'a TcpStream, mx: &'a TcpStream, pipe: Option<usize>) -> Transfer<'a> {
         Transfer {
             mta,
             mx,
-            allowed,
+            allowed: pipe.is_some(),
+            size: pipe.unwrap_or(0),
             up: None,
             down: None,
             no_pipes: false,
@@ -155,7 +159,7 @@ impl<'a> Transfer<'a> {
         if !self.allowed || self.no_pipes || !pipe.wants_splice() || self.kernel(from).is_some() {
             return;
         }
-        match KernelPipe::open(pipe.room()) {
+        match KernelPipe::open(self.size) {
             Ok((k, cap)) => {
                 if self.nonblocking.is_none() {
                     self.nonblocking =

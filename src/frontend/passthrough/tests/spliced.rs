@@ -214,6 +214,7 @@ fn initial_bytes_then_bulk_data_arrive_in_order_across_the_switch() {
     let initial = pattern(5000, 4);
     let l = PassthroughLimits {
         buffer: 4096,
+        pipe: 4096,
         ..limits()
     };
     let (mta, mx, h) = start(&initial, l);
@@ -238,6 +239,7 @@ fn a_slow_reader_gets_every_byte_in_order_through_a_small_pipe() {
     const N: usize = 3 * 1024 * 1024;
     let l = PassthroughLimits {
         buffer: 4096,
+        pipe: 4096,
         ..limits()
     };
     let (mta, mx, h) = start(b"", l);
@@ -271,6 +273,7 @@ fn a_reader_that_stops_still_hits_the_stall_bound_on_the_splice_path() {
     let l = PassthroughLimits {
         stall: Duration::from_millis(200),
         buffer: 4096,
+        pipe: 4096,
         ..limits()
     };
     let (mta, _mx, h) = start(b"", l);
