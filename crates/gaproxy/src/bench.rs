@@ -14,6 +14,7 @@ mod children;
 mod delay;
 mod direct;
 mod load;
+mod passthrough;
 mod scale;
 
 use children::{cpu_seconds, status_kib, Haproxy, ProxySpec, ProxyUnderTest};
@@ -108,6 +109,11 @@ pub struct BenchArgs {
     /// Every MTA uses the same source address (127.0.0.2) instead of one of its own.
     #[arg(long)]
     pub one_source: bool,
+    /// --target proxy: the MTAs go through this front-end of the proxy in `mode:
+    /// passthrough` (a PROXY v2 header, or SOCKS5 BIND and CONNECT), then speak SMTP to the
+    /// MX as the direct client does, instead of using the native protocol (issue 24).
+    #[arg(long, value_enum)]
+    pub passthrough: Option<passthrough::Front>,
 }
 
 /// The daemon binary to run.
@@ -162,6 +168,9 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     // Keep the proxy or HAProxy alive until the end of the run.
     let mut proxy = None;
     let mut haproxy = None;
+    if a.passthrough.is_some() && (a.target != Target::Proxy || a.reuse || a.mx_tls) {
+        return Err("--passthrough goes with --target proxy, without --reuse and --mx-tls".into());
+    }
     let (kind, pid) = match a.target {
         Target::Proxy => {
             let p = ProxyUnderTest::start(&ProxySpec {
@@ -170,9 +179,21 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
                 max_idle: a.concurrency * 2 + 16,
                 binary: proxy_binary(&a)?,
                 cap: a.cap,
+                passthrough: a.passthrough.is_some(),
             })?;
             let pid = p.pid;
-            let kind = TargetKind::Proxy(p.client.clone());
+            let kind = match (a.passthrough, p.fronts) {
+                (Some(front), Some(f)) => TargetKind::Front(passthrough::FrontTarget {
+                    kind: front,
+                    addr: match front {
+                        passthrough::Front::ProxyV2 => f.proxy_protocol,
+                        passthrough::Front::Socks5 => f.socks5,
+                    },
+                    mx: mx_addr,
+                    timeout: a.timeout,
+                }),
+                _ => TargetKind::Proxy(p.client.clone()),
+            };
             proxy = Some(p);
             (kind, pid)
         }
@@ -233,6 +254,14 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     drop(haproxy);
     drop(relay);
     report(&a, &outcome, cpu, peak_kib, syscalls, &mx_stats, mx_ok);
+    // The proxy's (or HAProxy's) CPU per message, for benches/run.sh's passthrough lines.
+    if let Some(c) = cpu {
+        println!(
+            "CPU label={} cpu_ms_per_msg={:.4}",
+            a.label,
+            c * 1000.0 / outcome.sample.messages.max(1) as f64
+        );
+    }
     if s.errors > 0 || !mx_ok {
         return Err(format!(
             "{} error(s); first: {}",
