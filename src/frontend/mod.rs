@@ -28,11 +28,6 @@ use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
 use passthrough::{CloseReason, PassthroughLimits, DEFAULT_BUFFER, DEFAULT_PIPE};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// TCP keepalive idle time on the MTA leg of a passthrough session (the MX leg has the
-/// same, from `dial`).
-const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
 fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
@@ -54,7 +49,9 @@ fn passthrough_session(
         idle: t.mta_idle,
         stall: t.mx_command,
         lifetime: Some(deadline.remaining()),
-        keepalive: Some(KEEPALIVE),
+        // Both sockets have it already: the MTA's from its front-end's listener, the MX's
+        // from `dial` (`dial::keepalive`).
+        keepalive: None,
         buffer: DEFAULT_BUFFER,
         pipe: DEFAULT_PIPE,
         splice: true,
@@ -169,7 +166,7 @@ pub fn serve(
     let Some(fe) = rt.config.frontends.get(index) else {
         return;
     };
-    let _ = tcp.set_nodelay(true);
+    // TCP_NODELAY and keepalive come from the listener (`server::listen::bind`).
     let deadline = Deadline::after(rt.config.timeouts.session_lifetime);
     let fe: &Frontend = fe;
     let egress = Egress {

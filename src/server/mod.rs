@@ -150,7 +150,7 @@ impl Server {
         }
         let mut sockets = Vec::new();
         for (addr, kind) in listen {
-            sockets.push((addr, kind, bind(addr, freebind)?));
+            sockets.push((addr, kind, bind(addr, freebind, kind)?));
         }
         server.add_listeners(sockets);
         server.set_endpoints(&server.shared.runtime().config);
@@ -354,7 +354,7 @@ impl Server {
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
-            match bind(*addr, freebind) {
+            match bind(*addr, freebind, *kind) {
                 Ok(socket) => fresh.push((*addr, *kind, socket)),
                 Err(e) => {
                     // Refused as a whole: the moved addresses listen again as they were (the
@@ -375,7 +375,7 @@ impl Server {
     /// Bind and start again the listeners a refused [`Server::set_listen`] had stopped.
     fn restore_listeners(self: &Arc<Self>, stopped: &[(SocketAddr, ListenKind)], freebind: bool) {
         for &(addr, kind) in stopped {
-            match bind(addr, freebind) {
+            match bind(addr, freebind, kind) {
                 Ok(socket) => self.add_listener(addr, kind, socket),
                 Err(e) => warn!("{e}: it stays closed until a reload that binds it works"),
             }
