@@ -70,11 +70,14 @@ impl fmt::Display for Path {
 /// What a relay reports: splice if a direction spliced, else why not (splicing off, a pipe
 /// that could not be made, or no bulk data).
 pub fn path(allowed: bool, spliced: bool, no_pipes: bool) -> Path {
-    match () {
-        _ if spliced => Path::Splice,
-        _ if !allowed => Path::Copy(CopyWhy::Disabled),
-        _ if no_pipes => Path::Copy(CopyWhy::NoPipes),
-        _ => Path::Copy(CopyWhy::NoBulk),
+    if spliced {
+        Path::Splice
+    } else if !allowed {
+        Path::Copy(CopyWhy::Disabled)
+    } else if no_pipes {
+        Path::Copy(CopyWhy::NoPipes)
+    } else {
+        Path::Copy(CopyWhy::NoBulk)
     }
 }
 
