@@ -12,7 +12,7 @@ fn large_body(n: usize) -> Vec<u8> {
     let mut b = b"Subject: large passthrough\r\n\r\n".to_vec();
     let mut i = 0usize;
     while b.len() < n {
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             b.push(b'.');
         }
         let len = 10 + (i * 37) % 900;

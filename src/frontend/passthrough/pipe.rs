@@ -4,7 +4,7 @@
 //! A [`Pipe`] counts the bytes read from a source and not yet written to its destination.
 //! It starts holding them in its own buffer; once one read fills the whole buffer (bulk data:
 //! a message body, not a dialogue of lines) and the buffer has been written out, the
-//! direction may move to a kernel pipe ([`Pipe::wants_splice`], [`Pipe::to_counting`]), and
+//! direction may move to a kernel pipe ([`Pipe::wants_splice`], [`Pipe::move_to_kernel`]), and
 //! the [`Pipe`] then only counts the bytes waiting there, with the same bound, the same EOF
 //! and shutdown rules and the same stall clock.
 
@@ -66,7 +66,7 @@ impl Pipe {
 
     /// Move to a kernel pipe of `cap` bytes, dropping the buffer. Only with nothing pending
     /// ([`Pipe::wants_splice`]): otherwise nothing changes.
-    pub(crate) fn to_counting(&mut self, cap: usize) {
+    pub(crate) fn move_to_kernel(&mut self, cap: usize) {
         if self.wants_write() {
             return;
         }

@@ -168,7 +168,7 @@ impl<'a> Transfer<'a> {
                     self.nonblocking =
                         Some([Nonblocking::set(self.mta), Nonblocking::set(self.mx)]);
                 }
-                pipe.to_counting(cap);
+                pipe.move_to_kernel(cap);
                 *self.kernel(from) = Some(k);
             }
             Err(_) => self.no_pipes = true,

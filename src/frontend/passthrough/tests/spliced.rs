@@ -75,7 +75,7 @@ fn a_counting_pipe_keeps_the_bound_and_stops_reading_when_the_kernel_refuses() {
     let mut p = Pipe::new(16, b"", t);
     p.filled(16, t);
     p.drained(16, t);
-    p.to_counting(8);
+    p.move_to_kernel(8);
     assert!(p.is_counting() && !p.wants_splice());
     assert_eq!((p.pending_len(), p.room(), p.moved), (0, 8, 16));
     assert!(
@@ -110,7 +110,7 @@ fn a_pipe_with_bytes_pending_does_not_move_to_the_kernel() {
     let t = Instant::now();
     let mut p = Pipe::new(8, b"", t);
     p.filled(8, t);
-    p.to_counting(8);
+    p.move_to_kernel(8);
     assert!(!p.is_counting());
     assert_eq!(p.pending(), &[0u8; 8][..]);
 }
@@ -255,7 +255,7 @@ fn a_slow_reader_gets_every_byte_in_order_through_a_small_pipe() {
         }
         got.extend_from_slice(&bite[..n]);
         reads += 1;
-        if reads % 64 == 0 {
+        if reads.is_multiple_of(64) {
             // A slow consumer (not synchronisation: nothing waits for this).
             thread::sleep(Duration::from_millis(2));
         }
