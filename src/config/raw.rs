@@ -129,6 +129,7 @@ pub(crate) struct RawFrontend {
     pub tls: Option<String>,
     pub reuse: Option<bool>,
     pub reuse_max_messages: Option<u64>,
+    pub splice: Option<bool>,
 }
 
 /// `caps:`

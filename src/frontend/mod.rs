@@ -38,6 +38,7 @@ fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
 /// (the session line, without what passthrough cannot know: EHLO, TLS, messages).
 fn passthrough_session(
     egress: &Egress,
+    fe: &Frontend,
     target: &Target,
     mta: &TcpStream,
     mx: TcpStream,
@@ -54,7 +55,7 @@ fn passthrough_session(
         keepalive: None,
         buffer: DEFAULT_BUFFER,
         pipe: DEFAULT_PIPE,
-        splice: true,
+        splice: fe.splice,
     };
     let remote = mx.peer_addr().ok();
     let stats = egress.shared.stats();

@@ -39,12 +39,12 @@ pub fn tasks_needed(config: &Config) -> u64 {
 }
 
 /// Descriptors per running session: [`FDS_PER_SESSION`], plus [`FDS_PER_SPLICE`] when a
-/// front-end relays in `mode: passthrough`.
+/// front-end relays in `mode: passthrough` with `splice` on.
 fn fds_per_session(config: &Config) -> u64 {
     let splices = config
         .frontends
         .iter()
-        .any(|f| matches!(f.mode, FrontendMode::Passthrough));
+        .any(|f| f.mode == FrontendMode::Passthrough && f.splice);
     FDS_PER_SESSION + if splices { FDS_PER_SPLICE } else { 0 }
 }
 
@@ -190,6 +190,10 @@ mod tests {
         // Passthrough sessions splice through two pipes: four more descriptors each.
         let besides = f.max_queued_sessions as u64 + f.pool.max_idle_total as u64 + 3 + 64;
         assert_eq!(fds_needed(&f), 100 * 7 + besides);
+        let nosplice = config(
+            "max_sessions: 100\nfrontends:\n  - kind: socks5\n    listen: [\"127.0.0.1:1080\", \"[::1]:1080\"]\n    splice: false\n",
+        );
+        assert_eq!(fds_needed(&nosplice), 100 * 3 + besides);
     }
 
     #[test]

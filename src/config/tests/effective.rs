@@ -203,6 +203,7 @@ frontends:
   - 127.0.0.1:2600
   mode: passthrough
   client: cluster-a
+  splice: true
 - kind: socks5
   listen:
   - 127.0.0.1:1080
