@@ -80,11 +80,13 @@ passthrough_scenarios() {
     run pt-proxy-v2-fresh --target proxy --passthrough proxy-v2 "${pt_common[@]}"
     run pt-socks5-fresh --target proxy --passthrough socks5 "${pt_common[@]}"
     run pt-proxy-v2-large --target proxy --passthrough proxy-v2 "${pt_large[@]}"
+    # The same with splice off (splice: false): every byte copied, for comparison.
+    run pt-proxy-v2-large-copy --target proxy --passthrough proxy-v2 --no-splice "${pt_large[@]}"
 }
 passthrough_ratios() {
-    for l in direct-fresh haproxy-tcp pt-proxy-v2-fresh pt-socks5-fresh direct-large pt-proxy-v2-large; do
+    for l in direct-fresh haproxy-tcp pt-proxy-v2-fresh pt-socks5-fresh direct-large pt-proxy-v2-large pt-proxy-v2-large-copy; do
         [ -f "$out/$l" ] || continue
-        printf "   %-19s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s (%s ms per message)\n" \
+        printf "   %-22s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s (%s ms per message)\n" \
             "$l" "$(get $l msgs_per_s)" "$(get $l mb_per_s)" \
             "$(get $l ready_new_p50_ms)" "$(get $l ready_new_p99_ms)" \
             "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l cpu_ms_per_msg)"
@@ -99,6 +101,8 @@ passthrough_ratios() {
         echo "passthrough / HAProxy TCP mode: skipped (haproxy not installed)"
     fi
     ratio "passthrough 100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get pt-proxy-v2-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.95
+    printf "%-62s %s s with splice, %s s copying (for scale)\n" "passthrough 100 MB: proxy CPU" \
+        "$(get pt-proxy-v2-large cpu_s)" "$(get pt-proxy-v2-large-copy cpu_s)"
 }
 
 if [ "$mode" = "--passthrough" ]; then

@@ -114,6 +114,10 @@ pub struct BenchArgs {
     /// MX as the direct client does, instead of using the native protocol (issue 24).
     #[arg(long, value_enum)]
     pub passthrough: Option<passthrough::Front>,
+    /// --passthrough: the front-ends never splice (`splice: false`): every byte is copied
+    /// through the relay's buffers, for comparison.
+    #[arg(long)]
+    pub no_splice: bool,
 }
 
 /// The daemon binary to run.
@@ -180,6 +184,7 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
                 binary: proxy_binary(&a)?,
                 cap: a.cap,
                 passthrough: a.passthrough.is_some(),
+                splice: !a.no_splice,
             })?;
             let pid = p.pid;
             let kind = match (a.passthrough, p.fronts) {

@@ -88,6 +88,8 @@ pub struct ProxySpec {
     /// Also listen with a PROXY protocol and a SOCKS5 front-end in `mode: passthrough`
     /// (issue 24 part 2).
     pub passthrough: bool,
+    /// Those front-ends splice bulk data (`splice: true`, the default).
+    pub splice: bool,
 }
 
 /// The passthrough front-ends' addresses ([`ProxySpec::passthrough`]).
@@ -162,9 +164,9 @@ impl ProxyUnderTest {
         let yaml = match fronts {
             Some(f) => format!(
                 "{yaml}frontends:\n\
-                 \x20 - kind: proxy_protocol\n    listen: [\"{}\"]\n    mode: passthrough\n    client: default\n\
-                 \x20 - kind: socks5\n    listen: [\"{}\"]\n    mode: passthrough\n    auth: none\n    client: default\n",
-                f.proxy_protocol, f.socks5
+                 \x20 - kind: proxy_protocol\n    listen: [\"{}\"]\n    mode: passthrough\n    client: default\n    splice: {}\n\
+                 \x20 - kind: socks5\n    listen: [\"{}\"]\n    mode: passthrough\n    auth: none\n    client: default\n    splice: {}\n",
+                f.proxy_protocol, spec.splice, f.socks5, spec.splice
             ),
             None => yaml,
         };
