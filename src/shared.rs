@@ -10,6 +10,7 @@ use crate::runtime::{pool_limits, Runtime};
 use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
 use greenarrow_proxy_proto::protocol::Failure;
 pub use greenarrow_proxy_proto::status::{ConfigState, LastReload};
+pub use greenarrow_proxy_proto::tls_policy::TlsOutcome;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
@@ -246,6 +247,13 @@ impl Drop for IpSlot {
     }
 }
 
+/// What receives every set-up outcome under the TLS policies ([`Shared::tls_outcome`]): the
+/// TLS reporting ledger (RFC 8460), or a test's recorder. Called on session threads, outside
+/// every lock of the daemon; it must not block.
+pub trait TlsOutcomes: Send + Sync {
+    fn record(&self, outcome: &TlsOutcome<'_>);
+}
+
 /// State shared by the accept threads and every session.
 pub struct Shared {
     /// Sessions (queued or running) per MTA address.
@@ -263,6 +271,8 @@ pub struct Shared {
     /// Start and reload times, and the last reload's outcome.
     config_state: Mutex<ConfigState>,
     stopping: AtomicBool,
+    /// Where TLS set-up outcomes go ([`Shared::set_tls_outcomes`]).
+    tls_outcomes: RwLock<Option<Arc<dyn TlsOutcomes>>>,
     /// Test builds only: the next session panics right after its TLS handshake (to exercise
     /// the worker's panic guard).
     #[cfg(any(test, feature = "test-hooks"))]
@@ -286,6 +296,7 @@ impl Shared {
             stats: Stats::default(),
             config_state: Mutex::new(ConfigState::new(SystemTime::now())),
             stopping: AtomicBool::new(false),
+            tls_outcomes: RwLock::new(None),
             #[cfg(any(test, feature = "test-hooks"))]
             panic_next_session: AtomicBool::new(false),
         }
@@ -314,6 +325,21 @@ impl Shared {
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Send every TLS set-up outcome to `sink` from now on.
+    pub fn set_tls_outcomes(&self, sink: Arc<dyn TlsOutcomes>) {
+        *self.tls_outcomes.write() = Some(sink);
+    }
+
+    /// The hook a session calls after each set-up attempt at an MX host under the TLS
+    /// policies (success or failure, refusals before a dial included): the policy domain, the
+    /// MX host, the policy applied and the RFC 8460 result type of a failure.
+    pub fn tls_outcome(&self, outcome: &TlsOutcome<'_>) {
+        let sink = self.tls_outcomes.read().clone();
+        if let Some(sink) = sink {
+            sink.record(outcome);
+        }
     }
 
     /// Whether the proxy is stopping (no new sessions, no new waits).

@@ -97,28 +97,30 @@ impl Egress<'_> {
         req: &ConnectRequest,
     ) -> Result<(Capped, Origin), EgressError> {
         self.authorize(id, req)?;
-        let candidates = self.destinations(req)?;
+        let candidates = self.plan(req, self.destinations(req)?)?;
         if req.reuse {
             // One deadline for every probe of this request: a hung MX costs it once.
             let deadline = self
                 .deadline
                 .within(PROBE_TIMEOUT.min(self.rt.mx.timeouts.command));
-            for (addr, host) in &candidates {
-                if let Some(found) = self.reuse(req, *addr, host.as_deref(), deadline) {
+            for (addr, host, decision) in &candidates {
+                if let Some(found) =
+                    self.reuse(req, *addr, host.as_deref(), &decision.want, deadline)
+                {
                     return Ok(found);
                 }
             }
         }
         let mut last = None;
         let count = candidates.len();
-        for (i, (addr, host)) in candidates.into_iter().enumerate() {
+        for (i, (addr, host, decision)) in candidates.into_iter().enumerate() {
             // A place under the connection caps (perhaps after a wait, perhaps a connection
             // of this key handed over meanwhile).
             // A connection handed over is checked like one from the pool; a dead one is
             // closed (its place is free again) and the caps are asked again. Each round
             // closes one, and `obtain` keeps to the session's deadline: this ends.
             let permit = loop {
-                match self.obtain(req, addr, host.as_deref())? {
+                match self.obtain(req, addr, &decision.want)? {
                     Obtained::Dial(p) => break p,
                     Obtained::Reused(c) => {
                         let mut c = *c;
@@ -132,7 +134,16 @@ impl Egress<'_> {
                     }
                 }
             };
-            match establish(&self.rt.mx, req, addr, host.as_deref(), self.deadline) {
+            let outcome = establish(
+                &self.rt.mx,
+                req,
+                addr,
+                host.as_deref(),
+                &decision,
+                self.deadline,
+            );
+            self.report_setup(req, host.as_deref(), &decision, &outcome);
+            match outcome {
                 Ok(c) => {
                     let c = Capped::new(c, permit);
                     if c.tls().is_some() {
@@ -159,10 +170,10 @@ impl Egress<'_> {
         &self,
         req: &ConnectRequest,
         addr: SocketAddr,
-        host: Option<&str>,
+        want: &TlsWant,
     ) -> Result<Obtained, EgressError> {
         let reuse = req.reuse.then(|| Reuse {
-            want: TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr),
+            want: want.clone(),
             max_messages: req.reuse_max_messages,
         });
         let request = CapRequest {
@@ -217,10 +228,12 @@ impl Egress<'_> {
             mta = self.peer,
             source = mx.local().ip(),
             mx = mx.remote();
-            "ready in {:.2} ms: connection={} tls={}",
+            "ready in {:.2} ms: connection={} tls={} tls_policy={} tls_verified={}",
             started.elapsed().as_secs_f64() * 1000.0,
             if *origin == Origin::New { "new" } else { "reused" },
-            mx.tls().as_ref().map_or("none", |t| t.version.as_str())
+            mx.tls().as_ref().map_or("none", |t| t.version.as_str()),
+            mx.applied().as_str(),
+            mx.verified_word()
         );
     }
 
@@ -282,11 +295,11 @@ impl Egress<'_> {
         req: &ConnectRequest,
         addr: SocketAddr,
         host: Option<&str>,
+        want: &TlsWant,
         deadline: Deadline,
     ) -> Option<(Capped, Origin)> {
         let pool = &self.shared.pool();
         let key = PoolKey::new(req.source, &req.ehlo, addr);
-        let want = TlsWant::from_request(req.tls, req.tls_name.as_deref().or(host), addr);
         loop {
             if deadline.has_passed() {
                 return None;
@@ -294,7 +307,7 @@ impl Egress<'_> {
             let mut expired = Vec::new();
             let got = pool.checkout(
                 &key,
-                &want,
+                want,
                 req.reuse_max_messages,
                 Instant::now(),
                 &mut expired,

@@ -67,6 +67,9 @@ timeouts:
 mx_tls:
   min_version: 1.3
   ca_file: extra-roots.pem
+  dane: testing-only
+  mta_sts: 'off'
+  allow_none_when_required: true
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
@@ -184,6 +187,9 @@ timeouts:
 mx_tls:
   min_version: '1.3'
   ca_file: DIR/extra-roots.pem
+  dane: testing-only
+  mta_sts: off
+  allow_none_when_required: true
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s

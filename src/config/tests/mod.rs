@@ -309,7 +309,7 @@ fn example_and_docs_list_every_key() {
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 64, "{keys:?}");
+    assert_eq!(keys.len(), 67, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");

@@ -81,6 +81,18 @@ pub enum Failure {
     /// 453: the operator drained the source address or the MX (`gaproxy drain`); new
     /// connections for it are refused until `gaproxy undrain`.
     Drained,
+    /// 455: the MX publishes DNSSEC-signed TLSA records (DANE), so TLS is mandatory: the MX
+    /// did not offer STARTTLS, the handshake failed, or the request was `tls=none`.
+    DaneRequired,
+    /// 456: no TLSA record of the MX matched its certificate (DANE); nothing was sent.
+    DaneMismatch,
+    /// 457: the TLSA look-up of the MX failed or was not DNSSEC-valid (bogus).
+    TlsaLookupFailed,
+    /// 458: the MX is not listed by the domain's MTA-STS `enforce` policy.
+    StsMxMismatch,
+    /// 459: the domain's MTA-STS `enforce` policy requires TLS verified by WebPKI for the MX
+    /// name, and the MX did not offer it (or the request was `tls=none`).
+    StsRequired,
 }
 
 impl Failure {
@@ -113,6 +125,11 @@ impl Failure {
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
             ConcurrencyLimit => (452, "4.4.5", "concurrency_limit"),
             Drained => (453, "4.3.2", "drained"),
+            DaneRequired => (455, "4.7.5", "dane_required"),
+            DaneMismatch => (456, "4.7.5", "dane_mismatch"),
+            TlsaLookupFailed => (457, "4.7.5", "tlsa_lookup_failed"),
+            StsMxMismatch => (458, "4.7.5", "sts_mx_mismatch"),
+            StsRequired => (459, "4.7.5", "sts_required"),
         };
         Code {
             reply,
@@ -163,6 +180,11 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::DnsNullMx,
     Failure::ConcurrencyLimit,
     Failure::Drained,
+    Failure::DaneRequired,
+    Failure::DaneMismatch,
+    Failure::TlsaLookupFailed,
+    Failure::StsMxMismatch,
+    Failure::StsRequired,
 ];
 
 /// A failure reply: the failure, a human text, and the MX's raw reply lines when the MX said no.
@@ -277,6 +299,9 @@ pub struct ConnectReady {
     pub tls: Option<TlsFacts>,
     /// Why the connection is not encrypted, or that it fell back to plaintext.
     pub tls_note: Option<String>,
+    /// The TLS policy the connection was set up under (`tls_policy=`: DANE, MTA-STS, or what
+    /// the request asked).
+    pub tls_policy: Option<super::reuse::Applied>,
     /// The MX's banner reply, raw lines without line endings.
     pub banner: Vec<Vec<u8>>,
     /// The MX's (post-TLS) EHLO or HELO reply, raw lines without line endings.
@@ -343,6 +368,9 @@ impl ConnectReady {
                 }
             }
         }
+        if let Some(p) = self.tls_policy {
+            kv(&mut out, "tls_policy", p.as_str().as_bytes());
+        }
         if let Some(n) = &self.tls_note {
             kv(&mut out, "tls_note", reply_text(n.as_bytes()).as_bytes());
         }
@@ -369,6 +397,7 @@ impl ConnectReady {
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: None,
             tls_note: None,
+            tls_policy: None,
             banner: Vec::new(),
             ehlo: Vec::new(),
         };
@@ -402,6 +431,7 @@ impl ConnectReady {
                 b"tls_verify_error" => tls.verify_error = val,
                 b"tls_peer_names" => tls.peer_names = val.split(',').map(str::to_string).collect(),
                 b"tls_note" => r.tls_note = Some(val),
+                b"tls_policy" => r.tls_policy = super::reuse::Applied::from_word(&val),
                 b"banner" => r.banner.push(raw.to_vec()),
                 b"ehlo" => r.ehlo.push(raw.to_vec()),
                 _ => {}
@@ -491,6 +521,7 @@ mod tests {
                 peer_names: vec!["mx.test".into(), "mx2.test".into()],
             }),
             tls_note: None,
+            tls_policy: None,
             banner: vec![b"220 mx.test ESMTP".to_vec()],
             ehlo: vec![b"250-mx.test".to_vec(), b"250 PIPELINING".to_vec()],
         };

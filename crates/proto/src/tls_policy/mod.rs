@@ -24,38 +24,25 @@ pub enum Enforcement {
     Off,
 }
 
-/// The policy a connection was set up under: recorded with the pooled connection, shown in the
-/// READY reply (`tls_policy=`) and the logs. A pooled connection is handed only to a request
-/// whose [`crate::protocol::reuse::TlsWant`] it satisfies (Postfix's connection-cache rule).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// Plaintext on purpose (`tls=none`).
-    None,
-    /// STARTTLS when offered, any certificate (RFC 7435).
-    Opportunistic,
-    /// TLS required, any certificate (`tls=required`).
-    Required,
-    /// TLS with a WebPKI-valid certificate for the name (`tls=verify`).
-    WebPki,
-    /// MTA-STS `enforce`: the MX matched the policy and presented a WebPKI-valid certificate.
-    MtaSts,
-    /// DANE with a matching DANE-EE(3) record.
-    DaneEe,
-    /// DANE with a chain to a DANE-TA(2) trust anchor and a matching name.
-    DaneTa,
-}
+/// The policy a connection was set up under (defined beside `TlsWant`, which the pool matches
+/// on; the protocol's ready reply shows it).
+pub use crate::protocol::reuse::Applied;
 
-impl Applied {
-    /// The word shown in READY replies, logs and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Applied::None => "none",
-            Applied::Opportunistic => "opportunistic",
-            Applied::Required => "required",
-            Applied::WebPki => "webpki",
-            Applied::MtaSts => "mta-sts",
-            Applied::DaneEe => "dane-ee",
-            Applied::DaneTa => "dane-ta",
-        }
-    }
+/// One set-up outcome under the TLS policies, success or failure: what the session reports
+/// after each attempt at an MX (`Shared::tls_outcome`), for the TLS-RPT ledger (RFC 8460).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsOutcome<'a> {
+    /// The policy domain (the recipient domain), when known.
+    pub policy_domain: Option<&'a str>,
+    /// The MX host name (none for an IP literal).
+    pub mx_host: Option<&'a str>,
+    /// The policy the session is counted under.
+    pub policy: rpt::PolicyType,
+    /// The policy applied (for a failure: the one that was being applied).
+    pub applied: Applied,
+    /// The policy was only observed (`testing-only`, MTA-STS `testing`): `result` is what
+    /// enforcing it would have found, and the delivery went on.
+    pub testing: bool,
+    /// `None`: a successful session; otherwise the failure's result type.
+    pub result: Option<rpt::ResultType>,
 }
