@@ -36,7 +36,11 @@ pub fn is_problem(f: Failure) -> bool {
         | AuthFailed
         | AuthTimeout
         | ProtocolError
-        | ConcurrencyLimit => true,
+        | ConcurrencyLimit
+        // A certificate no TLSA record matches, an MX the MTA-STS policy does not list: what
+        // an active attacker would cause, so shown.
+        | DaneMismatch
+        | StsMxMismatch => true,
         Busy
         | AuthRequired
         | MxSetupFailed
@@ -49,7 +53,10 @@ pub fn is_problem(f: Failure) -> bool {
         | DnsNxDomain
         | DnsNoAddress
         | DnsNullMx
-        | Drained => false,
+        | Drained
+        | DaneRequired
+        | TlsaLookupFailed
+        | StsRequired => false,
         // `Failure` is #[non_exhaustive] (crates/proto): one this daemon does not know yet is
         // shown to the operator rather than hidden.
         _ => true,

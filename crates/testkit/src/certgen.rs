@@ -158,18 +158,18 @@ impl Ca {
         usage: Usage,
         days: u32,
     ) -> Result<CertifiedPem, CertGenError> {
-        let mut params = leaf_params(names)?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
+        let mut params = usage_params(names, usage)?;
         validity(&mut params, days);
+        self.sign(params)
+    }
+
+    /// A server certificate for `names` that expired a day ago (valid for the 30 days before):
+    /// for tests of what ignores dates (DANE-EE) and what does not (DANE-TA, WebPKI).
+    pub fn issue_expired(&self, names: &[&str]) -> Result<CertifiedPem, CertGenError> {
+        let mut params = usage_params(names, Usage::Server)?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - Duration::from_secs(31 * 86_400);
+        params.not_after = now - Duration::from_secs(86_400);
         self.sign(params)
     }
 
@@ -193,6 +193,22 @@ fn leaf_params(names: &[&str]) -> Result<CertificateParams, CertGenError> {
 }
 
 /// Valid from one hour ago (clocks differ a little) for `days` days.
+/// A leaf's parameters for `usage` (no validity yet).
+fn usage_params(names: &[&str], usage: Usage) -> Result<CertificateParams, CertGenError> {
+        let mut params = leaf_params(names)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![match usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 fn validity(params: &mut CertificateParams, days: u32) {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - Duration::from_secs(3600);

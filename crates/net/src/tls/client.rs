@@ -4,7 +4,10 @@ use super::{
     certs_from_pem, dns_names, handshake, key_from_pem, provider, read_file, session_facts,
     versions,
 };
+use super::dane::{self, DaneFailure, DaneMatch, DaneVerifier};
 use super::{CertRefusal, ClientTlsStream, MinVersion, PemError, TlsError};
+use greenarrow_proxy_proto::tls_policy::dane::Tlsa;
+use rustls::crypto::CryptoProvider;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -109,6 +112,8 @@ pub struct MxTlsConnector {
     /// `None` when there are no trust anchors at all: `verify` is then impossible.
     verifying: Option<(Arc<ClientConfig>, Arc<WebPkiServerVerifier>)>,
     any: Arc<ClientConfig>,
+    provider: Arc<CryptoProvider>,
+    min: MinVersion,
 }
 
 impl MxTlsConnector {
@@ -140,6 +145,8 @@ impl MxTlsConnector {
         Ok(MxTlsConnector {
             verifying,
             any: Arc::new(any),
+            provider,
+            min,
         })
     }
 
@@ -165,13 +172,74 @@ impl MxTlsConnector {
         let mut conn =
             ClientConnection::new(config, sn.clone()).map_err(|e| TlsError::Config(Box::new(e)))?;
         handshake(&mut conn, &mut tcp, timeout)?;
+        let facts = self.facts(&conn, &sn);
+        Ok(ClientTlsStream::new(conn, tcp, facts))
+    }
+
+    /// Run a client handshake under DANE (RFC 7672): the chain must satisfy the usable
+    /// records of `records` for the MX host `name` (also sent as SNI). Which kind of record
+    /// matched comes back with the stream; a chain that matches none is
+    /// [`TlsError::Dane`]. Whether the chain would also verify by WebPKI for `name` is in the
+    /// stream's [`super::TlsFacts`], as for any connection.
+    pub fn connect_dane(
+        &self,
+        mut tcp: TcpStream,
+        records: &[Tlsa],
+        name: &str,
+        ip: IpAddr,
+        timeout: Duration,
+    ) -> Result<(ClientTlsStream, DaneMatch), TlsError> {
+        let sn = server_name(Some(name), ip)?;
+        let verifier = DaneVerifier::new(
+            records,
+            name,
+            self.provider.signature_verification_algorithms,
+        );
+        let config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(versions(self.min))
+            .map_err(|e| TlsError::Config(Box::new(e)))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        let mut conn = ClientConnection::new(Arc::new(config), sn.clone())
+            .map_err(|e| TlsError::Config(Box::new(e)))?;
+        let shaken = handshake(&mut conn, &mut tcp, timeout);
+        let matched = match (shaken, verifier.verdict()) {
+            (_, Some(Err(failure))) => return Err(TlsError::Dane(failure)),
+            (Err(e), _) => return Err(e),
+            (Ok(()), Some(Ok(m))) => m,
+            (Ok(()), None) => return Err(TlsError::Dane(DaneFailure::NoCertificate)),
+        };
+        let facts = self.facts(&conn, &sn);
+        Ok((ClientTlsStream::new(conn, tcp, facts), matched))
+    }
+
+    /// Check an established connection's chain against `records` for `name` without having
+    /// enforced it (a `testing-only` DANE policy is observed this way).
+    pub fn dane_check(
+        &self,
+        stream: &ClientTlsStream,
+        records: &[Tlsa],
+        name: &str,
+    ) -> Result<DaneMatch, DaneFailure> {
+        dane::check(
+            records,
+            stream.peer_chain(),
+            name,
+            UnixTime::now(),
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    /// The facts of a finished handshake, with whether the chain verifies by WebPKI for `sn`.
+    fn facts(&self, conn: &ClientConnection, sn: &ServerName<'static>) -> super::TlsFacts {
         let mut facts = session_facts(conn.protocol_version(), conn.negotiated_cipher_suite());
         match conn.peer_certificates() {
             Some([ee, rest @ ..]) => {
                 facts.peer_names = dns_names(ee);
                 let outcome = match &self.verifying {
                     Some((_, verifier)) => verifier
-                        .verify_server_cert(ee, rest, &sn, &[], UnixTime::now())
+                        .verify_server_cert(ee, rest, sn, &[], UnixTime::now())
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
                     None => Err("no trust anchors are configured".to_string()),
@@ -183,7 +251,7 @@ impl MxTlsConnector {
             }
             _ => facts.verify_error = "no certificate presented".into(),
         }
-        Ok(ClientTlsStream::new(conn, tcp, facts))
+        facts
     }
 }
 

@@ -5,7 +5,9 @@
 //! - [`MxTlsConnector`]: the proxy's STARTTLS / SMTPS client toward MX servers, with the
 //!   policies `opportunistic` (any certificate, but the handshake signature is still
 //!   verified) and `verify` (chain to the roots and match the name);
-//! - [`ProxyClientTls`]: an MTA's TLS client toward the proxy (the `client` module).
+//! - [`ProxyClientTls`]: an MTA's TLS client toward the proxy (the `client` module);
+//! - [`dane`]: DANE (RFC 7672) matching of a presented chain against TLSA records, and the
+//!   verifier [`MxTlsConnector::connect_dane`] enforces it with.
 //!
 //! All three hand out one blocking stream type, [`TlsStream`] (aliases [`ServerTlsStream`],
 //! [`ClientTlsStream`]) over a [`TcpStream`]; [`MaybeTlsStream`] is a connection's stream
@@ -17,6 +19,7 @@
 //! `source()`, boxed where rustls's error is large.
 
 mod client;
+pub mod dane;
 mod server;
 mod stream;
 #[cfg(test)]
@@ -70,6 +73,9 @@ pub enum TlsError {
     ClosedDuringHandshake,
     /// Socket error during the handshake.
     Io(io::Error),
+    /// DANE: the certificate chain matches no usable TLSA record (or the chain to a DANE-TA
+    /// anchor failed); the handshake was aborted.
+    Dane(dane::DaneFailure),
 }
 
 /// Why a certificate was not accepted.
@@ -179,6 +185,7 @@ impl fmt::Display for TlsError {
                 write!(f, "peer closed the connection during the TLS handshake")
             }
             TlsError::Io(e) => write!(f, "TLS handshake: {e}"),
+            TlsError::Dane(e) => write!(f, "{e}"),
         }
     }
 }
@@ -191,6 +198,7 @@ impl std::error::Error for TlsError {
             TlsError::Verifier(e) => Some(&**e),
             TlsError::Certificate(e) => Some(e),
             TlsError::Io(e) => Some(e),
+            TlsError::Dane(e) => Some(e),
             TlsError::KeyMismatch
             | TlsError::InvalidName(_)
             | TlsError::HandshakeTimeout(_)

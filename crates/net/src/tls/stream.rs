@@ -63,6 +63,13 @@ where
     }
 }
 
+impl ClientTlsStream {
+    /// The server's certificate chain as presented (end entity first); empty if none.
+    pub fn peer_chain(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        self.inner.conn.peer_certificates().unwrap_or(&[])
+    }
+}
+
 impl ServerTlsStream {
     /// DNS names of the client's certificate, when it presented one (rustls has verified it
     /// against the client CA during the handshake).

@@ -81,6 +81,18 @@ pub enum Failure {
     /// 453: the operator drained the source address or the MX (`gaproxy drain`); new
     /// connections for it are refused until `gaproxy undrain`.
     Drained,
+    /// 455: the MX publishes DNSSEC-signed TLSA records (DANE), so TLS is mandatory: the MX
+    /// did not offer STARTTLS, the handshake failed, or the request was `tls=none`.
+    DaneRequired,
+    /// 456: no TLSA record of the MX matched its certificate (DANE); nothing was sent.
+    DaneMismatch,
+    /// 457: the TLSA look-up of the MX failed or was not DNSSEC-valid (bogus).
+    TlsaLookupFailed,
+    /// 458: the MX is not listed by the domain's MTA-STS `enforce` policy.
+    StsMxMismatch,
+    /// 459: the domain's MTA-STS `enforce` policy requires TLS verified by WebPKI for the MX
+    /// name, and the MX did not offer it (or the request was `tls=none`).
+    StsRequired,
 }
 
 impl Failure {
@@ -113,6 +125,11 @@ impl Failure {
             DnsNullMx => (556, "5.1.10", "dns_null_mx"),
             ConcurrencyLimit => (452, "4.4.5", "concurrency_limit"),
             Drained => (453, "4.3.2", "drained"),
+            DaneRequired => (455, "4.7.5", "dane_required"),
+            DaneMismatch => (456, "4.7.5", "dane_mismatch"),
+            TlsaLookupFailed => (457, "4.7.5", "tlsa_lookup_failed"),
+            StsMxMismatch => (458, "4.7.5", "sts_mx_mismatch"),
+            StsRequired => (459, "4.7.5", "sts_required"),
         };
         Code {
             reply,
@@ -163,6 +180,11 @@ pub const ALL_FAILURES: &[Failure] = &[
     Failure::DnsNullMx,
     Failure::ConcurrencyLimit,
     Failure::Drained,
+    Failure::DaneRequired,
+    Failure::DaneMismatch,
+    Failure::TlsaLookupFailed,
+    Failure::StsMxMismatch,
+    Failure::StsRequired,
 ];
 
 /// A failure reply: the failure, a human text, and the MX's raw reply lines when the MX said no.

@@ -3,6 +3,7 @@
 //! the caps ledger and the egress core alike; none of them owns it.
 
 use super::TlsPolicy;
+use crate::tls_policy::Applied;
 use std::net::{IpAddr, SocketAddr};
 
 /// What makes connections interchangeable: same source address, same EHLO name, same MX
@@ -33,8 +34,14 @@ pub struct TlsState<'a> {
     pub encrypted: bool,
     /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
     pub attempted: bool,
-    /// The name the certificate was verified for (only when it verified).
+    /// The name the certificate was verified for by WebPKI (only when it verified).
     pub verified_name: Option<&'a str>,
+    /// The MX name and the TLSA set's fingerprint
+    /// ([`crate::tls_policy::dane::TlsaSet::fingerprint`]) the certificate was DANE-verified
+    /// against (only when it was).
+    pub dane: Option<(&'a str, u64)>,
+    /// The policy the connection was set up under (shown, not matched on).
+    pub applied: Option<Applied>,
 }
 
 /// What a request demands of a connection's TLS state.
@@ -47,8 +54,11 @@ pub enum TlsWant {
     Opportunistic,
     /// `tls=required`: TLS.
     Tls,
-    /// `tls=verify`: TLS verified for this name.
+    /// `tls=verify` (or MTA-STS `enforce`): TLS verified by WebPKI for this name.
     Verified(String),
+    /// DANE (RFC 7672): TLS DANE-verified for this MX name against this TLSA set (its
+    /// fingerprint). A connection verified by WebPKI only, or against another set, will not do.
+    Dane { name: String, tlsa: u64 },
 }
 
 impl TlsWant {
@@ -72,6 +82,9 @@ impl TlsWant {
             TlsWant::Opportunistic => tls.encrypted || tls.attempted,
             TlsWant::Tls => tls.encrypted,
             TlsWant::Verified(name) => tls.encrypted && tls.verified_name == Some(name.as_str()),
+            TlsWant::Dane { name, tlsa } => {
+                tls.encrypted && tls.dane == Some((name.as_str(), *tlsa))
+            }
         }
     }
 }
@@ -104,10 +117,22 @@ mod tests {
         let tls = TlsState {
             encrypted: true,
             attempted: true,
-            verified_name: None,
+            ..TlsState::default()
         };
         let verified = TlsState {
             verified_name: Some("mx.example"),
+            ..tls
+        };
+        let dane = TlsState {
+            dane: Some(("mx.example", 7)),
+            ..tls
+        };
+        let dane_and_webpki = TlsState {
+            verified_name: Some("mx.example"),
+            ..dane
+        };
+        let dane_other_set = TlsState {
+            dane: Some(("mx.example", 8)),
             ..tls
         };
         let any = TlsWant::from_request(TlsPolicy::None, None, mx);
@@ -115,15 +140,26 @@ mod tests {
         let req = TlsWant::from_request(TlsPolicy::Required, None, mx);
         let ver = TlsWant::from_request(TlsPolicy::Verify, Some("mx.example"), mx);
         let ver_ip = TlsWant::from_request(TlsPolicy::Verify, None, mx);
+        let dane_want = TlsWant::Dane {
+            name: "mx.example".into(),
+            tlsa: 7,
+        };
         assert_eq!(ver_ip, TlsWant::Verified("192.0.2.9".into()));
+        // Columns: any, opportunistic, required, verify, DANE (name, set 7).
         let table = [
-            (&plain_on_purpose, [true, false, false, false]),
-            (&plain_after_trying, [true, true, false, false]),
-            (&tls, [true, true, true, false]),
-            (&verified, [true, true, true, true]),
+            (&plain_on_purpose, [true, false, false, false, false]),
+            (&plain_after_trying, [true, true, false, false, false]),
+            (&tls, [true, true, true, false, false]),
+            // WebPKI-verified only: never given to a DANE request.
+            (&verified, [true, true, true, true, false]),
+            // DANE-verified only: never given to a tls=verify (or MTA-STS) request.
+            (&dane, [true, true, true, false, true]),
+            (&dane_and_webpki, [true, true, true, true, true]),
+            // DANE-verified against another TLSA set: not this request's.
+            (&dane_other_set, [true, true, true, false, false]),
         ];
         for (state, expect) in table {
-            let got = [&any, &opp, &req, &ver].map(|w| w.satisfied_by(state));
+            let got = [&any, &opp, &req, &ver, &dane_want].map(|w| w.satisfied_by(state));
             assert_eq!(got, expect, "{state:?}");
             assert!(!ver_ip.satisfied_by(state));
         }
