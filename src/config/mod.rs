@@ -21,6 +21,7 @@ pub mod files;
 mod frontends;
 pub mod host;
 mod model;
+mod mta_sts;
 mod net;
 mod raw;
 mod readable;
@@ -43,6 +44,7 @@ pub use caps::{
 pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use model::Config;
+pub use mta_sts::StsSettings;
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use sections::{DnsConfig, Limits, MxTls, PoolConfig, Probe, Timeouts, TlsVersion};

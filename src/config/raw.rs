@@ -95,6 +95,13 @@ pub(crate) struct RawTimeouts {
 pub(crate) struct RawMxTls {
     pub min_version: Option<String>,
     pub ca_file: Option<String>,
+    // MTA-STS and TLS reporting (config::mta_sts).
+    pub mta_sts_fetch_timeout: Option<String>,
+    pub mta_sts_max_size: Option<u64>,
+    pub mta_sts_test_ca_file: Option<String>,
+    pub mta_sts_test_port: Option<u64>,
+    pub tls_rpt_organization: Option<String>,
+    pub tls_rpt_contact: Option<String>,
 }
 
 /// `pool:`

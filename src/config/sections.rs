@@ -3,6 +3,7 @@
 //! and their validation from the raw form. Every error names the full dotted key.
 
 use super::error::ConfigError;
+use super::mta_sts::{RawSts, StsSettings};
 use super::raw::{RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts};
 use super::ser;
 use super::values::{duration, number, required_path, socket_addrs};
@@ -120,6 +121,9 @@ pub struct MxTls {
     pub min_version: TlsVersion,
     /// Extra PEM roots added to the system roots for certificate verification.
     pub ca_file: Option<PathBuf>,
+    /// MTA-STS fetching and TLS-RPT reports.
+    #[serde(flatten)]
+    pub sts: StsSettings,
 }
 
 /// What to send on a pooled connection before handing it out again.
@@ -261,9 +265,21 @@ pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
         None => None,
         Some(p) => Some(required_path("mx_tls.ca_file", Some(p), base_dir)?),
     };
+    let sts = super::mta_sts::sts(
+        RawSts {
+            fetch_timeout: raw.mta_sts_fetch_timeout,
+            max_size: raw.mta_sts_max_size,
+            test_ca_file: raw.mta_sts_test_ca_file,
+            test_port: raw.mta_sts_test_port,
+            organization: raw.tls_rpt_organization,
+            contact: raw.tls_rpt_contact,
+        },
+        base_dir,
+    )?;
     Ok(MxTls {
         min_version,
         ca_file,
+        sts,
     })
 }
 

@@ -123,6 +123,8 @@ impl MxConnection {
             encrypted: self.tls.is_some(),
             attempted: self.tls_attempted,
             verified_name: self.verified_name.as_deref(),
+            dane: None,
+            applied: None,
         }
     }
 

@@ -34,6 +34,9 @@ impl Server {
             rows: shared.caps().rows(now),
             waits: shared.caps().wait_stats(),
             failures: stats.failures,
+            tls_rpt: shared
+                .tls_policies()
+                .snapshot(stats.tls_rpt_failures, stats.tls_rpt_successes),
             drains: shared.drains().list(),
             config,
             now: SystemTime::now(),

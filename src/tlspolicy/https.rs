@@ -80,7 +80,9 @@ pub fn parse(buf: &[u8], eof: bool, cap: usize) -> Result<Parsed, HttpError> {
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HttpError::HeadTooLong),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(HttpError::HeadTooLong)
+        }
         Ok(httparse::Status::Partial) if eof => return Err(HttpError::Truncated),
         Ok(httparse::Status::Partial) => return Ok(Parsed::More),
         Err(e) => return Err(HttpError::Malformed(e.to_string())),
@@ -104,8 +106,11 @@ pub fn parse(buf: &[u8], eof: bool, cap: usize) -> Result<Parsed, HttpError> {
         return Err(HttpError::ContentType(content_type));
     }
     let body = &buf[head_len..];
-    let chunked = header("transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked"));
+    let chunked = header("transfer-encoding").is_some_and(|te| {
+        te.to_ascii_lowercase()
+            .split(',')
+            .any(|t| t.trim() == "chunked")
+    });
     if chunked {
         return dechunk(body, eof, cap);
     }
@@ -140,7 +145,11 @@ fn dechunk(mut rest: &[u8], eof: bool, cap: usize) -> Result<Parsed, HttpError> 
             if rest.len() > 64 {
                 return Err(HttpError::Framing("chunk size line too long"));
             }
-            return if eof { Err(HttpError::Truncated) } else { Ok(Parsed::More) };
+            return if eof {
+                Err(HttpError::Truncated)
+            } else {
+                Ok(Parsed::More)
+            };
         };
         let line = std::str::from_utf8(&rest[..line_end])
             .map_err(|_| HttpError::Framing("chunk size is not text"))?;
@@ -148,7 +157,8 @@ fn dechunk(mut rest: &[u8], eof: bool, cap: usize) -> Result<Parsed, HttpError> 
         if hex.is_empty() || hex.len() > 8 {
             return Err(HttpError::Framing("bad chunk size"));
         }
-        let size = usize::from_str_radix(hex, 16).map_err(|_| HttpError::Framing("bad chunk size"))?;
+        let size =
+            usize::from_str_radix(hex, 16).map_err(|_| HttpError::Framing("bad chunk size"))?;
         if size == 0 {
             return Ok(Parsed::Body(body));
         }
@@ -157,7 +167,11 @@ fn dechunk(mut rest: &[u8], eof: bool, cap: usize) -> Result<Parsed, HttpError> 
         }
         let data = &rest[line_end + 2..];
         if data.len() < size + 2 {
-            return if eof { Err(HttpError::Truncated) } else { Ok(Parsed::More) };
+            return if eof {
+                Err(HttpError::Truncated)
+            } else {
+                Ok(Parsed::More)
+            };
         }
         if &data[size..size + 2] != b"\r\n" {
             return Err(HttpError::Framing("chunk not followed by CRLF"));
@@ -330,30 +344,55 @@ mod tests {
     #[test]
     fn content_length_bodies() {
         let r = format!("{OK}Content-Length: 5\r\n\r\nhello");
-        assert_eq!(parse(r.as_bytes(), false, 100), Ok(Parsed::Body(b"hello".to_vec())));
-        assert_eq!(parse(&r.as_bytes()[..r.len() - 1], false, 100), Ok(Parsed::More));
-        assert_eq!(parse(&r.as_bytes()[..r.len() - 1], true, 100), Err(HttpError::Truncated));
+        assert_eq!(
+            parse(r.as_bytes(), false, 100),
+            Ok(Parsed::Body(b"hello".to_vec()))
+        );
+        assert_eq!(
+            parse(&r.as_bytes()[..r.len() - 1], false, 100),
+            Ok(Parsed::More)
+        );
+        assert_eq!(
+            parse(&r.as_bytes()[..r.len() - 1], true, 100),
+            Err(HttpError::Truncated)
+        );
         assert_eq!(parse(r.as_bytes(), false, 4), Err(HttpError::TooLarge(4)));
         assert_eq!(parse(&r.as_bytes()[..20], false, 100), Ok(Parsed::More));
     }
 
     #[test]
     fn chunked_bodies() {
-        let r = format!("{OK}Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\n\r\n");
-        assert_eq!(parse(r.as_bytes(), false, 100), Ok(Parsed::Body(b"hello!".to_vec())));
-        assert_eq!(parse(&r.as_bytes()[..r.len() - 8], false, 100), Ok(Parsed::More));
+        let r =
+            format!("{OK}Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\n\r\n");
+        assert_eq!(
+            parse(r.as_bytes(), false, 100),
+            Ok(Parsed::Body(b"hello!".to_vec()))
+        );
+        assert_eq!(
+            parse(&r.as_bytes()[..r.len() - 8], false, 100),
+            Ok(Parsed::More)
+        );
         assert_eq!(parse(r.as_bytes(), false, 5), Err(HttpError::TooLarge(5)));
         let bad = format!("{OK}Transfer-Encoding: chunked\r\n\r\nzz\r\n");
-        assert!(matches!(parse(bad.as_bytes(), false, 100), Err(HttpError::Framing(_))));
+        assert!(matches!(
+            parse(bad.as_bytes(), false, 100),
+            Err(HttpError::Framing(_))
+        ));
         let bad = format!("{OK}Transfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n");
-        assert!(matches!(parse(bad.as_bytes(), false, 100), Err(HttpError::Framing(_))));
+        assert!(matches!(
+            parse(bad.as_bytes(), false, 100),
+            Err(HttpError::Framing(_))
+        ));
     }
 
     #[test]
     fn to_the_end_of_the_stream() {
         let r = format!("{OK}\r\nversion: STSv1\r\n");
         assert_eq!(parse(r.as_bytes(), false, 100), Ok(Parsed::More));
-        assert_eq!(parse(r.as_bytes(), true, 100), Ok(Parsed::Body(b"version: STSv1\r\n".to_vec())));
+        assert_eq!(
+            parse(r.as_bytes(), true, 100),
+            Ok(Parsed::Body(b"version: STSv1\r\n".to_vec()))
+        );
         assert_eq!(parse(r.as_bytes(), true, 3), Err(HttpError::TooLarge(3)));
     }
 
@@ -361,12 +400,24 @@ mod tests {
     fn refusals() {
         let redirect = b"HTTP/1.1 301 Moved\r\nLocation: https://x/\r\n\r\n";
         assert_eq!(parse(redirect, false, 100), Err(HttpError::Redirect(301)));
-        assert_eq!(parse(b"HTTP/1.1 404 Not Found\r\n\r\n", false, 100), Err(HttpError::Status(404)));
+        assert_eq!(
+            parse(b"HTTP/1.1 404 Not Found\r\n\r\n", false, 100),
+            Err(HttpError::Status(404))
+        );
         let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(parse(html, false, 100), Err(HttpError::ContentType(_))));
+        assert!(matches!(
+            parse(html, false, 100),
+            Err(HttpError::ContentType(_))
+        ));
         let none = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(parse(none, false, 100), Err(HttpError::ContentType(_))));
-        assert!(matches!(parse(b"SMTP 220\r\n\r\n", false, 100), Err(HttpError::Malformed(_))));
+        assert!(matches!(
+            parse(none, false, 100),
+            Err(HttpError::ContentType(_))
+        ));
+        assert!(matches!(
+            parse(b"SMTP 220\r\n\r\n", false, 100),
+            Err(HttpError::Malformed(_))
+        ));
         let upper = b"HTTP/1.0 200 OK\r\ncontent-type: TEXT/PLAIN\r\ncontent-length: 2\r\n\r\nok";
         assert_eq!(parse(upper, false, 100), Ok(Parsed::Body(b"ok".to_vec())));
     }

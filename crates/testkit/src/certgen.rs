@@ -195,17 +195,17 @@ fn leaf_params(names: &[&str]) -> Result<CertificateParams, CertGenError> {
 /// Valid from one hour ago (clocks differ a little) for `days` days.
 /// A leaf's parameters for `usage` (no validity yet).
 fn usage_params(names: &[&str], usage: Usage) -> Result<CertificateParams, CertGenError> {
-        let mut params = leaf_params(names)?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        params.use_authority_key_identifier_extension = true;
+    let mut params = leaf_params(names)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
+    params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
-use parking_lot::Mutex;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use parking_lot::Mutex;
 
 /// Most queries answered at once (each waits on its own thread).
 const MAX_IN_FLIGHT: usize = 256;

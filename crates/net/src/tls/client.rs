@@ -1,15 +1,15 @@
 //! The client side: STARTTLS / SMTPS toward MX servers, and an MTA's TLS toward the proxy.
 
+use super::dane::{self, DaneFailure, DaneMatch, DaneVerifier};
 use super::{
     certs_from_pem, dns_names, handshake, key_from_pem, provider, read_file, session_facts,
     versions,
 };
-use super::dane::{self, DaneFailure, DaneMatch, DaneVerifier};
 use super::{CertRefusal, ClientTlsStream, MinVersion, PemError, TlsError};
 use greenarrow_proxy_proto::tls_policy::dane::Tlsa;
-use rustls::crypto::CryptoProvider;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{

@@ -127,10 +127,7 @@ pub fn check(
         return Err(DaneFailure::NoCertificate);
     };
     let usable: Vec<&Tlsa> = records.iter().filter(|r| r.usable()).collect();
-    if usable
-        .iter()
-        .any(|r| r.usage == DANE_EE && matches(r, ee))
-    {
+    if usable.iter().any(|r| r.usage == DANE_EE && matches(r, ee)) {
         return Ok(DaneMatch::Ee);
     }
     let mut failure = DaneFailure::NoMatch;

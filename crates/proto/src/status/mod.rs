@@ -13,7 +13,7 @@ pub mod table;
 
 pub use snapshot::{
     unix_seconds, CapRow, ConfigState, DrainList, Figure, IdleConnection, Kind, LastReload,
-    PooledInfo, Snapshot, WaitSnapshot,
+    PooledInfo, Snapshot, TlsRptDomain, TlsRptSnapshot, WaitSnapshot,
 };
 
 use crate::protocol::reuse::PoolKey;
@@ -55,6 +55,20 @@ pub struct Status {
     /// Failed connect requests per failure (every failure, zeros included).
     pub failures: Vec<FailureCount>,
     pub drains: DrainList,
+    /// TLS reporting (RFC 8460): today's counts per policy domain, with its `rua`. (Absent
+    /// from a proxy older than this field.)
+    #[serde(default)]
+    pub tls_rpt: Option<TlsRptView>,
+}
+
+/// The status view's `tls_rpt`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsRptView {
+    /// The UTC day the counts are of (`YYYY-MM-DD`).
+    pub day: String,
+    pub domains: Vec<TlsRptDomain>,
+    /// Domains with an MTA-STS policy in the cache.
+    pub sts_cached: u64,
 }
 
 /// The configuration in force and the last reload.
@@ -216,6 +230,16 @@ impl Status {
                 })
                 .collect(),
             drains: snap.drains.clone(),
+            tls_rpt: Some(TlsRptView {
+                day: crate::tls_policy::rpt::Day::of(
+                    snap.now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                )
+                .iso(),
+                domains: snap.tls_rpt.domains.clone(),
+                sts_cached: snap.tls_rpt.sts_cached,
+            }),
         }
     }
 }
@@ -286,6 +310,7 @@ mod tests {
             },
             failures: vec![(Failure::Drained, 1)],
             drains: DrainList::default(),
+            tls_rpt: TlsRptSnapshot::default(),
             config: ConfigState {
                 started: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
                 loaded: UNIX_EPOCH + Duration::from_secs(1_765_003_600),

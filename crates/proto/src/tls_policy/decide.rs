@@ -100,10 +100,7 @@ pub enum Observe {
     /// Check the certificate against this TLSA set (for `name`) and count the result.
     Dane { name: String, tlsa: TlsaSet },
     /// Count whether the MX matched the policy and its certificate was WebPKI-valid.
-    Sts {
-        policy_id: String,
-        mx_matches: bool,
-    },
+    Sts { policy_id: String, mx_matches: bool },
 }
 
 /// What a connection must be to carry the request.
@@ -221,8 +218,14 @@ pub fn decide(
             _ => {}
         }
     }
-    if let (StsFinding::Policy { mode, mx_matches, policy_id }, true) =
-        (sts, settings.mta_sts != Enforcement::Off)
+    if let (
+        StsFinding::Policy {
+            mode,
+            mx_matches,
+            policy_id,
+        },
+        true,
+    ) = (sts, settings.mta_sts != Enforcement::Off)
     {
         let enforce = *mode == StsMode::Enforce && settings.mta_sts == Enforcement::Enforce;
         match (enforce, req.mx_host) {

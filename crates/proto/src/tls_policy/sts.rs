@@ -3,6 +3,7 @@
 //! pure function of the time given (seconds since the Unix epoch). Fetching and caching are
 //! the daemon's (`tlspolicy::sts`).
 
+pub use super::decide::StsMode;
 use std::fmt;
 
 /// The longest `max_age` a policy may give (RFC 8461 section 3.2: one year).
@@ -28,28 +29,6 @@ pub fn policy_host(domain: &str) -> String {
 /// A domain name lower-cased, without its trailing dot.
 pub fn normalise(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// A policy's mode (RFC 8461 section 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StsMode {
-    /// Deliver only to a matching MX with a WebPKI-valid certificate.
-    Enforce,
-    /// Deliver anyway; report the failures.
-    Testing,
-    /// The domain withdrew its policy.
-    None,
-}
-
-impl StsMode {
-    /// The policy file's word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StsMode::Enforce => "enforce",
-            StsMode::Testing => "testing",
-            StsMode::None => "none",
-        }
-    }
 }
 
 /// What is wrong with a `_mta-sts` TXT record set.

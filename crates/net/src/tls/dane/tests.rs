@@ -25,7 +25,11 @@ fn algs() -> WebPkiSupportedAlgorithms {
     crate::tls::provider().signature_verification_algorithms
 }
 
-fn verdict(records: &[Tlsa], chain: &[CertificateDer<'_>], name: &str) -> Result<DaneMatch, DaneFailure> {
+fn verdict(
+    records: &[Tlsa],
+    chain: &[CertificateDer<'_>],
+    name: &str,
+) -> Result<DaneMatch, DaneFailure> {
     check(records, chain, name, UnixTime::now(), &algs())
 }
 
@@ -37,12 +41,19 @@ fn dane_ee_matches_every_selector_and_matching_type_and_ignores_names_and_dates(
     for selector in [0, 1] {
         for matching in [0, 1, 2] {
             let r = record(3, selector, matching, &c[0]);
-            assert_eq!(verdict(&[r], &c, "mx.example"), Ok(DaneMatch::Ee), "3 {selector} {matching}");
+            assert_eq!(
+                verdict(&[r], &c, "mx.example"),
+                Ok(DaneMatch::Ee),
+                "3 {selector} {matching}"
+            );
         }
     }
     let self_signed = certgen::self_signed(&["mx.example"]).unwrap();
     let s = chain(&self_signed.cert_pem);
-    assert_eq!(verdict(&[record(3, 1, 1, &s[0])], &s, "x"), Ok(DaneMatch::Ee));
+    assert_eq!(
+        verdict(&[record(3, 1, 1, &s[0])], &s, "x"),
+        Ok(DaneMatch::Ee)
+    );
 }
 
 #[test]
@@ -51,16 +62,25 @@ fn a_mismatch_and_unusable_records_do_not_match() {
     let a = chain(&ca.issue(&["mx.example"]).unwrap().cert_pem);
     let b = chain(&ca.issue(&["mx.example"]).unwrap().cert_pem);
     let wrong = record(3, 1, 1, &b[0]);
-    assert_eq!(verdict(&[wrong.clone()], &a, "mx.example"), Err(DaneFailure::NoMatch));
+    assert_eq!(
+        verdict(&[wrong.clone()], &a, "mx.example"),
+        Err(DaneFailure::NoMatch)
+    );
     // PKIX-EE(1) with the right digest is unusable for SMTP (RFC 7672 section 3.1.3).
     let pkix = record(1, 1, 1, &a[0]);
-    assert_eq!(verdict(&[pkix], &a, "mx.example"), Err(DaneFailure::NoMatch));
+    assert_eq!(
+        verdict(&[pkix], &a, "mx.example"),
+        Err(DaneFailure::NoMatch)
+    );
     // One matching record among others is enough.
     assert_eq!(
         verdict(&[wrong, record(3, 0, 1, &a[0])], &a, "mx.example"),
         Ok(DaneMatch::Ee)
     );
-    assert_eq!(verdict(&[], &[], "mx.example"), Err(DaneFailure::NoCertificate));
+    assert_eq!(
+        verdict(&[], &[], "mx.example"),
+        Err(DaneFailure::NoCertificate)
+    );
     assert_eq!(DaneFailure::NoMatch.result_type(), ResultType::TlsaInvalid);
 }
 
@@ -75,15 +95,25 @@ fn dane_ta_needs_the_chain_the_name_and_the_dates() {
         c
     };
     let good = with_ca(&ca.issue(&["mx.example"]).unwrap().cert_pem);
-    assert_eq!(verdict(&[ta.clone()], &good, "mx.example"), Ok(DaneMatch::Ta));
-    assert_eq!(verdict(&[ta.clone()], &good, "MX.example."), Ok(DaneMatch::Ta));
+    assert_eq!(
+        verdict(&[ta.clone()], &good, "mx.example"),
+        Ok(DaneMatch::Ta)
+    );
+    assert_eq!(
+        verdict(&[ta.clone()], &good, "MX.example."),
+        Ok(DaneMatch::Ta)
+    );
     assert_eq!(
         verdict(&[record(2, 1, 2, &ca_der)], &good, "mx.example"),
         Ok(DaneMatch::Ta),
         "2 1 2: the TA's key"
     );
     let wrong_name = verdict(&[ta.clone()], &good, "other.example").unwrap_err();
-    assert_eq!(wrong_name.result_type(), ResultType::CertificateHostMismatch, "{wrong_name}");
+    assert_eq!(
+        wrong_name.result_type(),
+        ResultType::CertificateHostMismatch,
+        "{wrong_name}"
+    );
     let expired = with_ca(&ca.issue_expired(&["mx.example"]).unwrap().cert_pem);
     let e = verdict(&[ta.clone()], &expired, "mx.example").unwrap_err();
     assert_eq!(e.result_type(), ResultType::CertificateExpired, "{e}");
@@ -129,7 +159,13 @@ fn the_verifier_enforces_in_a_real_handshake() {
     let (addr, t) = serve(&leaf);
     let tcp = TcpStream::connect(addr).unwrap();
     let (mut s, matched) = connector
-        .connect_dane(tcp, &[record(3, 1, 1, &der)], "mx.example", ip, Duration::from_secs(5))
+        .connect_dane(
+            tcp,
+            &[record(3, 1, 1, &der)],
+            "mx.example",
+            ip,
+            Duration::from_secs(5),
+        )
         .unwrap();
     assert_eq!(matched, DaneMatch::Ee);
     assert!(s.facts().verified, "also WebPKI-valid for the name");
@@ -144,7 +180,13 @@ fn the_verifier_enforces_in_a_real_handshake() {
     let (addr, t) = serve(&leaf);
     let tcp = TcpStream::connect(addr).unwrap();
     let err = connector
-        .connect_dane(tcp, &[record(3, 1, 1, &other)], "mx.example", ip, Duration::from_secs(5))
+        .connect_dane(
+            tcp,
+            &[record(3, 1, 1, &other)],
+            "mx.example",
+            ip,
+            Duration::from_secs(5),
+        )
         .err()
         .unwrap();
     assert!(matches!(err, TlsError::Dane(DaneFailure::NoMatch)), "{err}");

@@ -68,7 +68,11 @@ fn without_policies_the_request_stands() {
 fn secure_tlsa_raises_every_request_but_none_to_dane() {
     let s = Settings::default();
     let found = DaneFinding::Secure(set(3));
-    for tls in [TlsPolicy::Opportunistic, TlsPolicy::Required, TlsPolicy::Verify] {
+    for tls in [
+        TlsPolicy::Opportunistic,
+        TlsPolicy::Required,
+        TlsPolicy::Verify,
+    ] {
         let d = decide(req(tls), &found, &sts(StsMode::Enforce, true), &s).unwrap();
         assert_eq!(
             d.want,
@@ -133,8 +137,13 @@ fn testing_only_and_off_never_defer() {
             ..Settings::default()
         };
         for found in [DaneFinding::Failed("x".into()), DaneFinding::Secure(set(3))] {
-            let d = decide(req(TlsPolicy::Opportunistic), &found, &StsFinding::NoPolicy, &s)
-                .unwrap();
+            let d = decide(
+                req(TlsPolicy::Opportunistic),
+                &found,
+                &StsFinding::NoPolicy,
+                &s,
+            )
+            .unwrap();
             assert_eq!(d.want, TlsWant::Opportunistic);
             let observed = matches!(d.observe, Some(Observe::Dane { .. }));
             assert_eq!(
@@ -165,7 +174,11 @@ fn no_mx_name_no_dane() {
 fn mta_sts_enforce() {
     let s = Settings::default();
     let none = DaneFinding::Insecure;
-    for tls in [TlsPolicy::Opportunistic, TlsPolicy::Required, TlsPolicy::Verify] {
+    for tls in [
+        TlsPolicy::Opportunistic,
+        TlsPolicy::Required,
+        TlsPolicy::Verify,
+    ] {
         let d = decide(req(tls), &none, &sts(StsMode::Enforce, true), &s).unwrap();
         assert_eq!(d.want, TlsWant::Verified("mx.example".into()));
         assert_eq!(d.setup, TlsPolicy::Verify);
@@ -180,7 +193,13 @@ fn mta_sts_enforce() {
     )
     .unwrap_err();
     assert_eq!(r.failure(), Failure::StsMxMismatch);
-    let r = decide(req(TlsPolicy::None), &none, &sts(StsMode::Enforce, true), &s).unwrap_err();
+    let r = decide(
+        req(TlsPolicy::None),
+        &none,
+        &sts(StsMode::Enforce, true),
+        &s,
+    )
+    .unwrap_err();
     assert_eq!(r.failure(), Failure::StsRequired);
 }
 

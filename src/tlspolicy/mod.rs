@@ -1,0 +1,97 @@
+//! TLS policy look-ups and reporting toward MX servers that need I/O: the MTA-STS policy
+//! fetcher and cache ([`sts`], over the small HTTPS client [`https`]) and the TLS-RPT
+//! reports written into `state_directory` ([`rpt`]). The rules are sans-I/O in
+//! `greenarrow_proxy_proto::tls_policy`; see docs/TLS-POLICY.md.
+
+pub mod https;
+pub mod rpt;
+pub mod sts;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch (the policy cache and the report days are in UTC wall time).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+use greenarrow_proxy_proto::status::TlsRptSnapshot;
+use greenarrow_proxy_proto::tls_policy::rpt::{FailureKey, PolicyRef, PolicyType, ResultType};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// The long-lived TLS policy state every session shares (it outlives reloads): the MTA-STS
+/// cache and the TLS-RPT reports. (Their counters are `shared::Stats`'s.)
+pub struct TlsPolicies {
+    pub sts: sts::StsCache,
+    pub reports: rpt::Reports,
+}
+
+/// One session's set-up outcome, as TLS-RPT counts it.
+#[derive(Clone, Debug)]
+pub struct Outcome<'a> {
+    /// The policy domain (`domain=` or `policy_domain=`).
+    pub domain: &'a str,
+    /// The policy the session was evaluated under.
+    pub policy: PolicyRef,
+    /// The failure, if the session failed (or, under `testing`, would have).
+    pub failure: Option<ResultType>,
+    pub mx_host: Option<&'a str>,
+    pub mx_ip: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+}
+
+impl TlsPolicies {
+    /// With `state_dir`, policies and reports are kept there (`mta-sts/`, `tls-rpt/`).
+    pub fn new(
+        state_dir: Option<&Path>,
+        organization: &str,
+        contact: Option<&str>,
+        resolver: Option<crate::dns::Resolver>,
+    ) -> TlsPolicies {
+        TlsPolicies {
+            sts: sts::StsCache::new(state_dir),
+            reports: rpt::Reports::new(state_dir, organization, contact, resolver),
+        }
+    }
+
+    /// Count a session's set-up outcome in the day's ledger (`Shared::tls_outcome` also
+    /// counts it in the metrics).
+    pub fn record(&self, o: Outcome<'_>) {
+        let failure = o.failure.map(|result| FailureKey {
+            result,
+            sending_ip: o.source,
+            receiving_mx: o
+                .mx_host
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
+            receiving_ip: o.mx_ip,
+        });
+        self.reports.record(o.domain, &o.policy, failure);
+    }
+
+    /// The figures status and metrics show, with the counters since start given.
+    pub fn snapshot(
+        &self,
+        failures: Vec<(ResultType, u64)>,
+        successes: Vec<(PolicyType, u64)>,
+    ) -> TlsRptSnapshot {
+        TlsRptSnapshot {
+            failures,
+            successes,
+            domains: self
+                .reports
+                .today()
+                .into_iter()
+                .map(|d| greenarrow_proxy_proto::status::TlsRptDomain {
+                    domain: d.domain,
+                    successes: d.successes,
+                    failures: d.failures,
+                    rua: d.rua,
+                })
+                .collect(),
+            sts_cached: self.sts.cached_domains() as u64,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! TLS reporting (RFC 8460): the day's ledger (`proto::tls_policy::rpt::Ledger`) under one
+//! mutex, fed with each set-up outcome; the reporting addresses (`_smtp._tls.<domain>` TXT
+//! `rua=`) looked up once per domain and day; each closed day's reports written into
+//! `state_directory/tls-rpt/<YYYY-MM-DD>/<domain>.json` (and the `rua` beside it,
+//! `<domain>.rua`, one URI a line), the current day's so far on SIGUSR1 and at shutdown.
+//! A day closes when the first outcome of the next day is recorded (or at SIGUSR1/shutdown).
+//! Sending is the operator's (docs/TLS-POLICY.md has a script).
+
+use super::unix_now;
+use crate::dns::Resolver;
+use greenarrow_proxy_proto::tls_policy::rpt::{
+    parse_rua, Day, DomainDay, FailureKey, Ledger, PolicyRef,
+};
+use log::warn;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The reports' subdirectory of `state_directory`.
+pub const DIR_NAME: &str = "tls-rpt";
+
+/// Today's counts of one domain, for status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainToday {
+    pub domain: String,
+    pub successes: u64,
+    pub failures: u64,
+    /// The `rua` URIs, when the domain publishes them.
+    pub rua: Vec<String>,
+}
+
+struct State {
+    ledger: Ledger,
+    /// The day of the last outcome recorded.
+    today: Option<Day>,
+    /// Domains' `rua`: `None` while being looked up or when none is published.
+    rua: HashMap<String, Option<Vec<String>>>,
+}
+
+/// The reporter.
+pub struct Reports {
+    state: Mutex<State>,
+    dir: Option<PathBuf>,
+    organization: String,
+    contact: String,
+    resolver: Option<Resolver>,
+}
+
+impl Reports {
+    /// Reports signed by `organization` (and `contact`), written under `state_dir` if any.
+    pub fn new(
+        state_dir: Option<&Path>,
+        organization: &str,
+        contact: Option<&str>,
+        resolver: Option<Resolver>,
+    ) -> Reports {
+        Reports {
+            state: Mutex::new(State {
+                ledger: Ledger::default(),
+                today: None,
+                rua: HashMap::new(),
+            }),
+            dir: state_dir.map(|d| d.join(DIR_NAME)),
+            organization: organization.to_string(),
+            contact: contact.unwrap_or("").to_string(),
+            resolver,
+        }
+    }
+
+    /// Count one session's outcome (a success when `failure` is `None`).
+    pub fn record(&self, domain: &str, policy: &PolicyRef, failure: Option<FailureKey>) {
+        let day = Day::of(unix_now());
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let (closed, look_up) = {
+            let mut s = self.state.lock();
+            let closed = match s.today {
+                Some(d) if d < day => {
+                    s.rua.clear();
+                    s.ledger.take_before(day)
+                }
+                _ => Vec::new(),
+            };
+            s.today = Some(day);
+            s.ledger.record(day, &domain, policy, failure);
+            let look_up = !s.rua.contains_key(&domain);
+            if look_up {
+                s.rua.insert(domain.clone(), None);
+            }
+            (closed, look_up)
+        };
+        if look_up {
+            self.look_up_rua(&domain);
+        }
+        for (day, domains) in closed {
+            self.write(day, &domains);
+        }
+    }
+
+    fn look_up_rua(&self, domain: &str) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        let rua = match resolver.lookup_txt(&format!("_smtp._tls.{domain}")) {
+            Ok(records) => parse_rua(&records),
+            Err(e) => {
+                warn!("{domain}: TLS-RPT rua look-up: {e}");
+                None
+            }
+        };
+        self.state.lock().rua.insert(domain.to_string(), rua);
+    }
+
+    /// Today's counts per domain (for status), sorted by domain.
+    pub fn today(&self) -> Vec<DomainToday> {
+        let s = self.state.lock();
+        let Some(day) = s.today else {
+            return Vec::new();
+        };
+        if day < Day::of(unix_now()) {
+            return Vec::new();
+        }
+        s.ledger
+            .day(day)
+            .map(|(domain, dd)| {
+                let (successes, failures) = dd.totals();
+                DomainToday {
+                    domain: domain.to_string(),
+                    successes,
+                    failures,
+                    rua: s.rua.get(domain).cloned().flatten().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Write the closed days' reports and the current day's so far (SIGUSR1, shutdown).
+    pub fn flush(&self) {
+        let now = Day::of(unix_now());
+        let (closed, current) = {
+            let mut s = self.state.lock();
+            let closed = s.ledger.take_before(now);
+            let current: BTreeMap<String, DomainDay> = s
+                .ledger
+                .day(now)
+                .map(|(d, dd)| (d.to_string(), dd.clone()))
+                .collect();
+            (closed, current)
+        };
+        for (day, domains) in closed {
+            self.write(day, &domains);
+        }
+        self.write(now, &current);
+    }
+
+    /// Write one day's reports (outside the lock).
+    fn write(&self, day: Day, domains: &BTreeMap<String, DomainDay>) {
+        let Some(root) = &self.dir else { return };
+        if domains.is_empty() {
+            return;
+        }
+        let dir = root.join(day.iso());
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            warn!(
+                "{}: {e}; TLS-RPT reports of {} not written",
+                dir.display(),
+                day.iso()
+            );
+            return;
+        }
+        let ruas: HashMap<String, Vec<String>> = {
+            let s = self.state.lock();
+            domains
+                .keys()
+                .filter_map(|d| Some((d.clone(), s.rua.get(d)?.clone()?)))
+                .collect()
+        };
+        for (domain, dd) in domains {
+            let report = dd.report(day, domain, &self.organization, &self.contact);
+            let Ok(mut text) = serde_json::to_string_pretty(&report) else {
+                continue;
+            };
+            text.push('\n');
+            let written =
+                crate::statefile::write_atomic(&dir, &format!("{domain}.json"), text.as_bytes())
+                    .and_then(|()| match ruas.get(domain) {
+                        Some(uris) => crate::statefile::write_atomic(
+                            &dir,
+                            &format!("{domain}.rua"),
+                            (uris.join("\n") + "\n").as_bytes(),
+                        ),
+                        None => Ok(()),
+                    });
+            if let Err((path, e)) = written {
+                warn!("{}: {e}; TLS-RPT report not written", path.display());
+            }
+        }
+    }
+}
