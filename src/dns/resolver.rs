@@ -396,11 +396,13 @@ async fn resolve_hosts(
 pub const MAX_TXT_RECORDS: usize = 16;
 
 impl Resolver {
-    /// The TXT records of `name` (each the concatenation of its character strings), at most
-    /// [`MAX_TXT_RECORDS`]: empty when the name does not exist or has none (MTA-STS and
-    /// TLS-RPT read "no record" so). Errors: `InvalidName`, `Transient`.
-    pub fn lookup_txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
-        let bare = name::normalize(name)?.to_ascii_lowercase();
+    /// The TXT records of `<prefix>.<domain>` (`_mta-sts`, `_smtp._tls`: the prefix's
+    /// underscore labels are not host name syntax, the domain is checked as one), each the
+    /// concatenation of its character strings, at most [`MAX_TXT_RECORDS`]: empty when the
+    /// name does not exist or has none (MTA-STS and TLS-RPT read "no record" so). Errors:
+    /// `InvalidName`, `Transient`.
+    pub fn lookup_txt(&self, prefix: &str, domain: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        let bare = format!("{prefix}.{}", name::normalize(domain)?.to_ascii_lowercase());
         let resolver = self.inner.resolver.clone();
         let deadline = self.inner.deadline;
         self.block_on(async move {

@@ -100,7 +100,7 @@ impl Reports {
         let Some(resolver) = &self.resolver else {
             return;
         };
-        let rua = match resolver.lookup_txt(&format!("_smtp._tls.{domain}")) {
+        let rua = match resolver.lookup_txt("_smtp._tls", domain) {
             Ok(records) => parse_rua(&records),
             Err(e) => {
                 warn!("{domain}: TLS-RPT rua look-up: {e}");

@@ -16,4 +16,5 @@ pub mod fixtures;
 pub mod mta;
 pub mod netns;
 pub mod raw;
+pub mod stsserver;
 pub mod testmx;
