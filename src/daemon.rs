@@ -113,6 +113,18 @@ pub fn warnings(rt: &Runtime) -> Vec<String> {
         &rt.config,
         &crate::server::ProcessLimits::current(),
     ));
+    let dane = rt.config.mx_tls.dane;
+    if dane != greenarrow_proxy_proto::tls_policy::Enforcement::Off
+        && rt.resolver.as_ref().is_some_and(|r| !r.dnssec_trusted())
+    {
+        w.push(format!(
+            "mx_tls.dane: {}, but the DNS name servers are not all on loopback: their DNSSEC \
+             answers (the AD bit) are not trusted, so DANE is not applied; run a validating \
+             resolver (unbound) on this host and list it in dns.nameservers \
+             (docs/TLS-POLICY.md)",
+            crate::config::enforcement_word(dane)
+        ));
+    }
     w
 }
 

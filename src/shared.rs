@@ -7,11 +7,12 @@ use crate::drain::Drains;
 use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
 use crate::runtime::{pool_limits, Runtime};
-use crate::tlspolicy::{Outcome, TlsPolicies};
+use crate::tlspolicy::TlsPolicies;
 use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
 use greenarrow_proxy_proto::protocol::Failure;
 pub use greenarrow_proxy_proto::status::{ConfigState, LastReload};
 use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
+pub use greenarrow_proxy_proto::tls_policy::TlsOutcome;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
@@ -292,6 +293,13 @@ impl Drop for IpSlot {
     }
 }
 
+/// What receives every set-up outcome under the TLS policies ([`Shared::tls_outcome`]): the
+/// TLS reporting ledger (RFC 8460), or a test's recorder. Called on session threads, outside
+/// every lock of the daemon; it must not block.
+pub trait TlsOutcomes: Send + Sync {
+    fn record(&self, outcome: &TlsOutcome<'_>);
+}
+
 /// State shared by the accept threads and every session.
 pub struct Shared {
     /// Sessions (queued or running) per MTA address.
@@ -311,6 +319,8 @@ pub struct Shared {
     /// Start and reload times, and the last reload's outcome.
     config_state: Mutex<ConfigState>,
     stopping: AtomicBool,
+    /// Where TLS set-up outcomes go ([`Shared::set_tls_outcomes`]).
+    tls_outcomes: RwLock<Option<Arc<dyn TlsOutcomes>>>,
     /// Test builds only: the next session panics right after its TLS handshake (to exercise
     /// the worker's panic guard).
     #[cfg(any(test, feature = "test-hooks"))]
@@ -340,6 +350,7 @@ impl Shared {
             stats: Stats::default(),
             config_state: Mutex::new(ConfigState::new(SystemTime::now())),
             stopping: AtomicBool::new(false),
+            tls_outcomes: RwLock::new(None),
             #[cfg(any(test, feature = "test-hooks"))]
             panic_next_session: AtomicBool::new(false),
         }
@@ -383,11 +394,23 @@ impl Shared {
         Some(self.tls_policies.sts.lookup(client, domain))
     }
 
-    /// The hook called after each set-up outcome toward an MX of a policy domain: counted
-    /// in the metrics (per result type, per policy type) and the day's TLS-RPT ledger.
-    pub fn tls_outcome(&self, o: Outcome<'_>) {
-        self.stats.tls_rpt_outcome(o.policy.policy_type, o.failure);
-        self.tls_policies.record(o);
+    /// Send every TLS set-up outcome to `sink` too from now on (a test's recorder).
+    pub fn set_tls_outcomes(&self, sink: Arc<dyn TlsOutcomes>) {
+        *self.tls_outcomes.write() = Some(sink);
+    }
+
+    /// The hook a session calls after each set-up attempt at an MX host under the TLS
+    /// policies (success or failure, refusals before a dial included): the policy domain, the
+    /// MX host, the policy applied and the RFC 8460 result type of a failure. Counted in the
+    /// metrics (per result type, per policy type) and, with a policy domain, in the day's
+    /// TLS-RPT ledger.
+    pub fn tls_outcome(&self, outcome: &TlsOutcome<'_>) {
+        self.stats.tls_rpt_outcome(outcome.policy, outcome.result);
+        self.tls_policies.record(outcome);
+        let sink = self.tls_outcomes.read().clone();
+        if let Some(sink) = sink {
+            sink.record(outcome);
+        }
     }
 
     /// Whether the proxy is stopping (no new sessions, no new waits).

@@ -48,6 +48,7 @@ fn ready_reply(mx: SocketAddr) -> Vec<u8> {
         local: "127.0.0.2:40000".parse().unwrap(),
         tls: None,
         tls_note: Some("fake".into()),
+        tls_policy: None,
         banner: vec![b"220 fake.test".to_vec()],
         ehlo: vec![b"250-fake.test".to_vec(), b"250 PIPELINING".to_vec()],
     }

@@ -6,10 +6,11 @@
 use greenarrow_proxy::dns::{Resolver, ResolverSettings};
 use greenarrow_proxy::tlspolicy::https::Client;
 use greenarrow_proxy::tlspolicy::sts::StsCache;
-use greenarrow_proxy::tlspolicy::{Outcome, TlsPolicies};
+use greenarrow_proxy::tlspolicy::TlsPolicies;
 use greenarrow_proxy_net::tls::{load_roots, MinVersion, MxTlsConnector};
 use greenarrow_proxy_proto::tls_policy::decide::{StsFinding, StsMode};
-use greenarrow_proxy_proto::tls_policy::rpt::{Day, PolicyRef, PolicyType, ResultType};
+use greenarrow_proxy_proto::tls_policy::rpt::{Day, PolicyType, ResultType};
+use greenarrow_proxy_proto::tls_policy::{Applied, TlsOutcome};
 use greenarrow_proxy_testkit::certgen::Ca;
 use greenarrow_proxy_testkit::fakedns::{FakeDns, Zone};
 use greenarrow_proxy_testkit::fixtures::TempDir;
@@ -280,29 +281,25 @@ fn the_days_tls_rpt_report_has_rfc_8460_field_names_and_counts() {
         Some("tls@proxy.example"),
         Some(s.resolver.clone()),
     );
-    let sts = PolicyRef {
-        policy_type: PolicyType::Sts,
-        strings: vec![
-            "version: STSv1".into(),
-            "mode: testing".into(),
-            "mx: mx.sts.test".into(),
-            "max_age: 86400".into(),
-        ],
-        mx_hosts: vec!["mx.sts.test".into()],
-    };
-    let outcome = |failure| Outcome {
-        domain: DOMAIN,
-        policy: sts.clone(),
-        failure,
+    // The policy in force for the domain (its lines are what the report shows).
+    let server = s.server(DOMAIN, Serve::policy("testing", &["mx.sts.test"], 86400));
+    let client = s.client(server.addr.port());
+    assert!(policies.sts.lookup(&client, DOMAIN).policy.is_some());
+    let outcome = |result| TlsOutcome {
+        policy_domain: Some(DOMAIN),
         mx_host: Some("mx.sts.test"),
+        policy: PolicyType::Sts,
+        applied: Applied::Opportunistic,
+        testing: true,
+        result,
         mx_ip: Some("127.0.0.1".parse().unwrap()),
         source: Some("127.0.0.2".parse().unwrap()),
     };
     for _ in 0..3 {
-        policies.record(outcome(None));
+        policies.record(&outcome(None));
     }
-    policies.record(outcome(Some(ResultType::CertificateHostMismatch)));
-    policies.record(outcome(Some(ResultType::CertificateHostMismatch)));
+    policies.record(&outcome(Some(ResultType::CertificateHostMismatch)));
+    policies.record(&outcome(Some(ResultType::CertificateHostMismatch)));
     let today = policies.reports.today();
     assert_eq!(today.len(), 1);
     assert_eq!((today[0].successes, today[0].failures), (3, 2));

@@ -9,7 +9,7 @@
 //! Modules import one way, from the serde layer up (tests/architecture.rs finds no circle):
 //! `raw` (serde types, imports nothing here) → `values` (one value parsed, the key named) →
 //! the sections, each its typed form, its `Serialize` (the effective configuration) and its
-//! validation: `sections` (limits, timeouts, mx_tls, pool, dns), `secret`, `access`,
+//! validation: `sections` (limits, timeouts, pool, dns), `mx_tls`, `secret`, `access`,
 //! `frontends`, `caps`, `status` → `model` (`Config` and its lookups) → `validate` (the
 //! whole file) → this module (`load`, `from_yaml_str`, `to_effective_yaml`). Beside them:
 //! `error`/`suggest` (diagnostics), `net`, `ser`, `readable`; above `model`: `files`, `host`.
@@ -22,6 +22,7 @@ mod frontends;
 pub mod host;
 mod model;
 mod mta_sts;
+mod mx_tls;
 mod net;
 mod raw;
 mod readable;
@@ -45,9 +46,10 @@ pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use model::Config;
 pub use mta_sts::StsSettings;
+pub use mx_tls::{enforcement_word, MxTls, TlsVersion};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
-pub use sections::{DnsConfig, Limits, MxTls, PoolConfig, Probe, Timeouts, TlsVersion};
+pub use sections::{DnsConfig, Limits, PoolConfig, Probe, Timeouts};
 pub use status::{MetricsConfig, DEFAULT_CONTROL_SOCKET};
 pub use validate::{
     DEFAULT_ALLOW_FROM, DEFAULT_DESTINATION_PORTS, DEFAULT_LISTEN, DEFAULT_MAX_QUEUED_SESSIONS,

@@ -7,8 +7,9 @@
 use super::access::{self, embedded_ipv4, Client, Identity, DEFAULT_CLIENT};
 use super::caps::CapsConfig;
 use super::frontends::Frontend;
+use super::mx_tls::MxTls;
 use super::net::IpNet;
-use super::sections::{DnsConfig, Limits, MxTls, PoolConfig, Timeouts};
+use super::sections::{DnsConfig, Limits, PoolConfig, Timeouts};
 use super::ser;
 use super::status::MetricsConfig;
 use serde::Serialize;

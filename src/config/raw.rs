@@ -95,6 +95,9 @@ pub(crate) struct RawTimeouts {
 pub(crate) struct RawMxTls {
     pub min_version: Option<String>,
     pub ca_file: Option<String>,
+    pub dane: Option<String>,
+    pub mta_sts: Option<String>,
+    pub allow_none_when_required: Option<bool>,
     // MTA-STS and TLS reporting (config::mta_sts).
     pub mta_sts_fetch_timeout: Option<String>,
     pub mta_sts_max_size: Option<u64>,

@@ -1,16 +1,14 @@
-//! The plain sections: `limits`, `timeouts`, `mx_tls`, `pool` and `dns`: their validated
+//! The plain sections: `limits`, `timeouts`, `pool` and `dns` (`mx_tls` has its own file): their validated
 //! types (serialised as the file writes them, for the effective configuration), defaults,
 //! and their validation from the raw form. Every error names the full dotted key.
 
 use super::error::ConfigError;
-use super::mta_sts::{RawSts, StsSettings};
-use super::raw::{RawDns, RawLimits, RawMxTls, RawPool, RawTimeouts};
+use super::raw::{RawDns, RawLimits, RawPool, RawTimeouts};
 use super::ser;
-use super::values::{duration, number, required_path, socket_addrs};
+use super::values::{duration, number, socket_addrs};
 use serde::{Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -87,43 +85,6 @@ impl Default for Timeouts {
             shutdown_grace: Duration::from_secs(30),
         }
     }
-}
-
-/// Lowest TLS version accepted towards the MX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsVersion {
-    /// TLS 1.2 (and 1.3).
-    #[default]
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
-}
-
-impl Serialize for TlsVersion {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl fmt::Display for TlsVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Tls12 => "1.2",
-            TlsVersion::Tls13 => "1.3",
-        })
-    }
-}
-
-/// `mx_tls:`
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct MxTls {
-    /// Lowest TLS version accepted.
-    pub min_version: TlsVersion,
-    /// Extra PEM roots added to the system roots for certificate verification.
-    pub ca_file: Option<PathBuf>,
-    /// MTA-STS fetching and TLS-RPT reports.
-    #[serde(flatten)]
-    pub sts: StsSettings,
 }
 
 /// What to send on a pooled connection before handing it out again.
@@ -246,40 +207,6 @@ pub(crate) fn timeouts(raw: RawTimeouts) -> Result<Timeouts> {
         mx_data_done: t("mx_data_done", raw.mx_data_done, d.mx_data_done)?,
         mx_tls_handshake: t("mx_tls_handshake", raw.mx_tls_handshake, d.mx_tls_handshake)?,
         shutdown_grace: t("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
-    })
-}
-
-pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
-    let min_version = match raw.min_version.as_deref() {
-        None => TlsVersion::default(),
-        Some("1.2") => TlsVersion::Tls12,
-        Some("1.3") => TlsVersion::Tls13,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                "mx_tls.min_version",
-                format!("{other:?} is not supported; use \"1.2\" or \"1.3\""),
-            ))
-        }
-    };
-    let ca_file = match raw.ca_file {
-        None => None,
-        Some(p) => Some(required_path("mx_tls.ca_file", Some(p), base_dir)?),
-    };
-    let sts = super::mta_sts::sts(
-        RawSts {
-            fetch_timeout: raw.mta_sts_fetch_timeout,
-            max_size: raw.mta_sts_max_size,
-            test_ca_file: raw.mta_sts_test_ca_file,
-            test_port: raw.mta_sts_test_port,
-            organization: raw.tls_rpt_organization,
-            contact: raw.tls_rpt_contact,
-        },
-        base_dir,
-    )?;
-    Ok(MxTls {
-        min_version,
-        ca_file,
-        sts,
     })
 }
 

@@ -155,7 +155,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         )?,
         limits: sections::limits(raw.limits.unwrap_or_default())?,
         timeouts: sections::timeouts(raw.timeouts.unwrap_or_default())?,
-        mx_tls: sections::mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
+        mx_tls: super::mx_tls::mx_tls(raw.mx_tls.unwrap_or_default(), base_dir)?,
         pool: sections::pool(raw.pool.unwrap_or_default())?,
         dns: sections::dns(raw.dns.unwrap_or_default())?,
         frontends,

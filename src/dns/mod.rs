@@ -11,6 +11,8 @@
 //! - [`Resolver::resolve_mx`]: RFC 5321 §5.1 candidate list for a recipient
 //!   domain (MX by preference, implicit MX, null MX), bounded to
 //!   [`MAX_MX_HOSTS`] hosts of [`MAX_ADDRS_PER_HOST`] addresses each.
+//! - [`Resolver::lookup_tlsa`]: the TLSA records of an MX host with their DNSSEC status, for
+//!   DANE (`tlsa`: blocking queries to a validating resolver on loopback, AD bit trusted).
 //!
 //! Names are always fully qualified: no search domain is appended, a trailing
 //! dot is optional, `/etc/hosts` is not consulted. See `docs/DNS.md`.
@@ -19,6 +21,7 @@ mod error;
 mod mx;
 mod name;
 mod resolver;
+mod tlsa;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -27,6 +30,7 @@ pub use error::DnsError;
 pub use greenarrow_proxy_proto::family::Family;
 pub use mx::{MAX_ADDRS_PER_HOST, MAX_MX_HOSTS};
 pub use resolver::{Resolver, MAX_HOST_ADDRS};
+pub use tlsa::TlsaLookup;
 
 /// How to reach DNS.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,9 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinSet;
 
 use super::mx::{self, MxHost, MxPlan, MAX_ADDRS_PER_HOST};
+use super::tlsa::TlsaLookup;
 use super::{name, Candidate, DnsError, Family, ResolverSettings};
+use greenarrow_proxy_proto::tls_policy::dane::DaneFinding;
 
 /// At most this many addresses are returned by [`Resolver::lookup_host`].
 pub const MAX_HOST_ADDRS: usize = 16;
@@ -46,6 +48,8 @@ struct Inner {
     runtime: Option<Runtime>,
     /// Upper bound on one query including hickory's own retries.
     deadline: Duration,
+    /// TLSA look-ups for DANE, through the same name servers.
+    tlsa: TlsaLookup,
 }
 
 impl Drop for Inner {
@@ -110,6 +114,11 @@ impl Resolver {
             .build()
             .map_err(|e| DnsError::Setup(format!("cannot start the DNS runtime: {e}")))?;
         let handle = runtime.handle().clone();
+        let addrs: Vec<SocketAddr> = servers
+            .iter()
+            .map(|s| SocketAddr::new(s.ip, s.connections.first().map_or(53, |c| c.port)))
+            .collect();
+        let tlsa = TlsaLookup::new(addrs, settings.timeout);
         let config = ResolverConfig::from_name_servers(servers);
         let resolver = {
             let _guard = runtime.enter();
@@ -124,6 +133,7 @@ impl Resolver {
                 handle,
                 runtime: Some(runtime),
                 deadline,
+                tlsa,
             }),
         })
     }
@@ -170,6 +180,17 @@ impl Resolver {
         let resolver = self.inner.resolver.clone();
         let deadline = self.inner.deadline;
         self.block_on(resolve_mx(resolver, bare, family, deadline))?
+    }
+
+    /// The TLSA records of `_<port>._tcp.<host>` and whether they are DNSSEC-secure (cached).
+    /// `NotLookedUp` when the name servers are not on loopback: their AD bit is not trusted.
+    pub fn lookup_tlsa(&self, host: &str, port: u16) -> DaneFinding {
+        self.inner.tlsa.lookup(host, port)
+    }
+
+    /// Whether TLSA answers can be trusted (every name server is on loopback).
+    pub fn dnssec_trusted(&self) -> bool {
+        self.inner.tlsa.trusted()
     }
 
     /// Runs `future` to completion on the calling thread.

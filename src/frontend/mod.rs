@@ -70,6 +70,7 @@ fn passthrough_session(
             mx: remote,
             ehlo: None,
             tls: None,
+            tls_policy: None,
             new: true,
             messages: None,
             octets_to_mx: sum.mta_to_mx,
@@ -121,7 +122,8 @@ fn dial_target(egress: &Egress, target: &Target) -> Result<(TcpStream, Permit), 
     let req = target.request("");
     let mut last = None;
     for addr in addrs {
-        let permit = match egress.obtain(&req, addr, None)? {
+        // reuse=no: the want is never matched.
+        let permit = match egress.obtain(&req, addr, &crate::pool::TlsWant::Any)? {
             Obtained::Dial(p) => p,
             // Not asked for (reuse=no).
             Obtained::Reused(c) => {

@@ -51,6 +51,9 @@ pub struct SessionRecord<'a> {
     pub ehlo: Option<&'a str>,
     /// The TLS version toward the MX, `none` without TLS (not known in passthrough).
     pub tls: Option<&'a str>,
+    /// The TLS policy the MX connection was set up under and how the MX was authenticated
+    /// (`dane`, `webpki`, `no`): `tls_policy=`, `tls_verified=` (not known in passthrough).
+    pub tls_policy: Option<(&'a str, &'a str)>,
     /// Whether the MX connection was new (`true`) or taken from the pool.
     pub new: bool,
     /// Messages the MX accepted (not known in passthrough).
@@ -66,7 +69,7 @@ pub struct SessionRecord<'a> {
 
 impl SessionRecord<'_> {
     /// The key fields, in order, as text: `mta`, `client`, `frontend`, `source`, `mx`, `ehlo`,
-    /// `tls`, `connection`, `messages`, `octets_to_mx`, `octets_to_mta`, `duration`, `tag`;
+    /// `tls`, `tls_policy`, `tls_verified`, `connection`, `messages`, `octets_to_mx`, `octets_to_mta`, `duration`, `tag`;
     /// those the session cannot know are left out. `-` for an MX address the system lost.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
@@ -81,6 +84,10 @@ impl SessionRecord<'_> {
         }
         if let Some(t) = self.tls {
             f.push(("tls", t.to_string()));
+        }
+        if let Some((policy, verified)) = self.tls_policy {
+            f.push(("tls_policy", policy.to_string()));
+            f.push(("tls_verified", verified.to_string()));
         }
         let connection = if self.new { "new" } else { "reused" };
         f.push(("connection", connection.into()));
@@ -131,6 +138,7 @@ mod tests {
             mx: Some("127.0.0.1:2525".parse().unwrap()),
             ehlo: Some("mta.test"),
             tls: Some("TLSv1.3"),
+            tls_policy: Some(("dane-ee", "dane")),
             new: true,
             messages: Some(2),
             octets_to_mx: 1234,
@@ -156,8 +164,8 @@ mod tests {
         assert_eq!(
             super::super::line::message(&record),
             "session ended mta=127.0.0.1:40312 client=default frontend=native@127.0.0.1:807 \
-             source=127.0.0.2 mx=127.0.0.1:2525 ehlo=mta.test tls=TLSv1.3 connection=new \
-             messages=2 octets_to_mx=1234 octets_to_mta=567 duration=1.500s tag=quit"
+             source=127.0.0.2 mx=127.0.0.1:2525 ehlo=mta.test tls=TLSv1.3 tls_policy=dane-ee tls_verified=dane \
+             connection=new messages=2 octets_to_mx=1234 octets_to_mta=567 duration=1.500s tag=quit"
         );
         // The journal's fields: the same keys, upper-cased by systemd-journal-logger.
         let journal: Vec<String> = fields
@@ -167,8 +175,8 @@ mod tests {
         assert_eq!(
             journal.join(" "),
             "MTA=127.0.0.1:40312 CLIENT=default FRONTEND=native@127.0.0.1:807 \
-             SOURCE=127.0.0.2 MX=127.0.0.1:2525 EHLO=mta.test TLS=TLSv1.3 CONNECTION=new \
-             MESSAGES=2 OCTETS_TO_MX=1234 OCTETS_TO_MTA=567 DURATION=1.500s TAG=quit"
+             SOURCE=127.0.0.2 MX=127.0.0.1:2525 EHLO=mta.test TLS=TLSv1.3 TLS_POLICY=dane-ee TLS_VERIFIED=dane \
+             CONNECTION=new MESSAGES=2 OCTETS_TO_MX=1234 OCTETS_TO_MTA=567 DURATION=1.500s TAG=quit"
         );
     }
 
@@ -182,6 +190,7 @@ mod tests {
             },
             ehlo: None,
             tls: None,
+            tls_policy: None,
             messages: None,
             mx: None,
             tag: "mta_closed",

@@ -7,9 +7,13 @@ use super::{say_quit, MxConnection, MxStream, MxTimeouts};
 use crate::dial::dial;
 use greenarrow_proxy_net::bufconn::BufConn;
 use greenarrow_proxy_net::deadline::Deadline;
+use greenarrow_proxy_net::tls::dane::DaneMatch;
 use greenarrow_proxy_net::tls::{CertPolicy, MxTlsConnector};
 use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
 use greenarrow_proxy_proto::smtp::ReplyLimits;
+use greenarrow_proxy_proto::tls_policy::decide::{CertCheck, Decision, Observe};
+use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
+use greenarrow_proxy_proto::tls_policy::Applied;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,8 @@ pub struct MxSettings {
     pub reply_limits: ReplyLimits,
 }
 
-/// Dial `addr` from the request's source and run the set-up sequence.
+/// Dial `addr` from the request's source and run the set-up sequence under `decision` (the
+/// TLS policy decided for this MX host: `tls_policy::decide`).
 ///
 /// On an opportunistic request with `tls_fallback=yes`, a failed STARTTLS handshake is followed
 /// by one new connection without TLS; the connection then carries a `tls_note` saying so. With
@@ -37,13 +42,33 @@ pub fn establish(
     req: &ConnectRequest,
     addr: SocketAddr,
     mx_host: Option<&str>,
+    decision: &Decision,
     deadline: Deadline,
 ) -> Result<MxConnection, AttemptError> {
-    match attempt(settings, req, req.tls, addr, mx_host, deadline) {
+    match attempt(
+        settings,
+        req,
+        decision,
+        decision.setup,
+        addr,
+        mx_host,
+        deadline,
+    ) {
         Err(AttemptError::Setup(SetupError::Tls { error, .. }))
-            if req.tls == TlsPolicy::Opportunistic && req.tls_fallback && !req.smtps =>
+            if decision.setup == TlsPolicy::Opportunistic
+                && !decision.enforced
+                && req.tls_fallback
+                && !req.smtps =>
         {
-            let mut c = attempt(settings, req, TlsPolicy::None, addr, mx_host, deadline)?;
+            let mut c = attempt(
+                settings,
+                req,
+                decision,
+                TlsPolicy::None,
+                addr,
+                mx_host,
+                deadline,
+            )?;
             c.tls_note = Some(format!(
                 "TLS handshake failed ({error}); reconnected without TLS (tls_fallback=yes)"
             ));
@@ -57,6 +82,7 @@ pub fn establish(
 fn attempt(
     settings: &MxSettings,
     req: &ConnectRequest,
+    decision: &Decision,
     policy: TlsPolicy,
     addr: SocketAddr,
     mx_host: Option<&str>,
@@ -73,6 +99,14 @@ fn attempt(
     let mut setup = Setup::new(&req.ehlo, policy, req.smtps);
     let tls_name = req.tls_name.as_deref().or(mx_host);
     let mut tls_facts = None;
+    let mut dane_match = None;
+    let mut observed = None;
+    // A TLS failure under an enforced policy gets the policy's own failure (and tag).
+    let enforced = if decision.enforced {
+        decision.policy
+    } else {
+        PolicyType::NoPolicyFound
+    };
     let mut action = setup.start();
     loop {
         action = match action {
@@ -98,21 +132,51 @@ fn attempt(
                 let MxStream::Plain(tcp) = stream else {
                     return Err(SetupError::TlsTwice.into());
                 };
-                let cert_policy = if policy == TlsPolicy::Verify {
-                    CertPolicy::Verify
-                } else {
-                    CertPolicy::AcceptAny
+                let timeout = within(t.tls_handshake);
+                let ip = addr.ip();
+                let tls = match &decision.check {
+                    CertCheck::Dane { name, tlsa } if policy != TlsPolicy::None => {
+                        let (tls, matched) = settings
+                            .tls
+                            .connect_dane(tcp, tlsa.records(), name, ip, timeout)
+                            .map_err(|error| SetupError::Tls { error, policy }.under(enforced))?;
+                        dane_match = Some((name.clone(), tlsa.fingerprint(), matched));
+                        tls
+                    }
+                    check => {
+                        let (cert_policy, name) = match check {
+                            CertCheck::WebPki(name) if policy == TlsPolicy::Verify => {
+                                (CertPolicy::Verify, Some(name.as_str()))
+                            }
+                            _ => (CertPolicy::AcceptAny, tls_name),
+                        };
+                        settings
+                            .tls
+                            .connect(tcp, cert_policy, name, ip, timeout)
+                            .map_err(|error| SetupError::Tls { error, policy }.under(enforced))?
+                    }
                 };
-                let tls = settings
-                    .tls
-                    .connect(
-                        tcp,
-                        cert_policy,
-                        tls_name,
-                        addr.ip(),
-                        within(t.tls_handshake),
-                    )
-                    .map_err(|error| SetupError::Tls { error, policy })?;
+                observed = match &decision.observe {
+                    Some(Observe::Dane { name, tlsa }) => Some((
+                        PolicyType::Tlsa,
+                        settings
+                            .tls
+                            .dane_check(&tls, tlsa.records(), name)
+                            .err()
+                            .map(|f| f.result_type()),
+                    )),
+                    Some(Observe::Sts { mx_matches, .. }) => Some((
+                        PolicyType::Sts,
+                        if !mx_matches {
+                            Some(ResultType::ValidationFailure)
+                        } else if !tls.facts().verified {
+                            Some(ResultType::StsWebpkiInvalid)
+                        } else {
+                            None
+                        },
+                    )),
+                    None => None,
+                };
                 tls_facts = Some(tls.facts().clone());
                 conn = BufConn::new(MxStream::Tls(Box::new(tls)));
                 setup.on_tls_established()
@@ -137,7 +201,9 @@ fn attempt(
                     SetupFailure::Closing(reply) => {
                         (SetupError::Closing { mx: addr, reply }, false)
                     }
-                    SetupFailure::TlsNotOffered(note) => (SetupError::TlsNotOffered(note), true),
+                    SetupFailure::TlsNotOffered(note) => {
+                        (SetupError::TlsNotOffered(note).under(enforced), true)
+                    }
                     SetupFailure::Unexpected(reply) => {
                         (SetupError::Unexpected { mx: addr, reply }, true)
                     }
@@ -149,14 +215,39 @@ fn attempt(
             }
         };
     }
-    let verified_name = match (&tls_facts, policy) {
-        (Some(f), TlsPolicy::Verify) if f.verified => Some(
+    let verified_name = match (&tls_facts, policy, &decision.check, &dane_match) {
+        (Some(f), TlsPolicy::Verify, CertCheck::WebPki(name), _) if f.verified => {
+            Some(name.clone())
+        }
+        (Some(f), TlsPolicy::Verify, _, _) if f.verified => Some(
             tls_name
                 .map(str::to_string)
                 .unwrap_or_else(|| addr.ip().to_string()),
         ),
+        // DANE-verified and WebPKI-valid for the MX name too: it may serve tls=verify.
+        (Some(f), _, _, Some((name, _, _))) if f.verified => Some(name.clone()),
         _ => None,
     };
+    let applied = match (&dane_match, policy) {
+        (Some((_, _, DaneMatch::Ta)), _) => Applied::DaneTa,
+        (Some((_, _, DaneMatch::Ee)), _) => Applied::DaneEe,
+        // The plaintext fallback of tls_fallback=yes.
+        (None, TlsPolicy::None) => Applied::None,
+        _ => decision.applied,
+    };
+    // An opportunistic request that stayed plaintext (no STARTTLS, or an observation that had
+    // no TLS to look at): what an enforced policy would have said.
+    if tls_facts.is_none() && observed.is_none() && policy != TlsPolicy::None {
+        observed = match &decision.observe {
+            Some(Observe::Dane { .. }) => {
+                Some((PolicyType::Tlsa, Some(ResultType::StarttlsNotSupported)))
+            }
+            Some(Observe::Sts { .. }) => {
+                Some((PolicyType::Sts, Some(ResultType::StarttlsNotSupported)))
+            }
+            None => None,
+        };
+    }
     // The last deadline-bound read may have left a short socket timeout: the relay's first
     // write to the MX gets the command timeout (which the relay keeps, so no extra call).
     let _ = conn.set_timeout(t.command);
@@ -175,6 +266,9 @@ fn attempt(
         tls_note: setup.tls_note.take(),
         verified_name,
         tls_attempted: policy != TlsPolicy::None,
+        applied,
+        dane: dane_match.map(|(name, fingerprint, _)| (name, fingerprint)),
+        observed,
         created,
         uses: 1,
         messages: 0,

@@ -8,6 +8,7 @@ use greenarrow_proxy_net::bufconn::ReadError;
 use greenarrow_proxy_net::tls::TlsError;
 use greenarrow_proxy_proto::protocol::{reply_lines, Failure, TlsPolicy};
 use greenarrow_proxy_proto::smtp::Reply;
+use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -68,6 +69,13 @@ pub enum SetupError {
     OutOfStep { mx: SocketAddr, octets: usize },
     /// The machine finished without a banner or a greeting.
     EndedEarly,
+    /// TLS could not be had as the domain's policy (DANE: `Tlsa`, MTA-STS: `Sts`) requires:
+    /// STARTTLS not offered, the handshake or the certificate failed (the `error` inside).
+    /// Nothing but the set-up was sent to the MX.
+    Policy {
+        policy: PolicyType,
+        error: Box<SetupError>,
+    },
 }
 
 impl fmt::Display for SetupError {
@@ -95,6 +103,11 @@ impl fmt::Display for SetupError {
                 "{mx} sent {octets} octets nobody asked for during set-up (out of step)"
             ),
             SetupError::EndedEarly => f.write_str("set-up ended early"),
+            SetupError::Policy { policy, .. } => f.write_str(match policy {
+                PolicyType::Tlsa => "DANE: the MX publishes DNSSEC-signed TLSA records",
+                PolicyType::Sts => "MTA-STS: the domain's policy is in enforce mode",
+                PolicyType::NoPolicyFound => "TLS policy",
+            }),
         }
     }
 }
@@ -105,6 +118,7 @@ impl Error for SetupError {
             SetupError::LocalAddr(e) => Some(e),
             SetupError::Io { error, .. } => Some(error),
             SetupError::Tls { error, .. } => Some(error),
+            SetupError::Policy { error, .. } => Some(&**error),
             _ => None,
         }
     }
@@ -136,6 +150,74 @@ impl SetupError {
                 permanent: reply.is_permanent(),
             },
             SetupError::TlsNotOffered(_) => Failure::TlsNotOffered,
+            SetupError::Policy { policy, error } => match (policy, &**error) {
+                (
+                    PolicyType::Tlsa,
+                    SetupError::Tls {
+                        error: TlsError::Dane(_),
+                        ..
+                    },
+                ) => Failure::DaneMismatch,
+                (PolicyType::Tlsa, _) => Failure::DaneRequired,
+                (PolicyType::Sts, _) => Failure::StsRequired,
+                (PolicyType::NoPolicyFound, e) => e.failure(),
+            },
+        }
+    }
+
+    /// Under `policy`, a TLS failure becomes [`SetupError::Policy`] (its own tags); other
+    /// failures, and any under no policy, stay as they are.
+    pub fn under(self, policy: PolicyType) -> SetupError {
+        match self {
+            SetupError::TlsNotOffered(_) | SetupError::Tls { .. }
+                if policy != PolicyType::NoPolicyFound =>
+            {
+                SetupError::Policy {
+                    policy,
+                    error: Box::new(self),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The RFC 8460 result type of a TLS failure (none for failures that are not about TLS).
+    pub fn result_type(&self) -> Option<ResultType> {
+        match self {
+            SetupError::TlsNotOffered(_) => Some(ResultType::StarttlsNotSupported),
+            SetupError::Tls { error, .. } => Some(match error {
+                TlsError::Dane(f) => f.result_type(),
+                TlsError::Certificate(refusal) => match refusal.reason() {
+                    Some(greenarrow_proxy_net::tls::CertificateError::Expired)
+                    | Some(greenarrow_proxy_net::tls::CertificateError::ExpiredContext {
+                        ..
+                    }) => ResultType::CertificateExpired,
+                    Some(greenarrow_proxy_net::tls::CertificateError::NotValidForName)
+                    | Some(greenarrow_proxy_net::tls::CertificateError::NotValidForNameContext {
+                        ..
+                    }) => ResultType::CertificateHostMismatch,
+                    Some(greenarrow_proxy_net::tls::CertificateError::UnknownIssuer) => {
+                        ResultType::CertificateNotTrusted
+                    }
+                    _ => ResultType::ValidationFailure,
+                },
+                _ => ResultType::ValidationFailure,
+            }),
+            SetupError::Policy { policy, error } => {
+                let inner = error.result_type();
+                match (policy, &**error) {
+                    // RFC 8460: under MTA-STS a certificate that is not WebPKI-valid.
+                    (
+                        PolicyType::Sts,
+                        SetupError::Tls {
+                            error: TlsError::Certificate(_),
+                            ..
+                        },
+                    ) => Some(ResultType::StsWebpkiInvalid),
+                    _ => inner,
+                }
+            }
+            _ => None,
         }
     }
 
@@ -155,6 +237,8 @@ impl SetupError {
     /// repeat (EHLO, TLS).
     pub fn worth_another_address(&self) -> bool {
         match self {
+            // RFC 7672 section 2.2: an MX failing DANE is skipped for the next one.
+            SetupError::Policy { .. } => true,
             SetupError::LocalAddr(_)
             | SetupError::Io { .. }
             | SetupError::AfterStartTls { .. }

@@ -10,6 +10,8 @@ use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_net::tls::TlsFacts;
 use greenarrow_proxy_proto::protocol::TlsState;
 use greenarrow_proxy_proto::smtp::{Capabilities, Reply};
+use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
+use greenarrow_proxy_proto::tls_policy::Applied;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -55,6 +57,13 @@ pub struct MxConnection {
     verified_name: Option<String>,
     /// TLS was wanted by the request that opened it (plaintext then means the MX has none).
     tls_attempted: bool,
+    /// The TLS policy it was set up under.
+    applied: Applied,
+    /// The MX name and TLSA set fingerprint it was DANE-verified against.
+    dane: Option<(String, u64)>,
+    /// A policy observed but not enforced at set-up (`testing`): its type and what enforcing
+    /// it would have found (`None`: it would have passed).
+    observed: Option<(PolicyType, Option<ResultType>)>,
     created: Instant,
     /// Sessions served so far (1 for a fresh connection in use).
     uses: u64,
@@ -123,9 +132,19 @@ impl MxConnection {
             encrypted: self.tls.is_some(),
             attempted: self.tls_attempted,
             verified_name: self.verified_name.as_deref(),
-            dane: None,
-            applied: None,
+            dane: self.dane.as_ref().map(|(n, f)| (n.as_str(), *f)),
+            applied: Some(self.applied),
         }
+    }
+
+    /// The TLS policy it was set up under (`tls_policy=` of the ready reply).
+    pub fn applied(&self) -> Applied {
+        self.applied
+    }
+
+    /// A policy observed but not enforced at set-up, and what enforcing it would have found.
+    pub fn observed(&self) -> Option<(PolicyType, Option<ResultType>)> {
+        self.observed
     }
 
     /// When it was connected.

@@ -19,6 +19,9 @@ pub struct Opened<'a> {
     pub mx: SocketAddr,
     /// The TLS version toward the MX, `none` without TLS.
     pub tls: String,
+    /// The TLS policy applied and how the MX was authenticated.
+    pub tls_policy: &'static str,
+    pub tls_verified: &'static str,
 }
 
 impl<'a> Opened<'a> {
@@ -32,6 +35,8 @@ impl<'a> Opened<'a> {
                 .tls()
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |t| t.version.clone()),
+            tls_policy: mx.applied().as_str(),
+            tls_verified: super::egress::verified_word(mx),
         }
     }
 }
@@ -61,6 +66,7 @@ impl Opened<'_> {
             mx: Some(opened.mx),
             ehlo: Some(&req.ehlo),
             tls: Some(&opened.tls),
+            tls_policy: Some((opened.tls_policy, opened.tls_verified)),
             new: opened.new,
             messages: Some(messages),
             octets_to_mx: out.octets_to_mx,

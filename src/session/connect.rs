@@ -51,6 +51,7 @@ impl Session<'_> {
             local: mx.local(),
             tls: mx.tls().cloned(),
             tls_note: mx.tls_note().map(str::to_string),
+            tls_policy: Some(mx.applied()),
             banner: reply_lines(mx.banner().raw()),
             ehlo: reply_lines(mx.greeting().raw()),
         };

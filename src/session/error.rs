@@ -9,6 +9,7 @@ use crate::dial::DialError;
 use crate::dns::DnsError;
 use crate::mx::{AttemptError, SetupError};
 use greenarrow_proxy_proto::protocol::{Destination, Failure, FailureReply};
+use greenarrow_proxy_proto::tls_policy::decide::Refusal;
 use std::error::Error;
 use std::fmt;
 use std::net::IpAddr;
@@ -47,6 +48,10 @@ pub enum EgressError {
     Dial(DialError),
     /// The set-up of the connection failed (the last address's).
     Setup(SetupError),
+    /// The domain's TLS policy (DANE, MTA-STS) refused the request for every MX host before
+    /// any dial: a failed TLSA look-up, `tls=none` where TLS is required, an MX the MTA-STS
+    /// policy does not list.
+    Policy(Refusal),
 }
 
 impl fmt::Display for EgressError {
@@ -92,6 +97,7 @@ impl fmt::Display for EgressError {
             EgressError::Cap(e) => write!(f, "{e}"),
             EgressError::Dial(e) => write!(f, "{e}"),
             EgressError::Setup(e) => write!(f, "{e}"),
+            EgressError::Policy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -146,6 +152,7 @@ impl EgressError {
             EgressError::NoAddress => Failure::NetworkError,
             EgressError::Dial(e) => e.failure(),
             EgressError::Setup(e) => e.failure(),
+            EgressError::Policy(e) => e.failure(),
         }
     }
 

@@ -19,7 +19,7 @@ pub fn unix_now() -> u64 {
 
 use greenarrow_proxy_proto::status::TlsRptSnapshot;
 use greenarrow_proxy_proto::tls_policy::rpt::{FailureKey, PolicyRef, PolicyType, ResultType};
-use std::net::IpAddr;
+use greenarrow_proxy_proto::tls_policy::TlsOutcome;
 use std::path::Path;
 
 /// The long-lived TLS policy state every session shares (it outlives reloads): the MTA-STS
@@ -27,20 +27,6 @@ use std::path::Path;
 pub struct TlsPolicies {
     pub sts: sts::StsCache,
     pub reports: rpt::Reports,
-}
-
-/// One session's set-up outcome, as TLS-RPT counts it.
-#[derive(Clone, Debug)]
-pub struct Outcome<'a> {
-    /// The policy domain (`domain=` or `policy_domain=`).
-    pub domain: &'a str,
-    /// The policy the session was evaluated under.
-    pub policy: PolicyRef,
-    /// The failure, if the session failed (or, under `testing`, would have).
-    pub failure: Option<ResultType>,
-    pub mx_host: Option<&'a str>,
-    pub mx_ip: Option<IpAddr>,
-    pub source: Option<IpAddr>,
 }
 
 impl TlsPolicies {
@@ -57,18 +43,33 @@ impl TlsPolicies {
         }
     }
 
-    /// Count a session's set-up outcome in the day's ledger (`Shared::tls_outcome` also
-    /// counts it in the metrics).
-    pub fn record(&self, o: Outcome<'_>) {
-        let failure = o.failure.map(|result| FailureKey {
+    /// Count a session's set-up outcome toward a policy domain's MX in the day's ledger
+    /// (`Shared::tls_outcome` also counts it in the metrics). The policy is reported as
+    /// RFC 8460 has it: for `sts`, the policy in force from the cache (its lines and `mx`
+    /// patterns); for `tlsa` and `no-policy-found`, the MX host.
+    pub fn record(&self, o: &TlsOutcome<'_>) {
+        let Some(domain) = o.policy_domain else {
+            return;
+        };
+        let mx_host = o
+            .mx_host
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        let policy = match o.policy {
+            PolicyType::Sts => self.sts.policy_ref(domain),
+            _ => None,
+        }
+        .unwrap_or_else(|| PolicyRef {
+            policy_type: o.policy,
+            strings: Vec::new(),
+            mx_hosts: mx_host.iter().cloned().collect(),
+        });
+        let failure = o.result.map(|result| FailureKey {
             result,
             sending_ip: o.source,
-            receiving_mx: o
-                .mx_host
-                .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
+            receiving_mx: mx_host,
             receiving_ip: o.mx_ip,
         });
-        self.reports.record(o.domain, &o.policy, failure);
+        self.reports.record(domain, &policy, failure);
     }
 
     /// The figures status and metrics show, with the counters since start given.

@@ -181,6 +181,21 @@ impl StsCache {
         }
     }
 
+    /// The cached policy of `domain` as TLS-RPT reports it.
+    pub fn policy_ref(&self, domain: &str) -> Option<PolicyRef> {
+        let cached = self
+            .entries
+            .lock()
+            .get(&rules::normalise(domain))?
+            .cached
+            .clone()?;
+        Some(PolicyRef {
+            policy_type: PolicyType::Sts,
+            strings: cached.policy.lines.clone(),
+            mx_hosts: cached.policy.mx.clone(),
+        })
+    }
+
     /// Domains with a cached policy (for status).
     pub fn cached_domains(&self) -> usize {
         self.entries

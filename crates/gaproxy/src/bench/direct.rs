@@ -97,11 +97,20 @@ impl DirectTarget {
         } else {
             TlsPolicy::None
         };
+        let decision = greenarrow_proxy_proto::tls_policy::decide::as_requested(
+            greenarrow_proxy_proto::tls_policy::decide::Request {
+                tls: req.tls,
+                tls_name: None,
+                mx_host: None,
+                mx_ip: self.addr.ip(),
+            },
+        );
         establish(
             &self.settings,
             &req,
             self.addr,
             None,
+            &decision,
             greenarrow_proxy_net::deadline::Deadline::after(Duration::from_secs(3600)),
         )
         .map_err(DirectError::Setup)

@@ -268,19 +268,25 @@ fn ready() -> impl Strategy<Value = ConnectReady> {
         socket_addr(),
         tls,
         prop::option::of(printable(60)),
+        prop::option::of(prop::sample::select(
+            crate::tls_policy::Applied::ALL.to_vec(),
+        )),
         prop::collection::vec(raw_line(), 0..4),
         prop::collection::vec(raw_line(), 0..6),
     )
         .prop_map(
-            |(origin, mx_host, remote, local, tls, tls_note, banner, ehlo)| ConnectReady {
-                origin,
-                mx_host,
-                remote,
-                local,
-                tls,
-                tls_note,
-                banner,
-                ehlo,
+            |(origin, mx_host, remote, local, tls, tls_note, tls_policy, banner, ehlo)| {
+                ConnectReady {
+                    origin,
+                    mx_host,
+                    remote,
+                    local,
+                    tls,
+                    tls_note,
+                    tls_policy,
+                    banner,
+                    ehlo,
+                }
             },
         )
 }

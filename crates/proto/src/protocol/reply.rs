@@ -299,6 +299,9 @@ pub struct ConnectReady {
     pub tls: Option<TlsFacts>,
     /// Why the connection is not encrypted, or that it fell back to plaintext.
     pub tls_note: Option<String>,
+    /// The TLS policy the connection was set up under (`tls_policy=`: DANE, MTA-STS, or what
+    /// the request asked).
+    pub tls_policy: Option<crate::tls_policy::Applied>,
     /// The MX's banner reply, raw lines without line endings.
     pub banner: Vec<Vec<u8>>,
     /// The MX's (post-TLS) EHLO or HELO reply, raw lines without line endings.
@@ -365,6 +368,9 @@ impl ConnectReady {
                 }
             }
         }
+        if let Some(p) = self.tls_policy {
+            kv(&mut out, "tls_policy", p.as_str().as_bytes());
+        }
         if let Some(n) = &self.tls_note {
             kv(&mut out, "tls_note", reply_text(n.as_bytes()).as_bytes());
         }
@@ -391,6 +397,7 @@ impl ConnectReady {
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: None,
             tls_note: None,
+            tls_policy: None,
             banner: Vec::new(),
             ehlo: Vec::new(),
         };
@@ -424,6 +431,7 @@ impl ConnectReady {
                 b"tls_verify_error" => tls.verify_error = val,
                 b"tls_peer_names" => tls.peer_names = val.split(',').map(str::to_string).collect(),
                 b"tls_note" => r.tls_note = Some(val),
+                b"tls_policy" => r.tls_policy = crate::tls_policy::Applied::from_word(&val),
                 b"banner" => r.banner.push(raw.to_vec()),
                 b"ehlo" => r.ehlo.push(raw.to_vec()),
                 _ => {}
@@ -513,6 +521,7 @@ mod tests {
                 peer_names: vec!["mx.test".into(), "mx2.test".into()],
             }),
             tls_note: None,
+            tls_policy: None,
             banner: vec![b"220 mx.test ESMTP".to_vec()],
             ehlo: vec![b"250-mx.test".to_vec(), b"250 PIPELINING".to_vec()],
         };

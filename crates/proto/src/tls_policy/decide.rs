@@ -118,6 +118,9 @@ pub struct Decision {
     pub applied: Applied,
     /// The RFC 8460 policy type the session is counted under.
     pub policy: PolicyType,
+    /// The domain's policy is enforced: a TLS failure defers with its own tag (DANE's or
+    /// MTA-STS's), never falls back.
+    pub enforced: bool,
     /// A policy only observed.
     pub observe: Option<Observe>,
 }
@@ -244,6 +247,7 @@ pub fn decide(
                     check: CertCheck::WebPki(mx.to_string()),
                     applied: Applied::MtaSts,
                     policy: PolicyType::Sts,
+                    enforced: true,
                     observe,
                 })
             }
@@ -294,6 +298,7 @@ fn dane_decision(
             check: CertCheck::AcceptAny,
             applied: Applied::Required,
             policy: PolicyType::Tlsa,
+            enforced: true,
             observe: None,
         });
     }
@@ -309,8 +314,15 @@ fn dane_decision(
         },
         applied: Applied::DaneEe,
         policy: PolicyType::Tlsa,
+        enforced: true,
         observe: None,
     })
+}
+
+/// The request as the MTA made it, no domain policy applied (a tool that dials an address of
+/// its own, the benchmark).
+pub fn as_requested(req: Request<'_>) -> Decision {
+    requested(req, PolicyType::NoPolicyFound, None)
 }
 
 /// The request as the MTA made it.
@@ -334,6 +346,7 @@ fn requested(req: Request<'_>, policy: PolicyType, observe: Option<Observe>) -> 
         check,
         applied,
         policy,
+        enforced: false,
         observe,
     }
 }

@@ -58,4 +58,43 @@ impl Applied {
             Applied::DaneTa => "dane-ta",
         }
     }
+
+    /// Every policy, weakest first.
+    pub const ALL: [Applied; 7] = [
+        Applied::None,
+        Applied::Opportunistic,
+        Applied::Required,
+        Applied::WebPki,
+        Applied::MtaSts,
+        Applied::DaneEe,
+        Applied::DaneTa,
+    ];
+
+    /// The policy a word of [`Applied::as_str`] names.
+    pub fn from_word(word: &str) -> Option<Applied> {
+        Applied::ALL.into_iter().find(|a| a.as_str() == word)
+    }
+}
+
+/// One set-up outcome under the TLS policies, success or failure: what the session reports
+/// after each attempt at an MX (`Shared::tls_outcome`), for the TLS-RPT ledger (RFC 8460).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsOutcome<'a> {
+    /// The policy domain (the recipient domain), when known.
+    pub policy_domain: Option<&'a str>,
+    /// The MX host name (none for an IP literal).
+    pub mx_host: Option<&'a str>,
+    /// The policy the session is counted under.
+    pub policy: rpt::PolicyType,
+    /// The policy applied (for a failure: the one that was being applied).
+    pub applied: Applied,
+    /// The policy was only observed (`testing-only`, MTA-STS `testing`): `result` is what
+    /// enforcing it would have found, and the delivery went on.
+    pub testing: bool,
+    /// `None`: a successful session; otherwise the failure's result type.
+    pub result: Option<rpt::ResultType>,
+    /// The MX address (TLS-RPT `receiving-ip`), when one was chosen.
+    pub mx_ip: Option<std::net::IpAddr>,
+    /// The source address (TLS-RPT `sending-mta-ip`).
+    pub source: Option<std::net::IpAddr>,
 }

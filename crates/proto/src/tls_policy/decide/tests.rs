@@ -85,6 +85,7 @@ fn secure_tlsa_raises_every_request_but_none_to_dane() {
         assert_eq!(d.setup, TlsPolicy::Required);
         assert_eq!(d.applied, Applied::DaneEe);
         assert_eq!(d.policy, PolicyType::Tlsa);
+        assert!(d.enforced);
         assert!(matches!(d.check, CertCheck::Dane { .. }));
     }
     let r = decide(req(TlsPolicy::None), &found, &StsFinding::NoPolicy, &s).unwrap_err();
@@ -222,6 +223,7 @@ fn mta_sts_testing_delivers_as_requested_and_observes() {
         )
         .unwrap();
         assert_eq!(d.want, TlsWant::Opportunistic);
+        assert!(!d.enforced);
         assert_eq!(
             d.observe,
             Some(Observe::Sts {
