@@ -67,6 +67,12 @@ timeouts:
 mx_tls:
   min_version: 1.3
   ca_file: extra-roots.pem
+  mta_sts_fetch_timeout: 5s
+  mta_sts_max_size: 32768
+  mta_sts_test_ca_file: sts-ca.pem
+  mta_sts_test_port: 8443
+  tls_rpt_organization: proxy.example
+  tls_rpt_contact: tls-reports@proxy.example
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
@@ -184,6 +190,15 @@ timeouts:
 mx_tls:
   min_version: '1.3'
   ca_file: DIR/extra-roots.pem
+  dane: enforce
+  mta_sts: enforce
+  allow_none_when_required: false
+  mta_sts_fetch_timeout: 5s
+  mta_sts_max_size: 32768
+  mta_sts_test_ca_file: DIR/sts-ca.pem
+  mta_sts_test_port: 8443
+  tls_rpt_organization: proxy.example
+  tls_rpt_contact: tls-reports@proxy.example
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
