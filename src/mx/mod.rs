@@ -133,7 +133,16 @@ impl MxConnection {
             attempted: self.tls_attempted,
             verified_name: self.verified_name.as_deref(),
             dane: self.dane.as_ref().map(|(n, f)| (n.as_str(), *f)),
-            applied: Some(self.applied),
+        }
+    }
+
+    /// How the MX was authenticated: `dane` (a TLSA record matched), `webpki` (the chain and
+    /// name verified), or `no` (the ready reply's and the session line's `tls_verified`).
+    pub fn verified_word(&self) -> &'static str {
+        match (self.applied, &self.tls) {
+            (Applied::DaneEe | Applied::DaneTa, Some(_)) => "dane",
+            (_, Some(t)) if t.verified => "webpki",
+            _ => "no",
         }
     }
 

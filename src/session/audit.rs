@@ -36,7 +36,7 @@ impl<'a> Opened<'a> {
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |t| t.version.clone()),
             tls_policy: mx.applied().as_str(),
-            tls_verified: super::egress::verified_word(mx),
+            tls_verified: mx.verified_word(),
         }
     }
 }

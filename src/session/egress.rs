@@ -386,7 +386,7 @@ impl Egress<'_> {
             if *origin == Origin::New { "new" } else { "reused" },
             mx.tls().as_ref().map_or("none", |t| t.version.as_str()),
             mx.applied().as_str(),
-            verified_word(mx)
+            mx.verified_word()
         );
     }
 
@@ -628,14 +628,4 @@ impl Egress<'_> {
 /// The policy domain of a request: the recipient domain when the MTA gave one.
 fn policy_domain(req: &ConnectRequest) -> Option<&str> {
     req.policy_domain()
-}
-
-/// Whether the MX was authenticated: `dane` (a TLSA record matched), `webpki`, or `no`.
-pub fn verified_word(mx: &MxConnection) -> &'static str {
-    use greenarrow_proxy_proto::tls_policy::Applied;
-    match (mx.applied(), mx.tls()) {
-        (Applied::DaneEe | Applied::DaneTa, Some(_)) => "dane",
-        (_, Some(t)) if t.verified => "webpki",
-        _ => "no",
-    }
 }

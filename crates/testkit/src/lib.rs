@@ -11,6 +11,7 @@
 pub mod bin_path;
 pub mod certgen;
 pub mod daemon;
+pub mod dnssec;
 pub mod fakedns;
 pub mod fixtures;
 pub mod mta;

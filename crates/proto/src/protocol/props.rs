@@ -269,7 +269,7 @@ fn ready() -> impl Strategy<Value = ConnectReady> {
         tls,
         prop::option::of(printable(60)),
         prop::option::of(prop::sample::select(
-            crate::tls_policy::Applied::ALL.to_vec(),
+            crate::protocol::reuse::Applied::ALL.to_vec(),
         )),
         prop::collection::vec(raw_line(), 0..4),
         prop::collection::vec(raw_line(), 0..6),

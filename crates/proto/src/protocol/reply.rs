@@ -301,7 +301,7 @@ pub struct ConnectReady {
     pub tls_note: Option<String>,
     /// The TLS policy the connection was set up under (`tls_policy=`: DANE, MTA-STS, or what
     /// the request asked).
-    pub tls_policy: Option<crate::tls_policy::Applied>,
+    pub tls_policy: Option<super::reuse::Applied>,
     /// The MX's banner reply, raw lines without line endings.
     pub banner: Vec<Vec<u8>>,
     /// The MX's (post-TLS) EHLO or HELO reply, raw lines without line endings.
@@ -431,7 +431,7 @@ impl ConnectReady {
                 b"tls_verify_error" => tls.verify_error = val,
                 b"tls_peer_names" => tls.peer_names = val.split(',').map(str::to_string).collect(),
                 b"tls_note" => r.tls_note = Some(val),
-                b"tls_policy" => r.tls_policy = crate::tls_policy::Applied::from_word(&val),
+                b"tls_policy" => r.tls_policy = super::reuse::Applied::from_word(&val),
                 b"banner" => r.banner.push(raw.to_vec()),
                 b"ehlo" => r.ehlo.push(raw.to_vec()),
                 _ => {}

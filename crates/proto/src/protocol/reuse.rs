@@ -3,7 +3,6 @@
 //! the caps ledger and the egress core alike; none of them owns it.
 
 use super::TlsPolicy;
-use crate::tls_policy::Applied;
 use std::net::{IpAddr, SocketAddr};
 
 /// What makes connections interchangeable: same source address, same EHLO name, same MX
@@ -40,8 +39,58 @@ pub struct TlsState<'a> {
     /// ([`crate::tls_policy::dane::TlsaSet::fingerprint`]) the certificate was DANE-verified
     /// against (only when it was).
     pub dane: Option<(&'a str, u64)>,
-    /// The policy the connection was set up under (shown, not matched on).
-    pub applied: Option<Applied>,
+}
+
+/// The policy a connection was set up under: recorded with the pooled connection, shown in the
+/// READY reply (`tls_policy=`) and the logs. A pooled connection is handed only to a request
+/// whose [`TlsWant`] it satisfies (Postfix's connection-cache rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Plaintext on purpose (`tls=none`).
+    None,
+    /// STARTTLS when offered, any certificate (RFC 7435).
+    Opportunistic,
+    /// TLS required, any certificate (`tls=required`).
+    Required,
+    /// TLS with a WebPKI-valid certificate for the name (`tls=verify`).
+    WebPki,
+    /// MTA-STS `enforce`: the MX matched the policy and presented a WebPKI-valid certificate.
+    MtaSts,
+    /// DANE with a matching DANE-EE(3) record.
+    DaneEe,
+    /// DANE with a chain to a DANE-TA(2) trust anchor and a matching name.
+    DaneTa,
+}
+
+impl Applied {
+    /// The word shown in READY replies, logs and status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::None => "none",
+            Applied::Opportunistic => "opportunistic",
+            Applied::Required => "required",
+            Applied::WebPki => "webpki",
+            Applied::MtaSts => "mta-sts",
+            Applied::DaneEe => "dane-ee",
+            Applied::DaneTa => "dane-ta",
+        }
+    }
+
+    /// Every policy, weakest first.
+    pub const ALL: [Applied; 7] = [
+        Applied::None,
+        Applied::Opportunistic,
+        Applied::Required,
+        Applied::WebPki,
+        Applied::MtaSts,
+        Applied::DaneEe,
+        Applied::DaneTa,
+    ];
+
+    /// The policy a word of [`Applied::as_str`] names.
+    pub fn from_word(word: &str) -> Option<Applied> {
+        Applied::ALL.into_iter().find(|a| a.as_str() == word)
+    }
 }
 
 /// What a request demands of a connection's TLS state.

@@ -24,57 +24,9 @@ pub enum Enforcement {
     Off,
 }
 
-/// The policy a connection was set up under: recorded with the pooled connection, shown in the
-/// READY reply (`tls_policy=`) and the logs. A pooled connection is handed only to a request
-/// whose [`crate::protocol::reuse::TlsWant`] it satisfies (Postfix's connection-cache rule).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// Plaintext on purpose (`tls=none`).
-    None,
-    /// STARTTLS when offered, any certificate (RFC 7435).
-    Opportunistic,
-    /// TLS required, any certificate (`tls=required`).
-    Required,
-    /// TLS with a WebPKI-valid certificate for the name (`tls=verify`).
-    WebPki,
-    /// MTA-STS `enforce`: the MX matched the policy and presented a WebPKI-valid certificate.
-    MtaSts,
-    /// DANE with a matching DANE-EE(3) record.
-    DaneEe,
-    /// DANE with a chain to a DANE-TA(2) trust anchor and a matching name.
-    DaneTa,
-}
-
-impl Applied {
-    /// The word shown in READY replies, logs and status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Applied::None => "none",
-            Applied::Opportunistic => "opportunistic",
-            Applied::Required => "required",
-            Applied::WebPki => "webpki",
-            Applied::MtaSts => "mta-sts",
-            Applied::DaneEe => "dane-ee",
-            Applied::DaneTa => "dane-ta",
-        }
-    }
-
-    /// Every policy, weakest first.
-    pub const ALL: [Applied; 7] = [
-        Applied::None,
-        Applied::Opportunistic,
-        Applied::Required,
-        Applied::WebPki,
-        Applied::MtaSts,
-        Applied::DaneEe,
-        Applied::DaneTa,
-    ];
-
-    /// The policy a word of [`Applied::as_str`] names.
-    pub fn from_word(word: &str) -> Option<Applied> {
-        Applied::ALL.into_iter().find(|a| a.as_str() == word)
-    }
-}
+/// The policy a connection was set up under (defined beside `TlsWant`, which the pool matches
+/// on; the protocol's ready reply shows it).
+pub use crate::protocol::reuse::Applied;
 
 /// One set-up outcome under the TLS policies, success or failure: what the session reports
 /// after each attempt at an MX (`Shared::tls_outcome`), for the TLS-RPT ledger (RFC 8460).
