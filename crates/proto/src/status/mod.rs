@@ -391,6 +391,17 @@ mod tests {
         plain.conn.tls_cipher = None;
         plain.conn.last_mta = None;
         snap.pooled.push(plain);
+        snap.tls_rpt = TlsRptSnapshot {
+            failures: Vec::new(),
+            successes: Vec::new(),
+            domains: vec![TlsRptDomain {
+                domain: "sts.example".into(),
+                successes: 5,
+                failures: 1,
+                rua: vec!["mailto:tlsrpt@sts.example".into()],
+            }],
+            sts_cached: 1,
+        };
         let st = Status::from_snapshot(&snap);
         let text = serde_json::to_string(&st).unwrap();
         let want = GOLDEN_JSON.replace("@VERSION@", env!("CARGO_PKG_VERSION"));
@@ -417,7 +428,8 @@ mod tests {
         r#""count":1},{"le":null,"count":2}]},"counters":{"pooled":1,"keys":1,"connects":9,"#,
         r#""sessions_active":3,"max_sessions":50,"cpu_seconds":1.5},"#,
         r#""failures":[{"tag":"drained","code":453,"count":1}],"drains":{"sources":[],"#,
-        r#""mx":[]}}"#,
+        r#""mx":[]},"tls_rpt":{"day":"2025-12-06","domains":[{"domain":"sts.example","#,
+        r#""successes":5,"failures":1,"rua":["mailto:tlsrpt@sts.example"]}],"sts_cached":1}}"#,
     );
 
     #[test]
