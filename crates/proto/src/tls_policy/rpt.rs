@@ -294,6 +294,7 @@ impl Ledger {
 pub struct Report {
     pub organization_name: String,
     pub date_range: DateRange,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub contact_info: String,
     pub report_id: String,
     pub policies: Vec<PolicyReport>,
