@@ -323,6 +323,8 @@ mod tests {
             "greenarrow_proxy_cap_wait_seconds_sum 2.25",
             "greenarrow_proxy_cap_wait_seconds_count 5",
             "greenarrow_proxy_drains{kind=\"source\"} 1",
+            "greenarrow_proxy_tls_rpt_failures_total{result=\"sts-webpki-invalid\"} 2",
+            "greenarrow_proxy_tls_rpt_successes_total{policy=\"sts\"} 5",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
