@@ -169,8 +169,11 @@ fn a_key_of_another_certificate_is_named_as_such() {
 fn a_ca_certificate_and_absent_addresses_are_warnings() {
     let (dir, config) = files(
         "source_addresses: [127.0.0.2, 198.51.100.7]\n\
-         frontends:\n  - kind: socks5\n    listen: [\"198.51.100.8:1080\"]\n",
+         frontends:\n  - kind: socks5\n    listen: [\"198.51.100.8:1080\"]\n\
+         dns:\n  nameservers: [\"127.0.0.1:53\"]\n",
     );
+    // (A loopback name server: the host's own resolv.conf would add the DANE warning where
+    // it lists a remote one; `dane_with_a_remote_resolver_is_a_warning` checks that one.)
     // A CA certificate (and its key) as the server certificate.
     let ca = greenarrow_proxy_testkit::certgen::Ca::new("localhost").unwrap();
     std::fs::write(dir.0.join("cert.pem"), ca.cert_pem()).unwrap();
@@ -197,4 +200,30 @@ fn a_ca_certificate_and_absent_addresses_are_warnings() {
         ],
         "{err}"
     );
+}
+
+/// DANE trusts only the AD bit of a resolver on loopback: with a remote name server the check
+/// says DANE cannot apply (and not when DANE is off, or the resolver is local).
+#[test]
+fn dane_with_a_remote_resolver_is_a_warning() {
+    for (extra, warned) in [
+        ("dns:\n  nameservers: [\"192.0.2.53:53\"]\n", true),
+        (
+            "dns:\n  nameservers: [\"192.0.2.53:53\"]\nmx_tls:\n  dane: off\n",
+            false,
+        ),
+        ("dns:\n  nameservers: [\"127.0.0.1:53\", \"[::1]:53\"]\n", false),
+    ] {
+        let (_dir, config) = files(extra);
+        let out = check(&config);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert_eq!(
+            err.contains(
+                "warning: mx_tls.dane: enforce, but the DNS name servers are not all on loopback"
+            ),
+            warned,
+            "{extra}: {err}"
+        );
+    }
 }

@@ -150,6 +150,8 @@ fn native_sessions_new_then_reused_are_logged_by_default() {
                 "mx",
                 "ehlo",
                 "tls",
+                "tls_policy",
+                "tls_verified",
                 "connection",
                 "messages",
                 "octets_to_mx",
@@ -165,6 +167,8 @@ fn native_sessions_new_then_reused_are_logged_by_default() {
         assert_eq!(field(&f, "mx"), s.mx.addr().to_string());
         assert_eq!(field(&f, "ehlo"), "mta.test");
         assert_eq!(field(&f, "tls"), "TLSv1.3");
+        assert_eq!(field(&f, "tls_policy"), "opportunistic");
+        assert_eq!(field(&f, "tls_verified"), "no");
         assert_eq!(field(&f, "connection"), want, "{line}");
         assert_eq!(field(&f, "messages"), "1");
         // MAIL (22), RCPT (20), DATA (6), the body (7) and its dot (3); the MX's four replies.

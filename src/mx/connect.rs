@@ -231,8 +231,7 @@ fn attempt(
     let applied = match (&dane_match, policy) {
         (Some((_, _, DaneMatch::Ta)), _) => Applied::DaneTa,
         (Some((_, _, DaneMatch::Ee)), _) => Applied::DaneEe,
-        // The plaintext fallback of tls_fallback=yes.
-        (None, TlsPolicy::None) => Applied::None,
+        // The plaintext fallback of tls_fallback=yes stays `opportunistic` (tls_note says it).
         _ => decision.applied,
     };
     // An opportunistic request that stayed plaintext (no STARTTLS, or an observation that had

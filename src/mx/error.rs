@@ -350,6 +350,71 @@ mod tests {
     }
 
     #[test]
+    fn tls_failures_under_a_policy_get_its_tags_and_result_types() {
+        use greenarrow_proxy_net::tls::dane::DaneFailure;
+        let not_offered = || SetupError::TlsNotOffered("the MX does not offer STARTTLS".into());
+        let dane = |f: DaneFailure| SetupError::Tls {
+            error: TlsError::Dane(Box::new(f)),
+            policy: TlsPolicy::Required,
+        };
+        let cert = || SetupError::Tls {
+            error: TlsError::Certificate(greenarrow_proxy_net::tls::CertRefusal::NoTrustAnchors),
+            policy: TlsPolicy::Verify,
+        };
+        let cases = [
+            (
+                not_offered().under(PolicyType::Tlsa),
+                Failure::DaneRequired,
+                ResultType::StarttlsNotSupported,
+            ),
+            (
+                dane(DaneFailure::NoMatch).under(PolicyType::Tlsa),
+                Failure::DaneMismatch,
+                ResultType::TlsaInvalid,
+            ),
+            (
+                not_offered().under(PolicyType::Sts),
+                Failure::StsRequired,
+                ResultType::StarttlsNotSupported,
+            ),
+            (
+                cert().under(PolicyType::Sts),
+                Failure::StsRequired,
+                ResultType::StsWebpkiInvalid,
+            ),
+            // No policy: the ordinary failures.
+            (
+                not_offered().under(PolicyType::NoPolicyFound),
+                Failure::TlsNotOffered,
+                ResultType::StarttlsNotSupported,
+            ),
+        ];
+        for (e, failure, result) in cases {
+            assert_eq!(e.failure(), failure, "{e}");
+            assert_eq!(e.result_type(), Some(result), "{e}");
+        }
+        let e = not_offered().under(PolicyType::Tlsa);
+        assert!(e.worth_another_address(), "RFC 7672: the next MX host");
+        assert!(chain_text(&e).contains("does not offer STARTTLS"));
+        // Not a TLS failure: unchanged, and no result type.
+        let mx: SocketAddr = "192.0.2.25:25".parse().unwrap();
+        let e = SetupError::OutOfStep { mx, octets: 1 }.under(PolicyType::Tlsa);
+        assert_eq!(e.failure(), Failure::MxSetupFailed);
+        assert_eq!(e.result_type(), None);
+    }
+
+    fn chain_text(e: &(dyn Error + 'static)) -> String {
+        let mut text = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cur = c.source();
+        }
+        text
+    }
+
+    #[test]
     fn the_mx_reply_travels_with_the_error() {
         let mx: SocketAddr = "192.0.2.25:25".parse().unwrap();
         let e = SetupError::EhloRejected {

@@ -183,7 +183,11 @@ impl Egress<'_> {
         let sts = self.sts_lookup(req, &settings);
         for (addr, host) in candidates {
             let dane = match (&host, &self.rt.resolver) {
-                (Some(h), Some(resolver)) if settings.dane != Enforcement::Off => {
+                // A host= given as an address literal has no TLSA base name.
+                (Some(h), Some(resolver))
+                    if settings.dane != Enforcement::Off
+                        && h.parse::<std::net::IpAddr>().is_err() =>
+                {
                     match tlsa.iter().find(|(n, _)| n == h) {
                         Some((_, f)) => f.clone(),
                         None => {

@@ -205,10 +205,10 @@ impl MxTlsConnector {
             .map_err(|e| TlsError::Config(Box::new(e)))?;
         let shaken = handshake(&mut conn, &mut tcp, timeout);
         let matched = match (shaken, verifier.verdict()) {
-            (_, Some(Err(failure))) => return Err(TlsError::Dane(failure)),
+            (_, Some(Err(failure))) => return Err(TlsError::Dane(Box::new(failure))),
             (Err(e), _) => return Err(e),
             (Ok(()), Some(Ok(m))) => m,
-            (Ok(()), None) => return Err(TlsError::Dane(DaneFailure::NoCertificate)),
+            (Ok(()), None) => return Err(TlsError::Dane(Box::new(DaneFailure::NoCertificate))),
         };
         let facts = self.facts(&conn, &sn);
         Ok((ClientTlsStream::new(conn, tcp, facts), matched))

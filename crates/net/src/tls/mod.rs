@@ -75,7 +75,7 @@ pub enum TlsError {
     Io(io::Error),
     /// DANE: the certificate chain matches no usable TLSA record (or the chain to a DANE-TA
     /// anchor failed); the handshake was aborted.
-    Dane(dane::DaneFailure),
+    Dane(Box<dane::DaneFailure>),
 }
 
 /// Why a certificate was not accepted.
@@ -198,7 +198,7 @@ impl std::error::Error for TlsError {
             TlsError::Verifier(e) => Some(&**e),
             TlsError::Certificate(e) => Some(e),
             TlsError::Io(e) => Some(e),
-            TlsError::Dane(e) => Some(e),
+            TlsError::Dane(e) => Some(&**e),
             TlsError::KeyMismatch
             | TlsError::InvalidName(_)
             | TlsError::HandshakeTimeout(_)
