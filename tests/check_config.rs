@@ -212,7 +212,10 @@ fn dane_with_a_remote_resolver_is_a_warning() {
             "dns:\n  nameservers: [\"192.0.2.53:53\"]\nmx_tls:\n  dane: off\n",
             false,
         ),
-        ("dns:\n  nameservers: [\"127.0.0.1:53\", \"[::1]:53\"]\n", false),
+        (
+            "dns:\n  nameservers: [\"127.0.0.1:53\", \"[::1]:53\"]\n",
+            false,
+        ),
     ] {
         let (_dir, config) = files(extra);
         let out = check(&config);

@@ -331,3 +331,72 @@ fn the_days_tls_rpt_report_is_written_with_rfc_8460_names_and_counts() {
         "mailto:tlsrpt@sts.test\n"
     );
 }
+
+/// The real daemon: `gaproxy status --json` shows the day's TLS-RPT counts and the `rua`,
+/// SIGUSR1 writes the day's report so far.
+#[test]
+fn the_daemon_shows_tls_rpt_in_status_and_writes_the_report_on_sigusr1() {
+    use greenarrow_proxy_testkit::daemon::setup::gaproxy;
+    use greenarrow_proxy_testkit::daemon::Daemon;
+    use nix::sys::signal::Signal::SIGUSR1;
+
+    let w = World::new();
+    let server = w.policy_server(Serve::policy("enforce", &["mx.sts.test"], 86400));
+    let mx = w.mx("mx.sts.test");
+    let port = mx.addr().port();
+    let ca = w.ca_dir.0.join("ca.pem");
+    let (dir, yaml, ca_pem) = proxy_files(
+        &[port],
+        &format!(
+            "control_socket: control.sock\nstate_directory: {}\ndns:\n  nameservers: [\"{}\"]\n  timeout: 2s\nmx_tls:\n  ca_file: {}\n  mta_sts_test_ca_file: {}\n  mta_sts_test_port: {}\n",
+            w.state.0.display(),
+            w.dns.addr,
+            ca.display(),
+            ca.display(),
+            server.addr.port(),
+        ),
+    );
+    let config = dir.0.join("greenarrow_proxy.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut d = Daemon::spawn(&config, &[SECRET], |_| {});
+    let proxy = d.wait_ready()[0];
+    let mut c = greenarrow_proxy_client::ProxyClient::connect(
+        &greenarrow_proxy_client::ProxyClientConfig {
+            proxy,
+            tls_name: "localhost".into(),
+            tls: greenarrow_proxy_net::tls::ProxyClientTls::from_ca_pem(ca_pem.as_bytes()).unwrap(),
+            secret: SECRET.into(),
+            timeout: WAIT,
+        },
+    )
+    .unwrap();
+    let mut s = c.open(&by_domain(port, TlsPolicy::Opportunistic)).unwrap();
+    assert_eq!(s.ready.tls_policy, Some(Applied::MtaSts));
+    s.send_mail("a@mta.test", &["b@sts.test"], b"through the daemon\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
+    assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
+
+    let out = gaproxy(&["status", "--json"], &dir.0.join("control.sock"));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dom = &st["tls_rpt"]["domains"][0];
+    assert_eq!(dom["domain"], "sts.test", "{st}");
+    assert_eq!(dom["successes"], 1);
+    assert_eq!(dom["failures"], 0);
+    assert_eq!(dom["rua"][0], "mailto:tlsrpt@sts.test");
+    assert_eq!(st["tls_rpt"]["sts_cached"], 1);
+
+    d.signal(SIGUSR1);
+    d.wait_for("TLS-RPT: 1 report(s) of");
+    let day = Day::of(greenarrow_proxy::tlspolicy::unix_now()).iso();
+    let report = w.state.0.join("tls-rpt").join(&day).join("sts.test.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(
+        json["policies"][0]["summary"]["total-successful-session-count"],
+        1
+    );
+    // The policy cache file, kept for the next start.
+    assert!(w.state.0.join("mta-sts/sts.test.json").exists());
+}

@@ -11,7 +11,7 @@ use crate::dns::Resolver;
 use greenarrow_proxy_proto::tls_policy::rpt::{
     parse_rua, Day, DomainDay, FailureKey, Ledger, PolicyRef,
 };
-use log::warn;
+use log::{info, warn};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -174,13 +174,14 @@ impl Reports {
                 .filter_map(|d| Some((d.clone(), s.rua.get(d)?.clone()?)))
                 .collect()
         };
+        let mut written = 0;
         for (domain, dd) in domains {
             let report = dd.report(day, domain, &self.organization, &self.contact);
             let Ok(mut text) = serde_json::to_string_pretty(&report) else {
                 continue;
             };
             text.push('\n');
-            let written =
+            let result =
                 crate::statefile::write_atomic(&dir, &format!("{domain}.json"), text.as_bytes())
                     .and_then(|()| match ruas.get(domain) {
                         Some(uris) => crate::statefile::write_atomic(
@@ -190,9 +191,15 @@ impl Reports {
                         ),
                         None => Ok(()),
                     });
-            if let Err((path, e)) = written {
-                warn!("{}: {e}; TLS-RPT report not written", path.display());
+            match result {
+                Ok(()) => written += 1,
+                Err((path, e)) => warn!("{}: {e}; TLS-RPT report not written", path.display()),
             }
         }
+        info!(
+            "TLS-RPT: {written} report(s) of {} written in {}",
+            day.iso(),
+            dir.display()
+        );
     }
 }
