@@ -125,6 +125,15 @@ pub fn warnings(rt: &Runtime) -> Vec<String> {
             crate::config::enforcement_word(dane)
         ));
     }
+    let sts = &rt.config.mx_tls.sts;
+    if sts.mta_sts_test_ca_file.is_some() || sts.mta_sts_test_port.is_some() {
+        w.push(
+            "mx_tls.mta_sts_test_ca_file / mta_sts_test_port are set: they are for tests only \
+             (an extra CA trusted for MTA-STS policy hosts, another port than 443); remove \
+             them in production"
+                .into(),
+        );
+    }
     w
 }
 
