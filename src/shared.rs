@@ -344,7 +344,6 @@ impl Shared {
                 rt.config.state_directory.as_deref(),
                 &rt.config.mx_tls.sts.tls_rpt_organization,
                 rt.config.mx_tls.sts.tls_rpt_contact.as_deref(),
-                rt.resolver.clone(),
             ),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
@@ -406,7 +405,8 @@ impl Shared {
     /// TLS-RPT ledger.
     pub fn tls_outcome(&self, outcome: &TlsOutcome<'_>) {
         self.stats.tls_rpt_outcome(outcome.policy, outcome.result);
-        self.tls_policies.record(outcome);
+        self.tls_policies
+            .record(outcome, self.runtime().resolver.as_ref());
         let sink = self.tls_outcomes.read().clone();
         if let Some(sink) = sink {
             sink.record(outcome);

@@ -275,12 +275,7 @@ fn sessions_wanting_one_domain_share_one_fetch() {
 #[test]
 fn the_days_tls_rpt_report_has_rfc_8460_field_names_and_counts() {
     let s = setup("sts-rpt");
-    let policies = TlsPolicies::new(
-        Some(&s.dir.0),
-        "proxy.example",
-        Some("tls@proxy.example"),
-        Some(s.resolver.clone()),
-    );
+    let policies = TlsPolicies::new(Some(&s.dir.0), "proxy.example", Some("tls@proxy.example"));
     // The policy in force for the domain (its lines are what the report shows).
     let server = s.server(DOMAIN, Serve::policy("testing", &["mx.sts.test"], 86400));
     let client = s.client(server.addr.port());
@@ -296,10 +291,16 @@ fn the_days_tls_rpt_report_has_rfc_8460_field_names_and_counts() {
         source: Some("127.0.0.2".parse().unwrap()),
     };
     for _ in 0..3 {
-        policies.record(&outcome(None));
+        policies.record(&outcome(None), Some(&s.resolver));
     }
-    policies.record(&outcome(Some(ResultType::CertificateHostMismatch)));
-    policies.record(&outcome(Some(ResultType::CertificateHostMismatch)));
+    policies.record(
+        &outcome(Some(ResultType::CertificateHostMismatch)),
+        Some(&s.resolver),
+    );
+    policies.record(
+        &outcome(Some(ResultType::CertificateHostMismatch)),
+        Some(&s.resolver),
+    );
     let today = policies.reports.today();
     assert_eq!(today.len(), 1);
     assert_eq!((today[0].successes, today[0].failures), (3, 2));

@@ -31,15 +31,10 @@ pub struct TlsPolicies {
 
 impl TlsPolicies {
     /// With `state_dir`, policies and reports are kept there (`mta-sts/`, `tls-rpt/`).
-    pub fn new(
-        state_dir: Option<&Path>,
-        organization: &str,
-        contact: Option<&str>,
-        resolver: Option<crate::dns::Resolver>,
-    ) -> TlsPolicies {
+    pub fn new(state_dir: Option<&Path>, organization: &str, contact: Option<&str>) -> TlsPolicies {
         TlsPolicies {
             sts: sts::StsCache::new(state_dir),
-            reports: rpt::Reports::new(state_dir, organization, contact, resolver),
+            reports: rpt::Reports::new(state_dir, organization, contact),
         }
     }
 
@@ -47,7 +42,7 @@ impl TlsPolicies {
     /// (`Shared::tls_outcome` also counts it in the metrics). The policy is reported as
     /// RFC 8460 has it: for `sts`, the policy in force from the cache (its lines and `mx`
     /// patterns); for `tlsa` and `no-policy-found`, the MX host.
-    pub fn record(&self, o: &TlsOutcome<'_>) {
+    pub fn record(&self, o: &TlsOutcome<'_>, resolver: Option<&crate::dns::Resolver>) {
         let Some(domain) = o.policy_domain else {
             return;
         };
@@ -69,7 +64,7 @@ impl TlsPolicies {
             receiving_mx: mx_host,
             receiving_ip: o.mx_ip,
         });
-        self.reports.record(domain, &policy, failure);
+        self.reports.record(domain, &policy, failure, resolver);
     }
 
     /// The figures status and metrics show, with the counters since start given.

@@ -43,17 +43,11 @@ pub struct Reports {
     dir: Option<PathBuf>,
     organization: String,
     contact: String,
-    resolver: Option<Resolver>,
 }
 
 impl Reports {
     /// Reports signed by `organization` (and `contact`), written under `state_dir` if any.
-    pub fn new(
-        state_dir: Option<&Path>,
-        organization: &str,
-        contact: Option<&str>,
-        resolver: Option<Resolver>,
-    ) -> Reports {
+    pub fn new(state_dir: Option<&Path>, organization: &str, contact: Option<&str>) -> Reports {
         Reports {
             state: Mutex::new(State {
                 ledger: Ledger::default(),
@@ -63,12 +57,18 @@ impl Reports {
             dir: state_dir.map(|d| d.join(DIR_NAME)),
             organization: organization.to_string(),
             contact: contact.unwrap_or("").to_string(),
-            resolver,
         }
     }
 
-    /// Count one session's outcome (a success when `failure` is `None`).
-    pub fn record(&self, domain: &str, policy: &PolicyRef, failure: Option<FailureKey>) {
+    /// Count one session's outcome (a success when `failure` is `None`); the domain's `rua`
+    /// is looked up with `resolver` (the runtime's) at its first outcome of the day.
+    pub fn record(
+        &self,
+        domain: &str,
+        policy: &PolicyRef,
+        failure: Option<FailureKey>,
+        resolver: Option<&Resolver>,
+    ) {
         let day = Day::of(unix_now());
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let (closed, look_up) = {
@@ -89,15 +89,15 @@ impl Reports {
             (closed, look_up)
         };
         if look_up {
-            self.look_up_rua(&domain);
+            self.look_up_rua(&domain, resolver);
         }
         for (day, domains) in closed {
             self.write(day, &domains);
         }
     }
 
-    fn look_up_rua(&self, domain: &str) {
-        let Some(resolver) = &self.resolver else {
+    fn look_up_rua(&self, domain: &str, resolver: Option<&Resolver>) {
+        let Some(resolver) = resolver else {
             return;
         };
         let rua = match resolver.lookup_txt("_smtp._tls", domain) {

@@ -102,6 +102,28 @@ impl Lookup {
     }
 }
 
+/// Ends a domain's flight when dropped: the entry no longer names it, its waiters wake.
+struct FlightGuard<'a> {
+    cache: &'a StsCache,
+    domain: &'a str,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.cache.entries.lock().get_mut(self.domain) {
+            if entry
+                .flight
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                entry.flight = None;
+            }
+        }
+        self.flight.finish();
+    }
+}
+
 /// A fetch in progress: sessions wanting the same domain wait for it.
 #[derive(Default)]
 struct Flight {
@@ -220,28 +242,31 @@ impl StsCache {
         let flight = loop {
             let wait = {
                 let mut entries = self.entries.lock();
-                if !entries.contains_key(&domain) && entries.len() >= MAX_DOMAINS {
-                    // Not kept: fetched for this delivery only (when there is a record).
-                    drop(entries);
-                    return match txt {
-                        TxtSeen::Id(id) => self.fetch_uncached(client, &domain, id, now),
-                        _ => Lookup::default(),
-                    };
-                }
-                let entry = entries.entry(domain.clone()).or_default();
-                match plan(entry.cached.as_deref(), txt, entry.last_failure, now) {
+                // No entry is made for a domain until a fetch is due: domains without a policy
+                // cost nothing here.
+                let entry = entries.get(&domain);
+                let cached = entry.and_then(|e| e.cached.as_deref());
+                match plan(cached, txt, entry.and_then(|e| e.last_failure), now) {
                     Plan::UseCached => {
                         return Lookup {
-                            policy: entry.cached.clone(),
+                            policy: entry.and_then(|e| e.cached.clone()),
                             failure: None,
                         }
                     }
                     Plan::NoPolicy => return Lookup::default(),
-                    Plan::Fetch => match &entry.flight {
-                        Some(f) => f.clone(),
+                    Plan::Fetch => match entry.and_then(|e| e.flight.clone()) {
+                        Some(f) => f,
+                        None if entry.is_none() && entries.len() >= MAX_DOMAINS => {
+                            // Not kept: fetched for this delivery only.
+                            drop(entries);
+                            return match txt {
+                                TxtSeen::Id(id) => self.fetch_uncached(client, &domain, id, now),
+                                _ => Lookup::default(),
+                            };
+                        }
                         None => {
                             let f = Arc::new(Flight::default());
-                            entry.flight = Some(f.clone());
+                            entries.entry(domain.clone()).or_default().flight = Some(f.clone());
                             break f;
                         }
                     },
@@ -249,16 +274,21 @@ impl StsCache {
             };
             wait.wait();
         };
+        // Whatever happens to this fetch (a panic included), the flight ends and its waiters
+        // plan again.
+        let guard = FlightGuard {
+            cache: self,
+            domain: &domain,
+            flight,
+        };
         let TxtSeen::Id(id) = txt else {
             // plan() fetches only with an id.
-            flight.finish();
             return Lookup::default();
         };
         let result = fetch(client, &domain, id, now);
         let lookup = {
             let mut entries = self.entries.lock();
             let entry = entries.entry(domain.clone()).or_default();
-            entry.flight = None;
             match result {
                 Ok(cached) => {
                     entry.cached = Some(cached.clone());
@@ -275,7 +305,7 @@ impl StsCache {
                 }
             }
         };
-        flight.finish();
+        drop(guard);
         match lookup {
             Ok(cached) => {
                 self.save(&domain, &cached);
