@@ -106,6 +106,36 @@ fn free_port() -> u16 {
     }
 }
 
+/// A copy of `program` in `dir`, to run from there: Debian's AppArmor profile for
+/// /usr/sbin/unbound (attached by path) would keep it from reading a configuration, zone or
+/// log in a temporary directory.
+fn private_copy(dir: &Path, program: &str) -> Result<PathBuf, String> {
+    let from = find(program).ok_or(format!("{program} is not installed"))?;
+    let to = dir.join(format!("{program}-bin"));
+    std::fs::copy(&from, &to).map_err(|e| format!("copy {}: {e}", from.display()))?;
+    Ok(to)
+}
+
+/// Start `program -d -c <dir>/<conf>` in the foreground, its stderr in `<program>.stderr`: from
+/// a private copy, or from where it is installed if the temporary directory does not allow
+/// running programs (noexec).
+fn serve(dir: &Path, program: &str, conf: &str) -> Result<Child, String> {
+    let start = |path: &Path| -> Result<Child, String> {
+        let stderr = std::fs::File::create(dir.join(format!("{program}.stderr")))
+            .map_err(|e| e.to_string())?;
+        Command::new(path)
+            .args(["-d", "-c"])
+            .arg(dir.join(conf))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("{program}: {e}"))
+    };
+    let copy = private_copy(dir, program)?;
+    start(&copy).or_else(|_| start(&find(program).ok_or(format!("{program}: not found"))?))
+}
+
 fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
@@ -212,14 +242,7 @@ impl DnssecWorld {
             .map_err(|e| e.to_string())?;
         }
         std::fs::write(d.join("nsd.conf"), &nsd_conf).map_err(|e| e.to_string())?;
-        let nsd = Command::new(find("nsd").ok_or("nsd")?)
-            .args(["-d", "-c"])
-            .arg(d.join("nsd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("nsd.stderr")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("nsd: {e}"))?;
+        let nsd = serve(&d, "nsd", "nsd.conf")?;
 
         let uport = free_port();
         let mut ub = format!(
@@ -238,14 +261,7 @@ impl DnssecWorld {
             .map_err(|e| e.to_string())?;
         }
         std::fs::write(d.join("unbound.conf"), &ub).map_err(|e| e.to_string())?;
-        let unbound = Command::new(find("unbound").ok_or("unbound")?)
-            .args(["-d", "-c"])
-            .arg(d.join("unbound.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("unbound.stderr")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("unbound: {e}"))?;
+        let unbound = serve(&d, "unbound", "unbound.conf")?;
         let world = DnssecWorld {
             resolver: SocketAddr::from(([127, 0, 0, 1], uport)),
             authority: SocketAddr::from(([127, 0, 0, 1], nport)),
