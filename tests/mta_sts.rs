@@ -340,3 +340,23 @@ fn the_days_tls_rpt_report_has_rfc_8460_field_names_and_counts() {
     assert_eq!(rua, "mailto:tlsrpt@sts.test\n");
     println!("{text}");
 }
+
+#[test]
+fn a_policy_host_with_only_an_ipv6_address_is_fetched_over_ipv6() {
+    let s = setup("sts-v6");
+    *s.zone.lock() = Zone::new("test")
+        .ttl(0)
+        .addr("mta-sts.sts.test", "::1")
+        .txt("_mta-sts.sts.test", "v=STSv1; id=6");
+    let server = PolicyServer::start(
+        "[::1]:0".parse().unwrap(),
+        &s.ca,
+        DOMAIN,
+        Serve::policy("enforce", &["mx.sts.test"], 86400),
+    );
+    let client = s.client(server.addr.port());
+    let found = StsCache::new(None).lookup(&client, DOMAIN);
+    assert!(found.failure.is_none(), "{:?}", found.failure);
+    assert_eq!(mode(&found.finding(None)), Some(StsMode::Enforce));
+    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}

@@ -400,3 +400,27 @@ fn the_daemon_shows_tls_rpt_in_status_and_writes_the_report_on_sigusr1() {
     // The policy cache file, kept for the next start.
     assert!(w.state.0.join("mta-sts/sts.test.json").exists());
 }
+
+#[test]
+fn a_policy_that_cannot_be_fetched_leaves_the_domain_without_one_and_is_counted() {
+    let w = World::new();
+    // Nothing listens on the policy port: the fetch fails, no policy is cached.
+    let gone = w.policy_server(Serve::policy("enforce", &["mx.elsewhere.test"], 86400));
+    let policy_port = gone.addr.port();
+    gone.stop();
+    let mx = w.mx("mx.sts.test");
+    let h = w.proxy(mx.addr().port(), policy_port);
+    let mut c = h.client();
+    let mut s = c
+        .open(&by_domain(mx.addr().port(), TlsPolicy::Opportunistic))
+        .unwrap();
+    assert_ne!(s.ready.tls_policy, Some(Applied::MtaSts));
+    s.send_mail("a@mta.test", &["b@sts.test"], b"no policy to apply\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
+    assert!(mx.wait_until(WAIT, |st| st.messages.len() == 1));
+    assert_eq!(metric(&h, ResultType::StsPolicyFetchError), 1);
+    let (_, failed, _) = today(&h);
+    assert_eq!(failed, 1);
+}
