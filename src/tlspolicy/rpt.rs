@@ -3,7 +3,9 @@
 //! `rua=`) looked up once per domain and day; each closed day's reports written into
 //! `state_directory/tls-rpt/<YYYY-MM-DD>/<domain>.json` (and the `rua` beside it,
 //! `<domain>.rua`, one URI a line), the current day's so far on SIGUSR1 and at shutdown.
-//! A day closes when the first outcome of the next day is recorded (or at SIGUSR1/shutdown).
+//! A day closes just after midnight UTC (a thread of its own, [`start_day_closer`]), or at the
+//! first outcome of the next day, whichever comes first; SIGUSR1 and shutdown write the
+//! current day so far.
 //! Sending is the operator's (docs/TLS-POLICY.md has a script).
 
 use super::unix_now;
@@ -133,6 +135,15 @@ impl Reports {
             .collect()
     }
 
+    /// Write the closed days' reports (the day closer, just after midnight UTC).
+    pub fn close_days(&self) {
+        let today = Day::of(unix_now());
+        let closed = self.state.lock().ledger.take_before(today);
+        for (day, domains) in closed {
+            self.write(day, &domains);
+        }
+    }
+
     /// Write the closed days' reports and the current day's so far (SIGUSR1, shutdown).
     pub fn flush(&self) {
         let now = Day::of(unix_now());
@@ -202,4 +213,22 @@ impl Reports {
             dir.display()
         );
     }
+}
+
+/// Start the thread that closes each UTC day: it wakes one second after midnight and calls
+/// `close` (which writes the day just closed), until `close` says the server is gone. A timer,
+/// not a synchronisation: the reports are also written at the next day's first session.
+pub fn start_day_closer(
+    close: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tls-rpt".into())
+        .spawn(move || loop {
+            let now = unix_now();
+            let next = Day::of(now).start() + 86_400 + 1;
+            std::thread::sleep(std::time::Duration::from_secs(next.saturating_sub(now)));
+            if !close() {
+                return;
+            }
+        })
 }
