@@ -289,6 +289,7 @@ fn the_days_tls_rpt_report_has_rfc_8460_field_names_and_counts() {
         result,
         mx_ip: Some("127.0.0.1".parse().unwrap()),
         source: Some("127.0.0.2".parse().unwrap()),
+        tlsa: None,
     };
     for _ in 0..3 {
         policies.record(&outcome(None), Some(&s.resolver));
@@ -359,4 +360,47 @@ fn a_policy_host_with_only_an_ipv6_address_is_fetched_over_ipv6() {
     assert!(found.failure.is_none(), "{:?}", found.failure);
     assert_eq!(mode(&found.finding(None)), Some(StsMode::Enforce));
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_tlsa_policy_is_reported_with_its_records_and_mx_host() {
+    use greenarrow_proxy_proto::tls_policy::dane::{Tlsa, TlsaSet};
+    let s = setup("rpt-tlsa");
+    let policies = TlsPolicies::new(Some(&s.dir.0), "proxy.example", None);
+    let set = TlsaSet::new(vec![Tlsa {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data: vec![0xab; 32],
+    }]);
+    policies.record(
+        &TlsOutcome {
+            policy_domain: Some("dane.test"),
+            mx_host: Some("MX.dane.test."),
+            policy: PolicyType::Tlsa,
+            applied: Applied::DaneEe,
+            testing: false,
+            result: Some(ResultType::TlsaInvalid),
+            mx_ip: Some("::1".parse().unwrap()),
+            source: Some("::1".parse().unwrap()),
+            tlsa: Some(&set),
+        },
+        None,
+    );
+    policies.reports.flush();
+    let day = Day::of(greenarrow_proxy::tlspolicy::unix_now()).iso();
+    let path = s.dir.0.join("tls-rpt").join(&day).join("dane.test.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(json.get("contact-info").is_none(), "{json}");
+    let p = &json["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "tlsa");
+    assert_eq!(
+        p["policy"]["policy-string"][0],
+        format!("3 1 1 {}", "ab".repeat(32))
+    );
+    assert_eq!(p["policy"]["mx-host"][0], "mx.dane.test");
+    assert_eq!(p["failure-details"][0]["result-type"], "tlsa-invalid");
+    assert_eq!(p["failure-details"][0]["receiving-ip"], "::1");
+    assert_eq!(p["summary"]["total-failure-session-count"], 1);
 }

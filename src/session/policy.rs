@@ -8,7 +8,7 @@ use super::error::EgressError;
 use crate::mx::{AttemptError, MxConnection};
 use greenarrow_proxy_proto::protocol::ConnectRequest;
 use greenarrow_proxy_proto::tls_policy::dane::DaneFinding;
-use greenarrow_proxy_proto::tls_policy::decide::{self, Decision, StsFinding};
+use greenarrow_proxy_proto::tls_policy::decide::{self, CertCheck, Decision, Observe, StsFinding};
 use greenarrow_proxy_proto::tls_policy::rpt::PolicyType;
 use greenarrow_proxy_proto::tls_policy::{Applied, Enforcement, TlsOutcome};
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +71,10 @@ impl Egress<'_> {
                             result,
                             mx_ip: Some(addr.ip()),
                             source: Some(req.source),
+                            tlsa: match &dane {
+                                DaneFinding::Secure(set) => Some(set),
+                                _ => None,
+                            },
                         });
                     }
                     verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "TLS policy: {refusal}");
@@ -114,6 +118,7 @@ impl Egress<'_> {
                 result: Some(e.result_type()),
                 mx_ip: None,
                 source: Some(req.source),
+                tlsa: None,
             });
         }
         Some(lookup)
@@ -138,6 +143,12 @@ impl Egress<'_> {
             result: None,
             mx_ip: Some(addr.ip()),
             source: Some(req.source),
+            tlsa: match (&decision.check, &decision.observe) {
+                (CertCheck::Dane { tlsa, .. }, _) | (_, Some(Observe::Dane { tlsa, .. })) => {
+                    Some(tlsa)
+                }
+                _ => None,
+            },
         };
         match outcome {
             Ok(c) => {

@@ -41,7 +41,8 @@ impl TlsPolicies {
     /// Count a session's set-up outcome toward a policy domain's MX in the day's ledger
     /// (`Shared::tls_outcome` also counts it in the metrics). The policy is reported as
     /// RFC 8460 has it: for `sts`, the policy in force from the cache (its lines and `mx`
-    /// patterns); for `tlsa` and `no-policy-found`, the MX host.
+    /// patterns); for `tlsa`, the TLSA records and the MX host; for `no-policy-found`, the MX
+    /// host.
     pub fn record(&self, o: &TlsOutcome<'_>, resolver: Option<&crate::dns::Resolver>) {
         let Some(domain) = o.policy_domain else {
             return;
@@ -49,8 +50,13 @@ impl TlsPolicies {
         let mx_host = o
             .mx_host
             .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
-        let policy = match o.policy {
-            PolicyType::Sts => self.sts.policy_ref(domain),
+        let policy = match (o.policy, o.tlsa) {
+            (PolicyType::Sts, _) => self.sts.policy_ref(domain),
+            (PolicyType::Tlsa, Some(set)) => Some(PolicyRef {
+                policy_type: PolicyType::Tlsa,
+                strings: set.records().iter().map(|r| r.to_string()).collect(),
+                mx_hosts: mx_host.iter().cloned().collect(),
+            }),
             _ => None,
         }
         .unwrap_or_else(|| PolicyRef {

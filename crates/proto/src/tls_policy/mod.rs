@@ -49,4 +49,6 @@ pub struct TlsOutcome<'a> {
     pub mx_ip: Option<std::net::IpAddr>,
     /// The source address (TLS-RPT `sending-mta-ip`).
     pub source: Option<std::net::IpAddr>,
+    /// The TLSA records of a `tlsa` policy (TLS-RPT `policy-string`).
+    pub tlsa: Option<&'a dane::TlsaSet>,
 }
