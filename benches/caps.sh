@@ -34,7 +34,7 @@ run caps-direct-split --target direct --concurrency 2
 echo
 echo "== caps summary (one source, one MX, sessions of 5 messages of 5 KB)"
 for l in caps-proxy caps-direct-own caps-direct-split; do
-    printf "   %-18s %9s msgs/s  MX connections %6s  most open at once %4s  msg p50/p99 %s/%s ms\n" \
+    printf "   %-18s %9s msgs/s  MX connections %6s  most open at once %4s  msg p50/p99 %s/%s ms  cpu %s ms/msg\n" \
         "$l" "$(get $l msgs_per_s)" "$(get $l mx_connections)" "$(get $l mx_max_open)" \
-        "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)"
+        "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_ms_per_msg)"
 done

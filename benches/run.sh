@@ -3,7 +3,7 @@
 #
 #   benches/run.sh            throughput and latency: proxy vs direct vs HAProxy on loopback,
 #                             then at 40 ms RTT toward the MX (~1.5 minutes after the build)
-#   benches/run.sh --latency  only the 40 ms RTT scenarios (~40 s)
+#   benches/run.sh --latency  only the 40 ms RTT scenarios (~1.5 minutes)
 #   benches/run.sh --scale    memory with 10,000 MTA sessions and idle pooled MX connections
 #   benches/run.sh --profile  system calls per message (strace -c -f on the proxy)
 #
@@ -43,14 +43,27 @@ get() {
     echo "${v:--}"
 }
 
-# ratio NAME A B OP TARGET: print A/B with its target, e.g. "[>= 0.8] ok".
+# ratio NAME A B OP TARGET [NOTE]: print A/B with its target, e.g. "[>= 0.8] ok", then NOTE
+# (the CPU per message of the processes measured: see cpu).
 ratio() {
-    awk -v name="$1" -v a="$2" -v b="$3" -v op="$4" -v t="$5" 'BEGIN {
-        if (a == "-" || b == "-" || b + 0 == 0) { printf "%-62s n/a     [%s %s]\n", name, op, t; exit }
+    awk -v name="$1" -v a="$2" -v b="$3" -v op="$4" -v t="$5" -v note="${6:-}" 'BEGIN {
+        if (a == "-" || b == "-" || b + 0 == 0) { printf "%-62s n/a     [%s %s] %s\n", name, op, t, note; exit }
         r = a / b
         ok = (op == ">=") ? (r >= t) : (r <= t)
-        printf "%-62s %7.3f [%s %s] %s\n", name, r, op, t, ok ? "ok" : "MISSED"
+        printf "%-62s %7.3f [%s %s] %s %s\n", name, r, op, t, ok ? "ok" : "MISSED", note
     }'
+}
+
+# cpu LABEL...: the CPU per message (user + system, /proc/<pid>/stat) of the proxy or HAProxy
+# in each of these scenarios that ran one, e.g. "(CPU/msg: proxy-reuse 0.112 ms)".
+cpu() {
+    local l v notes=""
+    for l in "$@"; do
+        v=$(get "$l" cpu_ms_per_msg)
+        [ "$v" = "-" ] && continue
+        notes="$notes${notes:+, }$l $v ms"
+    done
+    [ -z "$notes" ] || echo "(CPU/msg: $notes)"
 }
 
 # check NAME VALUE OP TARGET UNIT
@@ -127,6 +140,12 @@ run rtt-direct-tls --target direct --mx-tls "${lat[@]}"
 run rtt-proxy-tls-reuse --target proxy --mx-tls --reuse "${lat[@]}"
 run rtt-direct --target direct "${lat[@]}"
 run rtt-proxy-reuse --target proxy --reuse "${lat[@]}"
+# ---- pipelined BDAT (issue 24 part 1) ----
+# One round trip per message: MAIL, RCPT, BDAT n LAST and the message in one write, then the
+# three replies (RFC 3030 with PIPELINING, as Exim sends it); the proxy with reuse against
+# direct delivery doing the same on its own STARTTLS session.
+run rtt-direct-tls-bdat --target direct --mx-tls --bdat-pipelined "${lat[@]}"
+run rtt-proxy-tls-reuse-bdat --target proxy --mx-tls --reuse --bdat-pipelined "${lat[@]}"
 # Under a connection cap (issue 13): 20 MTAs, one source, one MX, sessions of 5 messages;
 # through the proxy with caps max_connections 2, against the cap split statically (2 MTAs of
 # the 20 send: what a cluster without the proxy does to stay under it), and 20 MTAs with a
@@ -141,11 +160,11 @@ echo "== summary (msgs/s unless stated; 20 MTAs, 5 KB messages, one message per 
 for l in direct-fresh proxy-fresh haproxy-tcp proxy-reuse direct-tls proxy-tls-fresh proxy-tls-reuse direct-large proxy-large \
     rtt-direct-tls rtt-proxy-tls-reuse rtt-direct rtt-proxy-reuse rtt-caps-proxy rtt-caps-direct-split rtt-caps-direct-own; do
     [ -f "$out/$l" ] || continue
-    printf "   %-19s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  reused p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s  peak RSS %s KiB\n" \
+    printf "   %-19s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  reused p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s (%s ms/msg)  peak RSS %s KiB\n" \
         "$l" "$(get $l msgs_per_s)" "$(get $l mb_per_s)" \
         "$(get $l ready_new_p50_ms)" "$(get $l ready_new_p99_ms)" \
         "$(get $l ready_reused_p50_ms)" "$(get $l ready_reused_p99_ms)" \
-        "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l rss_peak_kib)"
+        "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l cpu_ms_per_msg)" "$(get $l rss_peak_kib)"
 done
 for l in rtt-direct-tls rtt-proxy-tls-reuse rtt-direct rtt-proxy-reuse; do
     printf "   %-19s session start to 250 after the dot: new p50/p99 %s/%s ms, reused p50/p99 %s/%s ms; MX connections %s (%s per message)\n" \
@@ -155,24 +174,37 @@ for l in rtt-direct-tls rtt-proxy-tls-reuse rtt-direct rtt-proxy-reuse; do
 done
 echo
 if [ $loopback = yes ]; then
-ratio "fresh MX connections: proxy / direct" "$(get proxy-fresh msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 0.8
+ratio "fresh MX connections: proxy / direct" "$(get proxy-fresh msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 0.8 "$(cpu proxy-fresh)"
 if [ -f "$out/haproxy-tcp" ]; then
-    ratio "fresh MX connections: proxy / HAProxy TCP mode" "$(get proxy-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0
+    ratio "fresh MX connections: proxy / HAProxy TCP mode" "$(get proxy-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0 "$(cpu proxy-fresh haproxy-tcp)"
 else
     echo "fresh MX connections: proxy / HAProxy TCP mode                  skipped (haproxy not installed)"
 fi
-ratio "reuse: proxy / direct (fresh)" "$(get proxy-reuse msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 2.0
-ratio "TLS to the MX: proxy with reuse / direct STARTTLS each session" "$(get proxy-tls-reuse msgs_per_s)" "$(get direct-tls msgs_per_s)" ">=" 3.0
-ratio "connect-to-ready p50: reused / fresh STARTTLS" "$(get proxy-tls-reuse ready_reused_p50_ms)" "$(get proxy-tls-fresh ready_new_p50_ms)" "<=" 0.1
-ratio "100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get proxy-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.9
+ratio "reuse: proxy / direct (fresh)" "$(get proxy-reuse msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 2.0 "$(cpu proxy-reuse)"
+ratio "TLS to the MX: proxy with reuse / direct STARTTLS each session" "$(get proxy-tls-reuse msgs_per_s)" "$(get direct-tls msgs_per_s)" ">=" 3.0 "$(cpu proxy-tls-reuse)"
+ratio "connect-to-ready p50: reused / fresh STARTTLS" "$(get proxy-tls-reuse ready_reused_p50_ms)" "$(get proxy-tls-fresh ready_new_p50_ms)" "<=" 0.1 "$(cpu proxy-tls-reuse proxy-tls-fresh)"
+ratio "100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get proxy-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.9 "$(cpu proxy-large)"
 fi
-ratio "$rtt RTT, STARTTLS MX: proxy with reuse / direct STARTTLS" "$(get rtt-proxy-tls-reuse msgs_per_s)" "$(get rtt-direct-tls msgs_per_s)" ">=" 4
+ratio "$rtt RTT, STARTTLS MX: proxy with reuse / direct STARTTLS" "$(get rtt-proxy-tls-reuse msgs_per_s)" "$(get rtt-direct-tls msgs_per_s)" ">=" 4 "$(cpu rtt-proxy-tls-reuse)"
 check "$rtt RTT, STARTTLS MX: MX connections per 20 msgs via proxy" \
     "$(awk -v c="$(get rtt-proxy-tls-reuse mx_conns_per_msg)" 'BEGIN{ if (c=="-") print "-"; else print c*20 }')" "<=" 1 conn
-ratio "$rtt RTT, plaintext MX: proxy with reuse / direct" "$(get rtt-proxy-reuse msgs_per_s)" "$(get rtt-direct msgs_per_s)" ">=" 2.5
-ratio "$rtt RTT, CONNECT to 250 after dot p50: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p50_ms)" "$(get rtt-direct-tls first_new_p50_ms)" "<=" 0.3
-ratio "$rtt RTT, CONNECT to 250 after dot p99: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p99_ms)" "$(get rtt-direct-tls first_new_p99_ms)" "<=" 0.3
-ratio "$rtt RTT, cap 2: proxy (20 MTAs) / direct static split (2 MTAs)" "$(get rtt-caps-proxy msgs_per_s)" "$(get rtt-caps-direct-split msgs_per_s)" ">=" 1.0
+ratio "$rtt RTT, plaintext MX: proxy with reuse / direct" "$(get rtt-proxy-reuse msgs_per_s)" "$(get rtt-direct msgs_per_s)" ">=" 2.5 "$(cpu rtt-proxy-reuse)"
+ratio "$rtt RTT, CONNECT to 250 after dot p50: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p50_ms)" "$(get rtt-direct-tls first_new_p50_ms)" "<=" 0.3 "$(cpu rtt-proxy-tls-reuse)"
+ratio "$rtt RTT, CONNECT to 250 after dot p99: reused / direct TLS" "$(get rtt-proxy-tls-reuse first_reused_p99_ms)" "$(get rtt-direct-tls first_new_p99_ms)" "<=" 0.3 "$(cpu rtt-proxy-tls-reuse)"
+ratio "$rtt RTT, cap 2: proxy (20 MTAs) / direct static split (2 MTAs)" "$(get rtt-caps-proxy msgs_per_s)" "$(get rtt-caps-direct-split msgs_per_s)" ">=" 1.0 "$(cpu rtt-caps-proxy)"
 check "$rtt RTT, cap 2: most MX connections open at once via proxy" "$(get rtt-caps-proxy mx_max_open)" "<=" 2 conn
 printf "%-62s %s msgs/s, %s open at once (over the cap; for scale)\n" "$rtt RTT, cap 2: direct, 20 MTAs with a connection each" \
     "$(get rtt-caps-direct-own msgs_per_s)" "$(get rtt-caps-direct-own mx_max_open)"
+# ---- pipelined BDAT (issue 24 part 1) ----
+for l in rtt-direct-tls-bdat rtt-proxy-tls-reuse-bdat; do
+    [ -f "$out/$l" ] || continue
+    printf "   %-24s %9s msgs/s  msg p50/p99 %s/%s ms  session start to the reply after the last chunk: new p50/p99 %s/%s ms, reused p50/p99 %s/%s ms; cpu %s ms/msg\n" \
+        "$l" "$(get $l msgs_per_s)" "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" \
+        "$(get $l first_new_p50_ms)" "$(get $l first_new_p99_ms)" \
+        "$(get $l first_reused_p50_ms)" "$(get $l first_reused_p99_ms)" "$(get $l cpu_ms_per_msg)"
+done
+# The ceiling is ~8x: direct pays connect, banner, EHLO, STARTTLS, the TLS handshake, EHLO,
+# the flight and QUIT per message; the proxy with reuse the flight alone.
+ratio "$rtt RTT, STARTTLS MX, 20 MTAs, pipelined BDAT: proxy reuse / direct" "$(get rtt-proxy-tls-reuse-bdat msgs_per_s)" "$(get rtt-direct-tls-bdat msgs_per_s)" ">=" 6 "$(cpu rtt-proxy-tls-reuse-bdat)"
+ratio "$rtt RTT, CONNECT to the reply after the last chunk p50: reused / direct TLS" "$(get rtt-proxy-tls-reuse-bdat first_reused_p50_ms)" "$(get rtt-direct-tls-bdat first_new_p50_ms)" "<=" 0.15 "$(cpu rtt-proxy-tls-reuse-bdat)"
+ratio "$rtt RTT, CONNECT to the reply after the last chunk p99: reused / direct TLS" "$(get rtt-proxy-tls-reuse-bdat first_reused_p99_ms)" "$(get rtt-direct-tls-bdat first_new_p99_ms)" "<=" 0.15 "$(cpu rtt-proxy-tls-reuse-bdat)"

@@ -482,3 +482,41 @@ fn a_pooled_opportunistic_connection_is_never_given_to_a_dane_request() {
     eprintln!("reuse cost: {}", figures.join("; "));
     assert_eq!(m.stats().connections, 2, "every request above reused");
 }
+
+/// IPv6 as IPv4: an MX host with only an AAAA record, reached from ::1, under DANE-EE.
+#[test]
+fn dane_over_ipv6() {
+    let ca = TestCa::new("DANE test CA").unwrap();
+    let leaf = ca.issue(&["mx.v6.dane.test"]).unwrap();
+    let m = TestMx::start(TestMxConfig {
+        bind: "[::1]:0".parse().unwrap(),
+        starttls: Some(TlsAcceptor::from_pem(&leaf.cert_pem, &leaf.key_pem).unwrap()),
+        ..TestMxConfig::default()
+    })
+    .unwrap();
+    let port = m.addr().port();
+    let zone = Zone::new("v6", Kind::Secure)
+        .record("mx AAAA ::1")
+        .record(&format!(
+            "_{port}._tcp.mx TLSA 3 1 1 {}",
+            tlsa_data(&leaf.cert_pem, 1, 1)
+        ));
+    let Some(world) = DnssecWorld::start(&[zone]) else {
+        return;
+    };
+    let h = proxy(&world, &[port], "");
+    let mut c = h.client();
+    let mut r = host_req("mx.v6.dane.test", port, TlsPolicy::Opportunistic);
+    r.source = ip("::1");
+    let mut s = c
+        .open(&r)
+        .unwrap_or_else(|e| panic!("{e}\n{}", world.logs()));
+    assert_eq!(s.ready.tls_policy, Some(Applied::DaneEe));
+    assert_eq!(s.ready.remote, m.addr());
+    s.send_mail("a@x.test", &["b@y.test"], b"over IPv6\r\n")
+        .unwrap();
+    s.quit().unwrap();
+    c.quit().unwrap();
+    assert!(m.wait_until(WAIT, |st| st.messages.len() == 1));
+    assert!(m.messages()[0].tls);
+}

@@ -118,7 +118,7 @@ impl Resolver {
             .iter()
             .map(|s| SocketAddr::new(s.ip, s.connections.first().map_or(53, |c| c.port)))
             .collect();
-        let tlsa = TlsaLookup::new(addrs, settings.timeout);
+        let tlsa = TlsaLookup::new(addrs, settings.timeout, settings.attempts);
         let config = ResolverConfig::from_name_servers(servers);
         let resolver = {
             let _guard = runtime.enter();

@@ -36,15 +36,19 @@ const PAYLOAD: u16 = 1232;
 pub struct TlsaLookup {
     servers: Vec<SocketAddr>,
     timeout: Duration,
+    /// Retries after a timeout or a network error (`dns.attempts`).
+    attempts: usize,
     cache: Mutex<HashMap<String, (DaneFinding, Instant)>>,
 }
 
 impl TlsaLookup {
-    /// Look-ups through `servers` (in turn), each query waiting `timeout`.
-    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> TlsaLookup {
+    /// Look-ups through `servers` (in turn), each query waiting `timeout`, the round of servers
+    /// retried `attempts` times after timeouts or network errors.
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration, attempts: usize) -> TlsaLookup {
         TlsaLookup {
             servers,
             timeout,
+            attempts,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -84,10 +88,12 @@ impl TlsaLookup {
             Err(e) => return (DaneFinding::Failed(format!("{owner}: {e}")), FAILURE_TTL),
         };
         let mut last = String::from("no name server");
-        for server in &self.servers {
-            match exchange(*server, &name, self.timeout) {
-                Ok(answer) => return classify(&answer),
-                Err(e) => last = format!("{server}: {e}"),
+        for _ in 0..=self.attempts {
+            for server in &self.servers {
+                match exchange(*server, &name, self.timeout) {
+                    Ok(answer) => return classify(&answer),
+                    Err(e) => last = format!("{server}: {e}"),
+                }
             }
         }
         (DaneFinding::Failed(last), FAILURE_TTL)
@@ -291,11 +297,32 @@ mod tests {
     }
 
     #[test]
+    fn a_resolver_that_does_not_answer_is_a_failed_look_up() {
+        // A loopback port nothing listens on: the query is refused (ICMP), every attempt.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let l = TlsaLookup::new(
+            vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            Duration::from_millis(300),
+            1,
+        );
+        let DaneFinding::Failed(why) = l.lookup("mx.example.", 25) else {
+            panic!("not a failure")
+        };
+        assert!(why.starts_with(&format!("127.0.0.1:{port}: ")), "{why}");
+        assert!(l.cache.lock().contains_key("_25._tcp.mx.example."));
+    }
+
+    #[test]
     fn only_loopback_resolvers_are_trusted() {
         let t = |s: &[&str]| {
             TlsaLookup::new(
                 s.iter().map(|a| a.parse().unwrap()).collect(),
                 Duration::from_secs(1),
+                0,
             )
             .trusted()
         };
@@ -305,6 +332,7 @@ mod tests {
         let l = TlsaLookup::new(
             vec!["192.0.2.53:53".parse().unwrap()],
             Duration::from_secs(1),
+            0,
         );
         assert_eq!(l.lookup("mx.example", 25), DaneFinding::NotLookedUp);
     }

@@ -7,7 +7,9 @@
 //! be the stray, the rest shifted onto the wrong commands (a `550` meant for one RCPT given to
 //! the next). They are withdrawn: each becomes the proxy's `421`, so the MTA retries instead of
 //! taking a shifted reply for the truth. Replies already written cannot be taken back; only a
-//! batch whose replies pass 64 KiB gets written before its end.
+//! batch whose replies pass 64 KiB gets written before its end. A pipelined flight the MTA
+//! sends in pieces (`MAIL`, `RCPT`, `BDAT n LAST` and a large chunk) is one batch: replies
+//! accepted while the rest of it is read stay held until the last one owed.
 
 /// Where the unwritten MX replies sit in the MTA's output buffer.
 #[derive(Debug, Default)]

@@ -4,7 +4,11 @@
 //! batch), then read the replies owed, handing each to the MTA as soon as the machine accepts
 //! it (written out once more than [`MTA_FLUSH_AT`] bytes wait, otherwise once per batch), then
 //! read the MTA again. Every command line earns exactly one reply, so one thread never
-//! deadlocks.
+//! deadlocks. One exception to "replies first": when the MTA is in the middle of a BDAT chunk
+//! or a line (a pipelined `MAIL`, `RCPT`, `BDAT n LAST` flight read in pieces), the rest is
+//! read and forwarded before the replies owed, so the whole flight reaches the MX without
+//! waiting for the MX (which may answer only once the chunk is complete) and a message on a
+//! reused connection costs one round trip.
 //!
 //! The MX is read only while a reply is owed, and then within a deadline for the whole reply
 //! (`timeouts.mx_command`, or `mx_data_done` after the end of a message, never beyond the
@@ -119,7 +123,27 @@ pub fn relay<S: Read + Write + Timeouts>(
     let base = mx_timeouts.command.min(mx_timeouts.data_done);
     // When the reply being read must be complete.
     let mut reply_deadline: Option<Deadline> = None;
+    // The last round read the MTA in the middle of a flight (replies owed, see below).
+    let mut mid_flight = false;
     let end = loop {
+        // 0. Mid-flight: before more of the flight goes out, the replies the MX already sent
+        //    are judged (looking without waiting): one that follows the last reply owed so
+        //    far is caught here, before a later command of the flight could take it for its
+        //    own (as before a new batch, below).
+        if mid_flight && relay.awaiting_mx() {
+            if let Some(c) = mx.as_mut() {
+                match judge_ready(&mut relay, c, reply_limits, mta, &mut held) {
+                    Ok(n) => octets_to_mta += n,
+                    Err(Ready::MtaGone) => break RelayEnd::MtaGone,
+                    Err(Ready::Lost { why, out_of_step }) => {
+                        lose(&mut relay, &mut mx, why);
+                        if out_of_step {
+                            withdraw(&mut held, mta, &relay);
+                        }
+                    }
+                }
+            }
+        }
         // 0. New MTA input while the MX owes nothing: it must have sent nothing either,
         //    before anything more goes to it (a byte read later would pass for a reply).
         if !relay.awaiting_mx() && !mta.pending().is_empty() {
@@ -134,6 +158,7 @@ pub fn relay<S: Read + Write + Timeouts>(
         }
         // 1. Act on all the input we have.
         let mut quit = false;
+        let mut need_input = false;
         loop {
             match relay.poll_input(mta.pending()) {
                 InputStep::Forward(n) => {
@@ -172,7 +197,11 @@ pub fn relay<S: Read + Write + Timeouts>(
                     let why = relay.dead_reason().unwrap_or("relay aborted").to_string();
                     lose(&mut relay, &mut mx, why);
                 }
-                InputStep::AwaitMx | InputStep::NeedInput => break,
+                InputStep::AwaitMx => break,
+                InputStep::NeedInput => {
+                    need_input = true;
+                    break;
+                }
             }
         }
         // 2. Send the batch to the MX.
@@ -191,8 +220,14 @@ pub fn relay<S: Read + Write + Timeouts>(
         if quit {
             break RelayEnd::Quit;
         }
+        // The machine needs MTA input although replies are owed: the MTA is in the middle of
+        // a BDAT chunk or a line it sent pipelined behind its commands (`MAIL`, `RCPT`, `BDAT
+        // n LAST` and the chunk in one flight, read in pieces): it owes the rest whatever the
+        // replies say, and the MX may answer only once the chunk is whole. Read the MTA
+        // first; the replies owed wait in the MX's socket.
+        mid_flight = need_input && relay.awaiting_mx();
         // 3. Read what the MX owes, one reply per round, each to the MTA as it is accepted.
-        if relay.awaiting_mx() {
+        if relay.awaiting_mx() && !mid_flight {
             let Some(c) = mx.as_mut() else {
                 // Cannot happen: a dead machine answers for itself. Be safe anyway.
                 lose(&mut relay, &mut mx, "MX connection missing".into());
@@ -265,10 +300,14 @@ pub fn relay<S: Read + Write + Timeouts>(
             }
             continue;
         }
-        // 4. Deliver the replies, give back what a burst took, and wait for the MTA.
-        held.clear();
-        if mta.has_output() && mta.flush().is_err() {
-            break RelayEnd::MtaGone;
+        // 4. Deliver the replies, give back what a burst took, and wait for the MTA. (Not
+        //    mid-flight: its replies stay held until the last one owed is accepted, so that
+        //    they can still be withdrawn if the MX proves out of step.)
+        if !relay.awaiting_mx() {
+            held.clear();
+            if mta.has_output() && mta.flush().is_err() {
+                break RelayEnd::MtaGone;
+            }
         }
         mta.shrink_to(KEEP_BUFFER);
         if let Some(c) = mx.as_mut() {
@@ -297,6 +336,74 @@ pub fn relay<S: Read + Write + Timeouts>(
         octets_to_mx,
         octets_to_mta,
     }
+}
+
+/// Why [`judge_ready`] stopped the session or the MX connection.
+enum Ready {
+    MtaGone,
+    Lost { why: String, out_of_step: bool },
+}
+
+/// The replies the MX has already sent, judged without waiting for more: each accepted one
+/// is queued for the MTA (held), an incomplete one stays in the buffer. Returns the octets
+/// queued.
+fn judge_ready<S: Read + Write + Timeouts>(
+    relay: &mut Relay,
+    c: &mut MxConnection,
+    limits: &ReplyLimits,
+    mta: &mut BufConn<S>,
+    held: &mut Held,
+) -> Result<u64, Ready> {
+    let mut queued = 0u64;
+    let mut quiet = false;
+    while relay.awaiting_mx() {
+        match relay.poll_mx(c.stream_mut().pending(), limits, quiet) {
+            MxStep::Relay { consume, effect } => {
+                let reply = c.stream_mut().pending().get(..consume).unwrap_or_default();
+                let start = mta.output_len();
+                match pass_to_mta(mta, reply) {
+                    Ok(true) => held.clear(),
+                    Ok(false) => held.push(start, mta.output_len()),
+                    Err(_) => return Err(Ready::MtaGone),
+                }
+                let closing = (effect == ReplyEffect::ServiceClosing)
+                    .then(|| format!("the MX closed the session: {}", printable(reply, 200)));
+                c.stream_mut().consume(consume);
+                queued += consume as u64;
+                if let Some(why) = closing {
+                    return Err(Ready::Lost {
+                        why,
+                        out_of_step: false,
+                    });
+                }
+            }
+            step @ (MxStep::NeedMore | MxStep::CheckSilence) => match look(c) {
+                Look::Data => {}
+                Look::Nothing if step == MxStep::CheckSilence => quiet = true,
+                Look::Nothing => break,
+                Look::Closed => {
+                    return Err(Ready::Lost {
+                        why: "the MX closed the connection".into(),
+                        out_of_step: false,
+                    })
+                }
+                Look::Failed(e) => {
+                    return Err(Ready::Lost {
+                        why: format!("reading from the MX: {e}"),
+                        out_of_step: false,
+                    })
+                }
+            },
+            MxStep::Violation(e) => {
+                return Err(Ready::Lost {
+                    why: format!("MX protocol violation: {e}"),
+                    out_of_step: true,
+                })
+            }
+            MxStep::Idle => break,
+        }
+    }
+    Ok(queued)
 }
 
 /// The MX is out of step: the replies held for the MTA become the proxy's `421`.

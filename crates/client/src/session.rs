@@ -210,6 +210,80 @@ impl MxSession<'_> {
         })
     }
 
+    /// Deliver one message in one flight (RFC 3030 with PIPELINING, as Exim does): MAIL,
+    /// one RCPT per recipient and `BDAT <size> LAST` with the whole message, in one write,
+    /// then every reply: one round trip per message. Needs PIPELINING and CHUNKING. A refused
+    /// MAIL, no recipient accepted, or a refused BDAT is an error (after RSET, which RFC 3030
+    /// requires after a refused BDAT).
+    pub fn send_mail_bdat_pipelined(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<Delivery, ClientError> {
+        if !self.caps.pipelining || !self.caps.chunking {
+            return Err(ClientError::Protocol(
+                "a pipelined BDAT flight needs PIPELINING and CHUNKING from the MX".into(),
+            ));
+        }
+        let c = &mut *self.client;
+        c.stage = Stage::Envelope;
+        let mut head = format!("MAIL FROM:<{from}>\r\n");
+        for r in to {
+            head.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        head.push_str(&format!("BDAT {} LAST\r\n", message.len()));
+        c.note(format!(
+            "C: MAIL, {} RCPT, BDAT {} LAST <{} octets>",
+            to.len(),
+            message.len(),
+            message.len()
+        ));
+        c.conn.queue(head.as_bytes());
+        // From the first byte of data on, the MX may accept the message: no failover.
+        c.stage = Stage::Data;
+        c.conn.write_through(message)?;
+        let mail = c.read()?;
+        let mut rcpts = Vec::with_capacity(to.len());
+        for _ in to {
+            rcpts.push(c.read()?);
+        }
+        let final_reply = c.read()?;
+        let refused = |stage, reply| ClientError::Smtp { stage, reply };
+        let err = if !mail.is_positive() {
+            Some(refused("MAIL FROM", mail))
+        } else if !rcpts.iter().any(Reply::is_positive) {
+            let first = rcpts
+                .first()
+                .cloned()
+                .unwrap_or_else(|| final_reply.clone());
+            Some(refused("RCPT TO", first))
+        } else if !final_reply.is_positive() {
+            Some(refused("BDAT", final_reply.clone()))
+        } else {
+            None
+        };
+        if let Some(e) = err {
+            c.stage = Stage::Envelope;
+            self.rset_quietly();
+            return Err(e);
+        }
+        c.finished_message(&final_reply);
+        let mut delivery = Delivery {
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+            final_reply,
+        };
+        for (r, rep) in to.iter().zip(rcpts) {
+            if rep.is_positive() {
+                delivery.accepted.push(r.to_string());
+            } else {
+                delivery.rejected.push((r.to_string(), rep));
+            }
+        }
+        Ok(delivery)
+    }
+
     fn rset_quietly(&mut self) {
         let _ = self.command("RSET");
     }

@@ -80,8 +80,12 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     /// Use BDAT (CHUNKING) instead of DATA.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bdat_pipelined")]
     pub bdat: bool,
+    /// Send MAIL, RCPT and `BDAT <size> LAST` with the whole message in one write (needs
+    /// PIPELINING and CHUNKING from the MX): one round trip per message.
+    #[arg(long)]
+    pub bdat_pipelined: bool,
     /// Timeout for every step, e.g. 30s.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -171,6 +175,8 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|| sample_message(&a.from, to[0], n, a.size));
             let d = if a.bdat {
                 s.send_mail_bdat(&a.from, &to, &msg, 64 * 1024)
+            } else if a.bdat_pipelined {
+                s.send_mail_bdat_pipelined(&a.from, &to, &msg)
             } else {
                 s.send_mail(&a.from, &to, &msg)
             };

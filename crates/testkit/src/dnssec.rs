@@ -184,10 +184,19 @@ impl DnssecWorld {
             eprintln!("skipped: {why}");
             return None;
         }
-        match DnssecWorld::try_start(zones) {
-            Ok(w) => Some(w),
-            Err(e) => panic!("the DNSSEC test world did not start: {e}"),
+        // A free port taken by another process between our probe and nsd's or unbound's bind
+        // shows as a start that never answers: try again on new ports.
+        let mut errors = Vec::new();
+        for _ in 0..3 {
+            match DnssecWorld::try_start(zones) {
+                Ok(w) => return Some(w),
+                Err(e) => errors.push(e),
+            }
         }
+        panic!(
+            "the DNSSEC test world did not start: {}",
+            errors.join("\n---\n")
+        )
     }
 
     fn try_start(zones: &[Zone]) -> Result<DnssecWorld, String> {
@@ -262,7 +271,7 @@ impl DnssecWorld {
         }
         std::fs::write(d.join("unbound.conf"), &ub).map_err(|e| e.to_string())?;
         let unbound = serve(&d, "unbound", "unbound.conf")?;
-        let world = DnssecWorld {
+        let mut world = DnssecWorld {
             resolver: SocketAddr::from(([127, 0, 0, 1], uport)),
             authority: SocketAddr::from(([127, 0, 0, 1], nport)),
             nsd,
@@ -270,8 +279,17 @@ impl DnssecWorld {
             dir,
         };
         // Ready when unbound answers the parent's SOA as secure (nsd up, anchor accepted).
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
+            let exited = [("nsd", &mut world.nsd), ("unbound", &mut world.unbound)]
+                .into_iter()
+                .find_map(|(name, child)| match child.try_wait() {
+                    Ok(Some(status)) => Some(format!("{name} exited: {status}")),
+                    _ => None,
+                });
+            if let Some(why) = exited {
+                return Err(format!("{why}\n{}", world.logs()));
+            }
             match world.ask(PARENT, RecordType::SOA) {
                 Ok((ResponseCode::NoError, true)) => return Ok(world),
                 other if Instant::now() > deadline => {

@@ -4,7 +4,8 @@
 //! optional STARTTLS, EHLO again), so the direct path and the proxy do the same work toward
 //! the MX. [`send_mail`] mirrors [`greenarrow_proxy_client::MxSession::send_mail`]: MAIL,
 //! RCPT and DATA in one write when the MX offers PIPELINING, then the dot-stuffed body in one
-//! write, then the final reply.
+//! write, then the final reply; [`send_mail_bdat_pipelined`] sends MAIL, RCPT and `BDAT n
+//! LAST` with the message in one write (`--bdat-pipelined`).
 
 use greenarrow_proxy::mx::{
     establish, AttemptError, MxConnection, MxSettings, MxStream, MxTimeouts,
@@ -26,6 +27,8 @@ pub enum DirectError {
     Io(ReadError),
     /// The MX refused a step.
     Refused { stage: &'static str, reply: Reply },
+    /// The MX does not offer what the session needs.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for DirectError {
@@ -38,6 +41,7 @@ impl fmt::Display for DirectError {
             DirectError::Refused { stage, reply } => {
                 write!(f, "MX refused {stage}: {}", reply.text())
             }
+            DirectError::Unsupported(what) => write!(f, "{what}"),
         }
     }
 }
@@ -164,6 +168,47 @@ pub fn send_mail(
         });
     }
     Ok(final_reply)
+}
+
+/// Deliver one message in one flight, as [`greenarrow_proxy_client::MxSession::send_mail_bdat_pipelined`]:
+/// MAIL, RCPT..., `BDAT <size> LAST` and the message in one write (the MX must offer
+/// PIPELINING and CHUNKING), then every reply; returns the reply to the BDAT.
+pub fn send_mail_bdat_pipelined(
+    mx: &mut MxConnection,
+    from: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Result<Reply, DirectError> {
+    let caps = mx.capabilities();
+    if !caps.pipelining || !caps.chunking {
+        return Err(DirectError::Unsupported(
+            "a pipelined BDAT flight needs PIPELINING and CHUNKING from the MX",
+        ));
+    }
+    let c = mx.stream_mut();
+    let mut head = format!("MAIL FROM:<{from}>\r\n");
+    for r in to {
+        head.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    head.push_str(&format!("BDAT {} LAST\r\n", message.len()));
+    c.queue(head.as_bytes());
+    c.write_through(message)?;
+    let mut envelope = Vec::with_capacity(to.len() + 1);
+    for _ in 0..=to.len() {
+        envelope.push(read(c)?);
+    }
+    let final_reply = read(c)?;
+    match envelope.into_iter().find(|r| !r.is_positive()) {
+        Some(reply) => Err(DirectError::Refused {
+            stage: "MAIL/RCPT",
+            reply,
+        }),
+        None if !final_reply.is_positive() => Err(DirectError::Refused {
+            stage: "BDAT LAST",
+            reply: final_reply,
+        }),
+        None => Ok(final_reply),
+    }
 }
 
 /// QUIT, read the 221, close.

@@ -36,6 +36,8 @@ pub struct Load {
     pub fresh_mta_connection: bool,
     /// Every MTA uses 127.0.0.2.
     pub one_source: bool,
+    /// Each message as one flight: MAIL, RCPT, `BDAT <size> LAST` and the message.
+    pub bdat_pipelined: bool,
 }
 
 /// What the MTAs measured.
@@ -263,7 +265,12 @@ fn proxy_session(
     }
     for i in 0..load.messages {
         let t = Instant::now();
-        match s.send_mail(FROM, &[TO], message) {
+        let sent = if load.bdat_pipelined {
+            s.send_mail_bdat_pipelined(FROM, &[TO], message)
+        } else {
+            s.send_mail(FROM, &[TO], message)
+        };
+        match sent {
             Ok(_) => {
                 sample.per_message.push(t.elapsed());
                 sample.messages += 1;
@@ -302,7 +309,12 @@ fn direct_session(
     sample.ready_new.push(started.elapsed());
     for i in 0..load.messages {
         let t = Instant::now();
-        match direct::send_mail(&mut mx, FROM, &[TO], message) {
+        let sent = if load.bdat_pipelined {
+            direct::send_mail_bdat_pipelined(&mut mx, FROM, &[TO], message)
+        } else {
+            direct::send_mail(&mut mx, FROM, &[TO], message)
+        };
+        match sent {
             Ok(_) => {
                 sample.per_message.push(t.elapsed());
                 sample.messages += 1;

@@ -212,7 +212,8 @@ pub fn decide(
                 })
             }
             DaneFinding::Secure(set) if enforce => return dane_decision(req, mx, set, settings),
-            DaneFinding::Secure(set) if set.has_usable() => {
+            // Observed only where TLS is tried: tls=none has no handshake to judge.
+            DaneFinding::Secure(set) if set.has_usable() && req.tls != TlsPolicy::None => {
                 observe = Some(Observe::Dane {
                     name: mx.to_string(),
                     tlsa: set.clone(),
@@ -257,7 +258,9 @@ pub fn decide(
                     policy_id: policy_id.clone(),
                 })
             }
-            (false, _) if *mode != StsMode::None && observe.is_none() => {
+            (false, _)
+                if *mode != StsMode::None && observe.is_none() && req.tls != TlsPolicy::None =>
+            {
                 observe = Some(Observe::Sts {
                     policy_id: policy_id.clone(),
                     mx_matches: *mx_matches,

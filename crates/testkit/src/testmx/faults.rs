@@ -43,6 +43,12 @@ pub struct Faults {
     /// After the reply to this verb (or `"DATA-END"`), send an extra, unsolicited
     /// `250 2.0.0 stray reply (test fault)` in a write of its own: a reply nobody asked for.
     pub stray_reply_after: Option<String>,
+    /// Hold every reply while a mail transaction is open (after a MAIL that got 250, or
+    /// inside a BDAT chunk) and write them in one write once it ends (the reply after the end
+    /// of the message, RSET, QUIT): an MX that answers a pipelined `MAIL`, `RCPT`, `BDAT n
+    /// LAST` flight only once all of it arrived. A client (or proxy) that waits for the MAIL
+    /// reply before sending the rest of the flight waits until its timeout.
+    pub hold_replies_in_transaction: bool,
 }
 
 impl Faults {

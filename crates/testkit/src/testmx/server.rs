@@ -154,6 +154,8 @@ impl Conn {
     ) -> (Option<Stream>, End) {
         let mut buf: Vec<u8> = Vec::new();
         let mut actions = Vec::new();
+        // Replies held by the `hold_replies_in_transaction` fault, written once it ends.
+        let mut held: Vec<u8> = Vec::new();
         session.greeting(&mut actions);
         loop {
             if let Some(config) = self.shared.config_if_changed(&mut generation) {
@@ -163,15 +165,23 @@ impl Conn {
             buf.drain(..consumed.min(buf.len()));
             let progressed = consumed > 0 || !actions.is_empty();
             for action in actions.drain(..) {
+                // What was held goes out before a switch to TLS or a close.
+                if matches!(action, Action::StartTls | Action::Close)
+                    && !held.is_empty()
+                    && write_out(&mut stream, &std::mem::take(&mut held)).is_err()
+                {
+                    return (Some(stream), End::Lost);
+                }
                 match action {
                     Action::Reply { text, delay } => {
                         if !delay.is_zero() && !self.shared.pause(delay) {
                             return (Some(stream), End::Closed);
                         }
-                        let written = stream
-                            .write_all(text.as_bytes())
-                            .and_then(|()| stream.flush());
-                        if written.is_err() {
+                        if self.config.faults.hold_replies_in_transaction {
+                            held.extend_from_slice(text.as_bytes());
+                            continue;
+                        }
+                        if write_out(&mut stream, text.as_bytes()).is_err() {
                             return (Some(stream), End::Lost);
                         }
                     }
@@ -195,6 +205,12 @@ impl Conn {
                     Action::Close => return (Some(stream), End::Closed),
                     other => self.record(other),
                 }
+            }
+            if !held.is_empty()
+                && !session.holds_replies()
+                && write_out(&mut stream, &std::mem::take(&mut held)).is_err()
+            {
+                return (Some(stream), End::Lost);
             }
             if progressed {
                 continue;
@@ -283,4 +299,10 @@ impl Conn {
             }
         })
     }
+}
+
+/// Write `bytes` in one write and flush.
+fn write_out(stream: &mut Stream, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes)?;
+    stream.flush()
 }

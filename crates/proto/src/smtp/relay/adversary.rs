@@ -43,6 +43,8 @@ enum Cmd {
     Bdat(Vec<u8>, bool),
     /// AUTH and, after a 334, one response line.
     Auth,
+    /// MAIL, RCPT and `BDAT <len> LAST` with this chunk: one pipelined flight.
+    Flight(Vec<u8>),
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
@@ -57,8 +59,9 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         Just(Cmd::Noop),
         Just(Cmd::Rset),
         (0usize..4).prop_map(Cmd::Data),
-        (chunk, any::<bool>()).prop_map(|(c, last)| Cmd::Bdat(c, last)),
+        (chunk.clone(), any::<bool>()).prop_map(|(c, last)| Cmd::Bdat(c, last)),
         Just(Cmd::Auth),
+        chunk.prop_map(Cmd::Flight),
     ]
 }
 
@@ -136,6 +139,14 @@ impl Mta {
                 Cmd::Bdat(chunk, last) => {
                     let last = if last { " LAST" } else { "" };
                     let mut bytes = format!("BDAT {}{last}\r\n", chunk.len()).into_bytes();
+                    bytes.extend_from_slice(&chunk);
+                    let chunking = self.chunking;
+                    self.unit(&mut out, &bytes, chunking);
+                }
+                Cmd::Flight(chunk) => {
+                    self.unit(&mut out, b"MAIL FROM:<a@example.org>\r\n", true);
+                    self.unit(&mut out, b"RCPT TO:<b@example.net>\r\n", true);
+                    let mut bytes = format!("BDAT {} LAST\r\n", chunk.len()).into_bytes();
                     bytes.extend_from_slice(&chunk);
                     let chunking = self.chunking;
                     self.unit(&mut out, &bytes, chunking);
@@ -240,6 +251,7 @@ fn run(
         // 1. The MTA's input.
         let mut to_mx = Vec::new();
         let mut quit = false;
+        let mut need_input = false;
         loop {
             match relay.poll_input(&mta_in) {
                 InputStep::Forward(n) => {
@@ -258,7 +270,11 @@ fn run(
                     break;
                 }
                 InputStep::AbortMx => lose(&mut relay, &mut mx_alive, &mut mx_in, "abort"),
-                InputStep::AwaitMx | InputStep::NeedInput => break,
+                InputStep::AwaitMx => break,
+                InputStep::NeedInput => {
+                    need_input = true;
+                    break;
+                }
             }
         }
         // 2. The batch to the MX.
@@ -267,6 +283,36 @@ fn run(
         }
         if quit {
             break true;
+        }
+        // Mid-chunk or mid-line with replies owed: the MTA's bytes first (it owes them
+        // whatever the replies say; the replies stay held for it).
+        if need_input && relay.awaiting_mx() {
+            assert!(
+                !mta_chunks.is_empty(),
+                "the machine waits for MTA bytes the MTA does not owe (a deadlock)"
+            );
+            // Look at the MX without waiting: judge the replies already there.
+            let mut quiet = false;
+            while mx_alive && relay.awaiting_mx() {
+                match relay.poll_mx(&mx_in, &limits, quiet) {
+                    MxStep::Relay { consume, effect } => {
+                        to_mta.extend(mx_in.drain(..consume));
+                        if effect == ReplyEffect::ServiceClosing {
+                            lose(&mut relay, &mut mx_alive, &mut mx_in, "421");
+                        }
+                    }
+                    MxStep::CheckSilence if mx.wire.is_empty() => quiet = true,
+                    MxStep::NeedMore if mx.wire.is_empty() => break,
+                    MxStep::CheckSilence | MxStep::NeedMore => read(&mut mx, &mut mx_in, &mut dice),
+                    MxStep::Violation(_) => {
+                        lose(&mut relay, &mut mx_alive, &mut mx_in, "violation");
+                    }
+                    MxStep::Idle => break,
+                }
+            }
+            let chunk = mta_chunks.remove(0);
+            mta_in.extend_from_slice(&chunk);
+            continue;
         }
         // 3. One reply from the MX.
         if relay.awaiting_mx() {

@@ -136,7 +136,7 @@ impl Relay {
                     let len = match find_line(rest, self.limits.max_command_line) {
                         Line::Complete(len) => len,
                         Line::Incomplete => {
-                            return flush(pos, self.wait_step());
+                            return flush(pos, self.wait_step(rest));
                         }
                         Line::TooLong => {
                             if pos > 0 || !self.owed.is_empty() {
@@ -219,9 +219,12 @@ impl Relay {
         }
     }
 
-    /// The step when a command line is incomplete.
-    fn wait_step(&self) -> InputStep {
-        if self.owed.is_empty() {
+    /// The step when the command line at the front of `rest` is incomplete: more input when
+    /// nothing is owed, or when the MTA is in the middle of a line (it owes the rest of the
+    /// line whatever the replies say: a pipelined flight read in pieces reaches the MX whole
+    /// before its replies are awaited); the replies owed when the MTA has sent whole lines.
+    fn wait_step(&self, rest: &[u8]) -> InputStep {
+        if self.owed.is_empty() || !rest.is_empty() {
             InputStep::NeedInput
         } else {
             InputStep::AwaitMx

@@ -16,7 +16,11 @@
 //! The machine never copies message bytes: steps are lengths of prefixes of the caller's input.
 //! Its state is small (a mode, a few flags, and one tag per reply still owed), and the number
 //! of owed replies is bounded by what the caller's buffer held, because [`InputStep::AwaitMx`]
-//! is returned whenever a reply is owed and no complete line is left to forward.
+//! is returned whenever a reply is owed and the MTA has sent only whole lines. In the middle
+//! of a line or a BDAT chunk the MTA owes the rest whatever the replies say: the machine asks
+//! for it ([`InputStep::NeedInput`]) even with replies owed, so that a pipelined `MAIL`,
+//! `RCPT`, `BDAT n LAST` flight read in pieces reaches the MX whole before any reply is
+//! awaited (one round trip per message; the MX may answer only once the chunk is whole).
 //!
 //! Every command line the MTA sends earns exactly one reply, in order. Lines are forwarded as
 //! soon as they are complete (consecutive lines in one [`InputStep::Forward`], so a PIPELINING
@@ -24,7 +28,9 @@
 //! decides how the following bytes must be read (DATA, AUTH and each AUTH response line): there
 //! the machine waits for that reply. After `354` the body is forwarded as it comes until its
 //! CR LF `.` CR LF, checking for SMTP smuggling sequences (the `body` submodule). `BDAT n` is
-//! followed by exactly `n` bytes of chunk data, forwarded without interpretation.
+//! followed by exactly `n` bytes of chunk data, forwarded without interpretation. A refused
+//! BDAT (`4xx`/`5xx`, `LAST` too) leaves the MX's transaction state indeterminate (RFC 3030):
+//! the connection then needs a RSET before the pool ([`PoolState::NeedsRset`]).
 //!
 //! `BDAT` to an MX that did not offer CHUNKING is answered by the machine (the chunk is read and
 //! discarded), never forwarded: such an MX would read the chunk as commands. An MTA that sends

@@ -106,12 +106,19 @@ impl Relay {
             Owed::Mail if positive => self.in_transaction = true,
             Owed::Data if code == 354 => self.mode = Mode::Body(BodyState::START),
             Owed::Auth if code == 334 => self.mode = Mode::AuthResponse,
-            Owed::DataEnd | Owed::Bdat { last: true } => {
+            Owed::DataEnd => {
                 self.in_transaction = false;
                 if positive {
                     self.accepted += 1;
                 }
             }
+            Owed::Bdat { last: true } if positive => {
+                self.in_transaction = false;
+                self.accepted += 1;
+            }
+            // RFC 3030: after a BDAT refused (4xx/5xx) the MX's state is indeterminate and
+            // a RSET must clear it, LAST or not: the connection is pooled only after one.
+            Owed::Bdat { .. } if !positive => self.in_transaction = true,
             _ => {}
         }
         Ok(ReplyEffect::Continue)

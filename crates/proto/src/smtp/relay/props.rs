@@ -29,6 +29,14 @@ enum Item {
     Bdat(Vec<Vec<u8>>),
     AuthLogin,
     StartTls,
+    /// MAIL, this many RCPTs and BDAT chunks (the last with LAST; none: `BDAT 0 LAST`) in one
+    /// pipelined flight, every reply owed only once all of it reached the MX (an MX that
+    /// answers once the chunk is whole); `refused`: MAIL gets 552 and the rest 503.
+    Flight {
+        rcpts: usize,
+        chunks: Vec<Vec<u8>>,
+        refused: bool,
+    },
 }
 
 fn item() -> impl Strategy<Value = Item> {
@@ -49,9 +57,16 @@ fn item() -> impl Strategy<Value = Item> {
         Just(Item::Unknown),
         prop::collection::vec(line, 0..6).prop_map(Item::Data),
         Just(Item::DataRejected),
-        prop::collection::vec(chunk, 0..4).prop_map(Item::Bdat),
+        prop::collection::vec(chunk.clone(), 0..4).prop_map(Item::Bdat),
         Just(Item::AuthLogin),
         Just(Item::StartTls),
+        (1usize..3, prop::collection::vec(chunk, 0..3), any::<bool>()).prop_map(
+            |(rcpts, chunks, refused)| Item::Flight {
+                rcpts,
+                chunks,
+                refused
+            }
+        ),
     ]
 }
 
@@ -114,11 +129,39 @@ impl Session {
                     s.input.extend_from_slice(b"STARTTLS\r\n");
                     s.events.push(Event::Local(STARTTLS_REFUSED.to_vec()));
                 }
+                Item::Flight {
+                    rcpts,
+                    chunks,
+                    refused,
+                } => s.flight(*rcpts, chunks, *refused),
             }
         }
         s.input.extend_from_slice(b"QUIT\r\n");
         s.events.push(Event::Quit);
         s
+    }
+
+    /// A pipelined flight (see [`Item::Flight`]), each reply given once its unit was
+    /// forwarded; `Session::units` marks where each unit ends.
+    fn flight(&mut self, rcpts: usize, chunks: &[Vec<u8>], refused: bool) {
+        let (ok, no) = if refused {
+            ("552 5.3.4 too big\r\n", "503 5.5.1 need MAIL\r\n")
+        } else {
+            ("250 2.1.0 ok\r\n", "250 ok\r\n")
+        };
+        self.cmd(b"MAIL FROM:<a@example.org>\r\n", ok);
+        for _ in 0..rcpts {
+            self.cmd(b"RCPT TO:<b@example.net>\r\n", no);
+        }
+        if chunks.is_empty() {
+            self.cmd(b"BDAT 0 LAST\r\n", no);
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+            let mut bytes = format!("BDAT {}{last}\r\n", chunk.len()).into_bytes();
+            bytes.extend_from_slice(chunk);
+            self.cmd(&bytes, no);
+        }
     }
 
     /// Bytes forwarded verbatim and answered by one MX reply.
@@ -192,6 +235,42 @@ proptest! {
         prop_assert_eq!(split_relay.messages_accepted(), whole_relay.messages_accepted());
         prop_assert_eq!(split_relay.pool_state(), whole_relay.pool_state());
         prop_assert_eq!(split_relay.used_auth(), whole_relay.used_auth());
+    }
+
+    /// A flight read in pieces cut inside its units (inside a line or a chunk, never between
+    /// two units, where the MTA may be waiting for replies) is forwarded whole before the
+    /// machine awaits any reply: an MX that answers only once the chunk is whole is never
+    /// waited for.
+    #[test]
+    fn a_flight_cut_inside_its_units_is_forwarded_whole_first(
+        rcpts in 1usize..4,
+        chunks in prop::collection::vec(
+            prop::collection::vec(prop::sample::select(vec![b'.', b'\r', b'\n', b'B']), 1..20),
+            0..3),
+        refused in any::<bool>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let mut s = Session::build(&[]);
+        s.input.clear();
+        s.events.clear();
+        s.flight(rcpts, &chunks, refused);
+        let ends: Vec<usize> = s.replies.iter().map(|(end, _)| *end).collect();
+        let inside: Vec<prop::sample::Index> = cuts
+            .into_iter()
+            .filter(|c| !ends.contains(&c.index(s.input.len() + 1)))
+            .collect();
+        let whole = s.input.len();
+        let pieces = split(&s.input, &inside);
+        let mut relay = Relay::new(RelayLimits::default(), facts());
+        let mut replies = s.replies.iter();
+        let out = drive(&mut relay, &pieces, &mut |forwarded| {
+            let (needed, r) = replies.next().expect("machine awaited a reply nobody owes");
+            assert!(forwarded.len() >= *needed, "reply awaited before its command was forwarded");
+            assert_eq!(forwarded.len(), whole, "a reply awaited before the flight was whole");
+            Some(r.clone())
+        });
+        prop_assert_eq!(&out.to_mx, &s.input);
+        prop_assert_eq!(&out.events, &s.events);
     }
 
     #[test]

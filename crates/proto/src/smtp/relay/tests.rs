@@ -48,7 +48,11 @@ fn incomplete_line_waits_for_input_or_owed_reply() {
     let mut r = relay();
     assert_eq!(r.poll_input(b"NOOP"), NeedInput);
     assert_eq!(r.poll_input(b"NOOP\r\nRSE"), Forward(6));
-    assert_eq!(r.poll_input(b"RSE"), AwaitMx);
+    // Mid-line the MTA owes the rest of the line: it comes before the reply owed.
+    assert_eq!(r.poll_input(b"RSE"), NeedInput);
+    assert!(r.awaiting_mx());
+    // With whole lines sent, the MTA may be waiting for the replies.
+    assert_eq!(r.poll_input(b""), AwaitMx);
     mx(&mut r, "250 ok\r\n");
     assert_eq!(r.poll_input(b"RSE"), NeedInput);
     assert!(matches!(
@@ -228,8 +232,40 @@ fn bdat_chunk_across_reads_and_zero_size() {
     assert_eq!(r.pool_state(), PoolState::Clean);
 }
 
+/// `MAIL`, `RCPT`, `BDAT n LAST` and the chunk in one flight, read in pieces (inside the
+/// chunk, inside a command line): the machine asks for the MTA's bytes, not for the replies
+/// owed, until the whole flight is forwarded.
 #[test]
-fn bdat_error_reply_keeps_transaction_open() {
+fn a_pipelined_bdat_flight_is_forwarded_whole_before_any_reply() {
+    let flight = b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 10 LAST\r\n0123456789";
+    let mut r = relay();
+    assert_eq!(r.poll_input(flight), Forward(flight.len()));
+    assert_eq!(r.poll_input(b""), AwaitMx);
+    for cut in [20, 33, 40, 45] {
+        let mut r = relay();
+        let (a, b) = flight.split_at(cut);
+        let Forward(n) = r.poll_input(a) else {
+            panic!("cut {cut}: nothing forwarded");
+        };
+        assert_eq!(
+            r.poll_input(&a[n..]),
+            NeedInput,
+            "cut {cut}: the MTA owes the rest"
+        );
+        assert!(r.awaiting_mx());
+        let rest = [&a[n..], b].concat();
+        assert_eq!(r.poll_input(&rest), Forward(rest.len()), "cut {cut}");
+        assert_eq!(r.poll_input(b""), AwaitMx);
+        for text in ["250 ok\r\n", "250 ok\r\n", "250 queued\r\n"] {
+            mx(&mut r, text);
+        }
+        assert_eq!(r.messages_accepted(), 1);
+        assert_eq!(r.pool_state(), PoolState::Clean);
+    }
+}
+
+#[test]
+fn bdat_error_reply_needs_rset() {
     let (r, out) = run(
         b"MAIL FROM:<>\r\nBDAT 2\r\nabBDAT 1 LAST\r\nc",
         &["250 ok\r\n", "552 too big\r\n", "554 failed\r\n"],
@@ -238,8 +274,26 @@ fn bdat_error_reply_keeps_transaction_open() {
     assert_eq!(r.messages_accepted(), 0);
     assert_eq!(
         r.pool_state(),
+        PoolState::NeedsRset,
+        "RFC 3030: after a refused BDAT (LAST too) the state is indeterminate until RSET"
+    );
+    // A refused MAIL in a pipelined flight: RCPT and BDAT LAST refused too, the chunk
+    // consumed as data; the refused BDAT still asks for a RSET.
+    let (r, out) = run(
+        b"MAIL FROM:<> SIZE=9\r\nRCPT TO:<b@y>\r\nBDAT 6 LAST\r\nRSET\r\n",
+        &["552 too big\r\n", "503 need MAIL\r\n", "503 need MAIL\r\n"],
+    );
+    assert_eq!(out.events.len(), 3);
+    assert_eq!(r.pool_state(), PoolState::NeedsRset);
+    let (r, _) = run(
+        b"MAIL FROM:<>\r\nBDAT 1 LAST\r\nc",
+        &["250 ok\r\n", "250 queued\r\n"],
+    );
+    assert_eq!(r.messages_accepted(), 1);
+    assert_eq!(
+        r.pool_state(),
         PoolState::Clean,
-        "BDAT LAST closes in any case"
+        "an accepted BDAT LAST closes"
     );
     let (r, _) = run(
         b"MAIL FROM:<>\r\nBDAT 2\r\nab",

@@ -64,9 +64,10 @@ pub enum InputStep {
     AwaitMx,
     /// More input from the MTA is needed (input empty, an incomplete line, or in a body a
     /// possible terminator not complete yet): keep the unconsumed input and call again with
-    /// more appended. Replies may still be owed when this is returned inside a BDAT chunk (the
-    /// MX answers only once the chunk is complete); a caller able to wait on both sides may
-    /// read them meanwhile.
+    /// more appended. Replies may still be owed when this is returned inside a BDAT chunk or
+    /// a command line: the MTA owes the rest of it whatever the replies say (the MX may answer
+    /// a pipelined `MAIL`, `RCPT`, `BDAT n LAST` flight only once the chunk is complete), so
+    /// the caller reads the MTA first and the replies after.
     NeedInput,
     /// The MTA sent QUIT and every earlier reply has been delivered: consume `n` (the QUIT
     /// line); the SMTP session is over. The caller answers 221 itself and decides, with

@@ -241,3 +241,19 @@ fn mta_sts_testing_delivers_as_requested_and_observes() {
     .unwrap();
     assert!(d.observe.is_none());
 }
+
+#[test]
+fn tls_none_is_not_observed() {
+    let s = Settings {
+        dane: Enforcement::TestingOnly,
+        mta_sts: Enforcement::TestingOnly,
+        ..Settings::default()
+    };
+    for sts in [sts(StsMode::Enforce, true), StsFinding::NoPolicy] {
+        let d = decide(req(TlsPolicy::None), &DaneFinding::Secure(set(3)), &sts, &s).unwrap();
+        assert_eq!(
+            (d.want, d.observe, d.policy),
+            (TlsWant::Any, None, PolicyType::NoPolicyFound)
+        );
+    }
+}

@@ -175,6 +175,13 @@ impl Session {
         matches!(self.mode, Mode::Data(_) | Mode::Chunk { .. }) || self.txn.chunks.is_some()
     }
 
+    /// Whether replies are held now (the `hold_replies_in_transaction` fault and an open
+    /// transaction or a chunk being read).
+    pub(crate) fn holds_replies(&self) -> bool {
+        self.faults().hold_replies_in_transaction
+            && (self.txn.mail_from.is_some() || matches!(self.mode, Mode::Chunk { .. }))
+    }
+
     /// Consume received bytes, pushing actions to `out`. Returns how many bytes of `input` were
     /// consumed; the rest must be offered again with more input appended. Stops early after a
     /// `StartTls` or `Close` action.

@@ -70,6 +70,23 @@ impl Client {
         Ok(n)
     }
 
+    /// Whether nothing arrives within `wait` (a bounded look for replies that must not come).
+    pub fn silent_for(&mut self, wait: Duration) -> bool {
+        self.stream().tcp().set_read_timeout(Some(wait)).unwrap();
+        let got = self.read_some();
+        self.stream()
+            .tcp()
+            .set_read_timeout(Some(CLIENT_TIMEOUT))
+            .unwrap();
+        match got {
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            Ok(_) => false,
+        }
+    }
+
     pub fn send(&mut self, data: &[u8]) {
         let s = self.stream();
         s.write_all(data).unwrap();

@@ -290,3 +290,27 @@ fn set_faults_reaches_an_open_connection_and_clears() {
     assert!(mx.messages().is_empty(), "taken messages are gone");
     assert_eq!(mx.stats().messages, 1, "the counters keep counting");
 }
+
+#[test]
+fn hold_replies_in_transaction_answers_a_flight_once_it_is_whole() {
+    let mx = with_faults(Faults {
+        hold_replies_in_transaction: true,
+        ..Faults::default()
+    });
+    let mut c = Client::connect(mx.addr());
+    c.cmd("EHLO c", "250");
+    c.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5 LAST\r\nhel");
+    assert!(
+        c.silent_for(Duration::from_millis(200)),
+        "a reply came before the chunk was whole: {:?}",
+        String::from_utf8_lossy(&c.buf)
+    );
+    c.send(b"lo");
+    assert_eq!(c.expect("250"), "250 2.1.0 sender ok\r\n");
+    assert_eq!(c.expect("250"), "250 2.1.5 recipient ok\r\n");
+    assert!(c.expect("250").starts_with("250 2.0.0 queued as "));
+    // A refused MAIL opens no transaction: its reply is not held.
+    c.cmd("MAIL FROM:<a@b> SIZE=999999999999", "552");
+    c.cmd("QUIT", "221");
+    assert_eq!(mx.messages()[0].raw, b"hello");
+}
