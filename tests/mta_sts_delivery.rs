@@ -161,6 +161,16 @@ fn enforce_with_a_matching_mx_and_a_valid_certificate_delivers_verified() {
     let (ok, failed, rua) = today(&h);
     assert_eq!((ok, failed), (1, 0));
     assert_eq!(rua, vec!["mailto:tlsrpt@sts.test"]);
+    // The SIGUSR1 report's summary and the metrics count it per policy type.
+    let summary = greenarrow_proxy::report::report_lines(&h.server.snapshot())
+        .pop()
+        .unwrap();
+    assert!(summary.contains(" tls_rpt_successes=sts:1"), "{summary}");
+    let metrics = greenarrow_proxy_proto::status::exposition::render(&h.server.snapshot());
+    assert!(
+        metrics.contains("greenarrow_proxy_tls_rpt_successes_total{policy=\"sts\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
