@@ -91,7 +91,7 @@ pub fn render(snap: &Snapshot) -> String {
         &mut out,
         "greenarrow_proxy_tls_rpt_failures_total",
         "counter",
-        "Sessions toward a policy domain's MX that failed (or would have, under testing), by RFC 8460 result type.",
+        "MX connection set-ups under the TLS policies that failed (or would have, under a policy only tested), by RFC 8460 result type.",
     );
     for (r, n) in &snap.tls_rpt.failures {
         let _ = writeln!(
@@ -104,7 +104,7 @@ pub fn render(snap: &Snapshot) -> String {
         &mut out,
         "greenarrow_proxy_tls_rpt_successes_total",
         "counter",
-        "Sessions toward a policy domain's MX that succeeded, by RFC 8460 policy type.",
+        "MX connection set-ups under the TLS policies that succeeded, by RFC 8460 policy type.",
     );
     for (p, n) in &snap.tls_rpt.successes {
         let _ = writeln!(
