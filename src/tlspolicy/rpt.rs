@@ -11,7 +11,7 @@
 use super::unix_now;
 use crate::dns::Resolver;
 use greenarrow_proxy_proto::tls_policy::rpt::{
-    parse_rua, Day, DomainDay, FailureKey, Ledger, PolicyRef,
+    parse_rua, Day, DomainDay, FailureKey, Ledger, PolicyRef, TXT_PREFIX,
 };
 use log::{info, warn};
 use parking_lot::Mutex;
@@ -102,7 +102,7 @@ impl Reports {
         let Some(resolver) = resolver else {
             return;
         };
-        let rua = match resolver.lookup_txt("_smtp._tls", domain) {
+        let rua = match resolver.lookup_txt(TXT_PREFIX, domain) {
             Ok(records) => parse_rua(&records),
             Err(e) => {
                 warn!("{domain}: TLS-RPT rua look-up: {e}");

@@ -232,7 +232,7 @@ impl StsCache {
     pub fn lookup(&self, client: &https::Client, domain: &str) -> Lookup {
         let domain = rules::normalise(domain);
         let now = unix_now();
-        let records = client.resolver.lookup_txt("_mta-sts", &domain);
+        let records = client.resolver.lookup_txt(rules::TXT_PREFIX, &domain);
         let parsed = records.as_ref().map(|r| rules::parse_txt(r));
         let txt = match &parsed {
             Ok(Ok(Some(id))) => TxtSeen::Id(id),

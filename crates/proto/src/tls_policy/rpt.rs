@@ -349,6 +349,9 @@ pub struct FailureDetail {
     pub failed_session_count: u64,
 }
 
+/// The labels the reporting TXT record is under: `_smtp._tls.<domain>`.
+pub const TXT_PREFIX: &str = "_smtp._tls";
+
 /// A `_smtp._tls` TXT record's reporting addresses (RFC 8460 section 3): `v=TLSRPTv1;
 /// rua=mailto:a@b,https://c`. `None` unless exactly one record starts with `v=TLSRPTv1`.
 pub fn parse_rua<S: AsRef<[u8]>>(records: &[S]) -> Option<Vec<String>> {

@@ -16,10 +16,8 @@ pub const FETCH_RETRY_SECS: u64 = 60;
 /// The well-known path of the policy file.
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
 
-/// The TXT record's owner name for a policy domain.
-pub fn txt_name(domain: &str) -> String {
-    format!("_mta-sts.{}", normalise(domain))
-}
+/// The label the TXT record is under: `_mta-sts.<domain>`.
+pub const TXT_PREFIX: &str = "_mta-sts";
 
 /// The policy host for a policy domain.
 pub fn policy_host(domain: &str) -> String {
