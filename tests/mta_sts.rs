@@ -63,7 +63,7 @@ fn setup(tag: &str) -> Setup {
     Setup {
         ca,
         zone,
-        dns: dns,
+        dns,
         dir: TempDir::new(tag),
         resolver,
         _ca_dir: ca_dir,
