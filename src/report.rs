@@ -316,6 +316,29 @@ pub fn report_lines(snap: &Snapshot) -> Vec<String> {
             .entry(format!("{}/{}/{}", p.key.source, p.key.ehlo, p.key.mx))
             .or_insert(0usize) += 1;
     }
+    if let Some(sh) = &snap.shared {
+        let groups: Vec<String> = sh
+            .groups
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}:held={},max={},share={},waiting={}",
+                    g.group,
+                    g.held,
+                    g.max_connections.map_or("-".into(), |m| m.to_string()),
+                    g.share.map_or("-".into(), |m| m.to_string()),
+                    g.waiting
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "shared host={} state={} live_hosts={} groups={}",
+            sh.host,
+            sh.state,
+            sh.live_hosts,
+            groups.join(",")
+        ));
+    }
     let mut summary = String::from("summary");
     for f in &snap.figures {
         let _ = write!(summary, " {}={}", f.name, f.value);

@@ -22,22 +22,25 @@
 //! with its permit ([`crate::pool::Entry`]) without knowing what a permit is, and the ledger
 //! keys on [`greenarrow_proxy_proto::protocol::PoolKey`], which is the protocol crate's, not the pool's.
 
+mod obtain;
 mod request;
+pub mod shared;
 #[cfg(test)]
 mod tests;
 
 pub use greenarrow_proxy_proto::caps::{Acquire, Block, Pair, Reuse, Scope, BUCKETS};
 pub use request::{CapFailure, CapRow, Obtained, Request, Returned, WaitSnapshot};
+pub use shared::{Lease, SharedBlock, SharedCaps};
 
 use crate::config::CapsConfig;
 use crate::pool::reaper::quit_detached;
 use crate::pool::{Entry, Pool, PoolKey};
-use greenarrow_proxy_net::deadline::Deadline;
-use greenarrow_proxy_proto::caps::{Ask, Ledger, Offer};
+use greenarrow_proxy_proto::caps::{Ledger, Offer};
+use greenarrow_proxy_proto::status::{SharedGroup, SharedHolder, SharedStatus};
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +57,8 @@ type Grants = Vec<(SyncSender<Grant>, Instant, Pair, PoolKey)>;
 struct State {
     ledger: Ledger<SyncSender<Grant>>,
     config: Arc<CapsConfig>,
+    /// `caps.shared` in force (None: nothing shared, or Redis's URL did not parse).
+    shared: Option<Arc<SharedCaps>>,
 }
 
 struct Inner {
@@ -73,6 +78,7 @@ impl Inner {
                 key,
                 idle: false,
                 armed: true,
+                lease: None,
             };
             let _ = tx.try_send(Grant::Permit(p));
         }
@@ -93,6 +99,8 @@ pub struct Permit {
     idle: bool,
     /// False once the place went to someone else (then dropping does nothing).
     armed: bool,
+    /// Its lease under a shared cap (dropped after the permit's own release).
+    lease: Option<Lease>,
 }
 
 impl Permit {
@@ -146,6 +154,7 @@ impl Caps {
                 state: Mutex::new(State {
                     ledger: Ledger::new(config.window),
                     config: Arc::new(config),
+                    shared: None,
                 }),
                 closed: AtomicBool::new(false),
             }),
@@ -156,6 +165,27 @@ impl Caps {
     /// stay; waiters that the new caps let through dial now.
     pub fn set_config(&self, config: &CapsConfig) {
         let config = Arc::new(config.clone());
+        let current = self.inner.state.lock().shared.clone();
+        let shared = match (&config.shared, current) {
+            (Some(c), Some(s)) if s.runs(c, config.window) => Some(s),
+            (Some(c), _) => match SharedCaps::start(c, config.window) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    log::warn!("caps.shared: {e}; the shared caps are off");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        let old = {
+            let mut st = self.inner.state.lock();
+            std::mem::replace(&mut st.shared, shared.clone())
+        };
+        if let Some(old) = old {
+            if shared.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &old)) {
+                old.close();
+            }
+        }
         let grants = {
             let mut st = self.inner.state.lock();
             st.config = config.clone();
@@ -170,166 +200,21 @@ impl Caps {
         self.inner.state.lock().config.clone()
     }
 
-    /// A place for one more connection for `req`: at once, by closing an idle pooled
-    /// connection of another key, or after waiting (FIFO) for a released place or a connection
-    /// of its key coming back. Err when the wait expired (or was not allowed).
-    pub fn obtain(&self, pool: &Pool<Permit>, req: &Request) -> Result<Obtained, CapFailure> {
-        let started = Instant::now();
-        let (ask, cfg_wait) = {
-            let st = self.inner.state.lock();
-            let caps = st.config.pair(req.source, req.mx);
-            let ask = Ask {
-                pair: Pair {
-                    source: req.source.to_canonical(),
-                    destination: caps.destination.clone(),
-                },
-                key: PoolKey::new(req.source, req.ehlo, req.mx),
-                mx: req.mx,
-                caps,
-                reuse: req.reuse.clone(),
-            };
-            (ask, st.config.wait)
-        };
-        let wait = req.wait.map_or(cfg_wait, |w| w.min(cfg_wait));
-        let end = (started + wait).min(req.deadline);
-        let fail = |block| CapFailure {
-            source: ask.pair.source,
-            destination: ask.pair.destination.to_string(),
-            block,
-            limit: match block {
-                Block::Pair => ask.caps.limits.max_connections,
-                Block::Source => ask.caps.max_connections_per_source,
-                Block::Rate(_) => ask.caps.limits.max_new_connections,
-            },
-            waited: started.elapsed(),
-        };
-        // A few rounds at most: an eviction can lose its room to an older waiter.
-        for _ in 0..4 {
-            let now = Instant::now();
-            let (tx, rx) = sync_channel(1);
-            let mut st = self.inner.state.lock();
-            // Read under the lock that `close` sets it under: no request queues after it.
-            let may_wait = end > now && !self.inner.closed.load(Ordering::SeqCst);
-            match st.ledger.acquire(ask.clone(), now, may_wait, tx) {
-                Acquire::Granted => return Ok(Obtained::Dial(self.permit(&ask))),
-                Acquire::Refused(block) => return Err(fail(block)),
-                Acquire::Queued { id, wake, block } => {
-                    drop(st);
-                    return self.wait(id, wake, rx, end).map_err(|()| fail(block));
-                }
-                Acquire::Evict(scope) => {
-                    let mut expired = Vec::new();
-                    // One of its own key first (it came back meanwhile), else another's.
-                    let own = req.reuse.as_ref().and_then(|r| {
-                        pool.checkout(&ask.key, &r.want, r.max_messages, now, &mut expired)
-                    });
-                    if let Some(mut c) = own {
-                        let p = c.place_mut();
-                        st.ledger.mark_in_use(&p.pair, &p.key);
-                        p.idle = false;
-                        drop(st);
-                        quit_detached(expired);
-                        return Ok(Obtained::Reused(Box::new(c)));
-                    }
-                    let config = st.config.clone();
-                    let victim = pool.take_one(|k| {
-                        k.source == ask.pair.source
-                            && (scope == Scope::Source
-                                || config.destination(k.mx) == ask.pair.destination)
-                    });
-                    let block = match scope {
-                        Scope::Pair => Block::Pair,
-                        Scope::Source => Block::Source,
-                    };
-                    let Some(mut victim) = victim else {
-                        // Counted idle but already on its way out: queue (the release of its
-                        // place will serve the queue).
-                        let queued = may_wait.then(|| {
-                            let (tx, rx) = sync_channel(1);
-                            (st.ledger.enqueue(ask.clone(), now, tx), rx)
-                        });
-                        // Nothing is dropped under the lock.
-                        drop(st);
-                        quit_detached(expired);
-                        let Some((id, rx)) = queued else {
-                            return Err(fail(block));
-                        };
-                        return self.wait(id, None, rx, end).map_err(|()| fail(block));
-                    };
-                    // Its place goes to `ask` (or back to the ledger): its permit is spent.
-                    let vp = victim.place_mut();
-                    let result = st.ledger.transfer((&vp.pair, &vp.key), &ask, now);
-                    vp.armed = false;
-                    drop(st);
-                    expired.push(victim);
-                    quit_detached(expired);
-                    match result {
-                        Ok(()) => return Ok(Obtained::Dial(self.permit(&ask))),
-                        Err(grants) => self.inner.deliver(grants),
-                    }
-                }
-            }
-        }
-        Err(fail(Block::Pair))
-    }
-
-    /// A new permit for `ask` (its place is reserved already).
-    fn permit(&self, ask: &Ask) -> Permit {
-        Permit {
-            caps: self.inner.clone(),
-            pair: ask.pair.clone(),
-            key: ask.key.clone(),
-            idle: false,
-            armed: true,
-        }
-    }
-
-    /// Wait (no lock held) for a grant until `end`, waking at `wake` when the rate window
-    /// frees room.
-    fn wait(
-        &self,
-        id: u64,
-        mut wake: Option<Instant>,
-        rx: Receiver<Grant>,
-        end: Instant,
-    ) -> Result<Obtained, ()> {
-        loop {
-            let now = Instant::now();
-            let until = Deadline::at(wake.map_or(end, |w| w.min(end)));
-            match rx.recv_timeout(until.remaining_at(now)) {
-                Ok(g) => return Ok(grant(g)),
-                Err(RecvTimeoutError::Disconnected) => return Err(()),
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    let mut st = self.inner.state.lock();
-                    if now >= end {
-                        let expired = st.ledger.cancel(id, now);
-                        drop(st);
-                        if expired {
-                            return Err(());
-                        }
-                        // Served meanwhile: the grant is sent right after the server's
-                        // lock section (never dropped: its sender is held until then).
-                        return rx.recv().map(grant).map_err(|_| ());
-                    }
-                    let grants = st.ledger.pump(now);
-                    wake = st.ledger.wake_of(id, now);
-                    drop(st);
-                    self.inner.deliver(grants);
-                }
-            }
-        }
-    }
-
     /// The proxy is stopping: every waiting request gives up now (its session answers at
     /// once instead of waiting out `caps.wait`), and no request waits from now on.
     pub fn close(&self) {
         let mut st = self.inner.state.lock();
         self.inner.closed.store(true, Ordering::SeqCst);
         let tokens = st.ledger.cancel_all(Instant::now());
+        let shared = st.shared.clone();
         drop(st);
         // Dropping a sender wakes its waiter with nothing.
         drop(tokens);
+        // Requests waiting for a shared lease give up too (the keeper goes on giving back
+        // the leases of the connections still closing).
+        if let Some(s) = shared {
+            s.close();
+        }
     }
 
     /// A connection taken from the pool for a session: in use again.
@@ -415,6 +300,33 @@ impl Caps {
                 oldest_wait: v.oldest.map(|t| now.saturating_duration_since(t)),
             })
             .collect()
+    }
+
+    /// `caps.shared` for the status view (None: off).
+    pub fn shared_status(&self) -> Option<SharedStatus> {
+        let shared = self.inner.state.lock().shared.clone()?;
+        let (groups, health, live_hosts) = shared.view();
+        Some(SharedStatus {
+            host: shared.host().to_string(),
+            state: health.name().to_string(),
+            live_hosts,
+            groups: groups
+                .into_iter()
+                .map(|g| SharedGroup {
+                    group: g.group,
+                    max_connections: g.limits.max_connections,
+                    max_new_connections: g.limits.max_new_connections,
+                    held: g.held,
+                    share: g.share,
+                    waiting: g.waiting,
+                    holders: g
+                        .holders
+                        .into_iter()
+                        .map(|(host, leases)| SharedHolder { host, leases })
+                        .collect(),
+                })
+                .collect(),
+        })
     }
 
     /// Connections in use by a session (open, not idle in the pool), per pool key.

@@ -37,6 +37,8 @@ pub struct CapFailure {
     pub block: Block,
     pub limit: Option<usize>,
     pub waited: Duration,
+    /// The cap is a `caps.shared` one (across hosts).
+    pub shared: bool,
 }
 
 impl fmt::Display for CapFailure {
@@ -44,7 +46,9 @@ impl fmt::Display for CapFailure {
         let what = match self.block {
             Block::Pair => "max_connections",
             Block::Source => "max_connections_per_source",
+            Block::Rate(_) if self.shared => "shared max_new_connections",
             Block::Rate(_) => "max_new_connections",
+            Block::Shared => "shared max_connections",
         };
         write!(f, "source {} to {}: {what}", self.source, self.destination)?;
         if let Some(n) = self.limit {

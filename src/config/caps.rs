@@ -6,11 +6,14 @@ use super::error::ConfigError;
 use super::net::IpNet;
 use super::raw::{RawCapLimits, RawCaps, StringList};
 use super::ser;
+use super::shared_caps;
+pub use super::shared_caps::SharedConfig;
 use super::values::{bounded_duration, networks};
 pub use greenarrow_proxy_proto::caps::{CapDestination, CapLimits, PairCaps};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 /// Default `caps.wait`.
@@ -68,6 +71,9 @@ pub struct CapsConfig {
     pub groups: Vec<DestinationGroup>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceCaps>,
+    /// `caps.shared`: caps per destination group across proxy hosts, through Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedConfig>,
 }
 
 impl Default for CapsConfig {
@@ -79,6 +85,7 @@ impl Default for CapsConfig {
             max_connections_per_source: None,
             groups: Vec::new(),
             sources: Vec::new(),
+            shared: None,
         }
     }
 }
@@ -135,7 +142,7 @@ impl CapsConfig {
 type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Validate `caps:`.
-pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
+pub(crate) fn caps(raw: Option<RawCaps>, base_dir: &Path) -> Result<CapsConfig> {
     let Some(raw) = raw else {
         return Ok(CapsConfig::default());
     };
@@ -227,6 +234,13 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
             destinations,
         });
     }
+    let shared = match raw.shared {
+        Some(r) => {
+            let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+            Some(shared_caps::shared(r, &names, limits, base_dir)?)
+        }
+        None => None,
+    };
     Ok(CapsConfig {
         wait,
         window,
@@ -234,6 +248,7 @@ pub(crate) fn caps(raw: Option<RawCaps>) -> Result<CapsConfig> {
         max_connections_per_source,
         groups,
         sources,
+        shared,
     })
 }
 

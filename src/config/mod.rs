@@ -29,6 +29,7 @@ mod readable;
 mod secret;
 mod sections;
 mod ser;
+mod shared_caps;
 mod status;
 mod suggest;
 mod validate;
@@ -39,7 +40,7 @@ mod tests;
 
 pub use access::{valid_client_name, Client, Identity, DEFAULT_CLIENT, DEFAULT_DESTINATION_DENY};
 pub use caps::{
-    CapDestination, CapLimits, CapsConfig, DestinationGroup, PairCaps, SourceCaps,
+    CapDestination, CapLimits, CapsConfig, DestinationGroup, PairCaps, SharedConfig, SourceCaps,
     DEFAULT_CAPS_WAIT, DEFAULT_CAPS_WINDOW,
 };
 pub use error::ConfigError;

@@ -152,6 +152,20 @@ pub(crate) struct RawCaps {
     pub max_connections_per_source: Option<u64>,
     pub destinations: Option<Vec<RawGroup>>,
     pub sources: Option<Vec<RawSource>>,
+    pub shared: Option<RawShared>,
+}
+
+/// `caps.shared`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShared {
+    pub redis: Option<String>,
+    pub password_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub host: Option<String>,
+    pub lease: Option<String>,
+    pub timeout: Option<String>,
+    pub destinations: Option<BTreeMap<String, RawCapLimits>>,
 }
 
 /// One entry of `caps.destinations`.

@@ -159,7 +159,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config> {
         pool: sections::pool(raw.pool.unwrap_or_default())?,
         dns: sections::dns(raw.dns.unwrap_or_default())?,
         frontends,
-        caps: caps::caps(raw.caps)?,
+        caps: caps::caps(raw.caps, base_dir)?,
         control_socket: status::control_socket(raw.control_socket, base_dir)?,
         metrics: status::metrics(raw.metrics)?,
         warnings,

@@ -33,6 +33,7 @@ impl Server {
             in_use: shared.caps().in_use_by_key(),
             rows: shared.caps().rows(now),
             waits: shared.caps().wait_stats(),
+            shared: shared.caps().shared_status(),
             failures: stats.failures,
             tls_rpt: shared
                 .tls_policies()

@@ -130,7 +130,11 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
     let dir = TempDir::new("relative-paths");
     std::fs::write(dir.0.join("one.secret"), OTHER_SECRET).unwrap();
     std::fs::write(dir.0.join("top.secret"), SECRET).unwrap();
+    std::fs::write(dir.0.join("r.pass"), "redis-pass").unwrap();
     let yaml = "tls_certificate: c.pem\ntls_private_key: k.pem\n\
+                caps: {destinations: [{name: g, addresses: 192.0.2.0/24}], shared: \
+                {redis: \"redis://10.0.0.5\", password_file: r.pass, \
+                destinations: {g: {max_connections: 4}}}}\n\
                 auth_shared_secret_file: top.secret\ntls_client_ca: ca.pem\n\
                 source_addresses: [192.0.2.10]\n\
                 clients: [{name: a, secret_files: [one.secret]}]\n\
@@ -150,6 +154,10 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
             c.clients[1].secret_files.first().cloned() == d("one.secret"),
         ),
         ("mx_tls.ca_file", c.mx_tls.ca_file == d("roots.pem")),
+        (
+            "caps.shared.password_file",
+            c.caps.shared.as_ref().and_then(|s| s.password_file.clone()) == d("r.pass"),
+        ),
         ("control_socket", c.control_socket == d("c.sock")),
     ];
     let mut keys: Vec<String> = resolved

@@ -12,6 +12,7 @@ const F2: &str = "top-level-secret-0123456789abcdef-file";
 fn every_key(dir: &Path, secret_file: bool) -> String {
     std::fs::write(dir.join("a.secret"), format!("{F1}\n")).unwrap();
     std::fs::write(dir.join("top.secret"), format!("{F2}\n")).unwrap();
+    std::fs::write(dir.join("redis.pass"), "redis-password\n").unwrap();
     std::fs::set_permissions(
         dir.join("top.secret"),
         std::fs::Permissions::from_mode(0o600),
@@ -119,6 +120,15 @@ caps:
       max_connections_per_source: 20
       destinations:
         big: {{max_connections: 2, max_new_connections: 4}}
+  shared:
+    redis: redis://10.0.0.5:6379/2
+    password_file: redis.pass
+    key_prefix: gp-eu
+    host: proxy-1
+    lease: 20s
+    timeout: 250ms
+    destinations:
+      big: {{max_connections: 40, max_new_connections: 600}}
 control_socket: none
 metrics:
   listen: "[::1]:9807"
@@ -261,6 +271,17 @@ caps:
       big:
         max_connections: 2
         max_new_connections: 4
+  shared:
+    redis: redis://10.0.0.5:6379/2
+    password_file: DIR/redis.pass
+    key_prefix: gp-eu
+    host: proxy-1
+    lease: 20s
+    timeout: 250ms
+    destinations:
+      big:
+        max_connections: 40
+        max_new_connections: 600
 control_socket: none
 metrics:
   listen: '[::1]:9807'

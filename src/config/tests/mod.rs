@@ -12,6 +12,7 @@ mod docs;
 mod effective;
 mod errors;
 mod frontends;
+mod shared;
 
 const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t-42";
 const EXAMPLE: &str = include_str!("../../../etc/greenarrow_proxy.yaml");

@@ -41,6 +41,8 @@ pub enum Block {
     Pair,
     /// `max_connections_per_source`.
     Source,
+    /// `caps.shared`: the group's `max_connections` across hosts (or this host's share).
+    Shared,
 }
 
 /// Which idle connections may be closed to make room.

@@ -5,9 +5,12 @@
 
 mod ask;
 pub mod ledger;
+pub mod shared;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shared;
 
 pub use ask::{Acquire, Ask, Block, Offer, Pair, PairView, Reuse, Scope};
 pub use ledger::{Ledger, RATE_RECHECK};

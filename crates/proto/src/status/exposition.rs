@@ -196,6 +196,40 @@ pub fn render(snap: &Snapshot) -> String {
     let _ = writeln!(out, "{PREFIX}cap_wait_seconds_sum {}", float(w.sum_seconds));
     let _ = writeln!(out, "{PREFIX}cap_wait_seconds_count {count}");
 
+    if let Some(sh) = &snap.shared {
+        head(
+            &mut out,
+            "greenarrow_proxy_shared_caps_fallback",
+            "gauge",
+            "1 while caps.shared uses this host's share (Redis unreachable, or rejoining), else 0.",
+        );
+        let _ = writeln!(
+            out,
+            "{PREFIX}shared_caps_fallback {}",
+            u8::from(matches!(sh.state.as_str(), "fallback" | "rejoining"))
+        );
+        head(
+            &mut out,
+            "greenarrow_proxy_shared_caps_live_hosts",
+            "gauge",
+            "Proxy hosts alive as last counted in Redis.",
+        );
+        let _ = writeln!(out, "{PREFIX}shared_caps_live_hosts {}", sh.live_hosts);
+        head(
+            &mut out,
+            "greenarrow_proxy_shared_caps_leases",
+            "gauge",
+            "Leases under a shared cap held by this host, per configured destination group.",
+        );
+        for g in &sh.groups {
+            let _ = writeln!(
+                out,
+                "{PREFIX}shared_caps_leases{{group=\"{}\"}} {}",
+                label(&g.group),
+                g.held
+            );
+        }
+    }
     head(
         &mut out,
         "greenarrow_proxy_drains",
@@ -272,6 +306,7 @@ mod tests {
                 waiting: 4,
                 oldest_wait: Some(Duration::from_millis(1500)),
             }],
+            shared: None,
             waits: WaitSnapshot {
                 waited: 5,
                 timed_out: 1,

@@ -13,7 +13,8 @@ pub mod table;
 
 pub use snapshot::{
     unix_seconds, CapRow, ConfigState, DrainList, Figure, IdleConnection, Kind, LastReload,
-    PooledInfo, Snapshot, TlsRptDomain, TlsRptSnapshot, WaitSnapshot,
+    PooledInfo, SharedGroup, SharedHolder, SharedStatus, Snapshot, TlsRptDomain, TlsRptSnapshot,
+    WaitSnapshot,
 };
 
 use crate::protocol::reuse::PoolKey;
@@ -50,6 +51,10 @@ pub struct Status {
     /// One entry per (source, destination) pair with an open connection, a cap or a waiter.
     pub caps: Vec<CapRow>,
     pub waits: WaitSnapshot,
+    /// `caps.shared`: the health, the live hosts, the leases per group and host (absent or
+    /// null when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedStatus>,
     /// The counters of the SIGUSR1 report's summary, same names, same order.
     pub counters: Counters,
     /// Failed connect requests per failure (every failure, zeros included).
@@ -214,6 +219,7 @@ impl Status {
             pools: keys.into_values().collect(),
             caps: snap.rows.clone(),
             waits: snap.waits.clone(),
+            shared: snap.shared.clone(),
             counters: Counters(
                 snap.figures
                     .iter()
@@ -302,6 +308,7 @@ mod tests {
             }],
             in_use: vec![(key("127.0.0.2"), 2), (key("127.0.0.3"), 1)],
             rows: Vec::new(),
+            shared: None,
             waits: WaitSnapshot {
                 waited: 2,
                 timed_out: 0,
@@ -443,6 +450,73 @@ mod tests {
         r#""mx":[]},"tls_rpt":{"day":"2025-12-06","domains":[{"domain":"sts.example","#,
         r#""successes":5,"failures":1,"rua":["mailto:tlsrpt@sts.example"]}],"sts_cached":1}}"#,
     );
+
+    fn shared_status() -> SharedStatus {
+        SharedStatus {
+            host: "proxy-a".into(),
+            state: "fallback".into(),
+            live_hosts: 3,
+            groups: vec![SharedGroup {
+                group: "bigmail".into(),
+                max_connections: Some(40),
+                max_new_connections: None,
+                held: 12,
+                share: Some(13),
+                waiting: 2,
+                holders: vec![
+                    SharedHolder {
+                        host: "proxy-a".into(),
+                        leases: 12,
+                    },
+                    SharedHolder {
+                        host: "proxy-b".into(),
+                        leases: 20,
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn the_shared_caps_show_in_the_json_the_table_and_the_metrics() {
+        let mut snap = snapshot();
+        snap.shared = Some(shared_status());
+        let st = Status::from_snapshot(&snap);
+        let text = serde_json::to_string(&st).unwrap();
+        assert!(
+            text.contains(concat!(
+                r#""shared":{"host":"proxy-a","state":"fallback","live_hosts":3,"#,
+                r#""groups":[{"group":"bigmail","max_connections":40,"#,
+                r#""max_new_connections":null,"held":12,"share":13,"waiting":2,"#,
+                r#""holders":[{"host":"proxy-a","leases":12},{"host":"proxy-b","leases":20}]}]}"#
+            )),
+            "{text}"
+        );
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+        let table = table::render(&st);
+        assert!(
+            table.contains("Shared caps (host proxy-a, fallback, 3 live hosts):"),
+            "{table}"
+        );
+        assert!(
+            table
+                .contains("  bigmail  40   -     12         13     2        proxy-a=12 proxy-b=20"),
+            "{table}"
+        );
+        let metrics = exposition::render(&snap);
+        for line in [
+            "greenarrow_proxy_shared_caps_fallback 1",
+            "greenarrow_proxy_shared_caps_live_hosts 3",
+            "greenarrow_proxy_shared_caps_leases{group=\"bigmail\"} 12",
+        ] {
+            assert!(metrics.contains(line), "{line}\n{metrics}");
+        }
+        // Off: absent from all three.
+        let off = serde_json::to_string(&Status::from_snapshot(&snapshot())).unwrap();
+        assert!(!off.contains("shared"), "{off}");
+        assert!(!exposition::render(&snapshot()).contains("shared_caps"));
+    }
 
     #[test]
     fn the_table_shows_keys_idle_connections_counters_and_failures() {

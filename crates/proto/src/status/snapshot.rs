@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub in_use: Vec<(PoolKey, usize)>,
     pub rows: Vec<CapRow>,
     pub waits: WaitSnapshot,
+    /// `caps.shared` (None: off).
+    pub shared: Option<SharedStatus>,
     pub failures: Vec<(Failure, u64)>,
     pub drains: DrainList,
     /// TLS reporting (RFC 8460): counts by result type and policy type, today's domains.
@@ -105,6 +107,41 @@ pub struct CapRow {
         with = "crate::duration::seconds::option"
     )]
     pub oldest_wait: Option<Duration>,
+}
+
+/// `caps.shared` as the status view shows it (its JSON is the status view's `shared`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedStatus {
+    /// This host's name in Redis.
+    pub host: String,
+    /// `shared` (Redis decides), `fallback` (Redis unreachable: this host's share) or
+    /// `rejoining` (Redis back; shares kept for one lease time).
+    pub state: String,
+    /// Live hosts as last counted in Redis (the divisor of the shares).
+    pub live_hosts: usize,
+    pub groups: Vec<SharedGroup>,
+}
+
+/// One shared destination group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedGroup {
+    pub group: String,
+    /// The shared caps (across hosts); null when not shared.
+    pub max_connections: Option<usize>,
+    pub max_new_connections: Option<usize>,
+    /// Leases this host holds, and its share of `max_connections` in fallback.
+    pub held: usize,
+    pub share: Option<usize>,
+    /// Requests of this host waiting for a lease.
+    pub waiting: usize,
+    /// Leases per host as last read from Redis.
+    pub holders: Vec<SharedHolder>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedHolder {
+    pub host: String,
+    pub leases: usize,
 }
 
 /// Waits for a connection under a cap, since start (its JSON is the status view's `waits`).

@@ -155,6 +155,43 @@ pub fn render(st: &Status) -> String {
         }
         columns(&mut out, &rows);
     }
+    if let Some(sh) = &st.shared {
+        let _ = writeln!(
+            out,
+            "\nShared caps (host {}, {}, {} live hosts):",
+            sh.host, sh.state, sh.live_hosts
+        );
+        let mut rows = vec![vec![
+            "GROUP".into(),
+            "MAX".into(),
+            "RATE".into(),
+            "HELD HERE".into(),
+            "SHARE".into(),
+            "WAITING".into(),
+            "HOLDERS".into(),
+        ]];
+        for g in &sh.groups {
+            let holders: Vec<String> = g
+                .holders
+                .iter()
+                .map(|h| format!("{}={}", h.host, h.leases))
+                .collect();
+            rows.push(vec![
+                g.group.clone(),
+                g.max_connections.map_or("-".into(), |m| m.to_string()),
+                g.max_new_connections.map_or("-".into(), |m| m.to_string()),
+                g.held.to_string(),
+                g.share.map_or("-".into(), |m| m.to_string()),
+                g.waiting.to_string(),
+                if holders.is_empty() {
+                    "-".into()
+                } else {
+                    holders.join(" ")
+                },
+            ]);
+        }
+        columns(&mut out, &rows);
+    }
     let w = &st.waits;
     let _ = writeln!(
         out,

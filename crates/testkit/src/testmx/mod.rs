@@ -190,6 +190,17 @@ impl TestMx {
         self.shared.read(|s| s.stats)
     }
 
+    /// Start new concurrency high-water marks (`max_open_connections`,
+    /// `max_active_sessions`) from what is open now; returns the counters before.
+    pub fn reset_high_water(&self) -> Stats {
+        self.shared.update(|s| {
+            let before = s.stats;
+            s.stats.max_open_connections = s.stats.open_connections;
+            s.stats.max_active_sessions = s.stats.active_sessions;
+            before
+        })
+    }
+
     /// A copy of everything recorded.
     pub fn state(&self) -> MxState {
         self.shared.read(|s| s.clone())

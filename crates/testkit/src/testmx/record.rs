@@ -47,6 +47,8 @@ pub struct ConnRecord {
     pub closed: bool,
     /// Whether the peer vanished in the middle of a message body.
     pub aborted_data: bool,
+    /// When it was accepted.
+    pub accepted_at: Instant,
 }
 
 impl ConnRecord {
@@ -66,6 +68,7 @@ impl ConnRecord {
             quit_received: false,
             closed: false,
             aborted_data: false,
+            accepted_at: Instant::now(),
         }
     }
 }
@@ -103,6 +106,13 @@ pub struct Stats {
     pub open_connections: u64,
     /// The most connections open at once (the concurrency high-water mark).
     pub max_open_connections: u64,
+    /// SMTP sessions open now: accepted, no QUIT received yet, not closed.
+    pub active_sessions: u64,
+    /// The most sessions open at once. A session ends when its QUIT is received (before the
+    /// 221 is sent) or its connection closes, so a client that dials its next connection only
+    /// after the 221 or the close is never seen overlapping the one before (unlike
+    /// `max_open_connections`, which ends a connection when this side reads its EOF).
+    pub max_active_sessions: u64,
     /// TLS handshakes completed (STARTTLS and implicit).
     pub tls_handshakes: u64,
     /// Messages accepted.
@@ -230,6 +240,8 @@ impl Shared {
             s.stats.open_connections += 1;
             s.stats.max_open_connections =
                 s.stats.max_open_connections.max(s.stats.open_connections);
+            s.stats.active_sessions += 1;
+            s.stats.max_active_sessions = s.stats.max_active_sessions.max(s.stats.active_sessions);
             s.connections.len() - 1
         });
         if let Some(sock) = socket {
@@ -244,6 +256,9 @@ impl Shared {
         self.update(|s| {
             s.stats.open_connections = s.stats.open_connections.saturating_sub(1);
             if let Some(c) = s.connections.get_mut(index) {
+                if !c.quit_received && !c.closed {
+                    s.stats.active_sessions = s.stats.active_sessions.saturating_sub(1);
+                }
                 c.closed = true;
                 c.aborted_data = aborted_data;
             }

@@ -266,6 +266,9 @@ impl Conn {
             Action::Quit => self.shared.update(|s| {
                 s.stats.quits += 1;
                 if let Some(c) = s.connections.get_mut(self.index) {
+                    if !c.quit_received && !c.closed {
+                        s.stats.active_sessions = s.stats.active_sessions.saturating_sub(1);
+                    }
                     c.quit_received = true;
                 }
             }),
