@@ -16,7 +16,7 @@ const FDS_PER_SPLICE: u64 = 4;
 /// socket, the DNS resolver, the configuration and certificate files while reloading.
 const FDS_BESIDES: u64 = 64;
 /// Threads besides the session workers: main, signals, drain, pool reaper, address watcher,
-/// the DNS runtime, control socket, metrics, and the 16 threads that say QUIT off the
+/// TLS-RPT day closer, the DNS runtime, control socket, metrics, and the 16 threads that say QUIT off the
 /// sessions' path.
 const TASKS_BESIDES: u64 = 32;
 

@@ -148,6 +148,15 @@ impl Server {
         ) {
             warn!("cannot start the address watcher thread (a source address that leaves the host fails only when bound): {e}");
         }
+        let reports = Arc::downgrade(&server.shared);
+        if let Err(e) = crate::tlspolicy::rpt::start_day_closer(move || {
+            reports
+                .upgrade()
+                .map(|s| s.tls_policies().reports.close_days())
+                .is_some()
+        }) {
+            warn!("cannot start the TLS-RPT day closer thread (a day's reports are written at the next day's first session, SIGUSR1 or shutdown): {e}");
+        }
         let mut sockets = Vec::new();
         for (addr, kind) in listen {
             sockets.push((addr, kind, bind(addr, freebind, kind)?));
