@@ -6,6 +6,7 @@
 #   benches/run.sh --latency  only the 40 ms RTT scenarios (~1.5 minutes)
 #   benches/run.sh --scale    memory with 10,000 MTA sessions and idle pooled MX connections
 #   benches/run.sh --profile  system calls per message (strace -c -f on the proxy)
+#   benches/run.sh --passthrough  only the passthrough front-end scenarios (issue 24 part 2)
 #
 # Environment: BENCH_DURATION (default 5s per loopback scenario), BENCH_RTT (40ms),
 # BENCH_RTT_DURATION (8s per scenario at that RTT), SCALE_SESSIONS (10000),
@@ -75,6 +76,56 @@ check() {
     }'
 }
 
+# ---- passthrough (issue 24 part 2) ----
+# MTAs through the proxy's front-ends in mode: passthrough (a PROXY v2 header; SOCKS5 BIND
+# and CONNECT as KumoMTA does), then SMTP to the MX as the direct client does: fresh
+# sessions against direct and HAProxy TCP mode, 100 MB in 5 MB messages against direct, and
+# the CPU per message of the proxy beside HAProxy's in the same run.
+pt_common=(--concurrency 20 --size 5120 --duration "$dur")
+pt_large=(--concurrency 4 --messages 5 --size 5000000 --sessions-per-mta 1 --duration 10m)
+passthrough_scenarios() {
+    # The references, unless this run has them already.
+    [ -f "$out/direct-fresh" ] || run direct-fresh --target direct "${pt_common[@]}"
+    if command -v haproxy >/dev/null; then
+        [ -f "$out/haproxy-tcp" ] || run haproxy-tcp --target haproxy "${pt_common[@]}"
+    fi
+    [ -f "$out/direct-large" ] || run direct-large --target direct "${pt_large[@]}"
+    run pt-proxy-v2-fresh --target proxy --passthrough proxy-v2 "${pt_common[@]}"
+    run pt-socks5-fresh --target proxy --passthrough socks5 "${pt_common[@]}"
+    run pt-proxy-v2-large --target proxy --passthrough proxy-v2 "${pt_large[@]}"
+    # The same with splice off (splice: false): every byte copied, for comparison.
+    run pt-proxy-v2-large-copy --target proxy --passthrough proxy-v2 --no-splice "${pt_large[@]}"
+}
+passthrough_ratios() {
+    for l in direct-fresh haproxy-tcp pt-proxy-v2-fresh pt-socks5-fresh direct-large pt-proxy-v2-large pt-proxy-v2-large-copy; do
+        [ -f "$out/$l" ] || continue
+        printf "   %-22s %9s msgs/s %8s MB/s  new p50/p99 %s/%s ms  msg p50/p99 %s/%s ms  cpu %s s (%s ms per message)\n" \
+            "$l" "$(get $l msgs_per_s)" "$(get $l mb_per_s)" \
+            "$(get $l ready_new_p50_ms)" "$(get $l ready_new_p99_ms)" \
+            "$(get $l msg_p50_ms)" "$(get $l msg_p99_ms)" "$(get $l cpu_s)" "$(get $l cpu_ms_per_msg)"
+    done
+    ratio "passthrough fresh (PROXY v2): proxy / direct" "$(get pt-proxy-v2-fresh msgs_per_s)" "$(get direct-fresh msgs_per_s)" ">=" 0.8 "$(cpu pt-proxy-v2-fresh)"
+    if [ -f "$out/haproxy-tcp" ]; then
+        ratio "passthrough fresh (PROXY v2): proxy / HAProxy TCP" "$(get pt-proxy-v2-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0 "$(cpu pt-proxy-v2-fresh haproxy-tcp)"
+        ratio "passthrough fresh (SOCKS5): proxy / HAProxy TCP" "$(get pt-socks5-fresh msgs_per_s)" "$(get haproxy-tcp msgs_per_s)" ">=" 1.0 "$(cpu pt-socks5-fresh haproxy-tcp)"
+        ratio "proxy CPU per passthrough message / HAProxy's (PROXY v2)" "$(get pt-proxy-v2-fresh cpu_ms_per_msg)" "$(get haproxy-tcp cpu_ms_per_msg)" "<=" 1.0
+        ratio "proxy CPU per passthrough message / HAProxy's (SOCKS5)" "$(get pt-socks5-fresh cpu_ms_per_msg)" "$(get haproxy-tcp cpu_ms_per_msg)" "<=" 1.0
+    else
+        echo "passthrough / HAProxy TCP mode: skipped (haproxy not installed)"
+    fi
+    ratio "passthrough 100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get pt-proxy-v2-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.95 "$(cpu pt-proxy-v2-large pt-proxy-v2-large-copy)"
+    printf "%-62s %s s with splice, %s s copying (for scale)\n" "passthrough 100 MB: proxy CPU" \
+        "$(get pt-proxy-v2-large cpu_s)" "$(get pt-proxy-v2-large-copy cpu_s)"
+}
+
+if [ "$mode" = "--passthrough" ]; then
+    passthrough_scenarios
+    echo
+    echo "== passthrough summary (20 MTAs, 5 KB messages, one message per SMTP session; 100 MB: 4 MTAs, 5 x 5 MB each)"
+    passthrough_ratios
+    exit 0
+fi
+
 if [ "$mode" = "--scale" ]; then
     sessions=${SCALE_SESSIONS:-10000}
     pooled=${SCALE_POOLED:-4500}
@@ -129,6 +180,7 @@ run proxy-tls-reuse --target proxy --mx-tls --reuse "${common[@]}"
 large=(--concurrency 4 --messages 5 --size 5000000 --sessions-per-mta 1 --duration 10m)
 run direct-large --target direct "${large[@]}"
 run proxy-large --target proxy "${large[@]}"
+passthrough_scenarios
 benches/caps.sh "$gaproxy" "$dur"
 fi
 
@@ -184,6 +236,7 @@ ratio "reuse: proxy / direct (fresh)" "$(get proxy-reuse msgs_per_s)" "$(get dir
 ratio "TLS to the MX: proxy with reuse / direct STARTTLS each session" "$(get proxy-tls-reuse msgs_per_s)" "$(get direct-tls msgs_per_s)" ">=" 3.0 "$(cpu proxy-tls-reuse)"
 ratio "connect-to-ready p50: reused / fresh STARTTLS" "$(get proxy-tls-reuse ready_reused_p50_ms)" "$(get proxy-tls-fresh ready_new_p50_ms)" "<=" 0.1 "$(cpu proxy-tls-reuse proxy-tls-fresh)"
 ratio "100 MB in 5 MB messages: proxy / direct (MB/s)" "$(get proxy-large mb_per_s)" "$(get direct-large mb_per_s)" ">=" 0.9 "$(cpu proxy-large)"
+passthrough_ratios
 fi
 ratio "$rtt RTT, STARTTLS MX: proxy with reuse / direct STARTTLS" "$(get rtt-proxy-tls-reuse msgs_per_s)" "$(get rtt-direct-tls msgs_per_s)" ">=" 4 "$(cpu rtt-proxy-tls-reuse)"
 check "$rtt RTT, STARTTLS MX: MX connections per 20 msgs via proxy" \

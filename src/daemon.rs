@@ -1,7 +1,8 @@
 //! The daemon's main loop: start the server, then serve signals on this thread
 //! (signal-hook's iterator: no work is ever done inside a signal handler).
 //!
-//! - SIGUSR1: log the report of pooled connections and counters ([`crate::report`]).
+//! - SIGUSR1: log the report of pooled connections and counters ([`crate::report`]), and
+//!   write the day's TLS-RPT reports so far (`tlspolicy::rpt`; also at shutdown).
 //! - SIGHUP: re-read the configuration; an invalid file keeps the running one.
 //! - SIGTERM / SIGINT: stop accepting, let sessions finish up to `timeouts.shutdown_grace`,
 //!   exit.
@@ -124,6 +125,15 @@ pub fn warnings(rt: &Runtime) -> Vec<String> {
             crate::config::enforcement_word(dane)
         ));
     }
+    let sts = &rt.config.mx_tls.sts;
+    if sts.mta_sts_test_ca_file.is_some() || sts.mta_sts_test_port.is_some() {
+        w.push(
+            "mx_tls.mta_sts_test_ca_file / mta_sts_test_port are set: they are for tests only \
+             (an extra CA trusted for MTA-STS policy hosts, another port than 443); remove \
+             them in production"
+                .into(),
+        );
+    }
     w
 }
 
@@ -190,7 +200,11 @@ pub fn run(path: &Path) -> Result<(), DaemonError> {
     let signals_handle = signals.handle();
     for sig in signals.forever() {
         match sig {
-            SIGUSR1 => crate::report::log_report(&server.snapshot()),
+            SIGUSR1 => {
+                crate::report::log_report(&server.snapshot());
+                // The TLS-RPT reports of the day so far (and any closed day not yet written).
+                server.shared().tls_policies().reports.flush();
+            }
             SIGHUP if draining.is_none() => reload(&server, path),
             SIGTERM | SIGINT if draining.is_none() => {
                 // Drain on another thread so that a second signal can still cut it short;
@@ -298,6 +312,7 @@ fn stop(server: &Arc<Server>) {
             c.busy
         );
     }
+    server.shared().tls_policies().reports.flush();
 }
 
 #[cfg(test)]

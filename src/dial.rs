@@ -127,12 +127,18 @@ pub fn dial(source: IpAddr, dest: SocketAddr, timeout: Duration) -> Result<TcpSt
         Err(e) => return Err(net(e)),
     }
     socket.set_tcp_nodelay(true).map_err(net)?;
-    let keepalive = TcpKeepalive::new()
+    socket.set_tcp_keepalive(&keepalive()).map_err(net)?;
+    Ok(socket.into())
+}
+
+/// The TCP keepalive of the proxy's connections: MX connections (set by [`dial`]) and the
+/// MTA connections of the front-ends (set on their listeners, whose accepted sockets inherit
+/// it): probes after 60 s of silence, every 15 s, 4 of them.
+pub fn keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(15))
-        .with_retries(4);
-    socket.set_tcp_keepalive(&keepalive).map_err(net)?;
-    Ok(socket.into())
+        .with_retries(4)
 }
 
 /// A blocking connect bounded by the socket's send timeout (Linux bounds a blocking `connect`

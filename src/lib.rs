@@ -25,5 +25,7 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod statefile;
+pub mod tlspolicy;
 pub use greenarrow_proxy_proto::status;
 pub mod workers;

@@ -357,6 +357,27 @@ pub fn report_lines(snap: &Snapshot) -> Vec<String> {
     if !failed.is_empty() {
         let _ = write!(summary, " failures={}", failed.join(","));
     }
+    // TLS reporting (RFC 8460) since start: successes per policy type, failures per result
+    // type (the metrics' series; per domain in the status view and the report files).
+    let rpt = &snap.tls_rpt;
+    let ok: Vec<String> = rpt
+        .successes
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(p, n)| format!("{}:{n}", p.as_str()))
+        .collect();
+    if !ok.is_empty() {
+        let _ = write!(summary, " tls_rpt_successes={}", ok.join(","));
+    }
+    let bad: Vec<String> = rpt
+        .failures
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{}:{n}", r.as_str()))
+        .collect();
+    if !bad.is_empty() {
+        let _ = write!(summary, " tls_rpt_failures={}", bad.join(","));
+    }
     lines.push(summary);
     lines
 }

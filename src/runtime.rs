@@ -25,6 +25,9 @@ pub struct Runtime {
     /// `None` when the resolver could not be set up (requests by name then fail with
     /// `dns_temporary`; IP literals still work).
     pub resolver: Option<Resolver>,
+    /// The MTA-STS policy fetcher (`None` without a resolver): the system roots and
+    /// `mx_tls.mta_sts_test_ca_file`, `mx_tls.mta_sts_*` bounds.
+    pub sts_client: Option<crate::tlspolicy::https::Client>,
 }
 
 /// Why a configuration could not be put into service.
@@ -124,12 +127,27 @@ impl Runtime {
                 None
             }
         };
+        let sts = &config.mx_tls.sts;
+        let sts_client = match &resolver {
+            None => None,
+            Some(resolver) => {
+                let roots = load_roots(sts.mta_sts_test_ca_file.as_deref()).map_err(named)?;
+                Some(crate::tlspolicy::https::Client {
+                    tls: MxTlsConnector::new(roots, MinVersion::Tls12).map_err(StartError::Tls)?,
+                    resolver: resolver.clone(),
+                    timeout: sts.mta_sts_fetch_timeout,
+                    max_size: sts.mta_sts_max_size,
+                    port: sts.port(),
+                })
+            }
+        };
         Ok(Runtime {
             config,
             acceptor,
             mx,
             relay_limits,
             resolver,
+            sts_client,
         })
     }
 }

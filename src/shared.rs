@@ -7,9 +7,11 @@ use crate::drain::Drains;
 use crate::localaddr::LocalAddrs;
 use crate::pool::Pool;
 use crate::runtime::{pool_limits, Runtime};
+use crate::tlspolicy::TlsPolicies;
 use greenarrow_proxy_proto::protocol::reply::ALL_FAILURES;
 use greenarrow_proxy_proto::protocol::Failure;
 pub use greenarrow_proxy_proto::status::{ConfigState, LastReload};
+use greenarrow_proxy_proto::tls_policy::rpt::{PolicyType, ResultType};
 pub use greenarrow_proxy_proto::tls_policy::TlsOutcome;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -55,6 +57,7 @@ pub struct Stats {
     failures: FailureCounts,
     tls_handshakes_mta: AtomicU64,
     tls_handshakes_mx: AtomicU64,
+    tls_rpt: TlsRptCounts,
 }
 
 /// The counters of [`Stats`] at one moment.
@@ -87,6 +90,10 @@ pub struct StatsSnapshot {
     pub tls_handshakes_mx: u64,
     /// Failed connects by failure, in [`ALL_FAILURES`] order (zeros included).
     pub failures: Vec<(Failure, u64)>,
+    /// TLS-RPT: failed sessions per result type, in [`ResultType::ALL`] order.
+    pub tls_rpt_failures: Vec<(ResultType, u64)>,
+    /// TLS-RPT: successful sessions per policy type, in [`POLICY_TYPES`] order.
+    pub tls_rpt_successes: Vec<(PolicyType, u64)>,
 }
 
 fn bump(a: &AtomicU64, n: u64) {
@@ -159,6 +166,24 @@ impl Stats {
         );
     }
 
+    /// A session toward a policy domain's MX was set up under `policy` (a success), or
+    /// failed (or would have, under `testing`) with `failure`.
+    pub fn tls_rpt_outcome(&self, policy: PolicyType, failure: Option<ResultType>) {
+        let slot = match failure {
+            Some(r) => ResultType::ALL
+                .iter()
+                .position(|x| *x == r)
+                .and_then(|i| self.tls_rpt.failures.get(i)),
+            None => POLICY_TYPES
+                .iter()
+                .position(|x| *x == policy)
+                .and_then(|i| self.tls_rpt.successes.get(i)),
+        };
+        if let Some(n) = slot {
+            bump(n, 1);
+        }
+    }
+
     /// Every counter now.
     pub fn snapshot(&self) -> StatsSnapshot {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -178,8 +203,29 @@ impl Stats {
             tls_handshakes_mta: n(&self.tls_handshakes_mta),
             tls_handshakes_mx: n(&self.tls_handshakes_mx),
             failures: self.failures.snapshot(),
+            tls_rpt_failures: ResultType::ALL
+                .iter()
+                .zip(&self.tls_rpt.failures)
+                .map(|(r, a)| (*r, n(a)))
+                .collect(),
+            tls_rpt_successes: POLICY_TYPES
+                .iter()
+                .zip(&self.tls_rpt.successes)
+                .map(|(p, a)| (*p, n(a)))
+                .collect(),
         }
     }
+}
+
+/// The policy types TLS-RPT counts successes under.
+pub const POLICY_TYPES: [PolicyType; 3] =
+    [PolicyType::Tlsa, PolicyType::Sts, PolicyType::NoPolicyFound];
+
+/// One counter per RFC 8460 result type and per policy type: bounded (never per domain).
+#[derive(Default)]
+struct TlsRptCounts {
+    failures: [AtomicU64; ResultType::ALL.len()],
+    successes: [AtomicU64; POLICY_TYPES.len()],
 }
 
 /// One counter per [`Failure`] (in [`ALL_FAILURES`] order): bounded, one series per code.
@@ -268,6 +314,8 @@ pub struct Shared {
     drains: Drains,
     local: LocalAddrs,
     stats: Stats,
+    /// The MTA-STS cache and the TLS-RPT reports (outlive reloads).
+    tls_policies: TlsPolicies,
     /// Start and reload times, and the last reload's outcome.
     config_state: Mutex<ConfigState>,
     stopping: AtomicBool,
@@ -292,6 +340,11 @@ impl Shared {
             caps,
             drains: Drains::default(),
             local: LocalAddrs::new(),
+            tls_policies: TlsPolicies::new(
+                rt.config.state_directory.as_deref(),
+                &rt.config.mx_tls.sts.tls_rpt_organization,
+                rt.config.mx_tls.sts.tls_rpt_contact.as_deref(),
+            ),
             runtime: RwLock::new(Arc::new(rt)),
             stats: Stats::default(),
             config_state: Mutex::new(ConfigState::new(SystemTime::now())),
@@ -327,15 +380,33 @@ impl Shared {
         &self.stats
     }
 
-    /// Send every TLS set-up outcome to `sink` from now on.
+    /// The MTA-STS cache and the TLS-RPT reports.
+    pub fn tls_policies(&self) -> &TlsPolicies {
+        &self.tls_policies
+    }
+
+    /// The policy in force for `domain` (MTA-STS), looked up with the runtime's client;
+    /// `None` when MTA-STS cannot be looked up (no resolver).
+    pub fn sts_lookup(&self, domain: &str) -> Option<crate::tlspolicy::sts::Lookup> {
+        let rt = self.runtime();
+        let client = rt.sts_client.as_ref()?;
+        Some(self.tls_policies.sts.lookup(client, domain))
+    }
+
+    /// Send every TLS set-up outcome to `sink` too from now on (a test's recorder).
     pub fn set_tls_outcomes(&self, sink: Arc<dyn TlsOutcomes>) {
         *self.tls_outcomes.write() = Some(sink);
     }
 
     /// The hook a session calls after each set-up attempt at an MX host under the TLS
     /// policies (success or failure, refusals before a dial included): the policy domain, the
-    /// MX host, the policy applied and the RFC 8460 result type of a failure.
+    /// MX host, the policy applied and the RFC 8460 result type of a failure. Counted in the
+    /// metrics (per result type, per policy type) and, with a policy domain, in the day's
+    /// TLS-RPT ledger.
     pub fn tls_outcome(&self, outcome: &TlsOutcome<'_>) {
+        self.stats.tls_rpt_outcome(outcome.policy, outcome.result);
+        self.tls_policies
+            .record(outcome, self.runtime().resolver.as_ref());
         let sink = self.tls_outcomes.read().clone();
         if let Some(sink) = sink {
             sink.record(outcome);

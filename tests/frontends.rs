@@ -38,6 +38,8 @@ mod common;
 mod failures;
 #[path = "frontends/smtp_mode.rs"]
 mod smtp_mode;
+#[path = "frontends/splice.rs"]
+mod splice;
 
 use clients::{check_delivery, ehlos, Mail, SwaksProxy};
 use common::*;

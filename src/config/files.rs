@@ -43,6 +43,9 @@ pub fn named_files(config: &Config) -> Vec<(String, &Path)> {
     if let Some(p) = &config.mx_tls.ca_file {
         files.push(("mx_tls.ca_file".into(), p.as_path()));
     }
+    if let Some(p) = &config.mx_tls.sts.mta_sts_test_ca_file {
+        files.push(("mx_tls.mta_sts_test_ca_file".into(), p.as_path()));
+    }
     files
 }
 

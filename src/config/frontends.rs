@@ -89,11 +89,14 @@ pub struct Frontend {
     pub client: String,
     /// SOCKS5 only.
     pub auth: SocksAuth,
+    /// `mode: passthrough` only: move bulk data with `splice(2)` (default true; `false` always
+    /// copies, HAProxy's `nosplice`).
+    pub splice: bool,
 }
 
 /// The entry as the file writes it: `client` only where it is used (PROXY, SOCKS5 with
 /// `auth: none`), `auth` only for SOCKS5, `tls`/`reuse`/`reuse_max_messages` only with
-/// `mode: smtp`.
+/// `mode: smtp`, `splice` only with `mode: passthrough`.
 impl Serialize for Frontend {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let socks = self.kind == FrontendKind::Socks5;
@@ -106,6 +109,9 @@ impl Serialize for Frontend {
         }
         if socks {
             m.serialize_entry("auth", self.auth.name())?;
+        }
+        if self.mode == FrontendMode::Passthrough {
+            m.serialize_entry("splice", &self.splice)?;
         }
         if let FrontendMode::Smtp(smtp) = &self.mode {
             m.serialize_entry("tls", smtp.tls.as_str())?;
@@ -180,6 +186,12 @@ pub(crate) fn frontends(
                 FrontendMode::Passthrough
             }
             "smtp" => {
+                if rf.splice.is_some() {
+                    return Err(ConfigError::invalid(
+                        key("splice"),
+                        "only valid with mode: passthrough (mode: smtp relays SMTP itself)",
+                    ));
+                }
                 let tls = match rf.tls.as_deref().unwrap_or("opportunistic") {
                     "none" => TlsPolicy::None,
                     "opportunistic" => TlsPolicy::Opportunistic,
@@ -277,6 +289,7 @@ pub(crate) fn frontends(
             mode,
             client,
             auth,
+            splice: rf.splice.unwrap_or(true),
         });
     }
     Ok(out)

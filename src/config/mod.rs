@@ -21,6 +21,7 @@ pub mod files;
 mod frontends;
 pub mod host;
 mod model;
+mod mta_sts;
 mod mx_tls;
 mod net;
 mod raw;
@@ -45,6 +46,7 @@ pub use caps::{
 pub use error::ConfigError;
 pub use frontends::{Frontend, FrontendKind, FrontendMode, SmtpMode, SocksAuth};
 pub use model::Config;
+pub use mta_sts::StsSettings;
 pub use mx_tls::{enforcement_word, MxTls, TlsVersion};
 pub use net::{IpNet, IpNetError};
 pub use secret::Secret;

@@ -3,6 +3,7 @@
 //! MTA-STS and TLS reporting keys join it here.
 
 use super::error::ConfigError;
+use super::mta_sts::{RawSts, StsSettings};
 use super::raw::RawMxTls;
 use super::values::required_path;
 use greenarrow_proxy_proto::tls_policy::decide::Settings;
@@ -29,6 +30,9 @@ pub struct MxTls {
     /// `tls=none` toward a domain whose policy requires TLS is carried out in plaintext
     /// rather than refused.
     pub allow_none_when_required: bool,
+    /// MTA-STS fetching and TLS-RPT reports (`config::mta_sts`).
+    #[serde(flatten)]
+    pub sts: StsSettings,
 }
 
 impl Default for MxTls {
@@ -41,6 +45,7 @@ impl Default for MxTls {
             dane: d.dane,
             mta_sts: d.mta_sts,
             allow_none_when_required: d.allow_none_when_required,
+            sts: StsSettings::default(),
         }
     }
 }
@@ -124,6 +129,17 @@ pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
         Some(p) => Some(required_path("mx_tls.ca_file", Some(p), base_dir)?),
     };
     let d = MxTls::default();
+    let sts = super::mta_sts::sts(
+        RawSts {
+            fetch_timeout: raw.mta_sts_fetch_timeout,
+            max_size: raw.mta_sts_max_size,
+            test_ca_file: raw.mta_sts_test_ca_file,
+            test_port: raw.mta_sts_test_port,
+            organization: raw.tls_rpt_organization,
+            contact: raw.tls_rpt_contact,
+        },
+        base_dir,
+    )?;
     Ok(MxTls {
         min_version,
         ca_file,
@@ -132,5 +148,6 @@ pub(crate) fn mx_tls(raw: RawMxTls, base_dir: &Path) -> Result<MxTls> {
         allow_none_when_required: raw
             .allow_none_when_required
             .unwrap_or(d.allow_none_when_required),
+        sts,
     })
 }

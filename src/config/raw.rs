@@ -98,6 +98,13 @@ pub(crate) struct RawMxTls {
     pub dane: Option<String>,
     pub mta_sts: Option<String>,
     pub allow_none_when_required: Option<bool>,
+    // MTA-STS and TLS reporting (config::mta_sts).
+    pub mta_sts_fetch_timeout: Option<String>,
+    pub mta_sts_max_size: Option<u64>,
+    pub mta_sts_test_ca_file: Option<String>,
+    pub mta_sts_test_port: Option<u64>,
+    pub tls_rpt_organization: Option<String>,
+    pub tls_rpt_contact: Option<String>,
 }
 
 /// `pool:`
@@ -132,6 +139,7 @@ pub(crate) struct RawFrontend {
     pub tls: Option<String>,
     pub reuse: Option<bool>,
     pub reuse_max_messages: Option<u64>,
+    pub splice: Option<bool>,
 }
 
 /// `caps:`

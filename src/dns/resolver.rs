@@ -412,3 +412,37 @@ async fn resolve_hosts(
         })
     }
 }
+
+/// At most this many TXT records of one name are read (a policy look-up wants one).
+pub const MAX_TXT_RECORDS: usize = 16;
+
+impl Resolver {
+    /// The TXT records of `<prefix>.<domain>` (`_mta-sts`, `_smtp._tls`: the prefix's
+    /// underscore labels are not host name syntax, the domain is checked as one), each the
+    /// concatenation of its character strings, at most [`MAX_TXT_RECORDS`]: empty when the
+    /// name does not exist or has none (MTA-STS and TLS-RPT read "no record" so). Errors:
+    /// `InvalidName`, `Transient`.
+    pub fn lookup_txt(&self, prefix: &str, domain: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        let bare = format!("{prefix}.{}", name::normalize(domain)?.to_ascii_lowercase());
+        let resolver = self.inner.resolver.clone();
+        let deadline = self.inner.deadline;
+        self.block_on(async move {
+            match query(&resolver, &bare, RecordType::TXT, deadline).await {
+                Outcome::Answer(lookup) => Ok(lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| match &record.data {
+                        RData::TXT(txt) => Some(txt.txt_data.concat()),
+                        _ => None,
+                    })
+                    .take(MAX_TXT_RECORDS)
+                    .collect()),
+                Outcome::NoData | Outcome::NxDomain => Ok(Vec::new()),
+                Outcome::Failed(detail) => Err(DnsError::Transient {
+                    name: bare,
+                    detail: format!("TXT lookup: {detail}"),
+                }),
+            }
+        })?
+    }
+}

@@ -1,6 +1,5 @@
 //! Drains kept across restarts: `drains.json` in `state_directory` (systemd's
-//! `StateDirectory=`, `/var/lib/greenarrow_proxy`), rewritten atomically (temporary file,
-//! fsync, rename, fsync of the directory) after every drain and undrain, read at start.
+//! `StateDirectory=`, `/var/lib/greenarrow_proxy`), rewritten atomically (`statefile`) after every drain and undrain, read at start.
 //!
 //! A file that cannot be read or understood stops the start (exit 78): the operator drained
 //! a blocked source address so that it stays out of service, and a proxy that started without
@@ -12,10 +11,9 @@
 use super::{DrainList, MxTarget};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The file's name in the state directory.
@@ -118,28 +116,8 @@ pub fn load(dir: &Path) -> Result<Stored, StoreError> {
 /// Replace the file in `dir` with `list`, atomically: a reader (or a crash) sees the old
 /// file or the new one, never a part.
 pub fn save(dir: &Path, list: &DrainList) -> Result<(), StoreError> {
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |error| StoreError::Io { path, error }
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(encode(list).as_bytes()).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    // The rename itself is durable once the directory is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::statefile::write_atomic(dir, FILE_NAME, encode(list).as_bytes())
+        .map_err(|(path, error)| StoreError::Io { path, error })
 }
 
 #[cfg(test)]

@@ -25,13 +25,9 @@ use crate::session::EgressError;
 use crate::shared::Shared;
 use greenarrow_proxy_net::deadline::Deadline;
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
-use passthrough::{PassthroughLimits, DEFAULT_BUFFER};
+use passthrough::{CloseReason, PassthroughLimits, DEFAULT_BUFFER, DEFAULT_PIPE};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// TCP keepalive idle time on both legs of a passthrough session.
-const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// When a front-end's handshake (PROXY header, SOCKS5 negotiation) must be complete.
 fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
@@ -42,6 +38,7 @@ fn handshake_deadline(rt: &Runtime, deadline: Deadline) -> Deadline {
 /// (the session line, without what passthrough cannot know: EHLO, TLS, messages).
 fn passthrough_session(
     egress: &Egress,
+    fe: &Frontend,
     target: &Target,
     mta: &TcpStream,
     mx: TcpStream,
@@ -53,14 +50,19 @@ fn passthrough_session(
         idle: t.mta_idle,
         stall: t.mx_command,
         lifetime: Some(deadline.remaining()),
-        keepalive: Some(KEEPALIVE),
+        // Both sockets have it already: the MTA's from its front-end's listener, the MX's
+        // from `dial` (`dial::keepalive`).
+        keepalive: None,
         buffer: DEFAULT_BUFFER,
+        pipe: DEFAULT_PIPE,
+        splice: fe.splice,
     };
     let remote = mx.peer_addr().ok();
     let stats = egress.shared.stats();
     stats.connected();
     let sum = passthrough::relay(mta, &mx, initial, &limits);
     stats.passed_through(sum.mta_to_mx, sum.mx_to_mta);
+    verbose!(egress.rt, mta = egress.peer; "passthrough: bytes moved by {}", sum.path);
     if egress.rt.config.log_sessions {
         SessionRecord {
             mta: egress.peer,
@@ -80,8 +82,12 @@ fn passthrough_session(
         }
         .log(format_args!("passthrough session ended: {}", sum.reason));
     }
-    let _ = mx.shutdown(std::net::Shutdown::Both);
-    let _ = mta.shutdown(std::net::Shutdown::Both);
+    // After a relay that ran to its end both sockets are shut both ways already (EOF read,
+    // EOF passed on): closing them is enough. Otherwise tell both peers now.
+    if !matches!(sum.reason, CloseReason::MtaClosed | CloseReason::MxClosed) {
+        let _ = mx.shutdown(std::net::Shutdown::Both);
+        let _ = mta.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// Where an MTA wants to go, as a front-end's handshake said it.
@@ -163,7 +169,7 @@ pub fn serve(
     let Some(fe) = rt.config.frontends.get(index) else {
         return;
     };
-    let _ = tcp.set_nodelay(true);
+    // TCP_NODELAY and keepalive come from the listener (`server::listen::bind`).
     let deadline = Deadline::after(rt.config.timeouts.session_lifetime);
     let fe: &Frontend = fe;
     let egress = Egress {

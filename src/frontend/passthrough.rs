@@ -3,26 +3,39 @@
 //! After a front-end's handshake (PROXY header, SOCKS5 CONNECT) the MTA speaks SMTP straight
 //! to the MX — banner, EHLO, STARTTLS end to end, transactions — and the proxy only moves
 //! bytes. [`relay`] does that on the calling thread with `poll(2)` over both sockets: no
-//! thread per direction, no async runtime. Sends and receives are non-blocking per call
-//! (`MSG_DONTWAIT`), so a peer that does not read never blocks the other direction; the
-//! sockets' own blocking mode is left untouched.
+//! thread per direction, no async runtime. Every transfer is non-blocking, so a peer that
+//! does not read never blocks the other direction.
 //!
-//! Bounded on every axis:
-//! - memory: one fixed buffer per direction ([`PassthroughLimits::buffer`]);
+//! Two ways to move the bytes, per direction (reported as [`PassthroughSummary::path`]):
+//! - **copy**, to begin with: `recv`/`send` with `MSG_DONTWAIT` through the direction's
+//!   buffer, the sockets' blocking mode untouched. An SMTP dialogue and small messages stay
+//!   there.
+//! - **splice**, once bulk data flows (one read filled the whole buffer) and the buffer has
+//!   been written out: `splice(2)` from the socket into a kernel pipe and from the pipe into
+//!   the other socket, the pipe sized to the same bound; the bytes no longer enter the
+//!   proxy's memory. The sockets are then non-blocking until the relay ends, and restored.
+//!   Not when [`PassthroughLimits::splice`] is off, nor after a pipe could not be made
+//!   (descriptors exhausted): copying goes on.
+//!
+//! Bounded on every axis, whichever the path:
+//! - memory: one fixed buffer per direction ([`PassthroughLimits::buffer`]), and once it
+//!   splices a kernel pipe of a fixed size ([`PassthroughLimits::pipe`]) in its place;
 //! - time without traffic: no byte moved either way for [`PassthroughLimits::idle`] ends the
 //!   relay ([`CloseReason::Idle`]);
 //! - a peer that stops reading: bytes waiting for it with no write progress for
 //!   [`PassthroughLimits::stall`] end the relay ([`CloseReason::Stall`]);
 //! - an overall deadline ([`PassthroughLimits::lifetime`], `timeouts.session_lifetime`);
-//! - black-holed peers: TCP keepalive on both sockets.
+//! - black-holed peers: TCP keepalive on both sockets (the MTA's set here, the MX's when it
+//!   was dialled).
 //!
 //! Half-close: EOF from one side is passed on as `shutdown(Write)` toward the other side once
 //! everything read before it has been written; the other direction keeps flowing until it
 //! ends too (or the idle bound fires). The relay does not close the sockets: the caller drops
 //! them.
 //!
-//! The bookkeeping ([`Pipe`] buffers, the [`Clock`] of deadlines) is sans-I/O and unit-tested
-//! without sockets; [`relay`] is the thin loop around it.
+//! The bookkeeping (`pipe`: the `Pipe` of each direction, when it should splice, the `Clock`
+//! of deadlines) is sans-I/O and unit-tested without sockets; [`relay`] is the thin loop
+//! around it, its transfers done by `splice::Transfer`.
 
 use greenarrow_proxy_net::deadline::{ceil_millis, Deadline};
 use nix::errno::Errno;
@@ -34,8 +47,17 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+mod pipe;
+pub mod splice;
 #[cfg(test)]
 mod tests;
+
+use pipe::{Clock, Pipe};
+pub use splice::{CopyWhy, Path};
+
+/// Default kernel pipe per splicing direction: the kernel's own default pipe size (and
+/// HAProxy's `tune.pipesize`), four times fewer wake-ups per megabyte than the buffer.
+pub const DEFAULT_PIPE: usize = 64 * 1024;
 
 /// Default buffer per direction.
 pub const DEFAULT_BUFFER: usize = 16 * 1024;
@@ -52,11 +74,19 @@ pub struct PassthroughLimits {
     /// Overall deadline of the relay, counted from the call ([`CloseReason::Lifetime`]);
     /// `None`: none.
     pub lifetime: Option<Duration>,
-    /// TCP keepalive idle time set on both sockets (probes every 15 s, 4 of them); `None`
-    /// leaves the sockets' settings as they are.
+    /// TCP keepalive idle time set on the MTA's socket (probes every 15 s, 4 of them);
+    /// `None` leaves its settings as they are. The MX's socket keeps the dialler's
+    /// (`dial::dial` sets the same keepalive on every MX connection).
     pub keepalive: Option<Duration>,
-    /// Bytes buffered per direction (at least 1).
+    /// Bytes buffered per direction while it copies (at least 1).
     pub buffer: usize,
+    /// Bytes a direction's kernel pipe holds once it splices (rounded up to whole pages by
+    /// the kernel, at least one; the kernel's default size if this one is refused, and never
+    /// more taken in than this).
+    pub pipe: usize,
+    /// Move the bytes with `splice(2)` where it can (see the module's documentation);
+    /// `false`: always copy.
+    pub splice: bool,
 }
 
 impl Default for PassthroughLimits {
@@ -67,6 +97,8 @@ impl Default for PassthroughLimits {
             lifetime: None,
             keepalive: Some(Duration::from_secs(60)),
             buffer: DEFAULT_BUFFER,
+            pipe: DEFAULT_PIPE,
+            splice: true,
         }
     }
 }
@@ -81,6 +113,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The other end.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Mta => Side::Mx,
+            Side::Mx => Side::Mta,
+        }
+    }
+
     /// `"MTA"` or `"MX"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -146,15 +186,18 @@ pub struct PassthroughSummary {
     pub reason: CloseReason,
     /// How long it ran.
     pub duration: Duration,
+    /// How the bytes moved.
+    pub path: Path,
 }
 
 /// Relay bytes between `mta` and `mx` until both directions have ended or a bound fires.
 ///
 /// `initial` holds bytes already read from the MTA (those that followed a PROXY header in the
 /// same read): they are sent to the MX before anything else. Both sockets must be connected;
-/// their blocking mode and timeouts are not changed (every call is non-blocking by flag), TCP
-/// keepalive is set per `limits.keepalive`. The sockets are left open (half-closed when a side
-/// ended) for the caller to drop.
+/// their timeouts are not changed, and their blocking mode is as it was when this returns
+/// (the splice path makes them non-blocking meanwhile); TCP keepalive is set on the MTA's
+/// per `limits.keepalive`. The sockets are left open (half-closed when a side ended) for the
+/// caller to drop.
 pub fn relay(
     mta: &TcpStream,
     mx: &TcpStream,
@@ -169,17 +212,18 @@ pub fn relay(
             .with_retries(4);
         // Best effort: a socket that refuses keepalive still relays.
         let _ = SockRef::from(mta).set_tcp_keepalive(&ka);
-        let _ = SockRef::from(mx).set_tcp_keepalive(&ka);
     }
+    let mut clock = Clock::new(limits, started);
     let mut up = Pipe::new(limits.buffer, initial, started); // MTA → MX
     let mut down = Pipe::new(limits.buffer, &[], started); // MX → MTA
-    let mut clock = Clock::new(limits, started);
-    let reason = run(mta, mx, &mut up, &mut down, &mut clock);
+    let mut transfer = splice::Transfer::new(mta, mx, limits.splice.then_some(limits.pipe));
+    let reason = run(mta, mx, &mut up, &mut down, &mut clock, &mut transfer);
     PassthroughSummary {
         mta_to_mx: up.moved,
         mx_to_mta: down.moved,
         reason,
         duration: started.elapsed(),
+        path: transfer.path(),
     }
 }
 
@@ -190,6 +234,7 @@ fn run(
     up: &mut Pipe,
     down: &mut Pipe,
     clock: &mut Clock,
+    transfer: &mut splice::Transfer<'_>,
 ) -> CloseReason {
     let mut first_eof: Option<Side> = None;
     loop {
@@ -247,12 +292,23 @@ fn run(
             };
             let woke = PollFlags::POLLHUP | PollFlags::POLLERR;
             if from_pipe.wants_read() && revents.intersects(PollFlags::POLLIN | woke) {
-                match read_into(sock, from_pipe) {
+                match transfer.read(side, sock, from_pipe) {
                     Ok(0) => {
                         from_pipe.eof = true;
                         first_eof.get_or_insert(side);
                     }
-                    Ok(_) => clock.activity(Instant::now()),
+                    Ok(_) => {
+                        clock.activity(Instant::now());
+                        // Pass the bytes on at once: the other socket is nearly always
+                        // writable, and waiting for poll(2) to say so costs a call per hop.
+                        let to = side.other();
+                        let dst = if to == Side::Mta { mta } else { mx };
+                        match transfer.write(to, dst, from_pipe) {
+                            Ok(_) => clock.activity(Instant::now()),
+                            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                            Err(e) => return write_error(to, e),
+                        }
+                    }
                     Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         return CloseReason::Error(format!(
@@ -264,20 +320,18 @@ fn run(
                 }
             }
             if to_pipe.wants_write() && revents.intersects(PollFlags::POLLOUT | woke) {
-                match write_from(sock, to_pipe) {
+                match transfer.write(side, sock, to_pipe) {
                     Ok(_) => clock.activity(Instant::now()),
                     Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
-                    Err(e) => {
-                        return CloseReason::Error(format!(
-                            "writing to the {}: {}",
-                            side.as_str(),
-                            e.desc()
-                        ))
-                    }
+                    Err(e) => return write_error(side, e),
                 }
             }
         }
     }
+}
+
+fn write_error(side: Side, e: Errno) -> CloseReason {
+    CloseReason::Error(format!("writing to the {}: {}", side.as_str(), e.desc()))
 }
 
 fn interest(read: bool, write: bool) -> PollFlags {
@@ -316,160 +370,4 @@ fn write_from(sock: &TcpStream, pipe: &mut Pipe) -> Result<usize, Errno> {
     )?;
     pipe.drained(n, Instant::now());
     Ok(n)
-}
-
-/// One direction: a fixed buffer of bytes read from the source and not yet written to the
-/// destination, and how far the direction has got.
-#[derive(Debug)]
-pub(crate) struct Pipe {
-    buf: Vec<u8>,
-    /// Pending bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
-    /// The source sent EOF.
-    eof: bool,
-    /// The EOF was passed on (`shutdown(Write)` toward the destination).
-    shut: bool,
-    /// Bytes written to the destination.
-    moved: u64,
-    /// Since when pending bytes have waited without any write progress.
-    waiting_since: Option<Instant>,
-}
-
-impl Pipe {
-    /// A pipe of `size` bytes (at least 1) holding `initial` as its first pending bytes; the
-    /// buffer grows to hold all of `initial` when it is larger.
-    pub(crate) fn new(size: usize, initial: &[u8], now: Instant) -> Pipe {
-        let mut buf = vec![0u8; size.max(initial.len()).max(1)];
-        buf[..initial.len()].copy_from_slice(initial);
-        Pipe {
-            buf,
-            start: 0,
-            end: initial.len(),
-            eof: false,
-            shut: false,
-            moved: 0,
-            waiting_since: (!initial.is_empty()).then_some(now),
-        }
-    }
-
-    pub(crate) fn wants_read(&self) -> bool {
-        !self.eof && (self.end < self.buf.len() || self.start > 0)
-    }
-
-    pub(crate) fn wants_write(&self) -> bool {
-        self.start < self.end
-    }
-
-    /// EOF seen and everything before it written: time to pass the EOF on.
-    pub(crate) fn wants_shutdown(&self) -> bool {
-        self.eof && !self.shut && !self.wants_write()
-    }
-
-    /// This direction has ended.
-    pub(crate) fn done(&self) -> bool {
-        self.eof && self.shut
-    }
-
-    /// The free space to receive into (moving pending bytes to the front first if the tail
-    /// is full).
-    pub(crate) fn space(&mut self) -> &mut [u8] {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        &mut self.buf[self.end..]
-    }
-
-    /// `n` bytes were received into [`Pipe::space`].
-    pub(crate) fn filled(&mut self, n: usize, now: Instant) {
-        if n > 0 && !self.wants_write() {
-            self.waiting_since = Some(now);
-        }
-        self.end = (self.end + n).min(self.buf.len());
-    }
-
-    pub(crate) fn pending(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    /// `n` pending bytes were written.
-    pub(crate) fn drained(&mut self, n: usize, now: Instant) {
-        self.start = (self.start + n).min(self.end);
-        self.moved += n as u64;
-        if self.wants_write() {
-            if n > 0 {
-                self.waiting_since = Some(now);
-            }
-        } else {
-            self.start = 0;
-            self.end = 0;
-            self.waiting_since = None;
-        }
-    }
-}
-
-/// Longer waits are cut to this (a deadline must stay representable).
-const LONGEST: Duration = Duration::from_secs(10 * 365 * 86_400);
-
-/// The deadlines of a relay.
-#[derive(Debug)]
-pub(crate) struct Clock {
-    idle: Duration,
-    stall: Duration,
-    end_of_life: Option<Instant>,
-    last_activity: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new(limits: &PassthroughLimits, now: Instant) -> Clock {
-        Clock {
-            idle: limits.idle,
-            stall: limits.stall,
-            end_of_life: limits
-                .lifetime
-                .and_then(|l| now.checked_add(l.min(LONGEST))),
-            last_activity: now,
-        }
-    }
-
-    /// Bytes moved at `now`.
-    pub(crate) fn activity(&mut self, now: Instant) {
-        self.last_activity = now;
-    }
-
-    /// The bound that has passed at `now`, if any: lifetime first, then a stalled peer (the
-    /// more specific diagnosis), then idleness.
-    pub(crate) fn expired(&self, now: Instant, up: &Pipe, down: &Pipe) -> Option<CloseReason> {
-        if self.end_of_life.is_some_and(|t| now >= t) {
-            return Some(CloseReason::Lifetime);
-        }
-        for (pipe, reader) in [(up, Side::Mx), (down, Side::Mta)] {
-            if let Some(since) = pipe.waiting_since {
-                if now.saturating_duration_since(since) >= self.stall {
-                    return Some(CloseReason::Stall(reader));
-                }
-            }
-        }
-        if now.saturating_duration_since(self.last_activity) >= self.idle {
-            return Some(CloseReason::Idle);
-        }
-        None
-    }
-
-    /// The earliest instant at which [`Clock::expired`] can change its answer.
-    pub(crate) fn next_deadline(&self, up: &Pipe, down: &Pipe) -> Instant {
-        let far = |t: Instant, d: Duration| t.checked_add(d.min(LONGEST)).unwrap_or(t);
-        let mut next = far(self.last_activity, self.idle);
-        for pipe in [up, down] {
-            if let Some(since) = pipe.waiting_since {
-                next = next.min(far(since, self.stall));
-            }
-        }
-        if let Some(t) = self.end_of_life {
-            next = next.min(t);
-        }
-        next
-    }
 }

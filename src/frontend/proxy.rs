@@ -84,7 +84,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: De
         ),
         FrontendMode::Passthrough => match dial_target(egress, &target) {
             Ok((mx, _permit)) => {
-                super::passthrough_session(egress, &target, &tcp, mx, initial, deadline)
+                super::passthrough_session(egress, fe, &target, &tcp, mx, initial, deadline)
             }
             Err(refusal) => {
                 // The one place this front-end renders an egress error for its MTA.

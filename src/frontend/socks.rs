@@ -201,7 +201,7 @@ pub(super) fn serve(egress: &Egress, fe: &Frontend, tcp: TcpStream, deadline: De
                 {
                     return;
                 }
-                super::passthrough_session(egress, &target, &tcp, mx, &buf, deadline);
+                super::passthrough_session(egress, fe, &target, &tcp, mx, &buf, deadline);
             }
             Err(r) => refuse_target(egress, &mut tcp, &target, &r, family),
         },

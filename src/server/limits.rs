@@ -3,25 +3,29 @@
 //! many tasks (threads), under `RLIMIT_NPROC` and the cgroup's `pids.max` (systemd's
 //! `TasksMax=`), and about three descriptors each, under `RLIMIT_NOFILE` (`LimitNOFILE=`).
 
-use crate::config::Config;
+use crate::config::{Config, FrontendMode};
 
 /// Descriptors of a running session: the MTA's socket, the MX's, and a transient one (a DNS
 /// query, a pooled connection being checked out).
 const FDS_PER_SESSION: u64 = 3;
+/// More for a passthrough session that splices: the read and write ends of a kernel pipe
+/// per direction (`frontend::passthrough::splice`).
+const FDS_PER_SPLICE: u64 = 4;
 /// Descriptors besides sessions, pooled connections and listeners: the journal or stderr,
 /// the control socket and metrics listener with a client each, the address watcher's netlink
 /// socket, the DNS resolver, the configuration and certificate files while reloading.
 const FDS_BESIDES: u64 = 64;
 /// Threads besides the session workers: main, signals, drain, pool reaper, address watcher,
-/// the DNS runtime, control socket, metrics, and the 16 threads that say QUIT off the
+/// TLS-RPT day closer, the DNS runtime, control socket, metrics, and the 16 threads that say QUIT off the
 /// sessions' path.
 const TASKS_BESIDES: u64 = 32;
 
 /// File descriptors the configuration may need at its limits: about three per running
-/// session, one per queued connection, one per idle pooled connection, one per listener,
-/// and [`FDS_BESIDES`].
+/// session (seven with a passthrough front-end, whose sessions splice through two pipes),
+/// one per queued connection, one per idle pooled connection, one per listener, and
+/// [`FDS_BESIDES`].
 pub fn fds_needed(config: &Config) -> u64 {
-    config.max_sessions as u64 * FDS_PER_SESSION
+    config.max_sessions as u64 * fds_per_session(config)
         + config.max_queued_sessions as u64
         + config.pool.max_idle_total as u64
         + listeners(config)
@@ -32,6 +36,16 @@ pub fn fds_needed(config: &Config) -> u64 {
 /// thread) and [`TASKS_BESIDES`].
 pub fn tasks_needed(config: &Config) -> u64 {
     config.max_sessions as u64 + listeners(config) + TASKS_BESIDES
+}
+
+/// Descriptors per running session: [`FDS_PER_SESSION`], plus [`FDS_PER_SPLICE`] when a
+/// front-end relays in `mode: passthrough` with `splice` on.
+fn fds_per_session(config: &Config) -> u64 {
+    let splices = config
+        .frontends
+        .iter()
+        .any(|f| f.mode == FrontendMode::Passthrough && f.splice);
+    FDS_PER_SESSION + if splices { FDS_PER_SPLICE } else { 0 }
 }
 
 fn listeners(config: &Config) -> u64 {
@@ -119,10 +133,13 @@ pub fn sizing_warnings(config: &Config, limits: &ProcessLimits) -> Vec<String> {
     let fds = fds_needed(config);
     if let Some(n) = limits.nofile.filter(|&n| n < fds) {
         out.push(format!(
-            "sizing: the open-files limit is {n} but max_sessions ({}, about {FDS_PER_SESSION} \
-             each), max_queued_sessions ({}) and pool.max_idle_total ({}) may need {fds}: raise \
+            "sizing: the open-files limit is {n} but max_sessions ({}, about {} each), \
+             max_queued_sessions ({}) and pool.max_idle_total ({}) may need {fds}: raise \
              LimitNOFILE= (systemd) or lower them",
-            config.max_sessions, config.max_queued_sessions, config.pool.max_idle_total
+            config.max_sessions,
+            fds_per_session(config),
+            config.max_queued_sessions,
+            config.pool.max_idle_total
         ));
     }
     let tasks = tasks_needed(config);
@@ -170,6 +187,13 @@ mod tests {
             "max_sessions: 100\nfrontends:\n  - kind: socks5\n    listen: [\"127.0.0.1:1080\", \"[::1]:1080\"]\n",
         );
         assert_eq!(tasks_needed(&f), 100 + 3 + 32);
+        // Passthrough sessions splice through two pipes: four more descriptors each.
+        let besides = f.max_queued_sessions as u64 + f.pool.max_idle_total as u64 + 3 + 64;
+        assert_eq!(fds_needed(&f), 100 * 7 + besides);
+        let nosplice = config(
+            "max_sessions: 100\nfrontends:\n  - kind: socks5\n    listen: [\"127.0.0.1:1080\", \"[::1]:1080\"]\n    splice: false\n",
+        );
+        assert_eq!(fds_needed(&nosplice), 100 * 3 + besides);
     }
 
     #[test]

@@ -11,7 +11,15 @@ use std::net::{SocketAddr, TcpStream};
 
 /// Bind and listen on `addr`; with `freebind` (`listen_freebind`), with `IP_FREEBIND`, so that
 /// an address not (yet) on the host can be bound: connections arrive once it appears.
-pub(super) fn bind(addr: SocketAddr, freebind: bool) -> Result<Socket, StartError> {
+///
+/// A front-end's listener gets `TCP_NODELAY` and the proxy's TCP keepalive
+/// ([`crate::dial::keepalive`]): Linux copies both to every socket it accepts, which saves
+/// five system calls per MTA connection.
+pub(super) fn bind(
+    addr: SocketAddr,
+    freebind: bool,
+    kind: ListenKind,
+) -> Result<Socket, StartError> {
     let err = |error| StartError::Bind { addr, error };
     let s =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
@@ -23,6 +31,11 @@ pub(super) fn bind(addr: SocketAddr, freebind: bool) -> Result<Socket, StartErro
         }
     } else if freebind {
         s.set_freebind_v4(true).map_err(err)?;
+    }
+    if matches!(kind, ListenKind::Frontend(..)) {
+        s.set_tcp_nodelay(true).map_err(err)?;
+        s.set_tcp_keepalive(&crate::dial::keepalive())
+            .map_err(err)?;
     }
     s.bind(&SockAddr::from(addr)).map_err(err)?;
     s.listen(1024).map_err(err)?;
@@ -121,5 +134,39 @@ impl Server {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FrontendKind;
+    use socket2::SockRef;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// What a connection accepted on a listener of `kind` has: (no-delay, keepalive idle).
+    fn accepted(kind: ListenKind) -> (bool, Option<Duration>) {
+        let s = bind("127.0.0.1:0".parse().unwrap(), false, kind).unwrap();
+        let l: TcpListener = s.into();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        let a = SockRef::from(&a);
+        let idle = a
+            .keepalive()
+            .unwrap()
+            .then(|| a.tcp_keepalive_time().unwrap());
+        (a.tcp_nodelay().unwrap(), idle)
+    }
+
+    #[test]
+    fn front_end_connections_inherit_no_delay_and_keepalive_from_their_listener() {
+        let fe = accepted(ListenKind::Frontend(0, FrontendKind::Socks5));
+        assert_eq!(fe, (true, Some(Duration::from_secs(60))));
+        let native = bind("127.0.0.1:0".parse().unwrap(), false, ListenKind::Native).unwrap();
+        assert!(
+            !native.keepalive().unwrap(),
+            "the native listener is left as it was"
+        );
     }
 }

@@ -148,9 +148,18 @@ impl Server {
         ) {
             warn!("cannot start the address watcher thread (a source address that leaves the host fails only when bound): {e}");
         }
+        let reports = Arc::downgrade(&server.shared);
+        if let Err(e) = crate::tlspolicy::rpt::start_day_closer(move || {
+            reports
+                .upgrade()
+                .map(|s| s.tls_policies().reports.close_days())
+                .is_some()
+        }) {
+            warn!("cannot start the TLS-RPT day closer thread (a day's reports are written at the next day's first session, SIGUSR1 or shutdown): {e}");
+        }
         let mut sockets = Vec::new();
         for (addr, kind) in listen {
-            sockets.push((addr, kind, bind(addr, freebind)?));
+            sockets.push((addr, kind, bind(addr, freebind, kind)?));
         }
         server.add_listeners(sockets);
         server.set_endpoints(&server.shared.runtime().config);
@@ -354,7 +363,7 @@ impl Server {
         let current = self.listen_config();
         let mut fresh = Vec::new();
         for (addr, kind) in wanted.iter().filter(|w| !current.contains(w)) {
-            match bind(*addr, freebind) {
+            match bind(*addr, freebind, *kind) {
                 Ok(socket) => fresh.push((*addr, *kind, socket)),
                 Err(e) => {
                     // Refused as a whole: the moved addresses listen again as they were (the
@@ -375,7 +384,7 @@ impl Server {
     /// Bind and start again the listeners a refused [`Server::set_listen`] had stopped.
     fn restore_listeners(self: &Arc<Self>, stopped: &[(SocketAddr, ListenKind)], freebind: bool) {
         for &(addr, kind) in stopped {
-            match bind(addr, freebind) {
+            match bind(addr, freebind, kind) {
                 Ok(socket) => self.add_listener(addr, kind, socket),
                 Err(e) => warn!("{e}: it stays closed until a reload that binds it works"),
             }

@@ -35,6 +35,9 @@ impl Server {
             waits: shared.caps().wait_stats(),
             shared: shared.caps().shared_status(),
             failures: stats.failures,
+            tls_rpt: shared
+                .tls_policies()
+                .snapshot(stats.tls_rpt_failures, stats.tls_rpt_successes),
             drains: shared.drains().list(),
             config,
             now: SystemTime::now(),

@@ -142,7 +142,7 @@ impl Egress<'_> {
                 &decision,
                 self.deadline,
             );
-            self.report_setup(req, host.as_deref(), &decision, &outcome);
+            self.report_setup(req, addr, host.as_deref(), &decision, &outcome);
             match outcome {
                 Ok(c) => {
                     let c = Capped::new(c, permit);

@@ -6,9 +6,10 @@
 use super::egress::Egress;
 use super::error::EgressError;
 use crate::mx::{AttemptError, MxConnection};
-use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination};
+use greenarrow_proxy_proto::protocol::ConnectRequest;
 use greenarrow_proxy_proto::tls_policy::dane::DaneFinding;
-use greenarrow_proxy_proto::tls_policy::decide::{self, Decision, StsFinding};
+use greenarrow_proxy_proto::tls_policy::decide::{self, CertCheck, Decision, Observe, StsFinding};
+use greenarrow_proxy_proto::tls_policy::rpt::PolicyType;
 use greenarrow_proxy_proto::tls_policy::{Applied, Enforcement, TlsOutcome};
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,6 +28,7 @@ impl Egress<'_> {
         let mut planned = Vec::with_capacity(candidates.len());
         let mut refused = None;
         let mut refused_hosts: Vec<Option<String>> = Vec::new();
+        let sts = self.sts_lookup(req, &settings);
         for (addr, host) in candidates {
             let dane = match (&host, &self.rt.resolver) {
                 // A host= given as an address literal has no TLSA base name.
@@ -44,7 +46,9 @@ impl Egress<'_> {
                 }
                 _ => DaneFinding::NotLookedUp,
             };
-            let sts = self.sts_finding(req, host.as_deref());
+            let sts = sts
+                .as_ref()
+                .map_or(StsFinding::NotLookedUp, |l| l.finding(host.as_deref()));
             let asked = decide::Request {
                 tls: req.tls,
                 tls_name: req.tls_name.as_deref(),
@@ -65,6 +69,12 @@ impl Egress<'_> {
                             applied: Applied::None,
                             testing: false,
                             result,
+                            mx_ip: Some(addr.ip()),
+                            source: Some(req.source),
+                            tlsa: match &dane {
+                                DaneFinding::Secure(set) => Some(set),
+                                _ => None,
+                            },
                         });
                     }
                     verbose!(self.rt, mta = self.peer, source = req.source, mx = addr; "TLS policy: {refusal}");
@@ -81,10 +91,37 @@ impl Egress<'_> {
         }
     }
 
-    /// What MTA-STS says of the request's policy domain for this MX host. The MTA-STS
-    /// look-up and cache (issue 23, MTA-STS part) answers here; until then nothing is looked up.
-    fn sts_finding(&self, _req: &ConnectRequest, _host: Option<&str>) -> StsFinding {
-        StsFinding::NotLookedUp
+    /// The MTA-STS policy in force for the request's policy domain (`domain=` or
+    /// `policy_domain=`; `tlspolicy::sts`: the TXT record, the cache, a fetch when due), or
+    /// `None` when it is not looked up (`mx_tls.mta_sts: off`, no policy domain, no resolver).
+    /// A failed fetch with no cached policy to fall back on is reported
+    /// (`sts-policy-fetch-error`, `sts-policy-invalid`, `sts-webpki-invalid`); the delivery
+    /// then goes on as for a domain without a policy (RFC 8461 section 5).
+    fn sts_lookup(
+        &self,
+        req: &ConnectRequest,
+        settings: &decide::Settings,
+    ) -> Option<crate::tlspolicy::sts::Lookup> {
+        if settings.mta_sts == Enforcement::Off {
+            return None;
+        }
+        let domain = req.policy_domain()?;
+        let lookup = self.shared.sts_lookup(domain)?;
+        if let (None, Some(e)) = (&lookup.policy, &lookup.failure) {
+            verbose!(self.rt, mta = self.peer, source = req.source; "MTA-STS: {domain}: {e}");
+            self.shared.tls_outcome(&TlsOutcome {
+                policy_domain: Some(domain),
+                mx_host: None,
+                policy: PolicyType::Sts,
+                applied: Applied::None,
+                testing: false,
+                result: Some(e.result_type()),
+                mx_ip: None,
+                source: Some(req.source),
+                tlsa: None,
+            });
+        }
+        Some(lookup)
     }
 
     /// Report a set-up attempt under the TLS policies to the outcomes hook: the enforced
@@ -92,6 +129,7 @@ impl Egress<'_> {
     pub(super) fn report_setup(
         &self,
         req: &ConnectRequest,
+        addr: SocketAddr,
         host: Option<&str>,
         decision: &Decision,
         outcome: &Result<MxConnection, AttemptError>,
@@ -103,10 +141,19 @@ impl Egress<'_> {
             applied: decision.applied,
             testing: false,
             result: None,
+            mx_ip: Some(addr.ip()),
+            source: Some(req.source),
+            tlsa: match (&decision.check, &decision.observe) {
+                (CertCheck::Dane { tlsa, .. }, _) | (_, Some(Observe::Dane { tlsa, .. })) => {
+                    Some(tlsa)
+                }
+                _ => None,
+            },
         };
         match outcome {
             Ok(c) => {
-                if let Some((policy, result)) = c.observed() {
+                let observed = c.observed();
+                if let Some((policy, result)) = observed {
                     self.shared.tls_outcome(&TlsOutcome {
                         policy,
                         applied: c.applied(),
@@ -115,10 +162,14 @@ impl Egress<'_> {
                         ..base
                     });
                 }
-                self.shared.tls_outcome(&TlsOutcome {
-                    applied: c.applied(),
-                    ..base
-                });
+                // One session, one count per policy: an observed policy's verdict is the
+                // session's under that policy.
+                if observed.is_none_or(|(policy, _)| policy != decision.policy) {
+                    self.shared.tls_outcome(&TlsOutcome {
+                        applied: c.applied(),
+                        ..base
+                    });
+                }
             }
             Err(AttemptError::Setup(e)) => {
                 if let Some(result) = e.result_type() {
@@ -133,10 +184,7 @@ impl Egress<'_> {
     }
 }
 
-/// The policy domain of a request: the recipient domain when the MTA gave one.
+/// The policy domain of a request: `domain=`, or `policy_domain=` with `host=`.
 fn policy_domain(req: &ConnectRequest) -> Option<&str> {
-    match &req.dest {
-        Destination::Domain(d) => Some(d.as_str()),
-        _ => None,
-    }
+    req.policy_domain()
 }

@@ -14,6 +14,7 @@ mod children;
 mod delay;
 mod direct;
 mod load;
+mod passthrough;
 mod scale;
 
 use children::{cpu_seconds, status_kib, Haproxy, ProxySpec, ProxyUnderTest};
@@ -108,6 +109,15 @@ pub struct BenchArgs {
     /// Every MTA uses the same source address (127.0.0.2) instead of one of its own.
     #[arg(long)]
     pub one_source: bool,
+    /// --target proxy: the MTAs go through this front-end of the proxy in `mode:
+    /// passthrough` (a PROXY v2 header, or SOCKS5 BIND and CONNECT), then speak SMTP to the
+    /// MX as the direct client does, instead of using the native protocol (issue 24).
+    #[arg(long, value_enum)]
+    pub passthrough: Option<passthrough::Front>,
+    /// --passthrough: the front-ends never splice (`splice: false`): every byte is copied
+    /// through the relay's buffers, for comparison.
+    #[arg(long)]
+    pub no_splice: bool,
     /// Send each message as one pipelined flight: MAIL, RCPT and `BDAT <size> LAST` with the
     /// message in one write, then the three replies (RFC 3030 with PIPELINING, as Exim does;
     /// the MX offers both). Through the proxy and directly alike.
@@ -167,6 +177,14 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
     // Keep the proxy or HAProxy alive until the end of the run.
     let mut proxy = None;
     let mut haproxy = None;
+    if a.passthrough.is_some()
+        && (a.target != Target::Proxy || a.reuse || a.mx_tls || a.bdat_pipelined)
+    {
+        return Err(
+            "--passthrough goes with --target proxy, without --reuse, --mx-tls and --bdat-pipelined"
+                .into(),
+        );
+    }
     let (kind, pid) = match a.target {
         Target::Proxy => {
             let p = ProxyUnderTest::start(&ProxySpec {
@@ -175,9 +193,22 @@ pub fn run(a: BenchArgs) -> Result<(), BoxError> {
                 max_idle: a.concurrency * 2 + 16,
                 binary: proxy_binary(&a)?,
                 cap: a.cap,
+                passthrough: a.passthrough.is_some(),
+                splice: !a.no_splice,
             })?;
             let pid = p.pid;
-            let kind = TargetKind::Proxy(p.client.clone());
+            let kind = match (a.passthrough, p.fronts) {
+                (Some(front), Some(f)) => TargetKind::Front(passthrough::FrontTarget {
+                    kind: front,
+                    addr: match front {
+                        passthrough::Front::ProxyV2 => f.proxy_protocol,
+                        passthrough::Front::Socks5 => f.socks5,
+                    },
+                    mx: mx_addr,
+                    timeout: a.timeout,
+                }),
+                _ => TargetKind::Proxy(p.client.clone()),
+            };
             proxy = Some(p);
             (kind, pid)
         }

@@ -56,6 +56,10 @@ pub struct SendArgs {
     /// TLS name (SNI and verification).
     #[arg(long)]
     pub tls_name: Option<String>,
+    /// The recipient domain whose MTA-STS and TLS-RPT policy applies, with --mx <name>
+    /// (--domain is itself the policy domain).
+    #[arg(long, conflicts_with = "domain")]
+    pub policy_domain: Option<String>,
     /// Ask for connection reuse.
     #[arg(long)]
     pub reuse: bool,
@@ -151,6 +155,7 @@ pub fn run(a: SendArgs) -> Result<(), Box<dyn std::error::Error>> {
     req.smtps = a.port == 465;
     req.tls = tls_policy(&a.tls)?;
     req.tls_name = a.tls_name.clone();
+    req.policy_domain = a.policy_domain.clone();
     req.reuse = a.reuse;
     let body = match &a.message_file {
         Some(p) => Some(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),

@@ -3,7 +3,7 @@
 //!
 //! Two ways to answer:
 //! - [`Zone`]: a static authoritative zone (A, AAAA, MX including the RFC 7505
-//!   null MX), answering like an authoritative server: the records of the
+//!   null MX, TXT), or one shared with the test that edits it ([`FakeDns::shared_zone`]), answering like an authoritative server: the records of the
 //!   asked type, NODATA (no error, no answer, the zone's SOA in the authority
 //!   section) for a name that exists with other types only, NXDOMAIN (with the
 //!   SOA) for an unknown name under the zone, REFUSED outside it;
@@ -19,8 +19,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use parking_lot::Mutex;
 
 /// Most queries answered at once (each waits on its own thread).
 const MAX_IN_FLIGHT: usize = 256;
@@ -35,6 +36,8 @@ pub struct Reply {
     pub authority: Vec<(Name, RData)>,
     /// The AA bit.
     pub authoritative: bool,
+    /// The TTL of the records served.
+    pub ttl: u32,
 }
 
 impl Reply {
@@ -45,6 +48,7 @@ impl Reply {
             answers,
             authority: Vec::new(),
             authoritative: false,
+            ttl: TTL,
         }
     }
 
@@ -55,6 +59,7 @@ impl Reply {
             answers: Vec::new(),
             authority: Vec::new(),
             authoritative: false,
+            ttl: TTL,
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct Zone {
     origin: String,
     /// (owner, data), owner lower case without trailing dot.
     records: Vec<(String, RData)>,
+    /// The TTL of its records and of its negative answers.
+    ttl: u32,
 }
 
 fn fqdn(name: &str) -> Name {
@@ -92,6 +99,7 @@ impl Zone {
         Zone {
             origin: bare(origin),
             records: Vec::new(),
+            ttl: TTL,
         }
     }
 
@@ -134,6 +142,26 @@ impl Zone {
         self.record(owner, RData::MX(MX::new(preference, fqdn(exchange))))
     }
 
+    /// A TXT record of one character string (`text` is at most 255 octets).
+    pub fn txt(self, owner: &str, text: &str) -> Zone {
+        self.record(owner, RData::TXT(TXT::new(vec![text.to_string()])))
+    }
+
+    /// Removes the records of `owner` of type `rtype` (a zone edited while served).
+    pub fn remove(mut self, owner: &str, rtype: RecordType) -> Zone {
+        let owner = bare(owner);
+        self.records
+            .retain(|(o, data)| !(*o == owner && data.record_type() == rtype));
+        self
+    }
+
+    /// The TTL of the records and negative answers served (default 60 s; 0 to keep a
+    /// resolver from caching what a test changes).
+    pub fn ttl(mut self, ttl: u32) -> Zone {
+        self.ttl = ttl;
+        self
+    }
+
     /// The RFC 7505 null MX: `MX 0 .`.
     pub fn null_mx(self, owner: &str) -> Zone {
         self.mx(owner, 0, ".")
@@ -149,7 +177,7 @@ impl Zone {
             3600,
             600,
             86400,
-            TTL,
+            self.ttl,
         );
         (origin, RData::SOA(soa))
     }
@@ -187,6 +215,7 @@ impl Zone {
             r
         };
         reply.authoritative = true;
+        reply.ttl = self.ttl;
         reply
     }
 }
@@ -206,6 +235,13 @@ impl FakeDns {
     /// Serves `zone`, answering at once.
     pub fn zone(zone: Zone) -> FakeDns {
         FakeDns::start(Duration::ZERO, move |name, rtype| zone.answer(name, rtype))
+    }
+
+    /// Serves the zone behind `zone`, which the test may change while it is served.
+    pub fn shared_zone(zone: Arc<Mutex<Zone>>) -> FakeDns {
+        FakeDns::start(Duration::ZERO, move |name, rtype| {
+            zone.lock().answer(name, rtype)
+        })
     }
 
     /// Answers every query after `delay` with `handler(name without trailing
@@ -299,10 +335,10 @@ fn answer(request: &Message, handler: &Handler) -> Option<Vec<u8>> {
     response.metadata.response_code = reply.code;
     response.add_query(query.clone());
     for data in reply.answers {
-        response.add_answer(Record::from_rdata(name.clone(), TTL, data));
+        response.add_answer(Record::from_rdata(name.clone(), reply.ttl, data));
     }
     for (owner, data) in reply.authority {
-        response.add_authority(Record::from_rdata(owner, TTL, data));
+        response.add_authority(Record::from_rdata(owner, reply.ttl, data));
     }
     response.to_vec().ok()
 }

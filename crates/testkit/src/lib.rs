@@ -18,4 +18,5 @@ pub mod mta;
 pub mod netns;
 pub mod raw;
 pub mod redis;
+pub mod stsserver;
 pub mod testmx;

@@ -71,6 +71,12 @@ mx_tls:
   dane: testing-only
   mta_sts: 'off'
   allow_none_when_required: true
+  mta_sts_fetch_timeout: 5s
+  mta_sts_max_size: 32768
+  mta_sts_test_ca_file: sts-ca.pem
+  mta_sts_test_port: 8443
+  tls_rpt_organization: proxy.example
+  tls_rpt_contact: tls-reports@proxy.example
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
@@ -200,6 +206,12 @@ mx_tls:
   dane: testing-only
   mta_sts: off
   allow_none_when_required: true
+  mta_sts_fetch_timeout: 5s
+  mta_sts_max_size: 32768
+  mta_sts_test_ca_file: DIR/sts-ca.pem
+  mta_sts_test_port: 8443
+  tls_rpt_organization: proxy.example
+  tls_rpt_contact: tls-reports@proxy.example
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
@@ -219,6 +231,7 @@ frontends:
   - 127.0.0.1:2600
   mode: passthrough
   client: cluster-a
+  splice: true
 - kind: socks5
   listen:
   - 127.0.0.1:1080

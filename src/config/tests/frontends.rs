@@ -16,6 +16,7 @@ fn defaults_and_both_kinds() {
     assert_eq!(p.kind, FrontendKind::ProxyProtocol);
     assert_eq!(p.mode, FrontendMode::Passthrough);
     assert_eq!(p.client, "default");
+    assert!(p.splice, "splice by default");
     let s = &c.frontends[1];
     assert_eq!(s.kind, FrontendKind::Socks5);
     assert_eq!(s.auth, SocksAuth::Password);
@@ -31,6 +32,23 @@ fn defaults_and_both_kinds() {
     // The effective configuration shows them and parses back to the same.
     let yaml = c.to_effective_yaml();
     assert!(yaml.contains("kind: socks5"), "{yaml}");
+    assert!(yaml.contains("  splice: true\n"), "{yaml}");
+    assert_eq!(
+        yaml.matches("splice:").count(),
+        1,
+        "passthrough only: {yaml}"
+    );
+}
+
+#[test]
+fn splice_can_be_turned_off_for_a_passthrough_front_end() {
+    let c = parse(&format!(
+        "{}frontends:\n  - kind: proxy_protocol\n    listen: 127.0.0.1:2600\n    splice: false\n",
+        minimal()
+    ))
+    .unwrap();
+    assert!(!c.frontends[0].splice);
+    assert!(c.to_effective_yaml().contains("  splice: false\n"));
 }
 
 #[test]
@@ -56,6 +74,10 @@ fn errors_name_the_key() {
         (
             "  - kind: socks5\n    listen: 127.0.0.1:1080\n    tls: required\n",
             "frontends[0].tls: only valid with mode: smtp",
+        ),
+        (
+            "  - kind: socks5\n    listen: 127.0.0.1:1080\n    mode: smtp\n    splice: false\n",
+            "frontends[0].splice: only valid with mode: passthrough",
         ),
         (
             "  - kind: socks5\n    listen: 127.0.0.1:1080\n    mode: smtp\n    tls: verify\n",

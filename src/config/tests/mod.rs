@@ -90,6 +90,12 @@ timeouts:
 mx_tls:
   min_version: 1.3
   ca_file: extra-roots.pem
+  mta_sts_fetch_timeout: 5s
+  mta_sts_max_size: 32768
+  mta_sts_test_ca_file: sts-ca.pem
+  mta_sts_test_port: 8443
+  tls_rpt_organization: proxy.example
+  tls_rpt_contact: tls-reports@proxy.example
 pool:
   reuse_time_limit: 10m
   idle_ttl: 20s
@@ -310,7 +316,7 @@ fn example_and_docs_list_every_key() {
     ] {
         keys.push(k.into());
     }
-    assert_eq!(keys.len(), 67, "{keys:?}");
+    assert_eq!(keys.len(), 73, "{keys:?}");
     for key in &keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(EXAMPLE.contains(&format!("{leaf}:")), "example lacks {key}");

@@ -359,3 +359,5 @@ fn close_reasons_have_stable_tags() {
     );
     assert_eq!(CloseReason::Error("x".into()).tag(), "error");
 }
+
+mod spliced;

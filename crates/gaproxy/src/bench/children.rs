@@ -85,6 +85,18 @@ pub struct ProxySpec {
     pub binary: Option<PathBuf>,
     /// `caps: max_connections` per (source, MX).
     pub cap: Option<usize>,
+    /// Also listen with a PROXY protocol and a SOCKS5 front-end in `mode: passthrough`
+    /// (issue 24 part 2).
+    pub passthrough: bool,
+    /// Those front-ends splice bulk data (`splice: true`, the default).
+    pub splice: bool,
+}
+
+/// The passthrough front-ends' addresses ([`ProxySpec::passthrough`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Fronts {
+    pub proxy_protocol: SocketAddr,
+    pub socks5: SocketAddr,
 }
 
 /// A running proxy and how to reach it.
@@ -92,6 +104,8 @@ pub struct ProxyUnderTest {
     pub client: ProxyClientConfig,
     /// The daemon's pid (`None` when in-process: its CPU and RSS are then not separable).
     pub pid: Option<u32>,
+    /// The passthrough front-ends, when asked for.
+    pub fronts: Option<Fronts>,
     child: Option<Child>,
     server: Option<Arc<Server>>,
     _dir: TempDir,
@@ -139,6 +153,23 @@ impl ProxyUnderTest {
             Some(n) => format!("{yaml}caps:\n  wait: 60s\n  max_connections: {n}\n"),
             None => yaml,
         };
+        let fronts = if spec.passthrough {
+            Some(Fronts {
+                proxy_protocol: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                socks5: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            })
+        } else {
+            None
+        };
+        let yaml = match fronts {
+            Some(f) => format!(
+                "{yaml}frontends:\n\
+                 \x20 - kind: proxy_protocol\n    listen: [\"{}\"]\n    mode: passthrough\n    client: default\n    splice: {}\n\
+                 \x20 - kind: socks5\n    listen: [\"{}\"]\n    mode: passthrough\n    auth: none\n    client: default\n    splice: {}\n",
+                f.proxy_protocol, spec.splice, f.socks5, spec.splice
+            ),
+            None => yaml,
+        };
         let client = |addr| -> Result<ProxyClientConfig, BoxError> {
             Ok(ProxyClientConfig {
                 proxy: addr,
@@ -162,6 +193,7 @@ impl ProxyUnderTest {
                 Ok(ProxyUnderTest {
                     client: client(addr)?,
                     pid: Some(child.id()),
+                    fronts,
                     child: Some(child),
                     server: None,
                     _dir: dir,
@@ -177,6 +209,7 @@ impl ProxyUnderTest {
                 Ok(ProxyUnderTest {
                     client: client(addr)?,
                     pid: None,
+                    fronts,
                     child: None,
                     server: Some(server),
                     _dir: dir,

@@ -121,7 +121,7 @@ impl DirectTarget {
     }
 }
 
-fn read(conn: &mut BufConn<MxStream>) -> Result<Reply, DirectError> {
+pub fn read(conn: &mut BufConn<MxStream>) -> Result<Reply, DirectError> {
     Ok(conn.read_reply(&ReplyLimits::default())?)
 }
 
@@ -133,7 +133,18 @@ pub fn send_mail(
     message: &[u8],
 ) -> Result<Reply, DirectError> {
     let pipelining = mx.capabilities().pipelining;
-    let c = mx.stream_mut();
+    send_on(mx.stream_mut(), pipelining, from, to, message)
+}
+
+/// [`send_mail`] on a connection set up elsewhere (through a passthrough front-end), whose
+/// MX offers PIPELINING or not.
+pub fn send_on(
+    c: &mut BufConn<MxStream>,
+    pipelining: bool,
+    from: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Result<Reply, DirectError> {
     let mut cmds = vec![format!("MAIL FROM:<{from}>")];
     cmds.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
     cmds.push("DATA".into());

@@ -2,6 +2,7 @@
 //! connect-to-ready and every message.
 
 use super::direct::{self, DirectTarget};
+use super::passthrough::{self, FrontTarget};
 use crate::send::sample_message;
 use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
 use greenarrow_proxy_proto::protocol::{ConnectRequest, Destination, Origin, TlsPolicy};
@@ -20,6 +21,8 @@ const EHLO: &str = "mta.bench.test";
 pub enum TargetKind {
     Proxy(ProxyClientConfig),
     Direct(DirectTarget),
+    /// Through a passthrough front-end of the proxy (PROXY v2 or SOCKS5).
+    Front(FrontTarget),
 }
 
 /// One scenario.
@@ -209,6 +212,18 @@ fn mta(load: &Load, i: usize, barrier: &Barrier) -> Sample {
                 direct_session(target, source, load, &message, &mut sample);
             }
         }
+        TargetKind::Front(target) => {
+            barrier.wait();
+            barrier.wait();
+            let deadline = Instant::now() + load.duration;
+            while Instant::now() < deadline
+                && sample.sessions < load.sessions_per_mta
+                && sample.errors < MAX_ERRORS_PER_MTA
+            {
+                sample.sessions += 1;
+                front_session(target, source, load, &message, &mut sample);
+            }
+        }
     }
     sample
 }
@@ -329,6 +344,42 @@ fn direct_session(
         }
     }
     if let Err(e) = direct::quit(mx) {
+        sample.error(format!("QUIT: {e}"));
+    }
+}
+
+/// One SMTP session to the MX through a passthrough front-end: what [`direct_session`] does,
+/// over the front-end's connection.
+fn front_session(
+    target: &FrontTarget,
+    source: IpAddr,
+    load: &Load,
+    message: &[u8],
+    sample: &mut Sample,
+) {
+    let started = Instant::now();
+    let mut c = match target.open(source, EHLO) {
+        Ok(c) => c,
+        Err(e) => return sample.error(e),
+    };
+    sample.ready_new.push(started.elapsed());
+    for i in 0..load.messages {
+        let t = Instant::now();
+        match direct::send_on(&mut c.conn, c.pipelining, FROM, &[TO], message) {
+            Ok(_) => {
+                sample.per_message.push(t.elapsed());
+                sample.messages += 1;
+                if i == 0 {
+                    sample.first_reply(false, started.elapsed());
+                }
+            }
+            Err(e) => {
+                sample.error(format!("message: {e}"));
+                break;
+            }
+        }
+    }
+    if let Err(e) = passthrough::quit(c) {
         sample.error(format!("QUIT: {e}"));
     }
 }

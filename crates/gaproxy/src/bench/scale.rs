@@ -69,6 +69,8 @@ pub fn run(a: &BenchArgs, mx: &TestMx, bin: PathBuf) -> Result<(), BoxError> {
         max_idle: pooled + 16,
         binary: Some(bin),
         cap: None,
+        passthrough: false,
+        splice: true,
     })?;
     let pid = proxy.pid.ok_or("no proxy pid")?;
     let rss = || status_kib(pid, "VmRSS").unwrap_or(0);

@@ -70,9 +70,17 @@ fn connect() -> impl Strategy<Value = (ConnectRequest, [bool; 7])> {
             prop::option::of(1..=u64::MAX),
         ),
         any::<[bool; 7]>(),
+        prop::option::of(hostname()),
     )
         .prop_map(
-            |((source, dest, port, ehlo, tls), (tls_name, fallback, smtps, reuse, max), show)| {
+            |(
+                (source, dest, port, ehlo, tls),
+                (tls_name, fallback, smtps, reuse, max),
+                show,
+                policy_domain,
+            )| {
+                // policy_domain= goes with host=<name> only.
+                let policy_domain = policy_domain.filter(|_| matches!(dest, Destination::Host(_)));
                 let mut c = ConnectRequest::new(source, dest, &ehlo);
                 c.port = port;
                 c.tls = tls;
@@ -81,6 +89,7 @@ fn connect() -> impl Strategy<Value = (ConnectRequest, [bool; 7])> {
                 c.smtps = smtps;
                 c.reuse = reuse;
                 c.reuse_max_messages = max;
+                c.policy_domain = policy_domain;
                 (c, show)
             },
         )
@@ -119,6 +128,9 @@ fn words(c: &ConnectRequest, show: [bool; 7]) -> Vec<(String, String)> {
     }
     if let Some(n) = c.reuse_max_messages {
         w.push(("reuse_max_messages".into(), n.to_string()));
+    }
+    if let Some(d) = &c.policy_domain {
+        w.push(("policy_domain".into(), d.clone()));
     }
     w
 }

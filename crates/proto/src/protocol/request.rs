@@ -121,6 +121,9 @@ pub struct ConnectRequest {
     /// `wait=30s`, `wait=500ms`, `wait=30` (seconds): how long to wait at a connection cap (`caps:`) for a
     /// connection; at most `caps.wait`, which is also the default. `wait=0`: do not wait.
     pub wait: Option<Duration>,
+    /// `policy_domain=`: the recipient domain whose MTA-STS and TLS-RPT policy applies when
+    /// the MTA connects by `host=<name>` (with `domain=`, that domain is the policy domain).
+    pub policy_domain: Option<String>,
 }
 
 impl ConnectRequest {
@@ -138,6 +141,15 @@ impl ConnectRequest {
             reuse: false,
             reuse_max_messages: None,
             wait: None,
+            policy_domain: None,
+        }
+    }
+
+    /// The policy domain (MTA-STS, TLS-RPT): `domain=`, or `policy_domain=` with `host=`.
+    pub fn policy_domain(&self) -> Option<&str> {
+        match &self.dest {
+            Destination::Domain(d) => Some(d),
+            _ => self.policy_domain.as_deref(),
         }
     }
 
@@ -180,6 +192,9 @@ impl ConnectRequest {
             } else {
                 s.push_str(&format!(" wait={}ms", w.as_millis()));
             }
+        }
+        if let Some(d) = &self.policy_domain {
+            s.push_str(&format!(" policy_domain={d}"));
         }
         s.push_str("\r\n");
         s
@@ -402,6 +417,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
     let mut reuse = None;
     let mut reuse_max = None;
     let mut wait = None;
+    let mut policy_domain = None;
     for word in params.split(' ').filter(|w| !w.is_empty()) {
         let (key, value) = word
             .split_once('=')
@@ -420,6 +436,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             "reuse" => reuse.replace(value).is_some(),
             "reuse_max_messages" => reuse_max.replace(value).is_some(),
             "wait" => wait.replace(value).is_some(),
+            "policy_domain" => policy_domain.replace(value).is_some(),
             _ => return Err(RequestError::UnknownParameter(key.to_string())),
         };
         if slot_is_set {
@@ -479,6 +496,18 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
         },
     };
     let wait = wait.map(parse_wait).transpose()?;
+    if let Some(d) = policy_domain {
+        if !matches!(dest, Destination::Host(_)) {
+            return Err(invalid(
+                "policy_domain",
+                d,
+                "is only for host=<name> (domain= is itself the policy domain)",
+            ));
+        }
+        if !is_valid_hostname(d) {
+            return Err(invalid("policy_domain", d, "is not a domain"));
+        }
+    }
     Ok(ConnectRequest {
         source,
         dest,
@@ -500,6 +529,7 @@ fn parse_connect(params: &str) -> Result<ConnectRequest, RequestError> {
             .unwrap_or(false),
         reuse_max_messages,
         wait,
+        policy_domain: policy_domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
     })
 }
 

@@ -86,6 +86,34 @@ pub fn render(snap: &Snapshot) -> String {
         );
     }
 
+    // TLS reporting: per result type and per policy type (never per domain).
+    head(
+        &mut out,
+        "greenarrow_proxy_tls_rpt_failures_total",
+        "counter",
+        "MX connection set-ups under the TLS policies that failed (or would have, under a policy only tested), by RFC 8460 result type.",
+    );
+    for (r, n) in &snap.tls_rpt.failures {
+        let _ = writeln!(
+            out,
+            "{PREFIX}tls_rpt_failures_total{{result=\"{}\"}} {n}",
+            r.as_str()
+        );
+    }
+    head(
+        &mut out,
+        "greenarrow_proxy_tls_rpt_successes_total",
+        "counter",
+        "MX connection set-ups under the TLS policies that succeeded, by RFC 8460 policy type.",
+    );
+    for (p, n) in &snap.tls_rpt.successes {
+        let _ = writeln!(
+            out,
+            "{PREFIX}tls_rpt_successes_total{{policy=\"{}\"}} {n}",
+            p.as_str()
+        );
+    }
+
     // Per source address: connections in use and idle, and requests waiting under a cap.
     let mut per_source: BTreeMap<IpAddr, [u64; 3]> = BTreeMap::new();
     for (k, n) in &snap.in_use {
@@ -293,6 +321,12 @@ mod tests {
                 sources: vec!["127.0.0.2".parse().unwrap()],
                 mx: vec![],
             },
+            tls_rpt: crate::status::TlsRptSnapshot {
+                failures: vec![(crate::tls_policy::rpt::ResultType::StsWebpkiInvalid, 2)],
+                successes: vec![(crate::tls_policy::rpt::PolicyType::Sts, 5)],
+                domains: Vec::new(),
+                sts_cached: 1,
+            },
             config: ConfigState {
                 started: UNIX_EPOCH,
                 loaded: UNIX_EPOCH,
@@ -324,6 +358,8 @@ mod tests {
             "greenarrow_proxy_cap_wait_seconds_sum 2.25",
             "greenarrow_proxy_cap_wait_seconds_count 5",
             "greenarrow_proxy_drains{kind=\"source\"} 1",
+            "greenarrow_proxy_tls_rpt_failures_total{result=\"sts-webpki-invalid\"} 2",
+            "greenarrow_proxy_tls_rpt_successes_total{policy=\"sts\"} 5",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -13,7 +13,8 @@ pub mod table;
 
 pub use snapshot::{
     unix_seconds, CapRow, ConfigState, DrainList, Figure, IdleConnection, Kind, LastReload,
-    PooledInfo, SharedGroup, SharedHolder, SharedStatus, Snapshot, WaitSnapshot,
+    PooledInfo, SharedGroup, SharedHolder, SharedStatus, Snapshot, TlsRptDomain, TlsRptSnapshot,
+    WaitSnapshot,
 };
 
 use crate::protocol::reuse::PoolKey;
@@ -59,6 +60,20 @@ pub struct Status {
     /// Failed connect requests per failure (every failure, zeros included).
     pub failures: Vec<FailureCount>,
     pub drains: DrainList,
+    /// TLS reporting (RFC 8460): today's counts per policy domain, with its `rua`. (Absent
+    /// from a proxy older than this field.)
+    #[serde(default)]
+    pub tls_rpt: Option<TlsRptView>,
+}
+
+/// The status view's `tls_rpt`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsRptView {
+    /// The UTC day the counts are of (`YYYY-MM-DD`).
+    pub day: String,
+    pub domains: Vec<TlsRptDomain>,
+    /// Domains with an MTA-STS policy in the cache.
+    pub sts_cached: u64,
 }
 
 /// The configuration in force and the last reload.
@@ -221,6 +236,16 @@ impl Status {
                 })
                 .collect(),
             drains: snap.drains.clone(),
+            tls_rpt: Some(TlsRptView {
+                day: crate::tls_policy::rpt::Day::of(
+                    snap.now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                )
+                .iso(),
+                domains: snap.tls_rpt.domains.clone(),
+                sts_cached: snap.tls_rpt.sts_cached,
+            }),
         }
     }
 }
@@ -292,6 +317,7 @@ mod tests {
             },
             failures: vec![(Failure::Drained, 1)],
             drains: DrainList::default(),
+            tls_rpt: TlsRptSnapshot::default(),
             config: ConfigState {
                 started: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
                 loaded: UNIX_EPOCH + Duration::from_secs(1_765_003_600),
@@ -372,12 +398,35 @@ mod tests {
         plain.conn.tls_cipher = None;
         plain.conn.last_mta = None;
         snap.pooled.push(plain);
+        snap.tls_rpt = TlsRptSnapshot {
+            failures: Vec::new(),
+            successes: Vec::new(),
+            domains: vec![TlsRptDomain {
+                domain: "sts.example".into(),
+                successes: 5,
+                failures: 1,
+                rua: vec!["mailto:tlsrpt@sts.example".into()],
+            }],
+            sts_cached: 1,
+        };
         let st = Status::from_snapshot(&snap);
         let text = serde_json::to_string(&st).unwrap();
         let want = GOLDEN_JSON.replace("@VERSION@", env!("CARGO_PKG_VERSION"));
         assert_eq!(text, want);
         let back: Status = serde_json::from_str(&text).unwrap();
         assert_eq!(back, st);
+        let table = table::render(&st);
+        assert!(
+            table.contains("TLS reporting, 2025-12-06 (UTC):"),
+            "{table}"
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["sts.example", "5", "1", "mailto:tlsrpt@sts.example"]),
+            "{table}"
+        );
     }
 
     const GOLDEN_JSON: &str = concat!(
@@ -398,7 +447,8 @@ mod tests {
         r#""count":1},{"le":null,"count":2}]},"counters":{"pooled":1,"keys":1,"connects":9,"#,
         r#""sessions_active":3,"max_sessions":50,"cpu_seconds":1.5},"#,
         r#""failures":[{"tag":"drained","code":453,"count":1}],"drains":{"sources":[],"#,
-        r#""mx":[]}}"#,
+        r#""mx":[]},"tls_rpt":{"day":"2025-12-06","domains":[{"domain":"sts.example","#,
+        r#""successes":5,"failures":1,"rua":["mailto:tlsrpt@sts.example"]}],"sts_cached":1}}"#,
     );
 
     fn shared_status() -> SharedStatus {

@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub shared: Option<SharedStatus>,
     pub failures: Vec<(Failure, u64)>,
     pub drains: DrainList,
+    /// TLS reporting (RFC 8460): counts by result type and policy type, today's domains.
+    pub tls_rpt: TlsRptSnapshot,
     /// Start and reload times, the last reload's outcome.
     pub config: ConfigState,
     /// When the snapshot was taken.
@@ -36,6 +38,28 @@ impl Snapshot {
             .find(|f| f.name == name)
             .map_or(0.0, |f| f.value)
     }
+}
+
+/// TLS reporting's figures: failed sessions per RFC 8460 result type and successful ones
+/// per policy type since start (the metrics), and today's per-domain counts with the
+/// domain's `rua` (the status view; bounded by the ledger).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsRptSnapshot {
+    pub failures: Vec<(crate::tls_policy::rpt::ResultType, u64)>,
+    pub successes: Vec<(crate::tls_policy::rpt::PolicyType, u64)>,
+    pub domains: Vec<TlsRptDomain>,
+    /// Domains with an MTA-STS policy in the cache.
+    pub sts_cached: u64,
+}
+
+/// One policy domain's TLS-RPT counts of today (UTC).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsRptDomain {
+    pub domain: String,
+    pub successes: u64,
+    pub failures: u64,
+    /// The `_smtp._tls` record's `rua` URIs (empty when none is published).
+    pub rua: Vec<String>,
 }
 
 /// Whether a figure only goes up (a counter since start) or goes up and down (a gauge).

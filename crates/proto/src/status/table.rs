@@ -228,5 +228,27 @@ pub fn render(st: &Status) -> String {
     for m in &d.mx {
         let _ = writeln!(out, "  mx {m}");
     }
+    if let Some(t) = st.tls_rpt.as_ref().filter(|t| !t.domains.is_empty()) {
+        let _ = writeln!(out, "\nTLS reporting, {} (UTC):", t.day);
+        let mut rows = vec![vec![
+            "DOMAIN".to_string(),
+            "OK".to_string(),
+            "FAILED".to_string(),
+            "RUA".to_string(),
+        ]];
+        for dom in &t.domains {
+            rows.push(vec![
+                dom.domain.clone(),
+                dom.successes.to_string(),
+                dom.failures.to_string(),
+                if dom.rua.is_empty() {
+                    "-".to_string()
+                } else {
+                    dom.rua.join(",")
+                },
+            ]);
+        }
+        columns(&mut out, &rows);
+    }
     out
 }

@@ -45,4 +45,10 @@ pub struct TlsOutcome<'a> {
     pub testing: bool,
     /// `None`: a successful session; otherwise the failure's result type.
     pub result: Option<rpt::ResultType>,
+    /// The MX address (TLS-RPT `receiving-ip`), when one was chosen.
+    pub mx_ip: Option<std::net::IpAddr>,
+    /// The source address (TLS-RPT `sending-mta-ip`).
+    pub source: Option<std::net::IpAddr>,
+    /// The TLSA records of a `tlsa` policy (TLS-RPT `policy-string`).
+    pub tlsa: Option<&'a dane::TlsaSet>,
 }

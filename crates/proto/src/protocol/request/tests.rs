@@ -61,6 +61,45 @@ fn parses_connect_with_defaults() {
 }
 
 #[test]
+fn policy_domain_goes_with_a_host_name() {
+    let r = parse_request(
+        b"CONNECT source=192.0.2.1 host=mx.example.com ehlo=a.example policy_domain=Example.COM.",
+    )
+    .unwrap();
+    let Request::Connect(c) = r else { panic!() };
+    assert_eq!(c.policy_domain.as_deref(), Some("example.com"));
+    assert_eq!(c.policy_domain(), Some("example.com"));
+    assert_eq!(
+        parse_request(c.to_line().as_bytes()).unwrap(),
+        Request::Connect(c)
+    );
+    // domain= is the policy domain itself.
+    let Request::Connect(c) =
+        parse_request(b"CONNECT source=192.0.2.1 domain=example.net ehlo=a.example").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(c.policy_domain(), Some("example.net"));
+    for bad in [
+        "CONNECT source=192.0.2.1 domain=example.net ehlo=a.example policy_domain=example.net",
+        "CONNECT source=192.0.2.1 host=192.0.2.9 ehlo=a.example policy_domain=example.net",
+        "CONNECT source=192.0.2.1 host=mx.example ehlo=a.example policy_domain=bad..name",
+    ] {
+        let e = parse_request(bad.as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RequestError::Invalid {
+                    key: "policy_domain",
+                    ..
+                }
+            ),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn round_trips_every_parameter() {
     let mut c = ConnectRequest::new(
         "::1".parse().unwrap(),
