@@ -33,6 +33,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The process-wide rustls provider, ring: the redis crate (caps.shared over rediss://)
+    // builds its TLS configuration with `ClientConfig::builder()`, which uses it. Our own
+    // TLS names ring explicitly. Err = already installed: nothing to do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if args.check_config {
         return match daemon::load(&args.config) {
             Ok(_) if args.quiet => ExitCode::SUCCESS,

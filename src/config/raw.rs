@@ -162,6 +162,9 @@ pub(crate) struct RawCaps {
 pub(crate) struct RawShared {
     pub redis: Option<String>,
     pub password_file: Option<String>,
+    pub tls_ca_file: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
     pub key_prefix: Option<String>,
     pub host: Option<String>,
     pub lease: Option<String>,

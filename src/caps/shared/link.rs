@@ -9,7 +9,7 @@
 
 use crate::config::SharedConfig;
 use parking_lot::{Condvar, Mutex};
-use redis::{Client, Connection, Script};
+use redis::{Client, ClientTlsConfig, Connection, Script, TlsCertificates};
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -186,8 +186,25 @@ impl Link {
             let settings = info.redis_settings().clone().set_password(text);
             info = info.set_redis_settings(settings);
         }
+        let client = if cfg.redis.starts_with("rediss:") {
+            // rustls (ring): the system's roots, or `tls_ca_file`'s; a client certificate if
+            // configured. The files were read and checked with the configuration.
+            let client_tls = cfg.tls_client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.expose().to_vec(),
+            });
+            Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls,
+                    root_cert: cfg.tls_ca.clone(),
+                },
+            )?
+        } else {
+            Client::open(info)?
+        };
         Ok(Link {
-            client: Client::open(info)?,
+            client,
             slots: Mutex::new(Slots {
                 idle: Vec::new(),
                 open: 0,
