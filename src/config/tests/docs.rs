@@ -131,9 +131,15 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
     std::fs::write(dir.0.join("one.secret"), OTHER_SECRET).unwrap();
     std::fs::write(dir.0.join("top.secret"), SECRET).unwrap();
     std::fs::write(dir.0.join("r.pass"), "redis-pass").unwrap();
+    let ca = greenarrow_proxy_testkit::certgen::Ca::new("redis CA").unwrap();
+    let leaf = ca.issue(&["proxy"]).unwrap();
+    std::fs::write(dir.0.join("r-ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.0.join("r-c.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.0.join("r-k.pem"), &leaf.key_pem).unwrap();
     let yaml = "tls_certificate: c.pem\ntls_private_key: k.pem\n\
                 caps: {destinations: [{name: g, addresses: 192.0.2.0/24}], shared: \
-                {redis: \"redis://10.0.0.5\", password_file: r.pass, \
+                {redis: \"rediss://10.0.0.5\", password_file: r.pass, tls_ca_file: r-ca.pem, \
+                tls_cert_file: r-c.pem, tls_key_file: r-k.pem, \
                 destinations: {g: {max_connections: 4}}}}\n\
                 auth_shared_secret_file: top.secret\ntls_client_ca: ca.pem\n\
                 source_addresses: [192.0.2.10]\n\
@@ -157,6 +163,18 @@ fn the_paths_said_to_be_relative_to_the_file_are_exactly_those_that_are() {
         (
             "caps.shared.password_file",
             c.caps.shared.as_ref().and_then(|s| s.password_file.clone()) == d("r.pass"),
+        ),
+        (
+            "caps.shared.tls_ca_file",
+            c.caps.shared.as_ref().and_then(|s| s.tls_ca_file.clone()) == d("r-ca.pem"),
+        ),
+        (
+            "caps.shared.tls_cert_file",
+            c.caps.shared.as_ref().and_then(|s| s.tls_cert_file.clone()) == d("r-c.pem"),
+        ),
+        (
+            "caps.shared.tls_key_file",
+            c.caps.shared.as_ref().and_then(|s| s.tls_key_file.clone()) == d("r-k.pem"),
         ),
         ("control_socket", c.control_socket == d("c.sock")),
     ];
