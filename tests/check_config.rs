@@ -1,6 +1,7 @@
 //! `greenarrow_proxy --check-config` diagnostics (issue 14, item 4): files the daemon cannot
 //! read name the key, the file and the user; a key that is not the certificate's; a CA
 //! certificate as the server certificate and addresses not on this host are warnings.
+//! `caps.shared.tls_ca_file` (Redis over TLS) is read by the check too.
 
 use greenarrow_proxy_testkit::certgen;
 use greenarrow_proxy_testkit::daemon;
@@ -128,6 +129,35 @@ fn a_secret_file_the_daemon_cannot_read_names_key_file_and_user() {
         err.trim_end().ends_with(&format!(
             "auth_shared_secret_file: {}: permission denied (greenarrow_proxy runs as user {user})",
             secret.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_redis_ca_file_the_daemon_cannot_read_names_key_file_and_user() {
+    let (dir, config) = files(
+        "caps:\n  destinations:\n    - name: big\n      addresses: [192.0.2.0/24]\n  shared:\n\
+         \x20   redis: rediss://127.0.0.1:6380/0\n    tls_ca_file: redis-ca.pem\n\
+         \x20   destinations:\n      big: {max_connections: 4}\n",
+    );
+    let ca = dir.0.join("redis-ca.pem");
+    let pem = certgen::Ca::new("redis CA").unwrap().cert_pem();
+    std::fs::write(&ca, pem).unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let effective = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        effective.contains(&format!("tls_ca_file: {}", ca.display())),
+        "{effective}"
+    );
+    let (out, user) = check_unreadable(&dir, &config, &ca);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "caps.shared.tls_ca_file: {}: permission denied (greenarrow_proxy runs as user {user})",
+            ca.display()
         )),
         "{err}"
     );
