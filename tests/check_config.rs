@@ -75,7 +75,20 @@ fn check_unreadable(dir: &TempDir, config: &Path, file: &Path) -> (Output, Strin
             .unwrap()
             .name
     };
-    (cmd.output().unwrap(), user)
+    // The copy above was written through a file descriptor that a process forked meanwhile by
+    // another test's thread may still hold until its exec: running the copy then fails with
+    // ETXTBSY ("Text file busy") for that short while. No event tells when it ends; try again.
+    let mut tries = 0;
+    let output = loop {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
+    (output, user)
 }
 
 /// Every directory above `dir` lets others through (else the test's temporary directory,

@@ -7,6 +7,7 @@ pub mod egress;
 pub mod error;
 mod finish;
 mod held;
+mod look;
 mod policy;
 pub mod relay;
 

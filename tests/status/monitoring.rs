@@ -145,6 +145,7 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_in_a_real_scrape() {
         "GreenarrowProxyWaitingAtCaps",
         "GreenarrowProxyConcurrencyLimitRefusals",
         "GreenarrowProxyMxTlsFailures",
+        "GreenarrowProxyMxTlsPolicyDeferrals",
         "GreenarrowProxyReloadFailed",
     ] {
         assert!(names.contains(&want), "no alert {want} in {names:?}");
