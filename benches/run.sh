@@ -19,6 +19,14 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin greenarrow_proxy --bin gaproxy
+# HAProxy in TCP mode is the peer the fresh-session and passthrough lines compare with:
+# install Debian's when it is missing and we may (root with apt-get); else those lines say
+# "skipped".
+if ! command -v haproxy >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing haproxy (Debian's) for the comparison lines"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null 2>&1 ||
+        echo "== haproxy could not be installed: its lines will say skipped"
+fi
 gaproxy="$target_dir/release/gaproxy"
 dur=${BENCH_DURATION:-5s}
 out=$(mktemp -d)
