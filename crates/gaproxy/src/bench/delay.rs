@@ -236,11 +236,7 @@ mod tests {
         assert_eq!(read_line(&mut r), "220 hello\r\n");
         // The handshake's round trip, the half by which accept trails it, half of one for the
         // banner: never earlier.
-        assert!(
-            started.elapsed() >= rtt * 2,
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() >= rtt * 2, "{:?}", started.elapsed());
         let sent = Instant::now();
         // Many small writes: every one arrives, in order, unchanged.
         let lines: Vec<String> = (0..50).map(|i| format!("line {i} é\r\n")).collect();

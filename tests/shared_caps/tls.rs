@@ -4,17 +4,12 @@
 //! verify Redis's certificate, so it falls back to its share (one warning saying why) and still
 //! delivers, while one given the right CA shares.
 
-use greenarrow_proxy_client::{ProxyClient, ProxyClientConfig};
-use greenarrow_proxy_net::tls::ProxyClientTls;
-use greenarrow_proxy_proto::protocol::{ConnectRequest, TlsPolicy};
+use super::{run, slow_mx, Ep};
 use greenarrow_proxy_testkit::certgen::Ca;
-use greenarrow_proxy_testkit::daemon::{setup::gaproxy, Daemon};
-use greenarrow_proxy_testkit::fixtures::{proxy_files, req, TempDir, SECRET};
+use greenarrow_proxy_testkit::daemon::Daemon;
+use greenarrow_proxy_testkit::fixtures::{proxy_files, TempDir, SECRET};
 use greenarrow_proxy_testkit::redis::RedisServer;
-use greenarrow_proxy_testkit::testmx::{Faults, TestMx, TestMxConfig};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use greenarrow_proxy_testkit::testmx::TestMx;
 
 const CAP: u64 = 2;
 
@@ -23,15 +18,6 @@ struct Proxy {
     ep: Ep,
     daemon: Daemon,
     _dir: TempDir,
-}
-
-/// What MTAs need of a proxy (shared by their threads).
-struct Ep {
-    name: &'static str,
-    addr: SocketAddr,
-    ca_pem: String,
-    sources: [String; 2],
-    socket: PathBuf,
 }
 
 /// What a proxy is given to reach Redis over TLS.
@@ -108,72 +94,12 @@ impl Proxy {
     }
 }
 
-impl Ep {
-    fn client(&self) -> ProxyClient {
-        ProxyClient::connect(&ProxyClientConfig {
-            proxy: self.addr,
-            tls_name: "localhost".into(),
-            tls: ProxyClientTls::from_ca_pem(self.ca_pem.as_bytes()).unwrap(),
-            secret: SECRET.into(),
-            timeout: Duration::from_secs(40),
-        })
-        .unwrap()
-    }
-
-    fn request(&self, n: usize, mx: &TestMx) -> ConnectRequest {
-        req(&self.sources[n % 2], mx.addr(), TlsPolicy::None)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = gaproxy(&["status", "--json"], &self.socket);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-/// `sessions` MTA sessions over `proxies` (4 MTA threads per proxy), one message each on a new
-/// connection; every one must succeed.
-fn run(proxies: &[&Ep], sessions: usize, mx: &TestMx) {
-    let threads = 4 * proxies.len();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let p = proxies[t % proxies.len()];
-            s.spawn(move || {
-                for n in (t..sessions).step_by(threads) {
-                    let mut c = p.client();
-                    let mut sess = c.open(&p.request(n, mx)).unwrap_or_else(|e| {
-                        panic!("{}: session {n}: {e}", p.name);
-                    });
-                    let body = format!("Subject: {n}\r\n\r\nsession {n} via {}\r\n", p.name);
-                    sess.send_mail("a@x.test", &["b@y.test"], body.as_bytes())
-                        .unwrap();
-                    sess.quit().unwrap();
-                    c.quit().unwrap();
-                }
-            });
-        }
-    });
-}
-
-fn slow_mx() -> TestMx {
-    TestMx::start(TestMxConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        lean: true,
-        faults: Faults {
-            // Each message holds its connection a while: the cap is what limits concurrency.
-            data_end_delay: Some(Duration::from_millis(60)),
-            ..Faults::default()
-        },
-        ..TestMxConfig::default()
-    })
-    .unwrap()
-}
-
 #[test]
 fn two_proxies_share_a_cap_through_rediss_with_client_certificates() {
     let Some(redis) = RedisServer::start_tls(true) else {
         return;
     };
-    let mx = slow_mx();
+    let mx = slow_mx("127.0.0.1:0");
     let client = redis.client_cert().unwrap();
     let tls = RedisTls {
         url: redis.url(),
@@ -214,7 +140,7 @@ fn a_proxy_given_the_wrong_ca_falls_back_and_still_delivers() {
     let Some(redis) = RedisServer::start_tls(false) else {
         return;
     };
-    let mx = slow_mx();
+    let mx = slow_mx("127.0.0.1:0");
     let wrong_ca = Ca::new("not Redis's CA").unwrap().cert_pem();
     let prefix = format!("tlsw{}", std::process::id());
     let right = RedisTls {

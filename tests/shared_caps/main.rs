@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod tls;
+
 const CAP: u64 = 4;
 const LEASE: Duration = Duration::from_secs(3);
 /// The shared rate: RATE new connections per WINDOW (GCRA, a burst of RATE).
