@@ -322,27 +322,13 @@ fn direct_session(
         Err(e) => return sample.error(e),
     };
     sample.ready_new.push(started.elapsed());
-    for i in 0..load.messages {
-        let t = Instant::now();
-        let sent = if load.bdat_pipelined {
+    send_messages(load, sample, started, || {
+        if load.bdat_pipelined {
             direct::send_mail_bdat_pipelined(&mut mx, FROM, &[TO], message)
         } else {
             direct::send_mail(&mut mx, FROM, &[TO], message)
-        };
-        match sent {
-            Ok(_) => {
-                sample.per_message.push(t.elapsed());
-                sample.messages += 1;
-                if i == 0 {
-                    sample.first_reply(false, started.elapsed());
-                }
-            }
-            Err(e) => {
-                sample.error(format!("message: {e}"));
-                break;
-            }
         }
-    }
+    });
     if let Err(e) = direct::quit(mx) {
         sample.error(format!("QUIT: {e}"));
     }
@@ -363,9 +349,26 @@ fn front_session(
         Err(e) => return sample.error(e),
     };
     sample.ready_new.push(started.elapsed());
+    send_messages(load, sample, started, || {
+        direct::send_on(&mut c.conn, c.pipelining, FROM, &[TO], message)
+    });
+    if let Err(e) = passthrough::quit(c) {
+        sample.error(format!("QUIT: {e}"));
+    }
+}
+
+/// The messages of one session over a connection without the proxy's protocol (direct, or
+/// through a passthrough front-end): each timed, the first reply's time noted, the first
+/// failure recorded and the rest of the session's messages not sent.
+fn send_messages<T, E: std::fmt::Display>(
+    load: &Load,
+    sample: &mut Sample,
+    started: Instant,
+    mut send: impl FnMut() -> Result<T, E>,
+) {
     for i in 0..load.messages {
         let t = Instant::now();
-        match direct::send_on(&mut c.conn, c.pipelining, FROM, &[TO], message) {
+        match send() {
             Ok(_) => {
                 sample.per_message.push(t.elapsed());
                 sample.messages += 1;
@@ -378,8 +381,5 @@ fn front_session(
                 break;
             }
         }
-    }
-    if let Err(e) = passthrough::quit(c) {
-        sample.error(format!("QUIT: {e}"));
     }
 }
