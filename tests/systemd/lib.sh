@@ -58,11 +58,16 @@ make_root() {
     key=$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)
     tar=$cache/$SUITE-$key.tar
     mkdir -p "$cache" "$dest"
+    # A directory in the tarball's place is what an earlier version of this script left
+    # (mmdebstrap chose the format from the name "$tar.part", whose extension it does not
+    # know, and made a directory): make the tarball again.
+    [ -d "$tar" ] && rm -rf "$tar"
     if [ ! -s "$tar" ]; then
         echo "systemd: making the Debian root (mmdebstrap $SUITE, cached in $tar)"
-        if ! mmdebstrap --quiet --variant=minbase --include="$PACKAGES" "$SUITE" "$tar.part" >"$WORK/mmdebstrap.log" 2>&1; then
+        rm -rf "$tar.part"
+        if ! mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" "$SUITE" "$tar.part" >"$WORK/mmdebstrap.log" 2>&1; then
             tail -n 5 "$WORK/mmdebstrap.log"
-            rm -f "$tar.part"
+            rm -rf "$tar.part"
             skip "mmdebstrap could not make a $SUITE root (no Debian mirror reachable?)"
         fi
         mv "$tar.part" "$tar"
