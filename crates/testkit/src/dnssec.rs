@@ -178,10 +178,7 @@ impl DnssecWorld {
     pub fn start(zones: &[Zone]) -> Option<DnssecWorld> {
         if let Some(missing) = TOOLS.iter().find(|t| find(t).is_none()) {
             let why = format!("{missing} is not installed (apt-get install unbound nsd ldnsutils)");
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true: {why}");
-            }
-            eprintln!("skipped: {why}");
+            crate::fixtures::missing_program(&why);
             return None;
         }
         // A free port taken by another process between our probe and nsd's or unbound's bind
