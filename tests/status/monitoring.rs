@@ -116,9 +116,14 @@ fn dashboard_exprs() -> Vec<String> {
 /// A daemon with a control socket and metrics, one delivery done (so that the per-source
 /// series exist, with an idle pooled connection).
 fn daemon_with_metrics() -> (setup::Setup, Daemon, PathBuf, SocketAddr, SocketAddr) {
-    let s = setup::Setup::new(
-        "control_socket: control.sock\nmax_sessions: 40\nmetrics:\n  listen: 127.0.0.1:0\n",
-    );
+    daemon_with_metrics_and("")
+}
+
+/// [`daemon_with_metrics`] with more configuration.
+fn daemon_with_metrics_and(extra: &str) -> (setup::Setup, Daemon, PathBuf, SocketAddr, SocketAddr) {
+    let s = setup::Setup::new(&format!(
+        "control_socket: control.sock\nmax_sessions: 40\nmetrics:\n  listen: 127.0.0.1:0\n{extra}"
+    ));
     let mut d = s.daemon();
     let metrics = metrics_addr(&mut d);
     let addr = d.wait_ready()[0];
@@ -130,7 +135,17 @@ fn daemon_with_metrics() -> (setup::Setup, Daemon, PathBuf, SocketAddr, SocketAd
 
 #[test]
 fn every_metric_the_alerts_and_the_dashboard_use_is_in_a_real_scrape() {
-    let (_s, mut d, _socket, addr, _) = daemon_with_metrics();
+    // caps.shared toward a Redis that is not there (a loopback port nobody listens on): its
+    // series exist only where it is configured, and the fallback alert reads them.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let (_s, mut d, _socket, addr, _) = daemon_with_metrics_and(&format!(
+        "caps:\n  destinations:\n    - name: testmx\n      addresses: [127.0.0.1]\n  \
+         shared:\n    redis: \"redis://127.0.0.1:{port}/0\"\n    host: monitoring\n    \
+         timeout: 200ms\n    destinations:\n      testmx:\n        max_connections: 4\n"
+    ));
     let (body, samples) = scrape(addr);
     let scraped: BTreeSet<String> = samples
         .iter()
@@ -146,6 +161,7 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_in_a_real_scrape() {
         "GreenarrowProxyConcurrencyLimitRefusals",
         "GreenarrowProxyMxTlsFailures",
         "GreenarrowProxyMxTlsPolicyDeferrals",
+        "GreenarrowProxySharedCapsFallback",
         "GreenarrowProxyReloadFailed",
     ] {
         assert!(names.contains(&want), "no alert {want} in {names:?}");
